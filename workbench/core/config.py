@@ -1,0 +1,144 @@
+"""Run configuration as typed dataclasses grouped by concern, validated early, read from and
+written to JSON. ``RUN/config.json`` holds the resolved config; ``workbench train --config`` reads it
+back so a run made in the app can be repeated headless."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+METRICS = ("accuracy", "macro_f1", "weighted_f1", "loss")
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    val: str | None = None
+    test: str | None = None
+    text_column: str | None = None  # a name, or a 0-based position written as digits
+    label_column: str | None = None
+    delimiter: str | None = None  # None: sniffed
+    has_header: bool | None = None  # None: detected
+    val_fraction: float = 0.1  # held out of train when no --val is given
+    test_fraction: float = 0.1  # held out of train when neither --val nor --test is given
+    sample: int | None = None  # keep a stratified random sample of N rows of the training file
+    skip_bad_rows: bool = False  # otherwise malformed rows stop the run before training
+
+
+@dataclass
+class ModelConfig:
+    name: str = DEFAULT_MODEL
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 128
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    eval_steps: int | None = None  # also evaluate every N optimizer steps
+    eval_batch_size: int | None = None  # default: 2 x batch_size
+    early_stopping_patience: int | None = None  # evaluations without improvement before stopping
+    metric: str = "macro_f1"  # chooses the best checkpoint and drives early stopping
+    group_by_length: bool = True
+    max_steps: int | None = None  # stop after this many optimizer steps (quick trials, tests)
+
+
+@dataclass
+class RunConfig:
+    task: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run_dir: str | None = None  # None: a new folder under the runs home
+    export_dir: str | None = None
+    name: str | None = None
+
+    def validate(self) -> None:
+        t = self.train
+        problems = []
+        if not self.data.train:
+            problems.append("no training data given")
+        if t.epochs <= 0:
+            problems.append(f"--epochs must be positive, got {t.epochs}")
+        if t.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1, got {t.batch_size}")
+        if not 0 < t.lr < 1:
+            problems.append(f"--lr must be between 0 and 1, got {t.lr}")
+        if t.max_length < 8:
+            problems.append(f"--max-length must be at least 8, got {t.max_length}")
+        if t.grad_accum < 1:
+            problems.append(f"--grad-accum must be at least 1, got {t.grad_accum}")
+        if not 0 <= t.warmup_ratio < 1:
+            problems.append(f"--warmup-ratio must be in [0, 1), got {t.warmup_ratio}")
+        if t.metric not in METRICS:
+            problems.append(f"--metric must be one of {', '.join(METRICS)}, got {t.metric!r}")
+        if t.precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"--precision must be auto, fp32, bf16 or fp16, got {t.precision!r}")
+        if t.eval_steps is not None and t.eval_steps < 1:
+            problems.append(f"--eval-steps must be at least 1, got {t.eval_steps}")
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self.data, name)
+            if not 0 <= v < 0.9:
+                problems.append(f"{name} must be in [0, 0.9), got {v}")
+        if self.data.sample is not None and self.data.sample < 10:
+            problems.append(f"--sample must be at least 10 rows, got {self.data.sample}")
+        if problems:
+            raise InputError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        def build(kind, values):
+            known = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - known
+            if unknown:
+                raise InputError(f"unknown setting(s) {', '.join(sorted(unknown))} in {kind.__name__}")
+            return kind(**values)
+
+        d = dict(d)
+        return cls(
+            data=build(DataConfig, d.pop("data", {})),
+            model=build(ModelConfig, d.pop("model", {})),
+            train=build(TrainConfig, d.pop("train", {})),
+            **{k: v for k, v in d.items() if k in {"task", "run_dir", "export_dir", "name"}},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        p = Path(path)
+        if p.is_dir():
+            p = p / "config.json"
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError("config file not found", path=p) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"not a readable JSON config ({e})", path=p) from None
+        if not isinstance(raw, dict):
+            raise InputError("a config must be a JSON object", path=p)
+        raw.pop("resolved", None)  # what the engine found at run time; informative only
+        try:
+            cfg = cls.from_dict(raw)
+        except TypeError as e:
+            raise InputError(f"invalid config ({e})", path=p) from None
+        # A loaded config describes a run to repeat: the repeat gets its own run directory and
+        # does not overwrite the first run's export.
+        cfg.run_dir = None
+        cfg.export_dir = None
+        return cfg

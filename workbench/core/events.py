@@ -1,0 +1,101 @@
+"""Typed events the engine reports while it works.
+
+Events are small frozen dataclasses of plain Python values (never tensors), so a front end can pass
+them across threads or write them to JSON as they are. ``Callbacks`` is the one object a front end
+hands the engine: the CLI prints a progress bar from it, the app forwards to Qt signals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": type(self).__name__, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class PhaseChanged(Event):
+    """The run moved to another phase: reading, validating, tokenizing, loading_model, training,
+    evaluating, testing, exporting."""
+
+    phase: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """Progress inside a phase that is not a training step (reading a file, tokenizing)."""
+
+    phase: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class StepMetrics(Event):
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    learning_rate: float
+    samples_per_second: float
+    elapsed_s: float
+    eta_s: float
+    grad_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class EvalMetrics(Event):
+    step: int
+    epoch: float
+    split: str  # "validation" or "test"
+    metrics: dict[str, float] = field(default_factory=dict)
+    is_best: bool = False
+
+
+@dataclass(frozen=True)
+class Warning_(Event):
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    metrics: dict[str, float]
+    samples_per_second: float
+    run_dir: str
+    export_dir: str | None
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    message: str
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class Cancelled(Event):
+    step: int = 0
+
+
+class Callbacks:
+    """Receives every event. Subclass and override ``on_event``; the default does nothing.
+
+    Called on the engine's thread: an implementation must be quick and must not touch a GUI.
+    """
+
+    def on_event(self, event: Event) -> None:  # pragma: no cover - trivial
+        pass
+
+
+class CallbackList(Callbacks):
+    def __init__(self, *callbacks: Callbacks | None) -> None:
+        self.callbacks = [c for c in callbacks if c is not None]
+
+    def on_event(self, event: Event) -> None:
+        for cb in self.callbacks:
+            cb.on_event(event)

@@ -1,0 +1,102 @@
+"""Export a fine-tuned model as a self-describing Hugging Face folder.
+
+The folder holds safetensors weights, the tokenizer, a config whose id2label/label2id carry the
+user's label names, and a model card. It is written beside the target and moved into place, so an
+interrupted export never leaves a half-written folder under the target's name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+
+def _atomic_folder(target: Path, write) -> Path:
+    target = target.expanduser().resolve()
+    if target.exists() and not target.is_dir():
+        raise InputError("export target exists and is not a folder", path=target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.writing-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            # Swap: old aside, new in place, old removed. Never a moment with a partial folder.
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def export_model(model, tokenizer, target: str | Path, card: str, meta: dict[str, Any], max_length: int) -> Path:
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        # The pipeline then truncates like training did when called with truncation=True.
+        tokenizer.model_max_length = max_length
+        tokenizer.save_pretrained(folder)
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        (folder / "workbench.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+
+    return _atomic_folder(Path(target), write)
+
+
+def copy_export(source: Path, target: str | Path) -> Path:
+    """A second copy of an already written export (the run's model folder to --export DIR)."""
+    return _atomic_folder(Path(target), lambda folder: shutil.copytree(source, folder, dirs_exist_ok=True))
+
+
+def model_card(*, task_title: str, pipeline_tag: str, backbone: str, data: dict[str, Any], hyper: dict[str, Any],
+               metrics: dict[str, float], report_table: str, eval_split: str) -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in hyper.items())
+    sources = "\n".join(f"- {k}: `{v}` ({data.get('rows', {}).get(k, '?')} rows)" for k, v in data.get("sources", {}).items())
+    mets = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    return f"""---
+library_name: transformers
+pipeline_tag: {pipeline_tag}
+base_model: {backbone}
+tags:
+- workbench
+---
+
+# {task_title} model fine-tuned with Workbench
+
+Fine-tuned from `{backbone}`.
+
+## Data
+{sources}
+
+Text column `{data.get('text_column')}`, label column `{data.get('label_column')}`.
+Labels: {', '.join(f'`{l}`' for l in data.get('labels', []))}.
+
+## Hyper-parameters
+| setting | value |
+|---|---|
+{rows}
+
+## Results on the {eval_split} split
+{mets}
+
+```
+{report_table}
+```
+
+## Use
+```python
+from transformers import pipeline
+clf = pipeline("{pipeline_tag}", model="path/to/this/folder")
+clf("some text", truncation=True)
+```
+The tokenizer's `model_max_length` is set to the training max length, so `truncation=True` cuts
+inputs as training did.
+"""

@@ -1,0 +1,240 @@
+"""One fine-tuning run, end to end: the function every front end calls.
+
+    result = run_training(config, callbacks, cancel)
+
+It reads and validates the data, resolves the backbone, tokenizes, trains, evaluates, writes the
+run directory and exports the model. Failures end with the run directory marked failed or
+cancelled and the exception re-raised for the front end to present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import shutil
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .backbones import resolve_backbone
+from .cancel import NEVER, CancelToken
+from .config import RunConfig
+from .device import resolve_device, resolve_precision
+from .errors import Cancelled, InputError
+from .events import CallbackList, Callbacks, Failed, Finished, PhaseChanged, Warning_
+from .events import Cancelled as CancelledEvent
+from .export import copy_export, export_model, model_card
+from .rundir import RunDirectory
+from .tasks import get_task
+
+
+@dataclass
+class RunResult:
+    task: str
+    metrics: dict[str, float]
+    samples_per_second: float
+    train_seconds: float
+    run_dir: str
+    export_dir: str | None
+    report_text: str
+    eval_split: str
+    backbone: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "metrics": self.metrics,
+            "eval_split": self.eval_split,
+            "samples_per_second": round(self.samples_per_second, 2),
+            "train_seconds": round(self.train_seconds, 2),
+            "run_dir": self.run_dir,
+            "export_dir": self.export_dir,
+            "backbone": self.backbone,
+        }
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None
+
+
+def _quiet_libraries() -> None:
+    # Their progress bars and "newly initialized weights" notes are for library developers; the
+    # engine reports its own progress through events.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER) -> RunResult:
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(
+            config.data, train=_absolute(config.data.train) or "", val=_absolute(config.data.val), test=_absolute(config.data.test)
+        ),
+    )
+    config.validate()
+    if not Path(config.data.train).exists():
+        # Checked before a run directory exists so a typo leaves nothing behind.
+        raise InputError("file not found", path=config.data.train)
+    task = get_task(config.task, config.data.train)
+    config.task = task.name
+    try:
+        rd = RunDirectory.create(config.run_dir, f"{Path(config.data.train).stem}-{task.name}")
+    except FileExistsError as e:
+        raise InputError("run directory already exists and is not empty; choose another --run-dir", path=str(e)) from None
+    cb = CallbackList(rd, callbacks)
+    config.run_dir = str(rd.path)
+    rd.write_json("config.json", config.to_dict())
+    try:
+        result = _run(config, task, rd, cb, cancel)
+    except Cancelled:
+        rd.set_status("cancelled")
+        cb.on_event(CancelledEvent())
+        raise
+    except BaseException as e:
+        message = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
+        if isinstance(e, InputError) and not rd.training_started:
+            # Bad input found before any training: nothing worth keeping, so leave nothing behind.
+            rd.close()
+            shutil.rmtree(rd.path, ignore_errors=True)
+        elif isinstance(e, KeyboardInterrupt):
+            rd.set_status("cancelled")
+            cb.on_event(CancelledEvent())
+        else:
+            rd.write_text("error.txt", traceback.format_exc())
+            rd.set_status("failed", message=message)
+            cb.on_event(Failed(message, traceback.format_exc()))
+        raise
+    finally:
+        rd.close()
+    shutil.rmtree(rd.cache_dir, ignore_errors=True)  # tokenized copies of the data; the report keeps the rest
+    return result
+
+
+def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: CancelToken) -> RunResult:
+    _quiet_libraries()
+    import torch
+    from transformers import AutoTokenizer
+
+    from .training.loop import TrainingLoop
+
+    tc = config.train
+    device = resolve_device(tc.device)
+    precision = resolve_precision(tc.precision, device)
+
+    data = task.prepare_data(config.data, tc.seed, rd.cache_dir, cb, cancel)
+    rd.write_json("validation.json", data.report.to_dict())
+    for w in data.resolved.get("warnings", []):
+        cb.on_event(Warning_(w))
+    for f in data.report.findings:
+        if f.severity == "warning":
+            cb.on_event(Warning_(f.message))
+
+    cb.on_event(PhaseChanged("loading_model", config.model.name))
+    backbone = resolve_backbone(config.model.name)
+    cancel.raise_if_cancelled()
+    tokenizer = AutoTokenizer.from_pretrained(backbone.path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    encoded = {
+        name: task.encode(name, ds, tokenizer, tc.max_length, rd.cache_dir, cb, cancel)
+        for name, ds in data.splits.items()
+    }
+    for name, split in encoded.items():
+        if split.truncated:
+            cb.on_event(Warning_(f"{split.truncated} of {len(split)} {name} rows reached --max-length {tc.max_length} and were cut"))
+
+    # The resolved config: what was inferred (columns, delimiter, header, task) is pinned so
+    # re-running it reads the data the same way.
+    config.data.text_column = data.resolved.get("text_column", config.data.text_column)
+    config.data.label_column = data.resolved.get("label_column", config.data.label_column)
+    config.data.delimiter = data.resolved.get("delimiter", config.data.delimiter)
+    config.data.has_header = data.resolved.get("has_header", config.data.has_header)
+    resolved = {
+        **data.resolved,
+        "device": str(device),
+        "precision": precision,
+        "backbone": dataclasses.asdict(backbone),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "truncated": {k: v.truncated for k, v in encoded.items()},
+    }
+    rd.write_json("config.json", {**config.to_dict(), "resolved": resolved})
+
+    cancel.raise_if_cancelled()
+    torch.manual_seed(tc.seed)
+    model = task.build_model(backbone.path, data)
+    n_params = sum(p.numel() for p in model.parameters())
+    cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters on {device} ({precision})"))
+
+    loop = TrainingLoop(
+        model, task, data, encoded["train"], encoded.get("validation"), tc, device, precision, pad_id, cb, cancel
+    )
+    rd.training_started = True
+    outcome = loop.run()
+
+    eval_name = data.eval_split
+    cb.on_event(PhaseChanged("testing", eval_name))
+    result, logits = loop.evaluate(encoded[eval_name])
+    cb.on_event(_eval_event(outcome, eval_name, result.metrics))
+    report_text = task.report_text(result)
+    rd.write_json(
+        "report.json",
+        {
+            "task": task.name,
+            "split": eval_name,
+            "metrics": result.metrics,
+            **result.report,
+            "training": dataclasses.asdict(outcome),
+        },
+    )
+    rd.write_text("report.txt", f"{task.title}, {eval_name} split ({data.resolved['sources'].get(eval_name)})\n\n{report_text}\n")
+    task.write_predictions(rd.path / "predictions.jsonl", logits, encoded[eval_name], data)
+
+    cb.on_event(PhaseChanged("exporting", str(rd.model_dir)))
+    model.to("cpu")
+    hyper = {k: v for k, v in dataclasses.asdict(tc).items() if v is not None}
+    card = model_card(
+        task_title=task.title,
+        pipeline_tag=task.pipeline_tag,
+        backbone=backbone.name,
+        data=data.resolved,
+        hyper=hyper,
+        metrics=result.metrics,
+        report_table=report_text,
+        eval_split=eval_name,
+    )
+    meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
+            "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics}
+    export_model(model, tokenizer, rd.model_dir, card, meta, tc.max_length)
+    export_dir = None
+    if config.export_dir:
+        export_dir = str(copy_export(rd.model_dir, config.export_dir))
+
+    run_result = RunResult(
+        task=task.name,
+        metrics=result.metrics,
+        samples_per_second=outcome.samples_per_second,
+        train_seconds=outcome.train_seconds,
+        run_dir=str(rd.path),
+        export_dir=export_dir,
+        report_text=report_text,
+        eval_split=eval_name,
+        backbone={"name": backbone.name, "architecture": backbone.architecture, "parameters": n_params},
+    )
+    rd.set_status("finished", metrics=result.metrics, export_dir=export_dir)
+    cb.on_event(Finished(result.metrics, outcome.samples_per_second, str(rd.path), export_dir))
+    return run_result
+
+
+def _eval_event(outcome, split: str, metrics: dict[str, float]):
+    from .events import EvalMetrics
+
+    return EvalMetrics(outcome.steps, 0.0, split, dict(metrics), False)
