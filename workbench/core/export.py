@@ -39,12 +39,9 @@ def _atomic_folder(target: Path, write) -> Path:
     return target
 
 
-def export_model(model, tokenizer, target: str | Path, card: str, meta: dict[str, Any], max_length: int) -> Path:
+def export_model(task, model, preprocessor, target: str | Path, card: str, meta: dict[str, Any], max_length: int) -> Path:
     def write(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        # The pipeline then truncates like training did when called with truncation=True.
-        tokenizer.model_max_length = max_length
-        tokenizer.save_pretrained(folder)
+        task.save_model(model, preprocessor, folder, max_length)
         (folder / "README.md").write_text(card, encoding="utf-8")
         (folder / "workbench.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
@@ -54,6 +51,27 @@ def export_model(model, tokenizer, target: str | Path, card: str, meta: dict[str
 def copy_export(source: Path, target: str | Path) -> Path:
     """A second copy of an already written export (the run's model folder to --export DIR)."""
     return _atomic_folder(Path(target), lambda folder: shutil.copytree(source, folder, dirs_exist_ok=True))
+
+
+def _columns_line(data: dict[str, Any]) -> str:
+    """Which parts of the data the model learnt from, for whichever task made it."""
+    parts = []
+    if data.get("text_column") is not None:
+        parts.append(f"Text column `{data['text_column']}`")
+    if data.get("text_pair_column"):
+        parts.append(f"second text column `{data['text_pair_column']}` (pairs encoded together)")
+    if data.get("label_column") is not None:
+        parts.append(f"label column `{data['label_column']}`")
+    if data.get("format"):
+        parts.append(f"{data['format'].upper()} file, tag column `{data.get('tag_column')}`, tag scheme "
+                     f"{data.get('tag_scheme')}")
+    line = (", ".join(parts) + ".") if parts else ""
+    if data.get("labels"):
+        line += f"\nLabels: {', '.join(f'`{l}`' for l in data['labels'])}."
+    if data.get("target"):
+        t = data["target"]
+        line += f"\nTarget: mean {t['mean']:.4g}, std {t['std']:.4g}, range {t['min']:.4g} to {t['max']:.4g}."
+    return line
 
 
 def model_card(*, task_title: str, pipeline_tag: str, backbone: str, data: dict[str, Any], hyper: dict[str, Any],
@@ -76,8 +94,7 @@ Fine-tuned from `{backbone}`.
 ## Data
 {sources}
 
-Text column `{data.get('text_column')}`, label column `{data.get('label_column')}`.
-Labels: {', '.join(f'`{l}`' for l in data.get('labels', []))}.
+{_columns_line(data)}
 
 ## Hyper-parameters
 | setting | value |

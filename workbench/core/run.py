@@ -85,6 +85,11 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
         raise InputError("file not found", path=config.data.train)
     task = get_task(config.task, config.data.train)
     config.task = task.name
+    if config.train.metric is None:
+        config.train.metric = task.default_metric
+    if config.train.metric not in task.metric_names:
+        raise InputError(f"--metric {config.train.metric!r} does not apply to {task.name}; choose one of {', '.join(task.metric_names)}")
+    task.configure(config)
     try:
         rd = RunDirectory.create(config.run_dir, f"{Path(config.data.train).stem}-{task.name}")
     except FileExistsError as e:
@@ -121,8 +126,6 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
 def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: CancelToken) -> RunResult:
     _quiet_libraries()
     import torch
-    from transformers import AutoTokenizer
-
     from .training.loop import TrainingLoop
 
     tc = config.train
@@ -138,13 +141,12 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             cb.on_event(Warning_(f.message))
 
     cb.on_event(PhaseChanged("loading_model", config.model.name))
-    backbone = resolve_backbone(config.model.name)
+    backbone = task.resolve_backbone(config.model.name)
     cancel.raise_if_cancelled()
-    tokenizer = AutoTokenizer.from_pretrained(backbone.path)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    preprocessor = task.load_preprocessor(backbone.path)
 
     encoded = {
-        name: task.encode(name, ds, tokenizer, tc.max_length, rd.cache_dir, cb, cancel)
+        name: task.encode(name, ds, preprocessor, tc.max_length, rd.cache_dir, cb, cancel)
         for name, ds in data.splits.items()
     }
     for name, split in encoded.items():
@@ -153,10 +155,9 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
 
     # The resolved config: what was inferred (columns, delimiter, header, task) is pinned so
     # re-running it reads the data the same way.
-    config.data.text_column = data.resolved.get("text_column", config.data.text_column)
-    config.data.label_column = data.resolved.get("label_column", config.data.label_column)
-    config.data.delimiter = data.resolved.get("delimiter", config.data.delimiter)
-    config.data.has_header = data.resolved.get("has_header", config.data.has_header)
+    for key in ("text_column", "label_column", "text_pair_column", "tag_column", "delimiter", "has_header"):
+        if key in data.resolved:
+            setattr(config.data, key, data.resolved[key])
     resolved = {
         **data.resolved,
         "device": str(device),
@@ -175,7 +176,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters on {device} ({precision})"))
 
     loop = TrainingLoop(
-        model, task, data, encoded["train"], encoded.get("validation"), tc, device, precision, pad_id, cb, cancel
+        model, task, data, encoded["train"], encoded.get("validation"), tc, device, precision, cb, cancel
     )
     rd.training_started = True
     outcome = loop.run()
@@ -201,7 +202,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     cb.on_event(PhaseChanged("exporting", str(rd.model_dir)))
     model.to("cpu")
     hyper = {k: v for k, v in dataclasses.asdict(tc).items() if v is not None}
-    card = model_card(
+    card = task.model_card(
         task_title=task.title,
         pipeline_tag=task.pipeline_tag,
         backbone=backbone.name,
@@ -213,7 +214,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     )
     meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
             "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics}
-    export_model(model, tokenizer, rd.model_dir, card, meta, tc.max_length)
+    export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length)
     export_dir = None
     if config.export_dir:
         export_dir = str(copy_export(rd.model_dir, config.export_dir))

@@ -11,18 +11,20 @@ import pyarrow.compute as pc
 
 from ..cancel import NEVER, CancelToken
 from ..errors import InputError
-from .tabular import BATCH_ROWS, LINE_COLUMN, Table, arrow_table, dataset_dir, write_arrow_dataset
+from .tabular import LINE_COLUMN, Table, arrow_table, dataset_dir, scan_batches, write_arrow_dataset
 
-# Best first: the first listed name wins when several columns match.
-TEXT_NAMES = (
-    "text", "sentence", "review", "content", "document", "body", "tweet", "comment", "message",
-    "utterance", "description", "abstract", "passage", "question", "query", "input", "title",
+# Column names that say what a column holds, best first. A primary name beats a secondary one
+# outright; two matches of the same kind make the choice a guess (the app then shows a picker).
+TEXT_NAMES = ("text", "sentence", "review", "content", "document", "body", "tweet", "comment", "message", "utterance")
+TEXT_NAMES_SECONDARY = (
+    "description", "abstract", "passage", "question", "query", "input", "title",
     "sentence1", "sentence2", "text_a", "text_b", "premise", "hypothesis",
 )
-LABEL_NAMES = (
-    "label", "labels", "class", "category", "target", "y", "sentiment", "topic", "intent", "tag",
-    "gold_label", "class_label", "label_id", "output", "rating", "stars", "score",
-)
+LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "gold_label", "class_label", "label_id")
+LABEL_NAMES_SECONDARY = ("sentiment", "topic", "intent", "tag", "output", "rating", "stars", "score")
+# A word-level name match ("review_text") does not count when another word says the column only
+# describes the text ("sentence_id", "text_length").
+NOT_CONTENT_WORDS = frozenset("id ids idx index len length count num number size hash url date time".split())
 SAMPLE_ROWS = 10_000  # enough to tell labels from text without scanning a large file
 MAX_LABELS = 1000  # more distinct labels than this is free text, not classes
 LABELED_SCHEMA = pa.schema([("row", pa.int64()), ("text", pa.string()), ("label", pa.string())])
@@ -54,20 +56,21 @@ def choose_columns(table: Table, text_column: str | int | None = None,
             path=table.path,
         )
     stats = _column_stats(table)
-    label_ranked, label_named = _rank(columns, stats, LABEL_NAMES, _label_order)
+    label_names, text_names = (LABEL_NAMES, LABEL_NAMES_SECONDARY), (TEXT_NAMES, TEXT_NAMES_SECONDARY)
+    label_ranked, label_named = _rank(columns, stats, label_names, _label_order)
     ambiguous = False
     if label is None:
         pool = [c for c in label_ranked if c != text]
         label = pool[0]
         if label in label_named:
-            ambiguous |= _tied_names(label_named, LABEL_NAMES)
+            ambiguous |= _tied_names(label_named, label_names)
         else:  # by content: a guess unless exactly one column looks like labels
             ambiguous |= sum(stats[c].label_like for c in pool) != 1
-    text_ranked, text_named = _rank([c for c in columns if c != label], stats, TEXT_NAMES, _text_order)
+    text_ranked, text_named = _rank([c for c in columns if c != label], stats, text_names, _text_order)
     if text is None:
         text = text_ranked[0]
         if text in text_named:
-            ambiguous |= _tied_names(text_named, TEXT_NAMES)
+            ambiguous |= _tied_names(text_named, text_names)
         elif len(text_ranked) > 1:  # by length: a guess when the runner-up is about as long
             ambiguous |= stats[text_ranked[1]].mean_length >= stats[text].mean_length / 2
     return ColumnChoice(
@@ -124,19 +127,24 @@ def _column_stats(table: Table) -> dict[str, _Stats]:
     return stats
 
 
-def _name_rank(name: str, names: tuple[str, ...]) -> tuple[int, int] | None:
-    """(0, i) for an exact match of names[i], (1, i) when one word of the name matches, else None."""
+def _name_rank(name: str, names: tuple[str, ...], secondary: tuple[str, ...]) -> tuple[int, int] | None:
+    """(tier, position) of the best name match, lower is better; None when the name says nothing.
+
+    Tier 0: a primary name; 1: a secondary name; 2: one word of the name is either ("review_text").
+    """
     norm = re.sub(r"[\s\-]+", "_", name.strip().lower())
-    if norm in names:
-        return 0, names.index(norm)
+    every = names + secondary
+    if norm in every:
+        return (0 if norm in names else 1), every.index(norm)
     words = [w for w in re.split(r"[_\W]+", norm) if w]
-    hits = [names.index(w) for w in words if w in names]
-    return (1, min(hits)) if hits else None
+    hits = [every.index(w) for w in words if w in every]
+    return (2, min(hits)) if hits and not NOT_CONTENT_WORDS.intersection(words) else None
 
 
-def _rank(columns: list[str], stats: dict[str, _Stats], names: tuple[str, ...], order) -> tuple[list[str], list[str]]:
+def _rank(columns: list[str], stats: dict[str, _Stats], names: tuple[tuple[str, ...], tuple[str, ...]],
+          order) -> tuple[list[str], list[str]]:
     """Columns best first for a role, and those chosen by name: name matches first, then by content."""
-    named = sorted((c for c in columns if _name_rank(c, names)), key=lambda c: _name_rank(c, names))
+    named = sorted((c for c in columns if _name_rank(c, *names)), key=lambda c: _name_rank(c, *names))
     position = {c: i for i, c in enumerate(columns)}
     rest = sorted((c for c in columns if c not in named), key=lambda c: order(stats[c], position[c]))
     return named + rest, named
@@ -151,9 +159,9 @@ def _text_order(s: _Stats, position: int):
     return (-s.mean_length, position)
 
 
-def _tied_names(named: list[str], names: tuple[str, ...]) -> bool:
-    """Whether the best name match shares its tier (exact name, or one word of it) with another column."""
-    return len(named) > 1 and _name_rank(named[0], names)[0] == _name_rank(named[1], names)[0]
+def _tied_names(named: list[str], names: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:
+    """Whether the best name match shares its tier with another column's."""
+    return len(named) > 1 and _name_rank(named[0], *names)[0] == _name_rank(named[1], *names)[0]
 
 
 def build_labeled(table: Table, choice: ColumnChoice, cancel: CancelToken = NEVER) -> datasets.Dataset:
@@ -162,8 +170,7 @@ def build_labeled(table: Table, choice: ColumnChoice, cancel: CancelToken = NEVE
         if name not in table.columns:
             raise InputError(f"has no column named {name!r}; available columns: {', '.join(table.columns)}",
                              path=table.path)
-    source = arrow_table(table.dataset, [LINE_COLUMN, choice.text, choice.label])
-    labels = pc.utf8_trim_whitespace(source.column(choice.label))
+    labels = pc.utf8_trim_whitespace(arrow_table(table.dataset, [choice.label]).column(choice.label))
     distinct = pc.count_distinct(labels).as_py()
     rows = len(labels)
     if distinct > MAX_LABELS or (distinct > 50 and distinct > rows / 2):
@@ -175,7 +182,7 @@ def build_labeled(table: Table, choice: ColumnChoice, cancel: CancelToken = NEVE
         )
 
     def batches():
-        for batch in source.to_batches(max_chunksize=BATCH_ROWS):
+        for batch in scan_batches(table.dataset, [LINE_COLUMN, choice.text, choice.label]):
             cancel.raise_if_cancelled()
             yield pa.table(
                 [

@@ -6,7 +6,6 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.model_selection import train_test_split
 
 from ..errors import InputError
 from .tabular import arrow_table
@@ -19,6 +18,9 @@ def stratified_split(ds: datasets.Dataset, fraction: float, seed: int) -> tuple[
     class gets at least one held-out row (a validation set missing a class hides errors on it).
     Both parts keep file order. The same seed always gives the same split.
     """
+    # Imported here: scikit-learn pulls in scipy (~70 MB), which reading and checking data never need.
+    from sklearn.model_selection import train_test_split
+
     if not 0.0 < fraction < 1.0:
         raise InputError(f"the held-out fraction must be between 0 and 1, not {fraction}")
     codes = _label_codes(arrow_table(ds, ["label"]).column("label"))
@@ -30,7 +32,7 @@ def stratified_split(ds: datasets.Dataset, fraction: float, seed: int) -> tuple[
         raise InputError(
             f"cannot hold out {fraction:.0%} of the rows: no class has two or more examples ({len(codes)} rows)")
     # Room for one held-out row per class, but never more than a class-preserving split allows.
-    n_held = min(max(round(fraction * len(candidates)), n_classes), len(candidates) - n_classes)
+    n_held = min(max(round(fraction * len(codes)), n_classes), len(candidates) - n_classes)
     kept_idx, held_idx = train_test_split(candidates, test_size=n_held, stratify=codes[candidates],
                                           random_state=seed, shuffle=True)
     held_idx = _one_per_class(codes, kept_idx, held_idx, counts, seed)

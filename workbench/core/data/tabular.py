@@ -11,6 +11,7 @@ import atexit
 import codecs
 import csv
 import io
+import itertools
 import re
 import shutil
 import tempfile
@@ -21,14 +22,17 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from datasets.table import MemoryMappedTable
 
 from ..cancel import NEVER, CancelToken
 from ..errors import InputError
 
 LINE_COLUMN = "__line__"
-BATCH_ROWS = 50_000
+BATCH_ROWS = 50_000  # rows per Arrow record batch, and per progress report / cancel check
+CHUNK_ROWS = 10_000  # rows held as Python lists before they become Arrow arrays (bounds memory)
 SAMPLE_BYTES = 256 * 1024  # enough for ~50 records even with long texts
 SNIFF_RECORDS = 50
 HEADER_RECORDS = 200
@@ -341,130 +345,185 @@ def _read(
     if has_header is None:
         has_header = detect_header(records)
     data_records = records[1:] if has_header else records
-    width_guess = Counter(len(r) for r in data_records).most_common(1)[0][0] if data_records else None
+    # Without a header, the usual field count of the sample (not of a possibly ragged first row).
+    width = Counter(len(r) for r in data_records).most_common(1)[0][0] if data_records else None
+    fmt = TableFormat(delimiter, has_header, _encoding_label(codec), bom=codec == "utf-8-sig" and _has_bom(p))
 
-    total = p.stat().st_size
     target = out_dir / f"{_safe_stem(p)}-{uuid.uuid4().hex[:12]}.arrow"
-    malformed: list[RowProblem] = []
-    problems: dict[int, str] = {}  # one shared message string per field count
-    n_rows = multiline = 0
-    first_multiline = 0
-    last_start = last_end = 0
-    writer = sink = None
-    ok = False
-    raw = open(p, "rb")
     try:
-        text = io.TextIOWrapper(raw, encoding=codec, newline="")
-        reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
-        prev = 0  # reader.line_num after the previous record; a record starts on the next line
-        start = 1
+        scan = _scan(p, codec, fmt, width, target, progress, cancel)
+        _refuse_unusable(p, codec, fmt, scan)
+        dataset = datasets.Dataset.from_file(str(target))
+    except BaseException:
+        target.unlink(missing_ok=True)  # a failed, cancelled or restarted read leaves nothing behind
+        raise
+    if scan.multiline:
+        warnings.append(
+            f"{p}: {scan.multiline:,} rows span several lines because a quoted field contains a line break "
+            f"(first at line {scan.first_multiline}); if that is unexpected, look for a stray double quote there"
+        )
+    return Table(p, dataset, scan.columns, fmt, scan.malformed, warnings, cache_dir=out_dir)
+
+
+@dataclass
+class _Scan:
+    """What one pass over the file found, besides the rows it wrote."""
+
+    columns: list[str]
+    header_line: int | None
+    n_rows: int = 0
+    malformed: list[RowProblem] = field(default_factory=list)
+    multiline: int = 0  # rows with a line break inside a quoted field
+    first_multiline: int = 0
+    last_start: int = 0  # physical lines of the last non-blank record
+    last_end: int = 0
+    total_lines: int = 0
+
+
+class _Records:
+    """csv records with the physical lines each spans; csv itself only counts the lines read so far."""
+
+    def __init__(self, reader) -> None:
+        self.reader = reader
+        self.end = 0  # last line of the latest record: the next one starts on the line after
+
+    def __iter__(self):
+        reader = self.reader
+        for record in reader:
+            start, self.end = self.end + 1, reader.line_num
+            yield record, start, self.end
+
+
+def _scan(p: Path, codec: str, fmt: TableFormat, width_guess: int | None, target: Path,
+          progress: Callable[[int, int], None] | None, cancel: CancelToken) -> _Scan:
+    """Stream the file through csv into an Arrow stream file at ``target``."""
+    total = p.stat().st_size
+    chunk_rows = min(CHUNK_ROWS, BATCH_ROWS)
+    with open(p, "rb") as raw, io.TextIOWrapper(raw, encoding=codec, newline="") as text:
+        reader = csv.reader(text, delimiter=fmt.delimiter, quotechar='"', doublequote=True, strict=False)
+        records = _Records(reader)
+        numbered = iter(records)
         try:
-            header = None
-            for record in reader:  # the first non-blank record fixes the columns
-                start, prev = prev + 1, reader.line_num
+            for record, start, end in numbered:  # the first non-blank record fixes the columns
                 if not _is_blank(record):
                     break
             else:
                 raise InputError("has only blank lines", path=p)
-            if has_header:
-                header, header_line = record, start
-                width = len(header)
-                pending: list[tuple[list[str], int, int]] = []
+            if fmt.has_header:
+                header, width, pending = record, len(record), []
             else:
-                width = width_guess or len(record)
-                pending = [(record, start, prev)]
-            columns = _column_names(header, width)
-            schema = pa.schema([(c, pa.string()) for c in columns] + [(LINE_COLUMN, pa.int64())])
-            sink = pa.OSFile(str(target), "wb")
-            writer = pa.ipc.new_stream(sink, schema)
+                header, width, pending = None, width_guess or len(record), [(record, start, end)]
+            scan = _Scan(_column_names(header, width), start if header else None)
 
-            rows: list[list[str]] = []
-            lines: list[int] = []
-            add_row, add_line = rows.append, lines.append
-
-            def flush() -> None:
+            def after_batch() -> None:
                 cancel.raise_if_cancelled()
-                writer.write_batch(_batch(rows, lines, width, schema))
-                rows.clear()
-                lines.clear()
                 if progress is not None:
                     progress(raw.tell(), total)
 
-            def records_with_lines():
-                nonlocal start, prev
-                yield from pending
-                for rec in reader:
-                    start, prev = prev + 1, reader.line_num
-                    yield rec, start, prev
-
-            for record, start_line, end_line in records_with_lines():
-                if len(record) == width:
-                    if not any(record):
-                        continue  # a row of empty cells, e.g. ",," from a spreadsheet
-                    add_row(record)
-                    add_line(start_line)
-                    if end_line != start_line:
-                        multiline += 1
-                        first_multiline = first_multiline or start_line
-                    if len(rows) >= BATCH_ROWS:
-                        n_rows += len(rows)
-                        flush()
-                elif _is_blank(record):
-                    continue
-                else:
-                    n = len(record)
-                    msg = problems.get(n) or problems.setdefault(n, f"expected {width} fields, found {n}")
-                    malformed.append(RowProblem(start_line, msg))
-                last_start, last_end = start_line, end_line
-            n_rows += len(rows)
-            flush()
+            with _BatchWriter(target, scan.columns, after_batch) as out:
+                rows, lines = out.rows, out.lines
+                problems: dict[int, str] = {}  # one message string per field count, shared by its rows
+                for record, start, end in itertools.chain(pending, numbered):
+                    if len(record) == width:
+                        if not any(record):
+                            continue  # a row of empty cells, e.g. ",," from a spreadsheet
+                        rows.append(record)
+                        lines.append(start)
+                        if end != start:
+                            scan.multiline += 1
+                            scan.first_multiline = scan.first_multiline or start
+                        if len(rows) >= chunk_rows:
+                            scan.n_rows += len(rows)
+                            out.convert()
+                    elif _is_blank(record):
+                        continue
+                    else:
+                        n = len(record)
+                        problem = problems.setdefault(n, f"expected {width} fields, found {n}")
+                        scan.malformed.append(RowProblem(start, problem))
+                    scan.last_start, scan.last_end = start, end
+                scan.n_rows += len(rows)
         except csv.Error as e:
             if "field larger than field limit" in str(e):
-                raise InputError(_unclosed_quote_message(), path=p, line=prev + 1) from None
+                raise InputError(_unclosed_quote_message(), path=p, line=records.end + 1) from None
             raise InputError(f"cannot be parsed as delimited text: {e}", path=p, line=reader.line_num) from None
-        writer.close()
-        writer = None
-        sink.close()
-        sink = None
-
-        if last_end == reader.line_num and last_end > last_start and _ends_quoted(p, codec, delimiter, last_start):
-            raise InputError(_unclosed_quote_message(), path=p, line=last_start)
-        if n_rows == 0:
-            if malformed:
-                first = malformed[0]
-                raise InputError(
-                    f"none of its {len(malformed):,} rows can be used: {first.problem} "
-                    f"(is the delimiter right? it was taken to be {DELIMITER_NAMES.get(delimiter, repr(delimiter))})",
-                    path=p, line=first.line,
-                )
-            if header is not None:
-                raise InputError("has a header but no data rows", path=p, line=header_line)
-        if multiline:
-            warnings.append(
-                f"{p}: {multiline:,} rows span several lines because a quoted field contains a line break "
-                f"(first at line {first_multiline}); if that is unexpected, look for a stray double quote there"
-            )
-        dataset = datasets.Dataset.from_file(str(target))
-        ok = True
-    finally:
-        if writer is not None:
-            writer.close()
-        if sink is not None:
-            sink.close()
-        raw.close()
-        if not ok:
-            target.unlink(missing_ok=True)
-    fmt = TableFormat(delimiter, bool(has_header), _encoding_label(codec), bom=codec == "utf-8-sig" and _has_bom(p))
-    return Table(p, dataset, columns, fmt, malformed, warnings, cache_dir=out_dir)
+        scan.total_lines = reader.line_num
+    return scan
 
 
-def _batch(rows: list[list[str]], lines: list[int], width: int, schema: pa.Schema) -> pa.RecordBatch:
-    columns = list(zip(*rows)) if rows else [()] * width
-    # csv already ends records at CR LF; a '\r' can only survive at a cell's end from odd line
-    # endings, and it is never meant as content.
-    arrays = [pc.utf8_rtrim(pa.array(c, type=pa.string()), characters="\r") for c in columns]
-    arrays.append(pa.array(lines, type=pa.int64()))
-    return pa.record_batch(arrays, schema=schema)
+class _BatchWriter:
+    """Collects rows and writes them to an Arrow IPC stream file in record batches of BATCH_ROWS.
+
+    The caller appends to ``rows``/``lines`` and calls :meth:`convert` every CHUNK_ROWS rows, which
+    turns them into Arrow arrays: Python objects cost ~300 bytes a row, Arrow about a third.
+    """
+
+    def __init__(self, target: Path, columns: list[str], after_batch: Callable[[], None]) -> None:
+        self.schema = pa.schema([(c, pa.string()) for c in columns] + [(LINE_COLUMN, pa.int64())])
+        self.after_batch = after_batch
+        self.rows: list[list[str]] = []
+        self.lines: list[int] = []
+        self.chunks: list[pa.RecordBatch] = []
+        self.pending = 0  # rows in chunks, not yet written
+        self.sink = pa.OSFile(str(target), "wb")
+        self.writer = pa.ipc.new_stream(self.sink, self.schema)
+
+    def convert(self) -> None:
+        if self.rows:
+            # csv already ends records at CR LF; a '\r' can only survive at a cell's end from odd
+            # line endings, and it is never meant as content.
+            arrays = [pc.utf8_rtrim(pa.array(c, type=pa.string()), characters="\r") for c in zip(*self.rows)]
+            arrays.append(pa.array(self.lines, type=pa.int64()))
+            self.chunks.append(pa.record_batch(arrays, schema=self.schema))
+            self.pending += len(self.rows)
+            self.rows.clear()
+            self.lines.clear()
+        if self.pending >= BATCH_ROWS:
+            self.write()
+
+    def write(self) -> None:
+        """Write the converted rows as one record batch, then report (cancel check, progress)."""
+        if self.chunks:
+            table = pa.Table.from_batches(self.chunks, schema=self.schema).combine_chunks()
+            for batch in table.to_batches():  # one batch after combine_chunks
+                self.writer.write_batch(batch)
+            self.chunks.clear()
+            self.pending = 0
+        self.after_batch()
+
+    def __enter__(self) -> "_BatchWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.convert()
+                self.write()  # the last, partial batch; also the final progress report
+        finally:
+            self.writer.close()
+            self.sink.close()
+
+
+def _refuse_unusable(p: Path, codec: str, fmt: TableFormat, scan: _Scan) -> None:
+    """Raise for a file that parsed but cannot be what the user meant."""
+    # The last record reaching the end of the file with a line break inside, or broken, may be an
+    # unclosed quote that csv (when not strict) silently closed at the end of the file.
+    last_broken = bool(scan.malformed) and scan.malformed[-1].line == scan.last_start
+    if scan.last_end == scan.total_lines and (scan.last_end > scan.last_start or last_broken) \
+            and _ends_quoted(p, codec, fmt.delimiter, scan.last_start):
+        raise InputError(_unclosed_quote_message(), path=p, line=scan.last_start)
+    if scan.n_rows:
+        return
+    if scan.malformed:
+        first = scan.malformed[0]
+        raise InputError(
+            f"none of its {len(scan.malformed):,} rows can be used: {first.problem} "
+            f"(is the delimiter right? it was taken to be {fmt.delimiter_name})",
+            path=p, line=first.line,
+        )
+    if scan.header_line is not None:
+        raise InputError("has a header but no data rows", path=p, line=scan.header_line)
+    raise InputError("has no data rows", path=p)
 
 
 def _unclosed_quote_message() -> str:
@@ -478,7 +537,8 @@ def _ends_quoted(p: Path, codec: str, delimiter: str, start: int) -> bool:
     """Whether the file, read from line ``start`` on, ends inside a quoted field.
 
     The csv module, when not strict, silently ends an unclosed quote at end of file; this replays
-    its state machine on the last record (only when that record spans lines, which is rare).
+    its state machine on the last record. It only runs when that record spans lines or is ragged,
+    and csv's field size limit bounds its length, so a Python loop is fast enough.
     """
     with open(p, encoding=codec, newline="") as f:
         for number, line in enumerate(f, 1):
@@ -516,7 +576,6 @@ def write_arrow_dataset(batches: Iterable[pa.RecordBatch | pa.Table], schema: pa
     """Write ``batches`` to a new Arrow stream file in ``directory`` and memory-map it as a Dataset."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{_safe_stem(Path(stem))}-{uuid.uuid4().hex[:12]}.arrow"
-    ok = False
     try:
         with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
             for batch in batches:
@@ -524,12 +583,10 @@ def write_arrow_dataset(batches: Iterable[pa.RecordBatch | pa.Table], schema: pa
                     writer.write_table(batch)
                 else:
                     writer.write_batch(batch)
-        dataset = datasets.Dataset.from_file(str(target))
-        ok = True
-        return dataset
-    finally:
-        if not ok:
-            target.unlink(missing_ok=True)
+        return datasets.Dataset.from_file(str(target))
+    except BaseException:
+        target.unlink(missing_ok=True)  # e.g. cancelled half way: leave no partial file behind
+        raise
 
 
 def dataset_dir(dataset: datasets.Dataset) -> Path:
@@ -542,8 +599,8 @@ def arrow_table(dataset: datasets.Dataset, columns: list[str] | None = None, lim
     """The dataset's rows as one pyarrow Table, in dataset order (memory-mapped where possible).
 
     ``Dataset.select`` only records an indices mapping, and datasets resolves a mapped slice row by
-    row (one Arrow chunk per row), which makes every later compute kernel crawl; one ``take`` over
-    the whole indices column is orders of magnitude faster.
+    row (one Arrow chunk per row), which makes every later compute kernel crawl; gathering through
+    :func:`_take` is orders of magnitude faster.
     """
     table = dataset.data.table
     if columns is not None:
@@ -551,10 +608,8 @@ def arrow_table(dataset: datasets.Dataset, columns: list[str] | None = None, lim
     indices = getattr(dataset, "_indices", None)
     if indices is None:
         return table.slice(0, limit) if limit is not None else table
-    idx = indices.column(0)
-    if limit is not None:
-        idx = idx.slice(0, limit)
-    return table.take(idx)
+    idx = indices.column(0).to_numpy().astype(np.int64)
+    return _take(table, idx[:limit] if limit is not None else idx)
 
 
 def iter_batches(dataset: datasets.Dataset, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
@@ -567,7 +622,70 @@ def iter_batches(dataset: datasets.Dataset, columns: list[str], batch_rows: int 
     if indices is None:
         yield from table.to_batches(max_chunksize=batch_rows)
         return
-    idx = indices.column(0)
+    idx = indices.column(0).to_numpy().astype(np.int64)
+    batches = table.to_batches()
     for start in range(0, len(idx), batch_rows):
-        piece = table.take(idx.slice(start, batch_rows)).combine_chunks()
-        yield from piece.to_batches()
+        yield from _take(table, idx[start:start + batch_rows], batches).to_batches()
+
+
+def _take(table: pa.Table, idx: np.ndarray, batches: list[pa.RecordBatch] | None = None) -> pa.Table:
+    """Rows ``idx`` of ``table`` as one combined chunk.
+
+    ``Table.take`` first concatenates every chunk of a string column, copying the whole column on
+    each call; taking from each record batch separately copies only the rows asked for.
+    """
+    batches = table.to_batches() if batches is None else batches
+    if not batches or len(idx) == 0:
+        return table.slice(0, 0)
+    offsets = np.cumsum([0] + [b.num_rows for b in batches])
+    order = np.argsort(idx, kind="stable")
+    ordered = idx[order]
+    bounds = np.searchsorted(ordered, offsets)  # ordered[bounds[b]:bounds[b+1]] fall in batch b
+    parts = [batches[b].take(pa.array(ordered[bounds[b]:bounds[b + 1]] - offsets[b]))
+             for b in range(len(batches)) if bounds[b + 1] > bounds[b]]
+    gathered = pa.Table.from_batches(parts, schema=table.schema).combine_chunks()
+    if np.any(order[1:] < order[:-1]):  # asked for out of file order: put the rows back in that order
+        gathered = gathered.take(pa.array(np.argsort(order, kind="stable")))
+    return gathered
+
+
+def scan_batches(dataset: datasets.Dataset, columns: list[str], *, file_order: bool = False) -> Iterator[pa.RecordBatch]:
+    """The dataset's ``columns``, batch by batch, for a full pass over it.
+
+    A dataset that is a plain view of one Arrow file is read with ordinary sequential reads rather
+    than through its memory map: mapped pages stay resident once touched and count towards the
+    process's RSS, so one pass through the map adds the whole file to it, while read buffers are
+    freed batch by batch. With ``file_order`` a dataset that selects rows yields them (each as
+    often as it is selected) in file order instead of dataset order, which lets it be read this
+    way too. Anything else goes through :func:`iter_batches`.
+    """
+    path = _plain_arrow_file(dataset)
+    indices = getattr(dataset, "_indices", None)
+    if path is None or (indices is not None and not file_order):
+        yield from iter_batches(dataset, columns)
+        return
+    counts = None
+    if indices is not None:
+        counts = np.bincount(indices.column(0).to_numpy().astype(np.int64), minlength=dataset.data.num_rows)
+    start = 0
+    with pa.OSFile(path) as f:
+        for batch in pa.ipc.open_stream(f):
+            n = batch.num_rows
+            batch = batch.select(columns)
+            if counts is not None:
+                rows = np.repeat(np.arange(n), counts[start:start + n])
+                start += n
+                if not len(rows):
+                    continue
+                batch = batch.take(pa.array(rows))
+            yield batch
+
+
+def _plain_arrow_file(dataset: datasets.Dataset) -> str | None:
+    """The Arrow file whose rows are exactly the dataset's table (before any selection), if there is one."""
+    data = dataset.data
+    if not isinstance(data, MemoryMappedTable):
+        return None
+    if any(replay[0] != "replace_schema_metadata" for replay in data.replays):
+        return None  # sliced, renamed, cast...: the file no longer matches the table
+    return data.path

@@ -1,7 +1,9 @@
 """Checks on labelled classification data before any training time is spent.
 
-Every check runs as Arrow compute kernels or group-bys over whole columns, so a million rows take
-seconds; Python only ever touches the (few) findings and example line numbers.
+Each split is first reduced, one batch at a time, to a compact digest: line number, a 64-bit hash
+of the text, an empty-text flag and a label code per row (about 21 bytes a row whatever the text
+length). Every check then runs as numpy/Arrow kernels on those arrays, so a million rows take
+seconds and little memory; Python only touches the findings and their example line numbers.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..cancel import NEVER, CancelToken
 from ..labels import build_label_map
-from .tabular import RowProblem, arrow_table
+from .tabular import RowProblem, scan_batches
 
 MAX_LINES = 50  # example line numbers kept per finding
 IMBALANCE_RATIO = 10
@@ -33,6 +36,7 @@ class Finding:
     count: int = 0
     path: str | None = None
     split: str | None = None
+    items: list[str] = field(default_factory=list)  # example files (image folders), where lines do not apply
 
 
 @dataclass
@@ -79,6 +83,10 @@ class ValidationReport:
                 more = f" and {f.count - len(f.lines):,} more" if f.count > len(f.lines) else ""
                 out.append(f"        lines {', '.join(map(str, f.lines[:10]))}"
                            f"{' ...' if len(f.lines) > 10 else ''}{more}")
+            for item in f.items[:10]:
+                out.append(f"        {item}")
+            if f.items and f.count > min(len(f.items), 10):
+                out.append(f"        ... and {f.count - min(len(f.items), 10):,} more")
         return "\n".join(out)
 
 
@@ -88,63 +96,165 @@ def validate_classification(
 ) -> ValidationReport:
     """Check the labelled splits (datasets from ``build_labeled``) and report what a user should know."""
     findings: list[Finding] = []
-    class_counts: dict[str, dict[str, int]] = {}
-    n_rows: dict[str, int] = {}
+    digests: dict[str, _Digest] = {}
     paths: dict[str, str | None] = {}
-    tables: dict[str, pa.Table] = {}
     names = sorted(splits, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s))
     for split in names:
-        cancel.raise_if_cancelled()
         ds, path, malformed = splits[split]
-        path = str(path) if path is not None else None
-        table = arrow_table(ds, ["row", "text", "label"])
-        tables[split], paths[split], n_rows[split] = table, path, table.num_rows
-        check = _SplitCheck(split, path, table, findings)
+        paths[split] = str(path) if path is not None else None
+        digest = digests[split] = _digest(ds, cancel)
+        check = _SplitCheck(split, paths[split], digest, findings)
         check.malformed(malformed)
         check.empty_rows()
         cancel.raise_if_cancelled()
-        class_counts[split] = check.class_counts()
-        cancel.raise_if_cancelled()
-        check.duplicates()
-        check.conflicts()
-
-    train_split = "train" if "train" in tables else None
-    if train_split:
-        _train_checks(paths["train"], tables["train"], class_counts["train"], findings)
-        train_texts = _nonempty_unique_texts(tables["train"])
-        for split in names:
-            if split == train_split:
-                continue
+        check.duplicates_and_conflicts()
+    if "train" in digests:
+        train = digests["train"]
+        _train_checks(paths["train"], train, findings)
+        others = [split for split in names if split != "train"]
+        train_texts = np.unique(train.hashes[~train.empty_text]) if others else None
+        for split in others:
             cancel.raise_if_cancelled()
-            _against_train(split, paths[split], paths["train"], tables[split], train_texts,
-                           set(class_counts["train"]), findings)
+            _against_train(split, paths[split], paths["train"], digests[split], train, train_texts, findings)
     findings.sort(key=lambda f: SEVERITY_ORDER.get(f.severity, 3))  # stable: check order within a severity
-    return ValidationReport(findings, class_counts, n_rows, paths)
+    return ValidationReport(findings, {k: d.class_counts() for k, d in digests.items()},
+                            {k: len(d.rows) for k, d in digests.items()}, paths)
+
+
+# ---------------------------------------------------------------------------- digest
+
+
+@dataclass
+class _Digest:
+    rows: np.ndarray  # int64 line numbers, in file order
+    hashes: np.ndarray  # uint64 hash of each text
+    empty_text: np.ndarray  # bool: nothing but whitespace
+    codes: np.ndarray  # int32 index into label_names
+    label_names: list[str]
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.codes, minlength=len(self.label_names))
+        raw = {name: int(c) for name, c in zip(self.label_names, counts) if name != "" and c}
+        return {name: raw[name] for name in build_label_map(list(raw)).names}  # ids order, as the model sees
+
+    def label_mask(self, labels: list[str]) -> np.ndarray:
+        wanted = set(labels)
+        return np.isin(self.codes, [i for i, name in enumerate(self.label_names) if name in wanted])
+
+
+def _digest(ds: datasets.Dataset, cancel: CancelToken) -> _Digest:
+    n = len(ds)  # scan_batches yields exactly the dataset's rows, so the arrays can be filled in place
+    d = _Digest(np.empty(n, np.int64), np.empty(n, np.uint64), np.empty(n, bool), np.empty(n, np.int32), [])
+    label_ids: dict[str, int] = {}  # label -> code, grown batch by batch (labels are few)
+    at = 0
+    for batch in scan_batches(ds, ["row", "text", "label"], file_order=True):  # order is irrelevant here
+        cancel.raise_if_cancelled()
+        end = at + batch.num_rows
+        # Copies only: a zero-copy view would pin the batch's whole read buffer, texts included.
+        d.rows[at:end] = batch.column("row").to_numpy(zero_copy_only=False)
+        text = pc.fill_null(batch.column("text"), "")
+        d.hashes[at:end] = hash_strings(text)
+        d.empty_text[at:end] = pc.or_(pc.equal(pc.utf8_length(text), 0), pc.utf8_is_space(text)).to_numpy(
+            zero_copy_only=False)
+        label = pc.fill_null(batch.column("label"), "")
+        for name in pc.unique(label).to_pylist():
+            label_ids.setdefault(name, len(label_ids))
+        d.codes[at:end] = pc.index_in(label, value_set=pa.array(list(label_ids), pa.string())).to_numpy(
+            zero_copy_only=False)
+        at = end
+    d.label_names = list(label_ids)
+    return d
+
+
+# Polynomial hash of the UTF-8 bytes modulo 2**64, then a splitmix64 finaliser. Vectorised with
+# numpy: byte i of a segment is weighted by P**i, the per-string sums come from one reduceat, and
+# multiplying by P**-start (P is odd, so invertible mod 2**64) rebases each string to its own start.
+# Collisions among a million natural texts are ~1e-8 likely; a collision could only add a spurious
+# duplicate/overlap example, never hide an error.
+_P = 0x100000001B3
+_P_INV = pow(_P, -1, 2**64)
+_SEGMENT = 1 << 18  # bytes hashed per numpy pass, which bounds the temporary arrays (~8 bytes per byte)
+_powers_cache: list[tuple[np.ndarray, np.ndarray]] = []  # computed once (4 MB), grown only for huge strings
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """P**i and P**-i mod 2**64 for i in 0..n (at least a segment's worth)."""
+    if not _powers_cache or len(_powers_cache[0][0]) <= n:
+        size = max(_SEGMENT, n) + 1
+        with np.errstate(over="ignore"):
+            w = np.ones(size, np.uint64)
+            w_inv = np.ones(size, np.uint64)
+            w[1:] = np.cumprod(np.full(size - 1, _P, dtype=np.uint64))
+            w_inv[1:] = np.cumprod(np.full(size - 1, _P_INV, dtype=np.uint64))
+        _powers_cache[:] = [(w, w_inv)]
+    return _powers_cache[0]
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def hash_strings(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A uint64 hash per string (equal strings, equal hashes), computed without Python str objects."""
+    if isinstance(arr, pa.ChunkedArray):
+        parts = [hash_strings(c) for c in arr.chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+    if arr.type != pa.string():
+        arr = arr.cast(pa.string())
+    arr = pc.fill_null(arr, "")
+    n = len(arr)
+    out = np.empty(n, np.uint64)
+    if n == 0:
+        return out
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1, offset=arr.offset * 4).astype(np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    with np.errstate(over="ignore"):
+        i = 0
+        while i < n:
+            # As many strings as fit in one segment (at least one, however long).
+            j = max(int(np.searchsorted(offsets, offsets[i] + _SEGMENT, side="right")) - 1, i + 1)
+            base = offsets[i]
+            segment = data[base:offsets[j]]
+            starts = offsets[i:j] - base
+            lengths = (offsets[i + 1:j + 1] - offsets[i:j]).astype(np.uint64)
+            w, w_inv = _powers(len(segment))
+            terms = np.zeros(len(segment) + 1, np.uint64)  # a trailing 0 keeps every start in range
+            np.multiply(segment, w[:len(segment)], out=terms[:-1], casting="unsafe")
+            sums = np.add.reduceat(terms, starts)
+            sums[lengths == 0] = 0  # reduceat yields terms[start] for empty segments
+            out[i:j] = _mix(sums * w_inv[starts] ^ _mix(lengths))
+            i = j
+    return out
+
+
+# ---------------------------------------------------------------------------- checks
 
 
 def _name(path: str | None, split: str) -> str:
     return path if path else f"the {split} data"
 
 
-def _lines(table: pa.Table, mask) -> list[int]:
-    """Up to MAX_LINES line numbers of the rows selected by ``mask``, in file order."""
-    rows = pc.filter(table.column("row"), mask)
-    return sorted(rows.slice(0, MAX_LINES * 4).to_pylist())[:MAX_LINES] if len(rows) else []
-
-
-def _count(mask) -> int:
-    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+def _first_lines(rows: np.ndarray, mask: np.ndarray | None = None) -> list[int]:
+    picked = rows[mask] if mask is not None else rows
+    return np.sort(picked)[:MAX_LINES].tolist()
 
 
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
 
 
+def _shown(labels: list[str]) -> str:
+    return ", ".join(f"'{x}'" for x in labels[:10]) + (" ..." if len(labels) > 10 else "")
+
+
 @dataclass
 class _SplitCheck:
     split: str
     path: str | None
-    table: pa.Table
+    d: _Digest
     findings: list[Finding]
 
     def add(self, severity: str, code: str, message: str, lines: list[int], count: int) -> None:
@@ -160,109 +270,91 @@ class _SplitCheck:
                      [m.line for m in malformed[:MAX_LINES]], len(malformed))
 
     def empty_rows(self) -> None:
-        if self.table.num_rows == 0:
+        d = self.d
+        if len(d.rows) == 0:
             self.add("error", "no_rows", "has no rows to use", [], 0)
             return
-        empty = pc.equal(pc.utf8_trim_whitespace(self.table.column("text")), "")
-        n = _count(empty)
+        n = int(d.empty_text.sum())
         if n:
             self.add("warning", "empty_text", f"{_plural(n, 'row has', 'rows have')} an empty text",
-                     _lines(self.table, empty), n)
-        no_label = pc.equal(self.table.column("label"), "")
-        n = _count(no_label)
+                     _first_lines(d.rows, d.empty_text), n)
+        no_label = d.label_mask([""])
+        n = int(no_label.sum())
         if n:
             self.add("warning", "empty_label",
                      f"{_plural(n, 'row has', 'rows have')} no label; they cannot be used for training or scoring",
-                     _lines(self.table, no_label), n)
+                     _first_lines(d.rows, no_label), n)
 
-    def class_counts(self) -> dict[str, int]:
-        counts = pc.value_counts(self.table.column("label"))
-        raw = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
-        raw.pop("", None)  # reported as empty_label, not a class
-        return {name: raw[name] for name in build_label_map(list(raw)).names}
-
-    def duplicates(self) -> None:
-        t = self.table
-        # One string key per (text, label): hashing one column is cheaper than a two-key group-by.
-        key = pc.binary_join_element_wise(t.column("text"), t.column("label"), "\x00")
-        groups = pa.table({"key": key, "row": t.column("row")}).group_by("key").aggregate(
-            [("row", "count"), ("row", "min")])
-        repeated = groups.filter(pc.greater(groups.column("row_count"), 1))
-        if not repeated.num_rows:
+    def duplicates_and_conflicts(self) -> None:
+        d = self.d
+        usable = ~d.empty_text & ~d.label_mask([""])  # empty ones are reported above
+        h, c, rows = (d.hashes, d.codes, d.rows) if usable.all() else (d.hashes[usable], d.codes[usable], d.rows[usable])
+        if len(rows) < 2:
             return
-        n = int(pc.sum(repeated.column("row_count")).as_py()) - repeated.num_rows
-        # The repeats, not each group's first occurrence, so the user can jump to what to delete.
-        mask = pc.and_(pc.is_in(key, value_set=repeated.column("key").combine_chunks()),
-                       pc.invert(pc.is_in(t.column("row"), value_set=repeated.column("row_min").combine_chunks())))
-        severity = "warning" if n > 0.05 * t.num_rows else "info"
-        self.add(severity, "duplicates",
-                 f"{_plural(n, 'row repeats', 'rows repeat')} an earlier row's text and label exactly",
-                 _lines(t, mask), n)
+        # Sort by (text, label, line): a repeat follows its first occurrence in the file.
+        order = np.lexsort((rows, c, h))
+        h, c, rows = h[order], c[order], rows[order]
+        del order
+        same_text = h[1:] == h[:-1]
+        repeat = np.concatenate([[False], same_text & (c[1:] == c[:-1])])
+        n = int(repeat.sum())
+        if n:
+            severity = "warning" if n > 0.05 * len(d.rows) else "info"
+            self.add(severity, "duplicates",
+                     f"{_plural(n, 'row repeats', 'rows repeat')} an earlier row's text and label exactly",
+                     _first_lines(rows, repeat), n)
+        group = np.cumsum(np.concatenate([[True], ~same_text]))  # one id per distinct text
+        clashing = np.unique(group[1:][same_text & (c[1:] != c[:-1])])
+        if len(clashing):
+            mask = np.isin(group, clashing)
+            n = int(mask.sum())
+            self.add("warning", "conflicting_duplicates",
+                     f"{_plural(len(clashing), 'text occurs', 'texts occur')} with different labels "
+                     f"({n:,} rows); the model cannot get all of them right", _first_lines(rows, mask), n)
 
-    def conflicts(self) -> None:
-        t = self.table.filter(pc.not_equal(self.table.column("label"), ""))
-        groups = t.group_by("text").aggregate([("label", "count_distinct")])
-        texts = groups.filter(pc.greater(groups.column("label_count_distinct"), 1)).column("text").combine_chunks()
-        texts = pc.filter(texts, pc.not_equal(pc.utf8_trim_whitespace(texts), ""))  # empty_text covers those
-        if not len(texts):
-            return
-        mask = pc.is_in(t.column("text"), value_set=texts)
-        n = _count(mask)
-        self.add("warning", "conflicting_duplicates",
-                 f"{_plural(len(texts), 'text occurs', 'texts occur')} with different labels "
-                 f"({n:,} rows); the model cannot get all of them right", _lines(t, mask), n)
 
-
-def _train_checks(path: str | None, table: pa.Table, counts: dict[str, int], findings: list[Finding]) -> None:
+def _train_checks(path: str | None, d: _Digest, findings: list[Finding]) -> None:
     name = _name(path, "train")
+    counts = d.class_counts()
     if len(counts) < 2:
-        only = f"only '{next(iter(counts))}'" if counts else "no labels at all"
+        only = f"only the class '{next(iter(counts))}'" if counts else "no labels at all"
         findings.append(Finding("error", "single_class",
                                 f"{name}: has {only}; a classifier needs at least two classes",
                                 [], len(counts), path, "train"))
         return
     rare = [label for label, c in counts.items() if c < 2]
     if rare:
-        mask = pc.is_in(table.column("label"), value_set=pa.array(rare, pa.string()))
-        shown = ", ".join(f"'{r}'" for r in rare[:10]) + (" ..." if len(rare) > 10 else "")
         findings.append(Finding("warning", "rare_class",
                                 f"{name}: {_plural(len(rare), 'class has', 'classes have')} fewer than 2 examples "
-                                f"({shown}); the model can hardly learn them and they cannot be held out for "
-                                "validation", _lines(table, mask), len(rare), path, "train"))
+                                f"({_shown(rare)}); the model can hardly learn them and they cannot be held out "
+                                "for validation", _first_lines(d.rows, d.label_mask(rare)), len(rare), path, "train"))
     most = max(counts, key=counts.get)
     least = min(counts, key=counts.get)
     if counts[most] > IMBALANCE_RATIO * counts[least]:
+        small = sum(c * IMBALANCE_RATIO < counts[most] for c in counts.values())  # count: the minority classes
         findings.append(Finding("warning", "imbalance",
                                 f"{name}: classes are imbalanced: '{most}' has {counts[most]:,} rows but "
                                 f"'{least}' only {counts[least]:,} ({counts[most] / counts[least]:.0f}x); "
-                                "accuracy will look better than the model is (watch macro-F1)",
-                                [], counts[most] // max(counts[least], 1), path, "train"))
+                                "accuracy will flatter the model, so watch macro-F1",
+                                [], small, path, "train"))
 
 
-def _nonempty_unique_texts(table: pa.Table) -> pa.Array:
-    texts = pc.unique(table.column("text"))
-    return pc.filter(texts, pc.not_equal(pc.utf8_trim_whitespace(texts), ""))
-
-
-def _against_train(split: str, path: str | None, train_path: str | None, table: pa.Table,
-                   train_texts: pa.Array, train_labels: set[str], findings: list[Finding]) -> None:
+def _against_train(split: str, path: str | None, train_path: str | None, d: _Digest, train: _Digest,
+                   train_texts: np.ndarray, findings: list[Finding]) -> None:
     name, train_name = _name(path, split), _name(train_path, "train")
-    if table.num_rows == 0:
-        return
-    overlap = pc.is_in(table.column("text"), value_set=train_texts)
-    n = _count(overlap)
+    overlap = np.isin(d.hashes, train_texts) & ~d.empty_text
+    n = int(overlap.sum())
     if n:
         findings.append(Finding("warning", "train_test_overlap",
                                 f"{name}: {_plural(n, 'row has', 'rows have')} the same text as a row of "
                                 f"{train_name}; scores on them overstate how well the model generalises",
-                                _lines(table, overlap), n, path, split))
-    labels = table.column("label")
-    unseen = sorted(set(pc.unique(labels).to_pylist()) - train_labels - {""})
+                                _first_lines(d.rows, overlap), n, path, split))
+    present = set(np.array(d.label_names, dtype=object)[np.unique(d.codes)].tolist()) if len(d.codes) else set()
+    unseen = build_label_map(present - set(train.label_names) - {""}).names
     if unseen:
-        mask = pc.is_in(labels, value_set=pa.array(unseen, pa.string()))
-        n = _count(mask)
-        shown = ", ".join(f"'{u}'" for u in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+        mask = d.label_mask(unseen)
+        n = int(mask.sum())
         findings.append(Finding("warning", "unseen_test_labels",
                                 f"{name}: {_plural(len(unseen), 'label does', 'labels do')} not occur in "
-                                f"{train_name} ({shown}; {n:,} rows); the model can never predict them",
-                                _lines(table, mask), n, path, split))
+                                f"{train_name} ({_shown(unseen)}; {n:,} rows); the model can never predict them",
+                                _first_lines(d.rows, mask), n, path, split))

@@ -1,28 +1,59 @@
-"""Task registry. Later tasks (token tagging, pairs, regression, images) add themselves here."""
+"""Task registry. Each task is named here and imported only when used, so listing the tasks (for
+`--help` or the app's task picker) imports no torch, transformers or datasets.
+
+Later tasks (token tagging, sentence pairs, regression, images) add one line to ``_REGISTRY``.
+"""
 
 from __future__ import annotations
 
-from ..errors import InputError
-from .base import EncodedSplit, EvalResult, PreparedData, Task
-from .text_classification import TextClassification
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-TASKS: dict[str, type[Task]] = {TextClassification.name: TextClassification}
-ALIASES = {"classification": TextClassification.name, "text": TextClassification.name}
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .base import Task
+
+# name -> "module:Class"; registration order breaks ties in --task auto.
+_REGISTRY: dict[str, str] = {
+    "text-classification": "workbench.core.tasks.text_classification:TextClassification",
+    "token-classification": "workbench.core.tasks.token_classification:TokenClassification",
+    "text-pair-classification": "workbench.core.tasks.text_pair:TextPairClassification",
+    "text-regression": "workbench.core.tasks.regression:TextRegression",
+    "image-classification": "workbench.core.tasks.image_classification:ImageClassification",
+}
+ALIASES = {"classification": "text-classification", "text": "text-classification", "tagging": "token-classification",
+           "ner": "token-classification", "pos": "token-classification", "pairs": "text-pair-classification",
+           "regression": "text-regression"}
 
 
 def task_names() -> list[str]:
-    return ["auto", *TASKS]
+    return ["auto", *_REGISTRY]
 
 
-def get_task(name: str, data_path: str | None = None) -> Task:
+def task_class(name: str) -> "type[Task]":
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def detect_task(data_path: str | Path) -> "type[Task]":
+    """The registered task whose ``sniff`` scores DATA highest (ties: registration order)."""
+    path = Path(data_path)
+    best, best_score = None, -1.0
+    for name in _REGISTRY:
+        cls = task_class(name)
+        score = cls.sniff(path)
+        if score > best_score:
+            best, best_score = cls, score
+    return best
+
+
+def get_task(name: str | None, data_path: str | Path | None = None) -> "Task":
     key = (name or "auto").lower()
     key = ALIASES.get(key, key)
     if key == "auto":
-        # Only one task so far: tabular files train a text classifier.
-        return TextClassification()
-    if key not in TASKS:
+        return detect_task(data_path)() if data_path else task_class("text-classification")()
+    if key not in _REGISTRY:
         raise InputError(f"unknown task {name!r}; choose one of: {', '.join(task_names())}")
-    return TASKS[key]()
-
-
-__all__ = ["EncodedSplit", "EvalResult", "PreparedData", "Task", "TASKS", "get_task", "task_names"]
+    return task_class(key)()

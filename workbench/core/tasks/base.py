@@ -1,7 +1,12 @@
 """The Task abstraction: everything that differs between task types, behind one interface.
 
-A task reads and validates its data, encodes it, builds its model head, turns rows into tensors,
-computes its loss and metrics, and writes its predictions. The training loop knows none of that.
+A task reads and validates its data, loads its preprocessor (a tokenizer, an image processor),
+encodes the data, builds its model head, turns rows into arrays, computes its loss and metrics,
+writes its predictions and exports its model. The training loop and the run orchestration
+(``workbench.core.run``) know none of that.
+
+Adding a task: subclass ``Task``, implement the abstract methods, register the class in
+``workbench/core/tasks/__init__.py`` and give it a ``sniff`` so ``--task auto`` can pick it.
 """
 
 from __future__ import annotations
@@ -17,17 +22,16 @@ from ..cancel import NEVER, CancelToken
 from ..config import DataConfig
 from ..events import Callbacks
 from ..labels import LabelMap
-from ..training.batching import RaggedColumn
 
 
 @dataclass
 class PreparedData:
-    """Validated, split, labelled data, before tokenization."""
+    """Validated, split, labelled data, before encoding."""
 
     splits: dict[str, Any]  # "train", "validation", "test" -> datasets.Dataset
     label_map: LabelMap | None
-    report: Any  # ValidationReport
-    resolved: dict[str, Any] = field(default_factory=dict)  # columns, formats, sources: written to config.json
+    report: Any  # ValidationReport (has .findings, .errors, .to_dict())
+    resolved: dict[str, Any] = field(default_factory=dict)  # columns, formats, sources, labels, warnings
     eval_split: str = "test"  # the split the final report is computed on
 
 
@@ -35,10 +39,10 @@ class PreparedData:
 class EncodedSplit:
     name: str
     rows: Any  # datasets.Dataset of the original rows (row, text, label, ...) for predictions
-    inputs: dict[str, RaggedColumn]  # token columns, e.g. input_ids, token_type_ids
+    inputs: dict[str, Any]  # task-specific arrays, e.g. RaggedColumn token ids
     labels: np.ndarray
-    lengths: np.ndarray
-    truncated: int = 0  # rows that reached max_length and were cut
+    lengths: np.ndarray  # per-row cost, for length grouping and sorted inference (all ones for fixed-size inputs)
+    truncated: int = 0  # rows cut at max_length
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -54,7 +58,30 @@ class Task(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     pipeline_tag: ClassVar[str]
-    greater_is_better: ClassVar[dict[str, bool]] = {}
+    # Metric name -> whether larger is better; metrics not listed are "larger is better".
+    greater_is_better: ClassVar[dict[str, bool]] = {"loss": False}
+    default_metric: ClassVar[str] = "macro_f1"
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "weighted_f1", "loss")
+
+    @classmethod
+    def sniff(cls, path: Path) -> float:
+        """How well DATA at ``path`` fits this task, 0 (not at all) to 1 (certainly); for --task auto."""
+        return 0.0
+
+    def configure(self, config) -> None:
+        """Called once with the whole RunConfig before ``prepare_data``: a task reads its own settings
+        here (an image size, a frozen backbone) and may pin defaults it owns so config.json records them."""
+
+    def suggested_settings(self, config) -> dict[str, Any]:
+        """TrainConfig values this task recommends for ``config`` (e.g. its learning rate); front ends
+        apply them to the settings the user left alone."""
+        return {}
+
+    def resolve_backbone(self, name: str | None):
+        """The BackboneInfo for ``--model NAME``."""
+        from ..backbones import resolve_backbone
+
+        return resolve_backbone(name)
 
     @abstractmethod
     def prepare_data(
@@ -62,14 +89,22 @@ class Task(ABC):
     ) -> PreparedData: ...
 
     @abstractmethod
-    def encode(self, name: str, rows, tokenizer, max_length: int, cache_dir: Path, callbacks: Callbacks,
+    def load_preprocessor(self, backbone_path: str):
+        """The tokenizer (or image processor) saved beside the model on export."""
+
+    @abstractmethod
+    def encode(self, name: str, rows, preprocessor, max_length: int, cache_dir: Path, callbacks: Callbacks,
                cancel: CancelToken = NEVER) -> EncodedSplit: ...
 
     @abstractmethod
     def build_model(self, backbone_path: str, data: PreparedData): ...
 
     @abstractmethod
-    def make_batch(self, split: EncodedSplit, rows: np.ndarray, pad_id: int) -> dict[str, np.ndarray]: ...
+    def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Model inputs for ``rows`` of ``split`` as numpy arrays, plus "labels"."""
+
+    def forward(self, model, batch: dict):
+        return model(**batch).logits
 
     @abstractmethod
     def loss(self, logits, labels): ...
@@ -82,3 +117,17 @@ class Task(ABC):
 
     @abstractmethod
     def report_text(self, result: EvalResult) -> str: ...
+
+    def save_model(self, model, preprocessor, folder: Path, max_length: int) -> None:
+        """Write the model and its preprocessor in the format `transformers.pipeline` loads."""
+        model.save_pretrained(folder, safe_serialization=True)
+        if hasattr(preprocessor, "model_max_length"):
+            # The pipeline then truncates like training did when called with truncation=True.
+            preprocessor.model_max_length = max_length
+        preprocessor.save_pretrained(folder)
+
+    def model_card(self, **fields) -> str:
+        """The export's README.md; ``fields`` are those of ``workbench.core.export.model_card``."""
+        from ..export import model_card
+
+        return model_card(**fields)

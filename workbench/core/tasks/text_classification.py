@@ -34,7 +34,6 @@ class TextClassification(Task):
     name = "text-classification"
     title = "Text classification"
     pipeline_tag = "text-classification"
-    greater_is_better = {"loss": False}
 
     # ---- data -----------------------------------------------------------------------------------
     def _read(self, path: str, cfg: DataConfig, cache_dir: Path, callbacks, cancel, like=None):
@@ -84,7 +83,7 @@ class TextClassification(Task):
             splits["train"], splits["validation"] = stratified_split(splits["train"], cfg.val_fraction, seed + 1)
             sources["validation"] = (sources["train"][0] + " (held out)", [])
         report = validate_classification(
-            {k: (splits[k], sources[k][0], sources[k][1]) for k in splits}, cancel=cancel
+            {k: (self._validation_view(splits[k]), sources[k][0], sources[k][1]) for k in splits}, cancel=cancel
         )
         if report.errors:
             raise InputError(" ".join(f.message for f in report.errors))
@@ -129,6 +128,21 @@ class TextClassification(Task):
             eval_split="test" if "test" in splits else "validation" if "validation" in splits else "train",
         )
 
+    def _validation_view(self, ds):
+        """The (row, text, label) rows the data checks look at; a subclass with more inputs joins them."""
+        return ds
+
+    @classmethod
+    def sniff(cls, path: Path) -> float:
+        return 0.5 if path.is_file() and path.suffix.lower() in (".tsv", ".csv", ".txt", ".tab") else 0.1
+
+    def load_preprocessor(self, backbone_path: str):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(backbone_path)
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        return tok
+
     def encode(self, name, rows, tokenizer, max_length, cache_dir, callbacks, cancel=NEVER) -> EncodedSplit:
         callbacks.on_event(PhaseChanged("tokenizing", name))
         inputs, lengths = tokenize_columns(
@@ -152,9 +166,9 @@ class TextClassification(Task):
             ignore_mismatched_sizes=True,  # a backbone that already has a different head
         )
 
-    def make_batch(self, split: EncodedSplit, rows: np.ndarray, pad_id: int) -> dict[str, np.ndarray]:
+    def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
         width = int(split.lengths[rows].max())
-        ids = split.inputs["input_ids"].pad(rows, pad_id, width)
+        ids = split.inputs["input_ids"].pad(rows, self.pad_id, width)
         batch = {"input_ids": ids, "attention_mask": (np.arange(width)[None, :] < split.lengths[rows][:, None]).astype(np.int64)}
         if "token_type_ids" in split.inputs:
             batch["token_type_ids"] = split.inputs["token_type_ids"].pad(rows, 0, width)
@@ -204,14 +218,18 @@ class TextClassification(Task):
         pred = probs.argmax(-1)
         row_ids = arrow_table(split.rows, ["row"]).column("row").to_numpy()
         texts = arrow_table(split.rows, ["text"]).column("text")
+        # Sentence pairs carry a second text; predictions show both.
+        seconds = arrow_table(split.rows, ["text_pair"]).column("text_pair") if "text_pair" in split.rows.column_names else None
         with open(path, "w", encoding="utf-8") as f:
             for start in range(0, len(pred), 5000):
                 chunk = texts.slice(start, 5000).to_pylist()
+                second = seconds.slice(start, 5000).to_pylist() if seconds is not None else None
                 for j, text in enumerate(chunk):
                     i = start + j
                     f.write(json.dumps({
                         "row": int(row_ids[i]),
                         "text": text,
+                        **({"text_pair": second[j]} if second is not None else {}),
                         "gold": names[split.labels[i]],
                         "predicted": names[pred[i]],
                         "confidence": round(float(probs[i, pred[i]]), 6),

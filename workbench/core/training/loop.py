@@ -50,14 +50,14 @@ class TrainingLoop:
         cfg: TrainConfig,
         device,
         precision: str,
-        pad_id: int,
         callbacks: Callbacks,
         cancel: CancelToken = NEVER,
     ) -> None:
         self.model, self.task, self.data = model, task, data
         self.train_split, self.val_split = train, validation
-        self.cfg, self.device, self.precision, self.pad_id = cfg, device, precision, pad_id
+        self.cfg, self.device, self.precision = cfg, device, precision
         self.callbacks, self.cancel = callbacks, cancel
+        self.metric = cfg.metric or task.default_metric
 
     # ---- helpers --------------------------------------------------------------------------------
     def autocast(self):
@@ -113,10 +113,10 @@ class TrainingLoop:
         with torch.inference_mode():
             for rows in sorted_batches(split.lengths, bs):
                 self.cancel.raise_if_cancelled()
-                batch = _to_device(self.task.make_batch(split, rows, self.pad_id), self.device)
+                batch = _to_device(self.task.make_batch(split, rows), self.device)
                 labels = batch.pop("labels")
                 with self.autocast():
-                    logits = model(**batch).logits
+                    logits = self.task.forward(model, batch)
                 loss_sum += float(self.task.loss(logits, labels)) * len(rows)
                 n += len(rows)
                 outs.append(logits.float().cpu().numpy())
@@ -125,6 +125,11 @@ class TrainingLoop:
             model.train()
         if not outs:
             return np.zeros((0,)), float("nan")
+        if outs[0].ndim == 3:
+            # Per-token outputs (tagging): each batch is as wide as its longest row; pad to one width
+            # (the padding sits where labels are ignored) so the rows can be gathered in one array.
+            width = max(o.shape[1] for o in outs)
+            outs = [np.pad(o, ((0, 0), (0, width - o.shape[1]), (0, 0))) for o in outs]
         # Padding to the longest row in a batch changes nothing for the rest: scatter back in place.
         logits = np.concatenate(outs)
         result = np.empty_like(logits)
@@ -146,13 +151,15 @@ class TrainingLoop:
         total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
         if cfg.max_steps:
             total_steps = min(total_steps, cfg.max_steps)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # the current device is per thread; the app trains in a worker thread
+        model.to(device)
+        model.train()
         optimizer, scheduler = self._optimizer(total_steps)
         scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         # loss.item() forces a GPU sync; on GPUs read the loss only every few steps.
         log_every = 1 if device.type == "cpu" else 10
 
-        model.to(device)
-        model.train()
         self.callbacks.on_event(PhaseChanged("training", f"{total_steps} steps"))
         step, seen, train_time = 0, 0, 0.0
         best_value, best_metrics, best_step, best_state = None, None, None, None
@@ -167,8 +174,8 @@ class TrainingLoop:
                 return False
             self.callbacks.on_event(PhaseChanged("evaluating", "validation"))
             result, _ = self.evaluate(self.val_split)
-            value = result.metrics[cfg.metric]
-            improved = self._better(cfg.metric, value, best_value)
+            value = result.metrics[self.metric]
+            improved = self._better(self.metric, value, best_value)
             if improved:
                 best_value, best_metrics, best_step, bad_evals = value, result.metrics, step, 0
                 # Kept on the CPU so the best weights survive later steps without a second GPU copy.
@@ -189,10 +196,10 @@ class TrainingLoop:
             t0 = time.perf_counter()
             for i, rows in enumerate(batches):
                 self.cancel.raise_if_cancelled()
-                batch = _to_device(self.task.make_batch(self.train_split, rows, self.pad_id), device)
+                batch = _to_device(self.task.make_batch(self.train_split, rows), device)
                 labels = batch.pop("labels")
                 with self.autocast():
-                    logits = model(**batch).logits
+                    logits = self.task.forward(model, batch)
                 loss = self.task.loss(logits, labels)
                 scaled = loss / cfg.grad_accum
                 (scaler.scale(scaled) if scaler else scaled).backward()

@@ -1,0 +1,162 @@
+"""Desktop app: training through the controller (finish, cancel, failure, close during a run, replay)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from app_support import APP_MARKS, aloop, load, use_tiny_model, window  # noqa: F401 - fixtures
+
+pytestmark = [*APP_MARKS, pytest.mark.timeout(300)]
+
+
+def _status(run_dir) -> dict:
+    return json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
+
+
+def _start(qtbot, window):
+    window.go_to("train")
+    page = window.train_page
+    assert page.start_button.isEnabled(), page.reason.text()
+    with qtbot.waitSignal(window.controller.started, timeout=5000) as started:
+        page.start_button.click()
+    return started.args[0]
+
+
+def test_train_a_tiny_model_to_the_finished_signal(qtbot, window, sentiment_tsv, tiny_model_dir, runs_home):
+    load(qtbot, window, sentiment_tsv)
+    use_tiny_model(qtbot, window, tiny_model_dir, epochs=2.0)
+    batches = []
+    window.controller.events.connect(lambda b: batches.append((time.monotonic(), len(b))))
+    t0 = time.monotonic()
+    run_dir = _start(qtbot, window)
+    assert Path(run_dir).parent == runs_home
+    with qtbot.waitSignal(window.controller.finished, timeout=180000) as done:
+        pass
+    elapsed = time.monotonic() - t0
+    result = done.args[0]
+    assert result.run_dir == run_dir and _status(run_dir)["state"] == "finished"
+    page = window.train_page
+    s = page.series
+    steps = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    n_steps = sum(1 for e in steps if e["event"] == "StepMetrics")
+    assert len(s.step) == n_steps > 10 and s.step[-1] == page.progress.maximum() == page.progress.value()
+    assert len(s.eval_step) == 2 and all(0 <= a <= 1 for a in s.accuracy)  # one validation per epoch
+    assert len(s.ema) == len(s.loss) and page.raw_curve.getData()[0] is not None
+    # Batched: at most ~10 GUI updates a second, however many events the run made.
+    assert len(batches) <= elapsed * 10 + 3 and sum(n for _, n in batches) >= n_steps
+    assert page.phase.text() == "Finished" and "accuracy" in page.result.text()
+    assert page.evaluate_button.isEnabled() and not page.cancel_button.isEnabled()
+    assert window.step_reason("evaluate") == "" and window.step_reason("export") == ""
+    assert window.state.run_dir == run_dir
+    assert window.hosts["evaluate"].currentWidget() is window.evaluate_page
+    page.evaluate_button.click()
+    assert window.current_step() == "evaluate"
+    log = page.log.toPlainText()
+    assert "Training" in log and "Validation at step" in log and "Finished" in log
+
+
+def test_cancel_mid_run_then_a_second_run_works(qtbot, window, sentiment_tsv, tiny_model_dir):
+    load(qtbot, window, sentiment_tsv)
+    use_tiny_model(qtbot, window, tiny_model_dir, epochs=500.0, batch_size=4)
+    first = _start(qtbot, window)
+    page = window.train_page
+    qtbot.waitUntil(lambda: len(page.series.step) >= 3, timeout=120000)
+    with qtbot.waitSignal(window.controller.cancelled, timeout=10000):
+        page.cancel_button.click()
+        assert page.cancel_button.text() == "Cancelling…" and page.phase.text() == "Cancelling…"
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 2.0
+    assert _status(first)["state"] == "cancelled" and page.phase.text() == "Cancelled"
+    assert page.start_button.isEnabled() and window.step_reason("evaluate") != ""
+
+    use_tiny_model(qtbot, window, tiny_model_dir, max_steps=5)
+    second = _start(qtbot, window)
+    assert second != first
+    with qtbot.waitSignal(window.controller.finished, timeout=120000):
+        pass
+    assert _status(second)["state"] == "finished" and page.series.step[-1] == 5
+
+
+def test_a_failing_run_shows_the_error_and_the_next_run_works(qtbot, window, sentiment_tsv, tiny_model_dir, tmp_path):
+    load(qtbot, window, sentiment_tsv)
+    use_tiny_model(qtbot, window, tiny_model_dir, max_steps=3)
+    # A model folder whose weights are missing: the backbone resolves, loading the weights fails.
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    for f in broken.glob("*.safetensors"):
+        f.unlink()
+    window.state.config.model.name = str(broken)
+    run_dir = _start(qtbot, window)
+    with qtbot.waitSignal(window.controller.failed, timeout=120000) as failed:
+        pass
+    message, details = failed.args
+    page = window.train_page
+    box = page.error_dialog
+    assert box is not None and box.isVisible() and box.text() == message
+    assert "Traceback" in box.detailedText() and details == box.detailedText()
+    assert (Path(run_dir) / "error.txt").exists() and _status(run_dir)["state"] == "failed"
+    assert page.phase.text() == "Failed" and page.start_button.isEnabled()
+    box.accept()
+
+    window.state.config.model.name = str(tiny_model_dir)
+    _start(qtbot, window)
+    with qtbot.waitSignal(window.controller.finished, timeout=120000):
+        pass
+
+
+def test_bad_input_fails_with_its_message_only(qtbot, window, sentiment_tsv, tiny_model_dir, tmp_path):
+    load(qtbot, window, sentiment_tsv)
+    use_tiny_model(qtbot, window, tiny_model_dir, max_steps=3)
+    window.state.config.model.name = str(tmp_path / "no-such-model")
+    _start(qtbot, window)
+    with qtbot.waitSignal(window.controller.failed, timeout=120000) as failed:
+        pass
+    message, _ = failed.args
+    assert "does not exist" in message
+    box = window.train_page.error_dialog
+    assert box.isVisible() and not box.detailedText()  # a user error needs no traceback
+    box.accept()
+
+
+def test_closing_the_window_during_a_run_cancels_and_waits(qtbot, window, sentiment_tsv, tiny_model_dir):
+    load(qtbot, window, sentiment_tsv)
+    use_tiny_model(qtbot, window, tiny_model_dir, epochs=500.0, batch_size=4)
+    run_dir = _start(qtbot, window)
+    qtbot.waitUntil(lambda: len(window.train_page.series.step) >= 2, timeout=120000)
+    thread = window.controller._thread
+    assert window.close()  # cancels, then waits for the run (within one step here)
+    assert not window.isVisible() and not window.controller.running and thread.isFinished()
+    assert _status(run_dir)["state"] == "cancelled"
+
+
+def test_close_waits_for_a_run_that_stops_slowly(qtbot, window, sentiment_tsv, tiny_model_dir, monkeypatch):
+    import workbench.app.window as window_module
+
+    monkeypatch.setattr(window_module, "CLOSE_WAIT_S", 0.0)  # as if the run were inside a long library call
+    load(qtbot, window, sentiment_tsv)
+    use_tiny_model(qtbot, window, tiny_model_dir, epochs=500.0, batch_size=4)
+    _start(qtbot, window)
+    qtbot.waitUntil(lambda: len(window.train_page.series.step) >= 2, timeout=120000)
+    assert not window.close()  # refused for now: the thread is still running
+    assert window.isVisible() and window.controller.is_cancelling
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=20000)  # closes itself once the run stopped
+    assert not window.controller.running
+
+
+def test_reopening_a_past_run_replays_its_curves(qtbot, window, sentiment_tsv, tiny_model_dir):
+    load(qtbot, window, sentiment_tsv)
+    use_tiny_model(qtbot, window, tiny_model_dir, max_steps=8)
+    run_dir = _start(qtbot, window)
+    with qtbot.waitSignal(window.controller.finished, timeout=120000):
+        pass
+    live = list(window.train_page.series.loss)
+    window.train_page._reset()
+    window.open_run(run_dir)
+    assert window.current_step() == "evaluate"
+    assert window.train_page.series.loss == live and window.train_page.phase.text() == "Finished"
+    assert window.state.run_dir == run_dir

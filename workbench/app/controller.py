@@ -1,0 +1,204 @@
+"""Runs the engine on one background QThread per run and brings its events to the GUI thread.
+
+The engine (``workbench.core.run.run_training``) is Qt-free and reports through plain callbacks on
+its own thread. Here those callbacks only append to a thread-safe queue; a GUI-thread QTimer drains
+it about ten times a second into ONE ``events`` signal carrying the whole batch. The worker never
+emits a signal of its own: the only cross-thread signal is ``QThread.finished``, which Qt queues
+to the controller's (GUI) thread. So nothing runs GUI code off the GUI thread, and a fast run
+cannot flood the event loop with one signal per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import re
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+from PySide6.QtCore import QDeadlineTimer, QObject, QThread, QTimer, Signal, Slot
+
+from ..core.cancel import CancelToken
+from ..core.config import RunConfig
+from ..core.errors import Cancelled, WorkbenchError
+from ..core.events import Callbacks, Event
+
+DRAIN_INTERVAL_MS = 100  # ~10 GUI updates a second, whatever the step rate
+
+
+class _QueueCallbacks(Callbacks):
+    """Engine-side callbacks: append and return at once (runs on the worker thread)."""
+
+    def __init__(self, q: queue.SimpleQueue) -> None:
+        self.q = q
+
+    def on_event(self, event: Event) -> None:
+        self.q.put(event)
+
+
+class _EngineThread(QThread):
+    def __init__(self, config: RunConfig, events: queue.SimpleQueue, cancel: CancelToken, parent: QObject) -> None:
+        super().__init__(parent)
+        self.config = config
+        self.events = events
+        self.cancel = cancel
+        self.outcome = "failed"
+        self.result = None
+        self.error: tuple[str, str] = ("", "")
+
+    def run(self) -> None:  # on the worker thread: no Qt objects touched here
+        try:
+            from ..core.run import run_training
+
+            _select_cuda_device(self.config.train.device)
+            self.result = run_training(self.config, _QueueCallbacks(self.events), self.cancel)
+            self.outcome = "finished"
+        except (Cancelled, KeyboardInterrupt):
+            self.outcome = "cancelled"
+        except WorkbenchError as e:  # bad input: the message says it all
+            self.outcome = "failed"
+            self.error = (str(e), str(e))
+        except BaseException as e:  # a bug or a library error: keep every detail
+            self.outcome = "failed"
+            self.error = (f"{type(e).__name__}: {e}", traceback.format_exc())
+
+
+def _select_cuda_device(device: str) -> None:
+    # The current CUDA device is per thread: set it here, on the thread that trains.
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(torch.device(device if ":" in device else "cuda:0"))
+
+
+def new_run_dir(config: RunConfig) -> str:
+    """A fresh folder name under the runs home, so the app knows where a run writes from its start."""
+    from ..core.rundir import runs_home
+
+    stem = Path(config.data.train).stem or "run"
+    task = config.task if config.task != "auto" else "text-classification"
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stem}-{task}").strip("-")[:40] or "run"
+    base = runs_home() / f"{datetime.now():%Y%m%d-%H%M%S}-{label}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return str(path)
+
+
+class TrainingController(QObject):
+    """Owns at most one running engine thread. ``start`` -> events... -> finished|failed|cancelled -> stopped."""
+
+    started = Signal(str)  # the run directory
+    events = Signal(list)  # a batch of event dicts (the metrics.jsonl form), at most ~10 batches a second
+    cancelling = Signal()
+    finished = Signal(object)  # workbench.core.run.RunResult
+    failed = Signal(str, str)  # message, details (a traceback for unexpected errors)
+    cancelled = Signal()
+    stopped = Signal(str)  # "finished" | "failed" | "cancelled", after the signal of that name
+    running_changed = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread: _EngineThread | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancel: CancelToken | None = None
+        self.run_dir: str = ""
+        self._timer = QTimer(self)
+        self._timer.setInterval(DRAIN_INTERVAL_MS)
+        self._timer.timeout.connect(self._drain)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def is_cancelling(self) -> bool:
+        return self._cancel is not None and self._cancel.cancelled
+
+    def start(self, config: RunConfig) -> str:
+        """Start a run of a copy of ``config``; returns its run directory."""
+        if self._thread is not None:
+            raise RuntimeError("a run is already in progress")
+        config = copy.deepcopy(config)  # the user may keep editing the original while this one trains
+        if not config.run_dir:
+            config.run_dir = new_run_dir(config)
+        self.run_dir = config.run_dir
+        self._queue = queue.SimpleQueue()
+        self._cancel = CancelToken()
+        thread = _EngineThread(config, self._queue, self._cancel, self)
+        thread.finished.connect(self._on_thread_finished)
+        self._thread = thread
+        thread.start()
+        self._timer.start()
+        self.running_changed.emit(True)
+        self.started.emit(self.run_dir)
+        return self.run_dir
+
+    @Slot()
+    def cancel(self) -> None:
+        if self._thread is not None and self._cancel is not None and not self._cancel.cancelled:
+            self._cancel.cancel()
+            self.cancelling.emit()
+
+    def shutdown(self, timeout: float | None = 10.0) -> bool:
+        """Cancel any run and wait up to ``timeout`` seconds (None: as long as it takes) for it to stop.
+
+        Returns True when no run is left. On False the run is still stopping and ``stopped`` follows.
+        """
+        thread = self._thread
+        if thread is None:
+            return True
+        self.cancel()
+        deadline = QDeadlineTimer(QDeadlineTimer.ForeverConstant.Forever) if timeout is None else QDeadlineTimer(int(timeout * 1000))
+        if not thread.wait(deadline):
+            return False
+        self._on_thread_finished()  # do not wait for the queued signal: the caller may be closing
+        return True
+
+    # ---- GUI thread ---------------------------------------------------------------------------------
+    @Slot()
+    def _drain(self) -> None:
+        batch = []
+        while True:
+            try:
+                event = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(event.to_dict())
+        if batch:
+            self.events.emit(_coalesce_progress(batch))
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        thread = self._thread
+        if thread is None or thread.isRunning():
+            return  # already handled (shutdown), or a stale signal
+        self._timer.stop()
+        self._drain()
+        self._thread = None
+        thread.wait()
+        thread.deleteLater()
+        outcome = thread.outcome
+        if outcome == "finished":
+            self.finished.emit(thread.result)
+        elif outcome == "cancelled":
+            self.cancelled.emit()
+        else:
+            self.failed.emit(*thread.error)
+        self._cancel = None
+        self.running_changed.emit(False)
+        self.stopped.emit(outcome)
+
+
+def _coalesce_progress(batch: list[dict]) -> list[dict]:
+    """Only the latest Progress of a run of Progress events matters to a display."""
+    out: list[dict] = []
+    for d in batch:
+        if d.get("event") == "Progress" and out and out[-1].get("event") == "Progress" and out[-1].get("phase") == d.get("phase"):
+            out[-1] = d
+        else:
+            out.append(d)
+    return out

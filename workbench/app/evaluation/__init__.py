@@ -1,0 +1,1 @@
+"""Views of a finished run's evaluation, one per kind of task; the Evaluate page picks one."""

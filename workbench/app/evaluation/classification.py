@@ -1,0 +1,225 @@
+"""Evaluation of a text-classification run: scores, per-class table, confusion matrix, predictions,
+and a box to try the model on new text."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.runs import RunData
+from .confusion import ConfusionView
+from .predictions_model import PredictionColumns, PredictionsModel
+from .report_table import PerClassTable
+from .try_it import TryItBox
+
+# Shown as tiles above the tables, in this order, when the report has them.
+SUMMARY = (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("weighted_f1", "Weighted F1"))
+
+
+class MetricTile(QFrame):
+    def __init__(self, title: str, parent=None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.value = QLabel("-")
+        font = self.value.font()
+        font.setPointSizeF(font.pointSizeF() * 1.6)
+        font.setBold(True)
+        self.value.setFont(font)
+        self.title = QLabel(title)
+        self.title.setEnabled(False)  # the palette's dimmed text, in light and dark themes alike
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 6, 12, 6)
+        layout.setSpacing(0)
+        layout.addWidget(self.value)
+        layout.addWidget(self.title)
+
+
+def _section(title: str, *widgets: QWidget, hint: str = "") -> QGroupBox:
+    box = QGroupBox(title)
+    layout = QVBoxLayout(box)
+    if hint:
+        label = QLabel(hint)
+        label.setWordWrap(True)
+        label.setEnabled(False)
+        layout.addWidget(label)
+    for w in widgets:
+        layout.addWidget(w)
+    return box
+
+
+class ClassificationView(QWidget):
+    """Shows one run; ``prepare`` does the slow part and may run on a worker thread."""
+
+    @staticmethod
+    def prepare(run: RunData) -> PredictionColumns:
+        return PredictionColumns.from_table(run.predictions())
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        # Scores
+        self.tiles = {key: MetricTile(title) for key, title in SUMMARY}
+        self.examples = MetricTile("Examples")
+        tiles = QHBoxLayout()
+        for tile in (*self.tiles.values(), self.examples):
+            tiles.addWidget(tile)
+        tiles.addStretch(1)
+
+        # Per-class report, confusion matrix, try it
+        self.per_class = PerClassTable()
+        self.confusion = ConfusionView()
+        self.confusion.cell_chosen.connect(self._on_cell_chosen)
+        self.confusion.cell_cleared.connect(self._on_cell_cleared)
+        confusion_box = QWidget()
+        cb = QVBoxLayout(confusion_box)
+        cb.setContentsMargins(0, 0, 0, 0)
+        axis = QLabel("Rows: gold label  \u00b7  Columns: predicted label")
+        axis.setEnabled(False)
+        cb.addWidget(axis)
+        cb.addWidget(self.confusion, 1)
+        self.try_it = TryItBox()
+
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.setChildrenCollapsible(False)
+        top.addWidget(_section("Per class", self.per_class))
+        top.addWidget(_section("Confusion matrix", confusion_box, hint="Click a cell to list its examples below."))
+        top.addWidget(_section("Try it", self.try_it))
+        top.setStretchFactor(0, 3)
+        top.setStretchFactor(1, 3)
+        top.setStretchFactor(2, 3)
+
+        # Predictions
+        self.predictions_model = PredictionsModel(self)
+        self.predictions_model.filtered.connect(self._on_filtered)
+        self.predictions = QTableView()
+        self.predictions.setModel(self.predictions_model)
+        self.predictions.setSortingEnabled(True)
+        self.predictions.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+        self.predictions.setAlternatingRowColors(True)
+        self.predictions.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.predictions.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.predictions.setWordWrap(False)
+        self.predictions.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.predictions.verticalHeader().hide()
+        # Fixed row heights and column widths: nothing is measured per row, so 100k rows scroll freely.
+        vh = self.predictions.verticalHeader()
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        vh.setDefaultSectionSize(self.fontMetrics().height() + 8)
+        hh = self.predictions.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.setSectionResizeMode(PredictionsModel.TEXT, QHeaderView.ResizeMode.Stretch)
+        digit = self.fontMetrics().horizontalAdvance("0")
+        hh.resizeSection(PredictionsModel.LINE, digit * 8 + 16)
+        hh.resizeSection(PredictionsModel.CONFIDENCE, self.fontMetrics().horizontalAdvance("Confidence") + 36)
+
+        self.errors_only = QCheckBox("Errors only")
+        self.errors_only.setToolTip("List only the examples the model got wrong")
+        self.errors_only.toggled.connect(self.predictions_model.set_errors_only)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search inputs")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self.predictions_model.set_query)
+        self.cell_label = QLabel()
+        self.show_all = QPushButton("Show all")
+        self.show_all.setToolTip("Clear the confusion-matrix filter")
+        self.show_all.clicked.connect(self.confusion.clear_choice)
+        self.show_all.setVisible(False)
+        self.count = QLabel()
+        bar = QHBoxLayout()
+        bar.addWidget(self.errors_only)
+        bar.addWidget(self.search, 1)
+        bar.addWidget(self.cell_label)
+        bar.addWidget(self.show_all)
+        bar.addStretch(0)
+        bar.addWidget(self.count)
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.addLayout(bar)
+        bl.addWidget(self.predictions, 1)
+        predictions_box = _section("Predictions", bottom)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
+        top_w = QWidget()
+        tl = QVBoxLayout(top_w)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addLayout(tiles)
+        tl.addWidget(top, 1)
+        split.addWidget(top_w)
+        split.addWidget(predictions_box)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(split)
+
+    # ---- content --------------------------------------------------------------------------------
+    def show_run(self, run: RunData, columns: PredictionColumns) -> None:
+        report = run.report or {}
+        metrics = report.get("metrics", {})
+        for key, tile in self.tiles.items():
+            value = metrics.get(key)
+            tile.value.setText(f"{value:.3f}" if isinstance(value, (int, float)) else "-")
+        self.examples.value.setText(f"{report.get('n', columns.n):,}")
+        self.examples.title.setText(f"{str(report.get('split') or 'evaluated').capitalize()} examples")
+        self.per_class.set_rows(report.get("per_class", []))
+        labels = report.get("labels") or [r["label"] for r in report.get("per_class", [])]
+        self.confusion.set_matrix(labels, report.get("confusion_matrix") or [[0] * len(labels) for _ in labels])
+        self._on_cell_cleared()
+        self.predictions_model.set_columns(columns)
+        self.predictions.scrollToTop()
+        if run.model_dir is not None:
+            self.try_it.set_model(run.model_dir, pair=columns.has_pair)
+        else:
+            self.try_it.set_model(None, "This run has no exported model (it did not finish), so there is nothing to try.")
+
+    def clear(self) -> None:
+        for tile in (*self.tiles.values(), self.examples):
+            tile.value.setText("-")
+        self.per_class.set_rows([])
+        self.confusion.set_matrix([], [])
+        self._on_cell_cleared()
+        self.predictions_model.set_columns(PredictionColumns.empty())
+        self.try_it.set_model(None, "")
+
+    def shutdown(self) -> None:
+        self.try_it.shutdown()
+
+    # ---- filters --------------------------------------------------------------------------------
+    @Slot(str, str)
+    def _on_cell_chosen(self, gold: str, predicted: str) -> None:
+        self.predictions_model.set_cell(gold, predicted)
+        what = "correct" if gold == predicted else "mistakes"
+        self.cell_label.setText(f"Gold <b>{_html(gold)}</b>, predicted <b>{_html(predicted)}</b> ({what})")
+        self.show_all.setVisible(True)
+        self.predictions.scrollToTop()
+
+    @Slot()
+    def _on_cell_cleared(self) -> None:
+        self.predictions_model.set_cell(None)
+        self.cell_label.setText("")
+        self.show_all.setVisible(False)
+
+    @Slot(int, int)
+    def _on_filtered(self, shown: int, total: int) -> None:
+        self.count.setText(f"{total:,} examples" if shown == total else f"{shown:,} of {total:,} examples")
+
+
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text)

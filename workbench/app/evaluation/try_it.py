@@ -1,0 +1,219 @@
+"""The "try it" box: type a text, see what the run's model says, without blocking the window.
+
+The model is loaded with ``transformers.pipeline`` on a worker thread the first time it is needed
+and kept, so later predictions take milliseconds. torch and transformers are imported there too,
+never at startup.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+MAX_BARS = 8  # the best few labels; a 50-class model would otherwise list 50 bars
+
+_cache: OrderedDict[tuple[str, float], object] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def classification_pipeline(model_dir: str | Path):
+    """A cached text-classification pipeline for ``model_dir``; reloaded if the folder was rewritten."""
+    model_dir = Path(model_dir).resolve()
+    key = (str(model_dir), (model_dir / "config.json").stat().st_mtime)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        import os
+
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from transformers import pipeline
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()  # "Loading weights" bars belong in a terminal, not the app's stderr
+        clf = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")
+        _cache[key] = clf
+        while len(_cache) > 2:  # a model each for the last two runs looked at
+            _cache.popitem(last=False)
+        return clf
+
+
+def predict_scores(model_dir: str | Path, text: str, text_pair: str | None = None) -> list[tuple[str, float]]:
+    """Every label with its probability, best first. ``text_pair``: the second text of a pair model."""
+    inputs = {"text": text, "text_pair": text_pair} if text_pair is not None else text
+    out = classification_pipeline(model_dir)(inputs, truncation=True)
+    if out and isinstance(out[0], list):  # some versions nest a single input's result
+        out = out[0]
+    return sorted(((d["label"], float(d["score"])) for d in out), key=lambda x: -x[1])
+
+
+class _Signals(QObject):
+    done = Signal(int, object)
+    failed = Signal(int, str)
+
+
+class _PredictJob(QRunnable):
+    def __init__(self, model_dir: str, text: str, text_pair: str | None, request: int, signals: _Signals) -> None:
+        super().__init__()
+        self.model_dir, self.text, self.text_pair = model_dir, text, text_pair
+        self.request, self.signals = request, signals
+
+    def run(self) -> None:
+        try:
+            scores = predict_scores(self.model_dir, self.text, self.text_pair)
+        except Exception as e:  # every failure reaches the user as a message in the box
+            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
+        else:
+            self.signals.done.emit(self.request, scores)
+
+
+class TryItBox(QWidget):
+    """A text field, a Predict button and one bar per label."""
+
+    predicted = Signal(object)  # [(label, score), ...] best first, after each prediction
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._model_dir: str | None = None
+        self._request = 0
+        # One thread: predictions run in order and the pipeline is never used by two at once.
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._signals = _Signals()
+        self._signals.done.connect(self._on_done)
+        self._signals.failed.connect(self._on_failed)
+
+        self.input = QLineEdit()
+        self.input.setPlaceholderText("Type a sentence and press Enter to see what the model says")
+        self.input.setClearButtonEnabled(True)
+        self.input.returnPressed.connect(self.predict)
+        self.input_pair = QLineEdit()  # shown for sentence-pair models only
+        self.input_pair.setPlaceholderText("Second text of the pair")
+        self.input_pair.setClearButtonEnabled(True)
+        self.input_pair.returnPressed.connect(self.predict)
+        self.button = QPushButton("Predict")
+        self.button.clicked.connect(self.predict)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._bars = QGridLayout()
+        self._bars.setColumnStretch(1, 1)
+        self._bars.setHorizontalSpacing(8)
+
+        row = QHBoxLayout()
+        row.addWidget(self.input, 1)
+        row.addWidget(self.button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.input_pair)
+        layout.addLayout(self._bars)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.set_model(None)
+
+    def set_model(self, model_dir: str | Path | None, why_not: str = "", pair: bool = False) -> None:
+        self._model_dir = str(model_dir) if model_dir else None
+        self._pair = pair
+        self.input_pair.setVisible(pair)
+        self.input_pair.setEnabled(model_dir is not None)
+        self.input.setPlaceholderText(
+            "First text of the pair" if pair else "Type a sentence and press Enter to see what the model says"
+        )
+        self._request += 1  # answers still on their way belong to the previous model
+        self._clear_bars()
+        enabled = self._model_dir is not None
+        self.input.setEnabled(enabled)
+        self.button.setEnabled(enabled)
+        self.status.setText("" if enabled else (why_not or "This run has no exported model to try."))
+
+    @Slot()
+    def predict(self) -> None:
+        text = self.input.text().strip()
+        text_pair = self.input_pair.text().strip() if self._pair else None
+        if not self._model_dir or not text or (self._pair and not text_pair):
+            return
+        self._request += 1
+        self.status.setText("Predicting..." if self._loaded() else "Loading the model (first time only)...")
+        self.button.setEnabled(False)
+        self._pool.start(_PredictJob(self._model_dir, text, text_pair, self._request, self._signals))
+
+    def _loaded(self) -> bool:
+        try:
+            key = (str(Path(self._model_dir).resolve()), (Path(self._model_dir) / "config.json").stat().st_mtime)
+        except OSError:
+            return False
+        with _cache_lock:
+            return key in _cache
+
+    @Slot(int, object)
+    def _on_done(self, request: int, scores) -> None:
+        if request != self._request:
+            return
+        self.button.setEnabled(True)
+        self.status.setText("")
+        self._show_bars(scores)
+        self.predicted.emit(scores)
+
+    @Slot(int, str)
+    def _on_failed(self, request: int, message: str) -> None:
+        if request != self._request:
+            return
+        self.button.setEnabled(self._model_dir is not None)
+        self._clear_bars()
+        self.status.setText(f"Could not run the model: {message}")
+
+    def _clear_bars(self) -> None:
+        while self._bars.count():
+            item = self._bars.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+
+    def _show_bars(self, scores: list[tuple[str, float]]) -> None:
+        self._clear_bars()
+        for i, (label, score) in enumerate(scores[:MAX_BARS]):
+            name = QLabel(label)
+            if i == 0:
+                font = name.font()
+                font.setBold(True)
+                name.setFont(font)
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(round(score * 1000))
+            bar.setTextVisible(False)
+            bar.setMaximumHeight(14)
+            bar.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            value = QLabel(f"{score:.1%}")
+            value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            value.setMinimumWidth(value.fontMetrics().horizontalAdvance("100.0%") + 4)
+            self._bars.addWidget(name, i, 0)
+            self._bars.addWidget(bar, i, 1)
+            self._bars.addWidget(value, i, 2)
+        if len(scores) > MAX_BARS:
+            rest = QLabel(f"... and {len(scores) - MAX_BARS} more labels below {scores[MAX_BARS - 1][1]:.1%}")
+            rest.setEnabled(False)
+            self._bars.addWidget(rest, MAX_BARS, 0, 1, 3)
+
+    def top_label(self) -> str | None:
+        """The label of the best bar shown, or None (for tests and accessibility)."""
+        item = self._bars.itemAtPosition(0, 0)
+        return item.widget().text() if item and item.widget() else None
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        self._request += 1
+        self._pool.waitForDone(timeout_ms)

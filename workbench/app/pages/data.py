@@ -1,0 +1,644 @@
+"""Data page: get a file in, see it as the engine will read it, fix what the checks find.
+
+Loading is one asyncio flow: show progress, await the reading and checking on a worker thread,
+then fill the preview. A newer drop or the Cancel button stops the older load through its
+CancelToken, which ``read_table`` and the checks poll between batches.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QStackedWidget,
+    QStyle,
+    QTableView,
+    QToolButton,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.cancel import CancelToken
+from ...core.errors import Cancelled, InputError
+from .. import aio
+from ..dataset import LoadedData, load_data, with_columns
+from ..state import AppState
+from ..widgets.bar_chart import ClassBarChart
+from ..widgets.drop_zone import DropZone
+
+FILE_FILTER = "Data files (*.tsv *.csv *.tab *.txt);;All files (*)"
+SEVERITY_ICON = {
+    "error": QStyle.StandardPixmap.SP_MessageBoxCritical,
+    "warning": QStyle.StandardPixmap.SP_MessageBoxWarning,
+    "info": QStyle.StandardPixmap.SP_MessageBoxInformation,
+}
+FINDING_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def _title(text: str) -> QLabel:
+    label = QLabel(text)
+    f = label.font()
+    f.setPointSizeF(f.pointSizeF() * 1.3)
+    f.setBold(True)
+    label.setFont(f)
+    return label
+
+
+class _FileField(QWidget):
+    """A path with Browse and Clear, for the optional validation and test files."""
+
+    changed = Signal()
+
+    def __init__(self, placeholder: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        self.edit.setReadOnly(True)
+        self.browse = QPushButton("Browse…")
+        self.clear = QToolButton()
+        self.clear.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_LineEditClearButton))
+        self.clear.setToolTip("Hold out part of the training file instead")
+        self.clear.setAutoRaise(True)
+        lay.addWidget(self.edit, 1)
+        lay.addWidget(self.browse)
+        lay.addWidget(self.clear)
+        self.browse.clicked.connect(self._browse)
+        self.clear.clicked.connect(lambda: self.set_path(None, emit=True))
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a file", str(Path(self.path or ".").parent), FILE_FILTER)
+        if path:
+            self.set_path(path, emit=True)
+
+    @property
+    def path(self) -> str | None:
+        return self.edit.text() or None
+
+    def set_path(self, path: str | None, emit: bool = False) -> None:
+        self.edit.setText(path or "")
+        self.edit.setToolTip(path or "")
+        self.clear.setEnabled(bool(path))
+        if emit:
+            self.changed.emit()
+
+
+class DataPage(QWidget):
+    status = Signal(str)  # for the status bar
+    file_loaded = Signal(str)  # the path the user opened (file or folder), for the recent list
+    sample_opened = Signal()  # the bundled sample was loaded: the window applies quick-trial settings
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-data")
+        self._token: CancelToken | None = None
+        self._task = None
+        self._model = None
+        self._setting = False  # True while widgets are filled from code, so change handlers stay quiet
+        self._opened_path: str | None = None
+
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self._build_empty())
+        self.stack.addWidget(self._build_loading())
+        self.stack.addWidget(self._build_loaded())
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.stack)
+        self.sync_from_config()
+
+    # ---- building -----------------------------------------------------------------------------------
+    def _build_empty(self) -> QWidget:
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        lay.setContentsMargins(24, 24, 24, 24)
+        self.drop_zone = DropZone()
+        self.drop_zone.open_file.connect(self.choose_file)
+        self.drop_zone.open_folder.connect(self.choose_folder)
+        self.drop_zone.open_sample.connect(self.open_sample)
+        lay.addWidget(self.drop_zone, 1)
+        self.recent_box = QLabel()
+        self.recent_box.setTextFormat(Qt.TextFormat.RichText)
+        self.recent_box.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.recent_box.linkActivated.connect(self.open_path)
+        self.recent_box.hide()
+        lay.addWidget(self.recent_box)
+        return w
+
+    def _build_loading(self) -> QWidget:
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        lay.addStretch(1)
+        self.loading_title = _title("Reading…")
+        self.loading_title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.loading_phase = QLabel()
+        self.loading_phase.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.loading_bar = QProgressBar()
+        self.loading_bar.setMaximumWidth(480)
+        self.loading_bar.setTextVisible(True)
+        self.loading_cancel = QPushButton("Cancel")
+        self.loading_cancel.clicked.connect(self.cancel_loading)
+        lay.addWidget(self.loading_title)
+        lay.addWidget(self.loading_phase)
+        lay.addWidget(self.loading_bar, 0, Qt.AlignmentFlag.AlignHCenter)
+        lay.addWidget(self.loading_cancel, 0, Qt.AlignmentFlag.AlignHCenter)
+        lay.addStretch(2)
+        return w
+
+    def _build_loaded(self) -> QWidget:
+        w = QWidget()
+        outer = QVBoxLayout(w)
+        outer.setContentsMargins(16, 12, 16, 12)
+        head = QHBoxLayout()
+        texts = QVBoxLayout()
+        self.file_title = _title("")
+        self.file_title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.file_info = QLabel()
+        self.file_info.setWordWrap(True)
+        texts.addWidget(self.file_title)
+        texts.addWidget(self.file_info)
+        head.addLayout(texts, 1)
+        another = QPushButton("Open Another…")
+        another.clicked.connect(self.choose_file)
+        head.addWidget(another, 0, Qt.AlignmentFlag.AlignTop)
+        outer.addLayout(head)
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner.hide()
+        outer.addWidget(self.banner)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.preview = QTableView()
+        self.preview.setWordWrap(False)
+        self.preview.setAlternatingRowColors(True)
+        self.preview.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.preview.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.preview.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.preview.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        vh = self.preview.verticalHeader()
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # no per-row size queries on 100k rows
+        vh.setDefaultSectionSize(self.fontMetrics().height() + 8)
+        vh.setDefaultAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.preview.horizontalHeader().setHighlightSections(False)
+        split.addWidget(self.preview)
+
+        side = QWidget()
+        side_lay = QVBoxLayout(side)
+        side_lay.setContentsMargins(8, 0, 0, 0)
+
+        cols = QGroupBox("Columns")
+        form = QFormLayout(cols)
+        self.text_combo = QComboBox()
+        self.text_combo.setToolTip("The column holding the texts the model reads")
+        self.label_combo = QComboBox()
+        self.label_combo.setToolTip("The column holding the class of each text")
+        self.columns_note = QLabel()
+        self.columns_note.setWordWrap(True)
+        form.addRow("Text:", self.text_combo)
+        form.addRow("Label:", self.label_combo)
+        form.addRow(self.columns_note)
+        self.text_combo.currentTextChanged.connect(self._columns_edited)
+        self.label_combo.currentTextChanged.connect(self._columns_edited)
+        side_lay.addWidget(cols)
+
+        classes = QGroupBox("Classes")
+        cl = QVBoxLayout(classes)
+        self.chart = ClassBarChart()
+        cl.addWidget(self.chart)
+        side_lay.addWidget(classes)
+
+        checks = QGroupBox("Checks")
+        ch = QVBoxLayout(checks)
+        self.findings = QListWidget()
+        self.findings.setWordWrap(True)
+        self.findings.setTextElideMode(Qt.TextElideMode.ElideNone)
+        self.findings.setResizeMode(QListView.ResizeMode.Adjust)
+        self.findings.setUniformItemSizes(False)
+        self.findings.setSpacing(2)
+        self.findings.setMinimumHeight(90)
+        self.findings.setToolTip("Click a finding to show its first row in the preview")
+        self.findings.itemClicked.connect(self._finding_clicked)
+        self.findings.currentItemChanged.connect(lambda item, _prev: self._finding_clicked(item) if item else None)
+        ch.addWidget(self.findings, 1)
+        self.finding_lines = QLabel()
+        self.finding_lines.setWordWrap(True)
+        self.finding_lines.setTextFormat(Qt.TextFormat.RichText)
+        self.finding_lines.linkActivated.connect(lambda line: self.jump_to_line(int(line)))
+        self.finding_lines.hide()
+        ch.addWidget(self.finding_lines)
+        side_lay.addWidget(checks, 1)
+
+        splits = QGroupBox("Splits")
+        sf = QFormLayout(splits)
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0, 50)
+        self.val_fraction.setSuffix(" %")
+        self.val_fraction.setDecimals(0)
+        self.val_fraction.setToolTip("Share of the training file held out to pick the best epoch and stop early "
+                                     "(0: no validation)")
+        self.test_fraction = QDoubleSpinBox()
+        self.test_fraction.setRange(0, 50)
+        self.test_fraction.setSuffix(" %")
+        self.test_fraction.setDecimals(0)
+        self.test_fraction.setToolTip("Share of the training file held out for the final report; never seen in "
+                                      "training")
+        self.val_file = _FileField("held out from the training file")
+        self.test_file = _FileField("held out from the training file")
+        self.sample_rows = QSpinBox()
+        self.sample_rows.setRange(0, 100_000_000)
+        self.sample_rows.setSingleStep(1000)
+        self.sample_rows.setSpecialValueText("all rows")
+        self.sample_rows.setGroupSeparatorShown(True)
+        self.sample_rows.setToolTip("Train on a stratified random sample of this many rows: quick trials on big files")
+        self.skip_bad = QCheckBox("Skip malformed rows")
+        self.skip_bad.setToolTip("Rows with the wrong number of fields stop a run unless they are skipped")
+        self.split_summary = QLabel()
+        self.split_summary.setWordWrap(True)
+        sf.addRow("Validation:", self.val_fraction)
+        sf.addRow("Test:", self.test_fraction)
+        sf.addRow("Validation file:", self.val_file)
+        sf.addRow("Test file:", self.test_file)
+        sf.addRow("Rows used:", self.sample_rows)
+        sf.addRow(self.skip_bad)
+        sf.addRow(self.split_summary)
+        for sig in (self.val_fraction.valueChanged, self.test_fraction.valueChanged, self.sample_rows.valueChanged,
+                    self.skip_bad.toggled, self.val_file.changed, self.test_file.changed):
+            sig.connect(self._splits_edited)
+        side_lay.addWidget(splits)
+
+        scroll = QScrollArea()
+        scroll.setWidget(side)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setMinimumWidth(360)
+        split.addWidget(scroll)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 0)
+        split.setSizes([800, 380])
+        outer.addWidget(split, 1)
+        self._set_split_widgets()
+        return w
+
+    # ---- opening ------------------------------------------------------------------------------------
+    def set_recent(self, paths: list[str]) -> None:
+        shown = [p for p in paths if Path(p).exists()][:5]
+        if not shown:
+            self.recent_box.hide()
+            return
+        links = " · ".join(f'<a href="{p}">{Path(p).name}</a>' for p in shown)
+        self.recent_box.setText(f"Recent: {links}")
+        self.recent_box.show()
+
+    def choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a data file", "", FILE_FILTER)
+        if path:
+            self.open_path(path)
+
+    def choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a folder with train / dev / test files")
+        if path:
+            self.open_path(path)
+
+    def open_sample(self) -> None:
+        from ...samples import tweets_corpus
+
+        try:
+            path = tweets_corpus()
+        except InputError as e:
+            self.drop_zone.set_message(str(e), error=True)
+            return
+        self.open_path(str(path), sample=True)
+
+    def open_path(self, path: str, sample: bool = False):
+        """Load ``path`` (a file or folder) in the background; returns the asyncio task doing it."""
+        self.cancel_loading()
+        # The token exists from this moment, so a Cancel right after the drop already counts.
+        self._token = CancelToken()
+        self._show_loading(str(path))
+        self._task = aio.spawn(self._load(str(path), sample, self._token))
+        return self._task
+
+    def cancel_loading(self) -> None:
+        if self._token is not None:
+            self._token.cancel()
+            self.loading_phase.setText("Cancelling…")
+            self.loading_cancel.setEnabled(False)
+
+    @property
+    def loading(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _show_loading(self, path: str) -> None:
+        self.loading_title.setText(f"Reading {Path(path).name}…")
+        self.loading_phase.setText("Starting")
+        self.loading_bar.setRange(0, 0)
+        self.loading_cancel.setEnabled(True)
+        self.stack.setCurrentIndex(1)
+        self.status.emit(f"Reading {path}…")
+
+    async def _load(self, path: str, sample: bool, token: CancelToken) -> None:
+        progress = aio.threadsafe(self._on_progress)
+        phase = aio.threadsafe(self._on_phase)
+        try:
+            loaded = await aio.in_thread(self._executor, load_data, path, progress=progress, phase=phase, cancel=token)
+        except Cancelled:
+            if token is self._token:
+                self._token = None
+                self._back_to_start("Loading cancelled.", error=False)
+            return
+        except InputError as e:
+            if token is self._token:
+                self._token = None
+                self._back_to_start(str(e), error=True)
+            return
+        if token is not self._token:
+            return  # a newer load took over
+        self._token = None
+        self._opened_path = path
+        self.state.set_data(loaded)
+        self._show_loaded(loaded, sample)
+        self.file_loaded.emit(path)
+        if sample:
+            self.sample_opened.emit()
+        self.status.emit(f"Loaded {loaded.n_rows:,} rows from {loaded.path.name}")
+
+    def _on_progress(self, done: int, total: int) -> None:
+        if self._token is None or self._token.cancelled:
+            return
+        self.loading_bar.setRange(0, 1000)
+        self.loading_bar.setValue(int(1000 * done / max(total, 1)))
+        self.loading_bar.setFormat(f"{done / 2**20:,.1f} of {total / 2**20:,.1f} MB")
+
+    def _on_phase(self, text: str) -> None:
+        if self._token is None or self._token.cancelled:
+            return
+        self.loading_phase.setText(text + "…")
+        if text != "Reading":
+            self.loading_bar.setRange(0, 0)
+            self.loading_bar.setFormat("")
+
+    def _back_to_start(self, message: str, error: bool) -> None:
+        if self.state.data is not None and self._model is not None:
+            # Keep showing the data already loaded; say what went wrong with the new file above it.
+            self.banner.setText(("⚠ " if error else "") + message)
+            self.banner.show()
+            self.stack.setCurrentIndex(2)
+        else:
+            self.drop_zone.set_message(message, error=error)
+            self.stack.setCurrentIndex(0)
+        self.status.emit(message)
+
+    # ---- showing ------------------------------------------------------------------------------------
+    def _show_loaded(self, loaded: LoadedData, sample: bool = False) -> None:
+        from ...core.data.tabular import LINE_COLUMN
+        from ..widgets.arrow_model import ArrowTableModel
+
+        table = loaded.table
+        self.banner.hide()
+        self.drop_zone.set_message("")
+        self.file_title.setText(loaded.path.name)
+        self.file_title.setToolTip(str(loaded.path))
+        fmt = table.format
+        parts = [f"{loaded.n_rows:,} rows", f"{len(table.columns)} columns", f"{fmt.delimiter_name}-separated",
+                 "with a header row" if fmt.has_header else "no header row", fmt.encoding]
+        info = " · ".join(parts)
+        if loaded.notes:
+            info += "\n" + "\n".join(loaded.notes)
+        self.file_info.setText(info)
+
+        self._model = ArrowTableModel(loaded.preview, table.columns, LINE_COLUMN, self)
+        self.preview.setModel(self._model)
+        header = self.preview.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(False)
+        self._setting = True
+        try:
+            for combo in (self.text_combo, self.label_combo):
+                combo.clear()
+                combo.addItems(table.columns)
+            self.val_file.set_path(loaded.val_path)
+            self.test_file.set_path(loaded.test_path)
+            self.sample_rows.setMaximum(max(loaded.n_rows, 0))
+            self.sample_rows.setValue(min(3000, loaded.n_rows) if sample else 0)
+            self.skip_bad.setChecked(False)
+        finally:
+            self._setting = False
+        self._show_columns(loaded)
+        self._set_split_widgets()
+        self._splits_edited()
+        self.stack.setCurrentIndex(2)
+
+    def _show_columns(self, loaded: LoadedData) -> None:
+        choice = loaded.choice
+        self._setting = True
+        try:
+            if choice is not None:
+                self.text_combo.setCurrentText(choice.text)
+                self.label_combo.setCurrentText(choice.label)
+        finally:
+            self._setting = False
+        if self._model is not None:
+            self._model.set_roles({choice.text: "text", choice.label: "label"} if choice else {})
+            self._size_columns(loaded)
+        if loaded.problem:
+            self.columns_note.setText(f"⚠ {loaded.problem}")
+        elif choice is not None and choice.ambiguous:
+            self.columns_note.setText("These columns were guessed from their contents; check them.")
+        else:
+            self.columns_note.setText("Chosen from the column names and contents; change them if they are wrong.")
+        self.chart.set_counts(loaded.class_counts)
+        self._fill_findings(loaded)
+        self.skip_bad.setVisible(bool(loaded.table.malformed))
+
+    def _size_columns(self, loaded: LoadedData) -> None:
+        header = self.preview.horizontalHeader()
+        fm = self.preview.fontMetrics()
+        choice = loaded.choice
+        for i, name in enumerate(loaded.table.columns):
+            if choice is not None and name == choice.text:
+                header.setSectionResizeMode(i, QHeaderView.ResizeMode.Stretch)
+                continue
+            header.setSectionResizeMode(i, QHeaderView.ResizeMode.Interactive)
+            # Widths from the header and the first rows only: sizing to all contents would read every row.
+            sample = [str(self._model.data(self._model.index(r, i)) or "") for r in range(min(50, self._model.rowCount()))]
+            width = max([fm.horizontalAdvance(s) for s in sample] + [fm.horizontalAdvance(f"{name}  ·  label") + 24])
+            header.resizeSection(i, min(max(width + 16, 80), 360))
+
+    def _fill_findings(self, loaded: LoadedData) -> None:
+        self.findings.clear()
+        self.finding_lines.hide()
+        style = self.style()
+
+        def add(text: str, icon, tip: str = "", finding=None) -> None:
+            item = QListWidgetItem(style.standardIcon(icon), text)
+            item.setToolTip(tip or text)
+            item.setData(FINDING_ROLE, finding)
+            self.findings.addItem(item)
+
+        if loaded.problem:
+            add(loaded.problem, SEVERITY_ICON["error"])
+        report = loaded.report
+        if report is None:
+            return
+        if not report.findings:
+            add(f"No problems found in {loaded.n_rows:,} rows.", QStyle.StandardPixmap.SP_DialogApplyButton)
+        for f in report.findings:
+            message = f.message
+            prefix = f"{f.path}: "
+            if f.path and message.startswith(prefix):
+                message = message[len(prefix):]  # the file is named in the header already
+            add(message[:1].upper() + message[1:], SEVERITY_ICON.get(f.severity, SEVERITY_ICON["info"]), f.message, f)
+
+    def _finding_clicked(self, item: QListWidgetItem) -> None:
+        f = item.data(FINDING_ROLE)
+        if f is None or not f.lines:
+            self.finding_lines.hide()
+            return
+        links = ", ".join(f'<a href="{line}">{line}</a>' for line in f.lines)
+        more = f" and {f.count - len(f.lines):,} more" if f.count > len(f.lines) else ""
+        self.finding_lines.setText(f"Lines {links}{more}")
+        self.finding_lines.show()
+        self.jump_to_line(f.lines[0])
+
+    def jump_to_line(self, line: int) -> int:
+        """Scroll the preview to file line ``line`` and select it; returns the row (-1: none)."""
+        if self._model is None:
+            return -1
+        row, exact = self._model.row_of_line(line)
+        if row < 0:
+            return -1
+        index = self._model.index(row, 0)
+        self.preview.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
+        self.preview.selectionModel().select(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.preview.setCurrentIndex(index)
+        if exact:
+            self.status.emit(f"Line {line}")
+        else:
+            self.status.emit(f"Line {line} is not in the table (it was not read as a row); showing the next row, "
+                             f"line {self._model.line_of_row(row)}")
+        return row
+
+    @property
+    def preview_model(self):
+        return self._model
+
+    # ---- editing ------------------------------------------------------------------------------------
+    def _columns_edited(self, _text: str = "") -> None:
+        if self._setting or self.state.data is None:
+            return
+        text, label = self.text_combo.currentText(), self.label_combo.currentText()
+        if not text or not label:
+            return
+        current = self.state.data.choice
+        if current is not None and (current.text, current.label) == (text, label):
+            return
+        if text == label:
+            self.columns_note.setText("⚠ The text and label columns must differ.")
+            return
+        self._task = aio.spawn(self._rechoose(text, label))
+
+    async def _rechoose(self, text: str, label: str) -> None:
+        data = self.state.data
+        self.columns_note.setText("Checking the rows with these columns…")
+        self.status.emit("Checking the rows…")
+        token = self._token = CancelToken()
+        try:
+            loaded = await aio.in_thread(self._executor, with_columns, data, text, label, cancel=token)
+        except Cancelled:
+            return
+        if token is not self._token or self.state.data is not data:
+            return
+        self._token = None
+        self.state.set_columns(loaded)
+        self._show_columns(loaded)
+        self._splits_edited()
+        self.status.emit(f"Text column '{text}', label column '{label}'")
+
+    def _set_split_widgets(self) -> None:
+        has_val = bool(self.val_file.path)
+        has_test = bool(self.test_file.path)
+        self.val_fraction.setEnabled(not has_val)
+        # The engine holds out a test share only when neither file was given.
+        self.test_fraction.setEnabled(not has_val and not has_test)
+
+    def _splits_edited(self, *_args) -> None:
+        self._set_split_widgets()
+        d = self.state.config.data
+        if not self._setting:
+            d.val_fraction = self.val_fraction.value() / 100
+            d.test_fraction = self.test_fraction.value() / 100
+            d.val = self.val_file.path
+            d.test = self.test_file.path
+            n = self.sample_rows.value()
+            d.sample = n if n >= 10 else None
+            d.skip_bad_rows = self.skip_bad.isChecked()
+            self.state.touch_config()
+        self.split_summary.setText(self._split_text())
+
+    def _split_text(self) -> str:
+        data = self.state.data
+        if data is None or data.labeled is None:
+            return ""
+        d = self.state.config.data
+        n = len(data.labeled)
+        if d.sample and d.sample < n:
+            n = d.sample
+        test = val = 0
+        if not d.val and not d.test and d.test_fraction > 0:
+            test = round(n * d.test_fraction)
+        if not d.val and d.val_fraction > 0:
+            val = round((n - test) * d.val_fraction)
+        train = n - test - val
+        parts = [f"about {train:,} rows to train on"]
+        parts.append(f"{val:,} to validate" if not d.val else f"validation from {Path(d.val).name}")
+        if d.test:
+            parts.append(f"test from {Path(d.test).name}")
+        elif test:
+            parts.append(f"{test:,} to test")
+        elif d.val:
+            parts.append("the report uses the validation file")
+        return "With these settings: " + ", ".join(parts) + "."
+
+    def sync_from_config(self) -> None:
+        """Show the split settings held in the state's config (after a reset or a preset)."""
+        d = self.state.config.data
+        self._setting = True
+        try:
+            self.val_fraction.setValue(round(d.val_fraction * 100))
+            self.test_fraction.setValue(round(d.test_fraction * 100))
+            self.sample_rows.setValue(d.sample or 0)
+            self.skip_bad.setChecked(d.skip_bad_rows)
+        finally:
+            self._setting = False
+        self.split_summary.setText(self._split_text())
+
+    # ---- closing ------------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        if self._token is not None:
+            self._token.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)

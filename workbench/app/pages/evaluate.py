@@ -1,0 +1,263 @@
+"""Evaluate page: how a finished run did, read from its run directory.
+
+The page reads the run on a worker thread (a 100,000-row predictions file takes most of a second),
+then hands it to a view chosen by the run's task. ``TASK_VIEWS`` maps task names to view classes;
+a task without one gets the plain-text report, so a new task is shown from its first run and a
+richer view can be registered later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices, QFontDatabase
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.runs import RunData, load_run
+from ..evaluation.classification import ClassificationView
+
+TASK_VIEWS: dict[str, type] = {"text-classification": ClassificationView}
+
+
+def register_view(task: str, view_class: type) -> None:
+    """Show runs of ``task`` with ``view_class``: a QWidget with ``prepare(run)`` (static, any
+    thread), ``show_run(run, prepared)``, ``clear()`` and ``shutdown()``."""
+    TASK_VIEWS[task] = view_class
+
+
+class ReportTextView(QWidget):
+    """The run's report.txt, or why there is none: for tasks without a view and unfinished runs."""
+
+    @staticmethod
+    def prepare(run: RunData):
+        return None
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.note)
+        layout.addWidget(self.text, 1)
+
+    def show_run(self, run: RunData, prepared=None) -> None:
+        if run.report_text:
+            self.note.setText("")
+            self.text.setPlainText(run.report_text)
+        else:
+            why = {
+                "failed": f"This run failed: {run.status.get('message') or 'see the details below'}",
+                "cancelled": "This run was cancelled before it was evaluated.",
+                "interrupted": "This run stopped before it was evaluated (its process ended without finishing).",
+                "running": "This run is still training; its evaluation appears here when it finishes.",
+            }.get(run.state, "This run has no evaluation report.")
+            self.note.setText(why)
+            self.text.setPlainText(run.error_text or "")
+        self.text.setVisible(bool(self.text.toPlainText()))
+
+    def clear(self) -> None:
+        self.note.setText("")
+        self.text.clear()
+
+    def shutdown(self) -> None:
+        pass
+
+
+class _LoadSignals(QObject):
+    done = Signal(int, object, object, object)  # request, run, view class, prepared
+    failed = Signal(int, str)
+
+
+class _LoadJob(QRunnable):
+    def __init__(self, run_dir: str, request: int, signals: _LoadSignals) -> None:
+        super().__init__()
+        self.run_dir, self.request, self.signals = run_dir, request, signals
+
+    def run(self) -> None:
+        try:
+            run = load_run(self.run_dir)
+            view_class = view_for(run)
+            prepared = view_class.prepare(run)
+        except Exception as e:  # shown on the page; the app stays usable
+            self.signals.failed.emit(self.request, str(e))
+        else:
+            self.signals.done.emit(self.request, run, view_class, prepared)
+
+
+def view_for(run: RunData) -> type:
+    if run.report is None:
+        return ReportTextView
+    return TASK_VIEWS.get(run.task or "", ReportTextView)
+
+
+class EvaluatePage(QWidget):
+    """``show_run(run_dir)`` loads in the background and emits ``loaded(run_dir)`` when shown."""
+
+    loaded = Signal(str)
+    load_failed = Signal(str)
+
+    EMPTY = "No run to show yet. Train a model, or open a past run from Runs."
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run: RunData | None = None
+        self._request = 0
+        self._views: dict[type, QWidget] = {}
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._signals = _LoadSignals()
+        self._signals.done.connect(self._on_loaded)
+        self._signals.failed.connect(self._on_failed)
+
+        self.title = QLabel()
+        font = self.title.font()
+        font.setPointSizeF(font.pointSizeF() * 1.25)
+        font.setBold(True)
+        self.title.setFont(font)
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.subtitle = QLabel()
+        self.subtitle.setEnabled(False)
+        self.subtitle.setWordWrap(True)
+        self.open_folder = QPushButton("Show files")
+        self.open_folder.setToolTip("Open the run folder in the file manager")
+        self.open_folder.clicked.connect(self._open_run_folder)
+        self.open_other = QPushButton("Open run...")
+        self.open_other.setToolTip("Show a run from its folder")
+        self.open_other.clicked.connect(self._choose_run)
+        head = QHBoxLayout()
+        titles = QVBoxLayout()
+        titles.setSpacing(2)
+        titles.addWidget(self.title)
+        titles.addWidget(self.subtitle)
+        head.addLayout(titles, 1)
+        head.addWidget(self.open_folder, 0, Qt.AlignmentFlag.AlignTop)
+        head.addWidget(self.open_other, 0, Qt.AlignmentFlag.AlignTop)
+
+        self.message = QLabel()
+        self.message.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.message)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(head)
+        layout.addWidget(self.stack, 1)
+        self.clear()
+
+    # ---- public ---------------------------------------------------------------------------------
+    def show_run(self, run_dir: str) -> None:
+        self._request += 1
+        self.title.setText(Path(run_dir).name)
+        self.subtitle.setText("")
+        self._show_message("Loading the run...")
+        self._pool.start(_LoadJob(str(run_dir), self._request, self._signals))
+
+    def clear(self) -> None:
+        self._request += 1  # a load still on its way is no longer wanted
+        self.run = None
+        for view in self._views.values():
+            view.clear()
+        self.title.setText("Evaluate")
+        self.subtitle.setText("")
+        self.open_folder.setEnabled(False)
+        self._show_message(self.EMPTY)
+
+    @property
+    def view(self) -> QWidget | None:
+        """The view showing the current run, or None while there is none."""
+        current = self.stack.currentWidget()
+        return None if current is self.message else current
+
+    def shutdown(self) -> None:
+        """Wait for background work; the window calls this when it closes."""
+        self._request += 1
+        self._pool.waitForDone(5000)
+        for view in self._views.values():
+            view.shutdown()
+
+    # ---- loading --------------------------------------------------------------------------------
+    def _show_message(self, text: str) -> None:
+        self.message.setText(text)
+        self.stack.setCurrentWidget(self.message)
+
+    def _view(self, view_class: type) -> QWidget:
+        if view_class not in self._views:
+            view = view_class()
+            self._views[view_class] = view
+            self.stack.addWidget(view)
+        return self._views[view_class]
+
+    @Slot(int, object, object, object)
+    def _on_loaded(self, request: int, run: RunData, view_class: type, prepared) -> None:
+        if request != self._request:
+            return
+        self.run = run
+        self.title.setText(run.name)
+        self.subtitle.setText(_describe(run))
+        self.open_folder.setEnabled(True)
+        view = self._view(view_class)
+        try:
+            view.show_run(run, prepared)
+        except Exception as e:  # a damaged report.json: say so, keep the app usable
+            view.clear()
+            self._on_failed(request, f"{run.path / 'report.json'}: cannot be shown ({type(e).__name__}: {e})")
+            return
+        self.stack.setCurrentWidget(view)
+        self.loaded.emit(str(run.path))
+
+    @Slot(int, str)
+    def _on_failed(self, request: int, message: str) -> None:
+        if request != self._request:
+            return
+        self.run = None
+        self.open_folder.setEnabled(False)
+        self._show_message(f"Could not open this run.\n\n{message}")
+        self.load_failed.emit(message)
+
+    @Slot()
+    def _open_run_folder(self) -> None:
+        if self.run is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.run.path)))
+
+    @Slot()
+    def _choose_run(self) -> None:
+        start = str(self.run.path.parent) if self.run else ""
+        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", start)
+        if folder:
+            self.show_run(folder)
+
+
+def _describe(run: RunData) -> str:
+    cfg = run.config
+    resolved = cfg.get("resolved") or {}
+    parts = []
+    train = (cfg.get("data") or {}).get("train")
+    if train:
+        parts.append(Path(train).name)
+    backbone = (resolved.get("backbone") or {}).get("name") or (cfg.get("model") or {}).get("name")
+    if backbone:
+        parts.append(Path(backbone).name if "/" in backbone and Path(backbone).is_absolute() else backbone)
+    if run.task:
+        parts.append(run.task)
+    if run.report and run.report.get("split"):
+        parts.append(f"scored on the {run.report['split']} split")
+    state = run.state
+    ended = run.status.get("ended") or run.status.get("started")
+    parts.append(f"{state} {str(ended).replace('T', ' ')}" if ended else state)
+    return "  \u00b7  ".join(parts)

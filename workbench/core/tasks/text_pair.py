@@ -1,0 +1,104 @@
+"""Sentence-pair classification (paraphrase, entailment, question/answer match).
+
+Two text columns and a label; the pair is encoded jointly (``[CLS] a [SEP] b [SEP]``, with token
+type ids where the backbone uses them) so attention sees both texts at once. Everything after
+encoding (model head, loss, metrics, export) is text classification's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..cancel import NEVER
+from ..data import read_table
+from ..data.columns import MAX_LABELS
+from ..data.pairs import TextColumns, build_text_dataset, choose_text_columns
+from ..data.sniffing import continuous, pair_columns, sample_table, score_column
+from ..data.tabular import arrow_table, dataset_dir, iter_batches, write_arrow_dataset
+from ..errors import InputError
+from ..events import PhaseChanged
+from .base import EncodedSplit
+from .text_classification import TextClassification, _progress
+from .tokenize import tokenize_columns
+
+_VALIDATION_SCHEMA = pa.schema([("row", pa.int64()), ("text", pa.string()), ("label", pa.string())])
+
+
+class TextPairClassification(TextClassification):
+    name = "text-pair-classification"
+    title = "Sentence-pair classification"
+    pipeline_tag = "text-classification"
+
+    @classmethod
+    def sniff(cls, path: Path) -> float:
+        sample = sample_table(path)
+        if sample is None or sample.width < 3:
+            return 0.0
+        pair = pair_columns(sample)
+        if pair is None:
+            return 0.0
+        # A continuous score over a pair is a regression (STS-B), not classes.
+        if score_column(sample, exclude=pair) is not None:
+            return 0.0
+        others = [j for j in range(sample.width) if j not in pair]
+        if not any(not continuous(sample.column(j)) for j in others):
+            return 0.0
+        return 0.8 if sample.header else 0.6
+
+    def _read(self, path, cfg, cache_dir, callbacks, cancel, like=None):
+        callbacks.on_event(PhaseChanged("reading", str(path)))
+        table = read_table(path, delimiter=cfg.delimiter, has_header=cfg.has_header, cache_dir=cache_dir,
+                           progress=_progress(callbacks, "reading"), cancel=cancel)
+        if like is None:
+            cols = choose_text_columns(table, cfg.text_column, cfg.text_pair_column, cfg.label_column,
+                                       pair_required=True, numeric_label=False)
+            self.columns = cols
+        else:
+            # Validation and test files follow the training file's columns: by name when both
+            # have a header with those names, else by position.
+            train_table, train_cols = like
+
+            def same(col):
+                if table.format.has_header and col in table.columns:
+                    return col
+                k = train_table.columns.index(col)
+                if k >= len(table.columns):
+                    raise InputError(f"has {len(table.columns)} columns but the training file's column '{col}' "
+                                     f"is at position {k}", path=table.path)
+                return table.columns[k]
+
+            cols = TextColumns(same(train_cols.text), same(train_cols.pair), same(train_cols.label))
+        ds, _ = build_text_dataset(table, cols, numeric=False, cancel=cancel)
+        labels = arrow_table(ds, ["label"]).column("label")
+        distinct = pc.count_distinct(labels).as_py()
+        if distinct > MAX_LABELS or (distinct > 50 and distinct > len(labels) / 2):
+            raise InputError(
+                f"the label column '{cols.label}' has {distinct:,} distinct values in {len(labels):,} rows: "
+                "free text or scores, not classes; for numeric scores use --task text-regression",
+                path=table.path)
+        return table, cols, ds
+
+    def prepare_data(self, cfg, seed, cache_dir, callbacks, cancel=NEVER):
+        data = super().prepare_data(cfg, seed, cache_dir, callbacks, cancel)
+        data.resolved["text_pair_column"] = self.columns.pair
+        return data
+
+    def _validation_view(self, ds):
+        # The checks (duplicates, conflicting labels, train/test overlap) are about the pair, so
+        # they see both texts joined; the same premise with two hypotheses is not a duplicate.
+        def batches():
+            for b in iter_batches(ds, ["row", "text", "text_pair", "label"]):
+                joined = pc.binary_join_element_wise(b.column("text"), b.column("text_pair"), "\x1f")
+                yield pa.table([b.column("row"), joined, b.column("label")], schema=_VALIDATION_SCHEMA)
+
+        return write_arrow_dataset(batches(), _VALIDATION_SCHEMA, dataset_dir(ds), stem="pairs-joined")
+
+    def encode(self, name, rows, tokenizer, max_length, cache_dir, callbacks, cancel=NEVER) -> EncodedSplit:
+        callbacks.on_event(PhaseChanged("tokenizing", name))
+        t = arrow_table(rows, ["text", "text_pair"])
+        inputs, lengths = tokenize_columns(t.column("text"), tokenizer, max_length, cache_dir / f"{name}-tokens.arrow",
+                                           callbacks, cancel, pairs=t.column("text_pair"))
+        return EncodedSplit(name, rows, inputs, self._labels(rows), lengths, truncated=int((lengths >= max_length).sum()))
