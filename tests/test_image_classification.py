@@ -164,3 +164,25 @@ def test_cli_trains_on_an_image_folder(photo_folder, tmp_path):
 
     bad = wb(["train", photo_folder, "--model", "small-cnn", "--freeze-backbone"], tmp_path / "home")
     assert bad.returncode == 2 and "pretrained backbone" in bad.stderr
+
+
+def test_frozen_hugging_face_backbone_keeps_its_batch_norm_statistics(tiny_vision_dir):
+    import torch
+
+    from workbench.core.config import RunConfig
+    from workbench.core.labels import build_label_map
+    from workbench.core.tasks.base import PreparedData
+    from workbench.core.tasks.image_classification import ImageClassification
+
+    task = ImageClassification()
+    cfg = RunConfig(model=ModelConfig(name=str(tiny_vision_dir), freeze_backbone=True))
+    task.configure(cfg)
+    data = PreparedData(splits={}, label_map=build_label_map(["a", "b", "c"]), report=None)
+    model = task.build_model(str(tiny_vision_dir), data)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("classifier.") for n in trainable)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
+    model.train()
+    task.forward(model, {"pixel_values": torch.randn(4, 3, 32, 32)})
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # batch statistics were not updated

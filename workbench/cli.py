@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("train", help="fine-tune a model headless", description="Fine-tune a model on DATA (a TSV or CSV file, or a CoNLL/CoNLL-U file for tagging).")
-    t.add_argument("data", nargs="?", help="training data: a .tsv/.csv file with a text (or two) and a label or score column, or a CoNLL/CoNLL-U tagged file")
+    t.add_argument("data", nargs="?", help="training data: a .tsv/.csv file with a text (or two) and a label or score column, a CoNLL/CoNLL-U tagged file, or a folder of images in class sub-folders (or train/ val/ test/ folders of them)")
     t.add_argument("--config", help="repeat a run: RUN/config.json (options given here override it)")
     t.add_argument("--task", default=None, help="auto or a task name: " + ", ".join(task_names()[1:]) + " (default auto)")
     for flag, (_, _, typ, help_) in TRAIN_FLAGS.items():

@@ -11,8 +11,11 @@ cannot flood the event loop with one signal per step.
 from __future__ import annotations
 
 import copy
+import os
 import queue
 import re
+import sys
+import threading
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +28,9 @@ from ..core.errors import Cancelled, WorkbenchError
 from ..core.events import Callbacks, Event
 
 DRAIN_INTERVAL_MS = 100  # ~10 GUI updates a second, whatever the step rate
+# Niceness added to the training thread (and the torch threads it starts): on a busy machine the
+# scheduler serves the GUI thread first, so the window stays responsive. WORKBENCH_TRAIN_NICE=0: off.
+TRAIN_NICE = int(os.environ.get("WORKBENCH_TRAIN_NICE", "5"))
 
 
 class _QueueCallbacks(Callbacks):
@@ -48,6 +54,7 @@ class _EngineThread(QThread):
         self.error: tuple[str, str] = ("", "")
 
     def run(self) -> None:  # on the worker thread: no Qt objects touched here
+        _lower_priority(TRAIN_NICE)
         try:
             from ..core.run import run_training
 
@@ -62,6 +69,17 @@ class _EngineThread(QThread):
         except BaseException as e:  # a bug or a library error: keep every detail
             self.outcome = "failed"
             self.error = (f"{type(e).__name__}: {e}", traceback.format_exc())
+
+
+def _lower_priority(nice: int) -> None:
+    # Linux keeps a nice value per thread, and threads started from this one inherit it (torch's
+    # intra-op pool is started by the first parallel op, here). Elsewhere QThread's priority does it.
+    if nice > 0 and hasattr(os, "setpriority") and sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except OSError:
+            pass
 
 
 def _select_cuda_device(device: str) -> None:
@@ -131,7 +149,7 @@ class TrainingController(QObject):
         thread = _EngineThread(config, self._queue, self._cancel, self)
         thread.finished.connect(self._on_thread_finished)
         self._thread = thread
-        thread.start()
+        thread.start(QThread.Priority.LowPriority if TRAIN_NICE > 0 else QThread.Priority.InheritPriority)
         self._timer.start()
         self.running_changed.emit(True)
         self.started.emit(self.run_dir)

@@ -11,6 +11,7 @@ the run pages are built right after it, one per event-loop turn, so the window a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal, Slot
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from . import warmup
 from .controller import TrainingController
 from .look import app_icon, settings
 from .pages.data import DataPage
@@ -262,7 +264,9 @@ class MainWindow(QMainWindow):
                 steps.pop(0)()
                 QTimer.singleShot(0, next_step)
             else:
-                self.model_page.load_catalog()
+                if not os.environ.get("WORKBENCH_STARTUP_PROBE"):  # the probe quits at once: skip the background work
+                    self.model_page.load_catalog()
+                    warmup.start()
                 self.pages_ready.emit()
 
         next_step()

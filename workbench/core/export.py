@@ -109,11 +109,27 @@ Fine-tuned from `{backbone}`.
 ```
 
 ## Use
-```python
+{_usage(pipeline_tag, data)}
+"""
+
+
+def _usage(pipeline_tag: str, data: dict[str, Any]) -> str:
+    """How to call the exported model with `transformers.pipeline`, for the task that made it."""
+    if pipeline_tag == "token-classification":
+        return """```python
 from transformers import pipeline
-clf = pipeline("{pipeline_tag}", model="path/to/this/folder")
-clf("some text", truncation=True)
+tagger = pipeline("token-classification", model="path/to/this/folder", aggregation_strategy="simple")
+tagger("John Smith lives in Berlin")  # entity groups named by your tags (IOB2 tags group cleanly)
+```
+Training labelled the first sub-word of each word; `aggregation_strategy="first"` reads words the same way."""
+    kwargs = ', function_to_apply="none"' if data.get("target") else ""
+    call = ('clf({"text": "first text", "text_pair": "second text"}, truncation=True)' if data.get("text_pair_column")
+            else 'clf("some text", truncation=True)')
+    note = " The output `score` is the predicted value in the training data's units." if data.get("target") else ""
+    return f"""```python
+from transformers import pipeline
+clf = pipeline("{pipeline_tag}", model="path/to/this/folder"{kwargs})
+{call}
 ```
 The tokenizer's `model_max_length` is set to the training max length, so `truncation=True` cuts
-inputs as training did.
-"""
+inputs as training did.{note}"""

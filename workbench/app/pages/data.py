@@ -46,6 +46,7 @@ from .. import aio
 from ..dataset import LoadedData, load_data, with_columns
 from ..state import AppState
 from ..widgets.bar_chart import ClassBarChart
+from ..views.images import DataPageImages
 from ..widgets.drop_zone import DropZone
 
 FILE_FILTER = "Data files (*.tsv *.csv *.tab *.txt);;All files (*)"
@@ -125,6 +126,7 @@ class DataPage(QWidget):
         self.stack.addWidget(self._build_empty())
         self.stack.addWidget(self._build_loading())
         self.stack.addWidget(self._build_loaded())
+        self.images = DataPageImages(self)  # image folders: a thumbnail grid per class (views/images.py)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.stack)
@@ -335,6 +337,8 @@ class DataPage(QWidget):
 
     def open_path(self, path: str, sample: bool = False):
         """Load ``path`` (a file or folder) in the background; returns the asyncio task doing it."""
+        if self.images.handles(path):
+            return self.images.open(path)
         self.cancel_loading()
         # The token exists from this moment, so a Cancel right after the drop already counts.
         self._token = CancelToken()
@@ -639,6 +643,7 @@ class DataPage(QWidget):
 
     # ---- closing ------------------------------------------------------------------------------------
     def shutdown(self) -> None:
+        self.images.shutdown()
         if self._token is not None:
             self._token.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)

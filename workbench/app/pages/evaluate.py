@@ -25,6 +25,9 @@ from PySide6.QtWidgets import (
 
 from ...core.runs import RunData, load_run
 from ..evaluation.classification import ClassificationView
+from ..views.images import ImageClassificationView
+from ..views.regression import RegressionView
+from ..views.tagging import TaggingView
 
 TASK_VIEWS: dict[str, type] = {"text-classification": ClassificationView}
 
@@ -33,6 +36,12 @@ def register_view(task: str, view_class: type) -> None:
     """Show runs of ``task`` with ``view_class``: a QWidget with ``prepare(run)`` (static, any
     thread), ``show_run(run, prepared)``, ``clear()`` and ``shutdown()``."""
     TASK_VIEWS[task] = view_class
+
+
+register_view("image-classification", ImageClassificationView)
+register_view("text-pair-classification", ClassificationView)  # shows both texts of each pair
+register_view("token-classification", TaggingView)
+register_view("text-regression", RegressionView)
 
 
 class ReportTextView(QWidget):

@@ -27,15 +27,10 @@ import numpy as np
 
 from ..cancel import NEVER, CancelToken
 from ..errors import InputError
+from ..image_sniff import IGNORED, IMAGE_EXTENSIONS, SPLIT_FOLDERS, is_image_name, sniff_image_folder  # noqa: F401
 from ..labels import build_label_map
 from .validation import SEVERITY_ORDER, SPLIT_ORDER, Finding, ValidationReport
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".gif",
-                              ".tif", ".tiff"})
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "validation", "valid": "validation",
-                 "validation": "validation", "dev": "validation", "test": "test", "testing": "test"}
-# Operating-system litter, never reported.
-IGNORED = frozenset({"thumbs.db", "desktop.ini", "__macosx", "icon\r"})
 IMBALANCE_RATIO = 3  # image sets are small: a 3x gap between classes is already worth a warning
 MAX_ITEMS = 200  # example paths kept per finding
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb limit (a 0.25 GB RGB image)
@@ -82,42 +77,12 @@ def _entries(folder: Path) -> tuple[list[os.DirEntry], list[os.DirEntry]]:
     return dirs, files
 
 
-def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 def _images_below(folder: Path) -> list[Path]:
     out = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".") and d.lower() not in IGNORED]
         out += [Path(root, f) for f in sorted(files) if is_image_name(f)]
     return out
-
-
-def sniff_image_folder(path: Path) -> float:
-    """0.95 for a folder of class folders holding images (or of train/val/test folders); cheap: it
-    looks at no more than a few entries per folder."""
-    if not path.is_dir():
-        return 0.0
-    try:
-        dirs, _ = _entries(path)
-    except InputError:
-        return 0.0
-    splits = [d for d in dirs if d.name.lower() in SPLIT_FOLDERS]
-    candidates = [Path(d.path) for d in dirs]
-    if splits:
-        candidates = [Path(c.path) for s in splits for c in _entries(Path(s.path))[0]]
-    for folder in candidates[:20]:
-        try:
-            with os.scandir(folder) as it:
-                for k, e in enumerate(it):
-                    if e.is_file() and is_image_name(e.name):
-                        return 0.95
-                    if k > 50:
-                        break
-        except OSError:
-            continue
-    return 0.2 if dirs else 0.0
 
 
 def _class_folders(folder: Path, split: str, findings: list[Finding]) -> list[ImageItem]:

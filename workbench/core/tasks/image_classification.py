@@ -27,10 +27,10 @@ from ..data.images import (
     decode_to_cache,
     problem_findings,
     scan_image_folders,
-    sniff_image_folder,
 )
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress, Warning_
+from ..image_sniff import sniff_image_folder
 from ..labels import build_label_map
 from .base import EncodedSplit, EvalResult, PreparedData, Task
 
@@ -300,7 +300,10 @@ class ImageClassification(Task):
         if base is not None:
             # The loop calls model.train(); a frozen backbone must keep its batch-norm statistics and
             # skip dropout, so it is put back in eval mode before every forward pass.
-            self._freeze_hook = model.register_forward_pre_hook(lambda module, args: base.eval())
+            def keep_eval(module, args) -> None:  # returns None: a pre-hook's return value replaces the inputs
+                base.eval()
+
+            self._freeze_hook = model.register_forward_pre_hook(keep_eval)
 
     def forward(self, model, batch: dict):
         out = model(pixel_values=batch["pixel_values"])

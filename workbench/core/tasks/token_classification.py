@@ -324,7 +324,8 @@ class TokenClassification(Task):
         path = cache_dir / f"{name}-windows.arrow"
         path.parent.mkdir(parents=True, exist_ok=True)
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, WINDOW_SCHEMA) as writer:
-            for start, batch in zip(range(0, n, CHUNK), iter_batches(rows, ["tokens"], batch_rows=CHUNK)):
+            start = 0
+            for batch in iter_batches(rows, ["tokens"], batch_rows=CHUNK):
                 cancel.raise_if_cancelled()
                 sentences = batch.column("tokens").to_pylist()
                 end = start + len(sentences)
@@ -334,6 +335,7 @@ class TokenClassification(Task):
                 writer.write_batch(pa.record_batch([pa.array(cols[f.name], f.type) for f in WINDOW_SCHEMA],
                                                    schema=WINDOW_SCHEMA))
                 callbacks.on_event(Progress("tokenizing", end, n))
+                start = end
         table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
         inputs = {
             "input_ids": RaggedColumn(table.column("input_ids")),

@@ -1,0 +1,194 @@
+"""Workbench's tagging engine vs a plain transformers.Trainer, side by side on the same machine.
+
+Two real datasets (the shared folder, never copied into the repo):
+
+* ``conll2003``: named entities. Train on N sentences of CoNLL-2003 ``train.txt`` (a seeded random
+  sample), report entity-level micro F1 (seqeval, conlleval rules) on the full ``test.txt``.
+* ``ud-ewt``: part-of-speech tags (UPOS) from UD English EWT. The shared copy has no train file, so
+  train on ``en_ewt-ud-dev.conllu`` (or N sentences of it) and report UPOS accuracy on
+  ``en_ewt-ud-test.conllu``; multi-word token ranges are skipped for their syntactic words.
+
+Both systems get the same sentences, backbone (all-MiniLM-L6-v2), labels and hyper-parameters
+(1 epoch, max length 128, batch 16, lr 1e-4, 6% warm-up, weight decay 0.01, clipping 1.0, the
+first sub-word of each word labelled, dynamic padding). The Trainer's inputs are cut at 128 tokens
+as its examples do it; words it never sees count as wrong (predicted "O" for entities), and the
+number of such words is printed. Runs alternate (ours, Trainer, ...).
+
+    python benchmarks/bench_token_classification.py --dataset conll2003 [--sentences 3000] [--repeats 1]
+    python benchmarks/bench_token_classification.py --dataset ud-ewt [--sentences 0 (all 2,001)]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "datasets"
+DATASETS = {
+    "conll2003": (SHARED / "conll2003" / "train.txt", SHARED / "conll2003" / "test.txt", "f1", "entity F1"),
+    "ud-ewt": (SHARED / "ud-english-ewt" / "en_ewt-ud-dev.conllu", SHARED / "ud-english-ewt" / "en_ewt-ud-test.conllu",
+               "accuracy", "UPOS accuracy"),
+}
+HP = dict(epochs=1, batch_size=16, lr=1e-4, warmup_ratio=0.06, weight_decay=0.01, max_length=128)
+
+
+def make_train(source: Path, sentences: int, out: Path, seed: int) -> Path:
+    """A CoNLL file of ``sentences`` randomly drawn sentences of ``source`` (0: all of them)."""
+    import numpy as np
+
+    from workbench.core.data.conll import read_tagged
+
+    ds = read_tagged(source, cache_dir=out / "read").dataset
+    if sentences and sentences < len(ds):
+        ds = ds.select(np.sort(np.random.default_rng(seed).permutation(len(ds))[:sentences]))
+    path = out / f"train-{len(ds)}.conll"
+    with open(path, "w", encoding="utf-8") as f:
+        for row in ds:
+            f.writelines(f"{t}\t{g}\n" for t, g in zip(row["tokens"], row["tags"]))
+            f.write("\n")
+    return path
+
+
+def run_ours(train: Path, test: Path, args, run_dir: Path) -> dict:
+    from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from workbench.core.run import run_training
+
+    cfg = RunConfig(
+        task="token-classification",
+        data=DataConfig(train=str(train), test=str(test), val_fraction=0.0),
+        model=ModelConfig(name="all-MiniLM-L6-v2"),
+        train=TrainConfig(**HP, seed=args.seed, device=args.device),
+        run_dir=str(run_dir),
+    )
+    t0 = time.perf_counter()
+    r = run_training(cfg)
+    return {"samples_per_second": r.samples_per_second, "metric": r.metrics[args.metric], "metrics": r.metrics,
+            "train_seconds": r.train_seconds, "wall_seconds": time.perf_counter() - t0}
+
+
+def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
+    import datasets
+    import numpy as np
+    import torch
+    from seqeval.metrics import f1_score
+    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
+                              Trainer, TrainingArguments)
+
+    from workbench.core.backbones import resolve_backbone
+    from workbench.core.data.conll import read_tagged
+    from workbench.core.labels import build_label_map
+
+    datasets.disable_progress_bars()
+    path = resolve_backbone("all-MiniLM-L6-v2").path
+    tok = AutoTokenizer.from_pretrained(path)
+    tr_rows = read_tagged(train, cache_dir=out / "read").dataset
+    te_rows = read_tagged(test, cache_dir=out / "read").dataset
+    labels = build_label_map(t for s in tr_rows["tags"] for t in s)
+    l2i = labels.label2id
+
+    def encode(batch):
+        enc = tok(batch["tokens"], is_split_into_words=True, truncation=True, max_length=HP["max_length"])
+        enc["labels"] = []
+        for i, tags in enumerate(batch["tags"]):
+            prev, ids = None, []
+            for w in enc.word_ids(i):
+                ids.append(-100 if w is None or w == prev else l2i.get(tags[w], -100))
+                prev = w
+            enc["labels"].append(ids)
+        return enc
+
+    cols = tr_rows.column_names
+    tr = tr_rows.map(encode, batched=True, remove_columns=cols)
+    te = te_rows.map(encode, batched=True, remove_columns=cols)
+    torch.manual_seed(args.seed)
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(labels), id2label=labels.id2label,
+                                                            label2id=l2i)
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    targs = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=HP["batch_size"], per_device_eval_batch_size=64,
+        num_train_epochs=HP["epochs"], learning_rate=HP["lr"], warmup_steps=HP["warmup_ratio"],
+        weight_decay=HP["weight_decay"], max_grad_norm=1.0, seed=args.seed, save_strategy="no", eval_strategy="no",
+        logging_steps=50, report_to=[], disable_tqdm=True, use_cpu=not on_gpu, bf16=on_gpu, dataloader_num_workers=0,
+    )
+    trainer = Trainer(model=model, args=targs, train_dataset=tr, data_collator=DataCollatorForTokenClassification(tok))
+    t0 = time.perf_counter()
+    res = trainer.train()
+    pred = trainer.predict(te)
+    names = labels.names
+    enc = tok(te_rows["tokens"], is_split_into_words=True, truncation=True, max_length=HP["max_length"])
+    gold_all, pred_all, unseen = [], [], 0
+    for i, (logits, tags) in enumerate(zip(pred.predictions, te_rows["tags"])):
+        wids = enc.word_ids(i)
+        first = [j for j, w in enumerate(wids) if w is not None and (j == 0 or wids[j - 1] != w)]
+        p = [names[k] for k in np.argmax(logits[first], -1)]
+        unseen += len(tags) - len(p)
+        # Words cut off by max_length were never seen by the model: scored as "O" (wrong for POS).
+        pred_all.append(p + ["O"] * (len(tags) - len(p)))
+        gold_all.append(list(tags))
+    if args.metric == "f1":
+        metric = float(f1_score(gold_all, pred_all))
+    else:
+        flat_g = [t for s in gold_all for t in s]
+        flat_p = [t for s in pred_all for t in s]
+        metric = float(np.mean([g == p for g, p in zip(flat_g, flat_p)]))
+    return {"samples_per_second": res.metrics["train_samples_per_second"], "metric": metric,
+            "train_seconds": res.metrics["train_runtime"], "wall_seconds": time.perf_counter() - t0,
+            "words_not_seen": unseen}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="conll2003")
+    ap.add_argument("--sentences", type=int, default=None, help="training sentences (default 3000 for conll2003, all for ud-ewt)")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    source, test, args.metric, metric_name = DATASETS[args.dataset]
+    if not source.exists():
+        sys.exit(f"needs {source} (the shared datasets)")
+    sentences = args.sentences if args.sentences is not None else (3000 if args.dataset == "conll2003" else 0)
+    import torch
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")
+    results = {"workbench": [], "trainer": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        train = make_train(source, sentences, tmp, args.seed)
+        n_train = int(train.stem.split("-")[-1])
+        print(f"{args.dataset}: train on {n_train:,} sentences of {source.name}, test on all of {test.name}; "
+              f"all-MiniLM-L6-v2, {HP}; metric: {metric_name}", flush=True)
+        for i in range(args.repeats):
+            ours = run_ours(train, test, args, tmp / f"run-{i}")
+            print(f"[{i}] workbench: {ours['samples_per_second']:.1f} samples/s, {metric_name} {ours['metric']:.4f} "
+                  f"(train {ours['train_seconds']:.0f}s, wall {ours['wall_seconds']:.0f}s)", flush=True)
+            base = run_trainer(train, test, args, tmp / f"trainer-{i}")
+            print(f"[{i}] Trainer:   {base['samples_per_second']:.1f} samples/s, {metric_name} {base['metric']:.4f} "
+                  f"(train {base['train_seconds']:.0f}s, wall {base['wall_seconds']:.0f}s; "
+                  f"{base['words_not_seen']} test words beyond its max length)", flush=True)
+            results["workbench"].append(ours)
+            results["trainer"].append(base)
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("samples_per_second", "metric")} for k, v in results.items()}
+    ratio = med["workbench"]["samples_per_second"] / med["trainer"]["samples_per_second"]
+    delta = 100 * (med["workbench"]["metric"] - med["trainer"]["metric"])
+    print()
+    print(f"{'':10} {'train samples/s':>16} {metric_name:>16}   (medians of {args.repeats})")
+    for k in ("workbench", "trainer"):
+        print(f"{k:10} {med[k]['samples_per_second']:16.1f} {med[k]['metric']:16.4f}")
+    print(f"speed ratio workbench/Trainer: {ratio:.2f}x; {metric_name} difference: {delta:+.2f} points")
+    print(json.dumps({"dataset": args.dataset, "train_sentences": n_train, "hyper": HP, "medians": med, "ratio": ratio,
+                      "metric_delta_points": delta, "runs": results}))
+
+
+if __name__ == "__main__":
+    main()

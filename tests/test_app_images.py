@@ -1,0 +1,119 @@
+"""Desktop app, image classification: the Data page's thumbnail grid per class, and the Evaluate page's
+confusion-matrix cell grid and drop-an-image "try it", on a run the engine really trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app_support import APP_MARKS, aloop, drop_files, window  # noqa: F401 - fixtures
+from image_samples import write_broken_files, write_class_folder
+
+pytestmark = [*APP_MARKS, pytest.mark.timeout(300)]
+
+
+def test_dropping_an_image_folder_shows_a_grid_per_class(qtbot, window, tmp_path):
+    from workbench.app.views.images import THUMB
+
+    root = tmp_path / "photos"
+    write_class_folder(root, 5)
+    broken = write_broken_files(root / "red")
+    (root / "notes.txt").write_text("not an image")
+    view = window.data_page.images.view
+    with qtbot.waitSignal(view.loaded, timeout=20000):
+        drop_files(window.sidebar, root)
+    assert window.data_page.stack.currentWidget() is view
+    data = window.state.data
+    assert data.usable and data.class_counts == {"blue": 5, "red": 5 + len(broken)}
+    assert window.state.config.data.train == str(root.resolve())
+    assert [view.class_combo.itemData(i) for i in range(view.class_combo.count())] == [("train", "blue"), ("train", "red")]
+    assert any("notes.txt" in view.findings.item(i).toolTip() for i in range(view.findings.count()))
+
+    view.show_class("red")
+    model = view.grid.grid_model
+    assert model.rowCount() == 9
+    for r in range(model.rowCount()):  # ask for every thumbnail, as scrolling through would
+        model.data(model.index(r), 1)
+    qtbot.waitUntil(lambda: not model.loading, timeout=20000)
+    sizes = {}
+    for r in range(model.rowCount()):
+        path = model.data(model.index(r), 256 + 1)
+        pix = model.data(model.index(r), 1)
+        sizes[Path(path).name] = (pix.width(), pix.height())
+    assert all(max(s) <= THUMB for s in sizes.values())
+    assert sizes["red1.png"] != (THUMB, THUMB)  # a real thumbnail keeps the photo's aspect ratio
+    assert sizes["empty.png"] == (THUMB, THUMB)  # the unreadable-file tile
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory) -> Path:
+    """A small CNN trained on generated red/blue images with a few mislabelled ones, so the
+    confusion matrix has mistakes to open."""
+    from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from workbench.core.run import run_training
+
+    folder = tmp_path_factory.mktemp("image-eval")
+    write_class_folder(folder / "train", 16)
+    write_class_folder(folder / "test", 8, seed=2)
+    for path in sorted((folder / "test" / "blue").iterdir())[:3]:  # blue images filed under red: mistakes
+        path.rename(folder / "test" / "red" / f"moved-{path.name}")
+    cfg = RunConfig(
+        data=DataConfig(train=str(folder / "train"), test=str(folder / "test")),
+        model=ModelConfig(name="small-cnn"),
+        train=TrainConfig(epochs=4, batch_size=8, lr=3e-3, warmup_ratio=0.0, image_size=32, seed=0),
+        run_dir=str(folder / "runs" / "run-1"),
+    )
+    return Path(run_training(cfg).run_dir)
+
+
+@pytest.fixture()
+def evaluate_page(qtbot, image_run):
+    from workbench.app.pages.evaluate import EvaluatePage
+
+    page = EvaluatePage()
+    qtbot.addWidget(page)
+    page.resize(1200, 800)
+    page.show()
+    with qtbot.waitSignal(page.loaded, timeout=30000):
+        page.show_run(str(image_run))
+    yield page
+    page.shutdown()
+
+
+def test_confusion_cell_opens_exactly_its_images(qtbot, evaluate_page, image_run):
+    from workbench.app.views.images import ImageClassificationView
+
+    view = evaluate_page.view
+    assert isinstance(view, ImageClassificationView)
+    preds = [json.loads(l) for l in (image_run / "predictions.jsonl").read_text().splitlines()]
+    wrong = [p for p in preds if p["gold"] == "red" and p["predicted"] == "blue"]
+    assert wrong, "the moved blue images should be mistakes"
+    view.confusion.choose("red", "blue")
+    dialog = view.cell_dialog
+    qtbot.waitUntil(dialog.isVisible, timeout=5000)
+    model = dialog.grid.grid_model
+    shown = [model.data(model.index(r), 256 + 1) for r in range(model.rowCount())]
+    assert sorted(shown) == sorted(p["path"] for p in wrong)
+    first = min(wrong, key=lambda p: p["confidence"])  # least confident first
+    caption = model.data(model.index(0), 0)
+    assert Path(first["path"]).name in caption and f"{first['confidence']:.0%}" in caption and "blue" in caption
+    assert "gold: red" in model.data(model.index(0), 3)  # the tooltip names gold, predicted, confidence
+    assert view.predictions_model.rowCount() == len(wrong)  # the table below shows the same rows
+
+    view.confusion.choose("blue", "blue")
+    shown = [model.data(model.index(r), 256 + 1) for r in range(model.rowCount())]
+    assert sorted(shown) == sorted(p["path"] for p in preds if p["gold"] == p["predicted"] == "blue")
+
+
+def test_try_it_takes_a_dropped_image(qtbot, evaluate_page, image_run):
+    view = evaluate_page.view
+    preds = [json.loads(l) for l in (image_run / "predictions.jsonl").read_text().splitlines()]
+    target = preds[0]
+    with qtbot.waitSignal(view.try_it.predicted, timeout=60000) as got:
+        drop_files(view.try_it, target["path"])
+    scores = got.args[0]
+    assert scores[0][0] == target["predicted"] == view.try_it.top_label()
+    assert scores[0][1] == pytest.approx(target["confidence"], abs=2e-3)
+    assert abs(sum(s for _, s in scores) - 1) < 1e-4

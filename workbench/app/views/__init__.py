@@ -1,0 +1,1 @@
+"""Views that tasks add to the app's pages; each page registers the ones it shows."""

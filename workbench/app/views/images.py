@@ -1,0 +1,658 @@
+"""Image views: a thumbnail grid per class for image folders (Data page), and the evaluation of an
+image-classification run (Evaluate page) whose confusion-matrix cells open a grid of exactly those
+images with gold, predicted and confidence, and whose "try it" takes a dropped image.
+
+Thumbnails are decoded on a thread pool by the engine's own decoder (EXIF orientation, every colour
+mode) and cached; the grid asks only for the items it shows, so a folder of 10,000 photos opens at once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QRunnable,
+    QSize,
+    Qt,
+    QThreadPool,
+    Signal,
+    Slot,
+)
+from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..evaluation.classification import ClassificationView
+from ..evaluation.predictions_model import PredictionColumns
+
+THUMB = 112  # thumbnail side in pixels
+MAX_BARS = 8
+PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+# ---------------------------------------------------------------------------- thumbnails
+
+
+def thumbnail_image(path: str, side: int = THUMB) -> QImage:
+    """A QImage thumbnail of ``path`` (no longer than ``side``), or a null QImage for a file the
+    engine would skip. Safe on any thread: QImage, unlike QPixmap, is not tied to the GUI thread."""
+    from ...core.data.images import ImageProblem, decode_file
+
+    try:
+        im = decode_file(Path(path), side)
+    except ImageProblem:
+        return QImage()
+    im.thumbnail((side, side))
+    data = im.tobytes()
+    return QImage(data, im.width, im.height, 3 * im.width, QImage.Format.Format_RGB888).copy()
+
+
+class _ThumbSignals(QObject):
+    ready = Signal(str, QImage)
+
+
+class _ThumbJob(QRunnable):
+    def __init__(self, path: str, side: int, signals: _ThumbSignals) -> None:
+        super().__init__()
+        self.path, self.side, self.signals = path, side, signals
+
+    def run(self) -> None:
+        self.signals.ready.emit(self.path, thumbnail_image(self.path, self.side))
+
+
+@dataclass
+class GridItem:
+    path: str
+    caption: str
+    tooltip: str = ""
+    wrong: bool = False  # drawn with a red caption
+
+
+class ImageGridModel(QAbstractListModel):
+    """Items with lazily decoded thumbnails: ``data`` asks the pool for a thumbnail the first time an
+    item is shown and repaints the item when it arrives."""
+
+    thumbnails_loaded = Signal()  # every requested thumbnail has arrived (tests wait on it)
+
+    def __init__(self, parent: QObject | None = None, side: int = THUMB, cache_size: int = 2000) -> None:
+        super().__init__(parent)
+        self.items: list[GridItem] = []
+        self.side = side
+        self._rows: dict[str, list[int]] = {}
+        self._cache: OrderedDict[str, QPixmap] = OrderedDict()
+        self._cache_size = cache_size
+        self._pending: set[str] = set()
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
+        self._signals = _ThumbSignals()
+        self._signals.ready.connect(self._on_ready)
+        self._placeholder = QPixmap(side, side)
+        self._placeholder.fill(QColor(128, 128, 128, 60))
+
+    def set_items(self, items: list[GridItem]) -> None:
+        self.beginResetModel()
+        self.items = list(items)
+        self._rows = {}
+        for r, it in enumerate(self.items):
+            self._rows.setdefault(it.path, []).append(r)
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.items)
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self.items):
+            return None
+        item = self.items[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return item.caption
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self.thumbnail(item.path)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return item.tooltip or item.path
+        if role == Qt.ItemDataRole.ForegroundRole and item.wrong:
+            return QColor("#d64541")
+        if role == PATH_ROLE:
+            return item.path
+        return None
+
+    def thumbnail(self, path: str) -> QPixmap:
+        pix = self._cache.get(path)
+        if pix is not None:
+            self._cache.move_to_end(path)
+            return pix
+        if path not in self._pending:
+            self._pending.add(path)
+            self._pool.start(_ThumbJob(path, self.side, self._signals))
+        return self._placeholder
+
+    @Slot(str, QImage)
+    def _on_ready(self, path: str, image: QImage) -> None:
+        self._pending.discard(path)
+        if image.isNull():
+            pix = QPixmap(self.side, self.side)
+            pix.fill(QColor("#d64541"))  # an unreadable file: the engine skips it
+        else:
+            pix = QPixmap.fromImage(image)
+        self._cache[path] = pix
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        for r in self._rows.get(path, []):
+            idx = self.index(r)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+        if not self._pending:
+            self.thumbnails_loaded.emit()
+
+    @property
+    def loading(self) -> bool:
+        return bool(self._pending)
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        self._pool.clear()
+        self._pool.waitForDone(timeout_ms)
+
+
+class ImageGrid(QListView):
+    """A scrolling grid of thumbnails with captions."""
+
+    def __init__(self, parent: QWidget | None = None, side: int = THUMB) -> None:
+        super().__init__(parent)
+        self.grid_model = ImageGridModel(self, side)
+        self.setModel(self.grid_model)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setIconSize(QSize(side, side))
+        self.setGridSize(QSize(side + 24, side + 2 * self.fontMetrics().height() + 12))
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setUniformItemSizes(True)  # no per-item size query: large folders lay out at once
+        self.setWordWrap(True)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.setSelectionMode(QListView.SelectionMode.SingleSelection)
+
+    def set_items(self, items: list[GridItem]) -> None:
+        self.grid_model.set_items(items)
+        self.scrollToTop()
+
+    def shutdown(self) -> None:
+        self.grid_model.shutdown()
+
+
+# ---------------------------------------------------------------------------- Data page
+
+
+class _ScanSignals(QObject):
+    done = Signal(int, object)
+    failed = Signal(int, str)
+
+
+class _ScanJob(QRunnable):
+    def __init__(self, path: str, request: int, signals: _ScanSignals) -> None:
+        super().__init__()
+        self.path, self.request, self.signals = path, request, signals
+
+    def run(self) -> None:
+        from ...core.data.images import scan_image_folders
+        from ...core.errors import InputError
+
+        try:
+            self.signals.done.emit(self.request, scan_image_folders(self.path))
+        except InputError as e:
+            self.signals.failed.emit(self.request, str(e))
+        except Exception as e:  # noqa: BLE001 - shown to the user, never swallowed
+            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
+
+
+class ImageFolderView(QWidget):
+    """An image folder as the engine will read it: classes with their counts, a thumbnail grid per
+    class (and split), and what the scan had to leave out."""
+
+    loaded = Signal(object)  # ImageFolders
+    failed = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.folders = None
+        self._request = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._signals = _ScanSignals()
+        self._signals.done.connect(self._on_done)
+        self._signals.failed.connect(self._on_failed)
+
+        self.title = QLabel()
+        f = self.title.font()
+        f.setPointSizeF(f.pointSizeF() * 1.3)
+        f.setBold(True)
+        self.title.setFont(f)
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.another = QPushButton("Open Another…")
+        self.class_combo = QComboBox()
+        self.class_combo.setToolTip("The class (and split) whose images the grid shows")
+        self.class_combo.currentIndexChanged.connect(self._show_class)
+        self.grid = ImageGrid()
+        self.findings = QListWidget()
+        self.findings.setWordWrap(True)
+        self.findings.setMaximumHeight(140)
+        self.findings.setToolTip("Files the engine will skip or that need a look; hover for the paths")
+
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Class:"))
+        bar.addWidget(self.class_combo, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(16, 12, 16, 12)
+        head = QHBoxLayout()
+        head.addWidget(self.title, 1)
+        head.addWidget(self.another, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(head)
+        lay.addWidget(self.info)
+        lay.addLayout(bar)
+        lay.addWidget(self.grid, 1)
+        lay.addWidget(self.findings)
+
+    def load(self, path: str) -> None:
+        """Scan ``path`` on a worker thread; ``loaded`` or ``failed`` follows."""
+        self._request += 1
+        self.title.setText(Path(path).name)
+        self.info.setText("Reading the folder…")
+        self._pool.start(_ScanJob(str(path), self._request, self._signals))
+
+    @Slot(int, object)
+    def _on_done(self, request: int, folders) -> None:
+        if request != self._request:
+            return
+        self.show_folders(folders)
+        self.loaded.emit(folders)
+
+    @Slot(int, str)
+    def _on_failed(self, request: int, message: str) -> None:
+        if request != self._request:
+            return
+        self.info.setText(f"⚠ {message}")
+        self.failed.emit(message)
+
+    def show_folders(self, folders) -> None:
+        from ...core.labels import build_label_map
+
+        self.folders = folders
+        parts = []
+        self.class_combo.blockSignals(True)
+        self.class_combo.clear()
+        for split, items in folders.items.items():
+            counts: dict[str, int] = {}
+            for it in items:
+                counts[it.label] = counts.get(it.label, 0) + 1
+            names = build_label_map(list(counts)).names
+            parts.append(f"{split}: {len(items):,} images in {len(names)} classes ("
+                         + ", ".join(f"{n} {counts[n]:,}" for n in names) + ")")
+            for n in names:
+                self.class_combo.addItem(f"{n} ({split}, {counts[n]:,})", (split, n))
+        self.class_combo.blockSignals(False)
+        layout = "train / validation / test folders" if folders.layout == "splits" else "one folder per class"
+        self.info.setText(f"{layout}\n" + "\n".join(parts))
+        self.findings.clear()
+        for f in folders.findings:
+            self.findings.addItem(f"{f.severity.upper()}: {f.message}")
+            self.findings.item(self.findings.count() - 1).setToolTip("\n".join(f.items[:30]))
+        self.findings.setVisible(bool(folders.findings))
+        self._show_class(0)
+
+    @Slot(int)
+    def _show_class(self, index: int) -> None:
+        key = self.class_combo.itemData(index) if index >= 0 else None
+        if self.folders is None or key is None:
+            self.grid.set_items([])
+            return
+        split, label = key
+        self.grid.set_items([GridItem(str(it.path), it.path.name, str(it.path))
+                             for it in self.folders.items[split] if it.label == label])
+
+    def show_class(self, label: str, split: str = "train") -> None:
+        for i in range(self.class_combo.count()):
+            if self.class_combo.itemData(i) == (split, label):
+                self.class_combo.setCurrentIndex(i)
+                return
+
+    def shutdown(self) -> None:
+        self._request += 1
+        self._pool.waitForDone(5000)
+        self.grid.shutdown()
+
+
+class _NoTable:
+    """The parts of a data Table the pages read (AppState pins its delimiter and header; the window
+    checks for malformed rows): an image folder has none of them."""
+
+    class format:  # noqa: N801 - mirrors Table.format
+        delimiter = None
+        has_header = None
+        encoding = None
+
+    columns: tuple[str, ...] = ()
+    malformed: tuple = ()
+    warnings: tuple = ()
+
+
+@dataclass
+class ImageFolderData:
+    """An image folder for AppState: the fields of ``app.dataset.LoadedData`` the pages read."""
+
+    path: Path
+    folders: Any  # core.data.images.ImageFolders
+    val_path: str | None = None
+    test_path: str | None = None
+    table: Any = _NoTable()
+    preview: Any = None
+    choice: Any = None
+    labeled: Any = None
+    report: Any = None
+    problem: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for it in self.folders.items.get("train", []):
+            counts[it.label] = counts.get(it.label, 0) + 1
+        return counts
+
+    @property
+    def usable(self) -> bool:
+        return len(self.class_counts) >= 2
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.folders.items.get("train", []))
+
+
+class DataPageImages(QObject):
+    """Adds image folders to the Data page: ``handles(path)`` says whether a dropped path is one, and
+    ``open(path)`` shows it in an :class:`ImageFolderView` on the page's stack and hands it to the
+    app state, so Train uses it like a data file."""
+
+    def __init__(self, page) -> None:
+        super().__init__(page)
+        self.page = page
+        self.view = ImageFolderView()
+        self.view.another.clicked.connect(page.choose_folder)
+        self.view.loaded.connect(self._on_loaded)
+        self.view.failed.connect(self._on_failed)
+        page.stack.addWidget(self.view)
+        self._path = ""
+
+    @staticmethod
+    def handles(path: str | Path) -> bool:
+        """Whether ``path`` is a folder of labelled images (a cheap look, fine on the GUI thread)."""
+        from ...core.image_sniff import sniff_image_folder
+
+        return sniff_image_folder(Path(path)) >= 0.9
+
+    def open(self, path: str | Path) -> None:
+        self.page.cancel_loading()
+        self._path = str(path)
+        self.view.load(self._path)
+        self.page.stack.setCurrentWidget(self.view)
+        self.page.status.emit(f"Reading {path}…")
+
+    @Slot(object)
+    def _on_loaded(self, folders) -> None:
+        data = ImageFolderData(Path(self._path).resolve(), folders, val_path=None, test_path=None)
+        self.page.state.set_data(data)
+        self.page.file_loaded.emit(self._path)
+        self.page.status.emit(f"Loaded {data.n_rows:,} training images in {len(data.class_counts)} classes "
+                              f"from {data.path.name}")
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self.page.status.emit(message)
+
+    def shutdown(self) -> None:
+        self.view.shutdown()
+
+
+# ---------------------------------------------------------------------------- Evaluate page
+
+
+def predict_image(model_dir: str | Path, path: str) -> list[tuple[str, float]]:
+    """(label, probability) for every class, best first, from an exported image model: Workbench's
+    loader for its own architectures, the transformers pipeline for Hugging Face ones."""
+    from ...core.image_models import classify_images, read_image_config
+
+    if read_image_config(model_dir) is not None:
+        top = classify_images(model_dir, [path], top_k=10_000)[0]
+        return [(t["label"], t["score"]) for t in top]
+    from transformers import pipeline
+
+    out = pipeline("image-classification", model=str(model_dir))(path, top_k=None)
+    return [(o["label"], float(o["score"])) for o in out]
+
+
+class _TrySignals(QObject):
+    done = Signal(int, object)
+    failed = Signal(int, str)
+
+
+class _TryJob(QRunnable):
+    def __init__(self, model_dir: str, path: str, request: int, signals: _TrySignals) -> None:
+        super().__init__()
+        self.model_dir, self.path, self.request, self.signals = model_dir, path, request, signals
+
+    def run(self) -> None:
+        try:
+            self.signals.done.emit(self.request, predict_image(self.model_dir, self.path))
+        except Exception as e:  # noqa: BLE001 - shown in the box
+            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
+
+
+class ImageTryIt(QWidget):
+    """Drop an image (or choose one) and see the exported model's scores for it."""
+
+    predicted = Signal(object)  # [(label, score), ...] best first
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self._model_dir: str | None = None
+        self._request = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._signals = _TrySignals()
+        self._signals.done.connect(self._on_done)
+        self._signals.failed.connect(self._on_failed)
+        self.picture = QLabel("Drop an image here")
+        self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.picture.setMinimumSize(THUMB, THUMB)
+        self.picture.setFrameShape(QLabel.Shape.StyledPanel)
+        self.choose = QPushButton("Choose Image…")
+        self.choose.clicked.connect(self._choose)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self._bars = QGridLayout()
+        self._bars.setColumnStretch(1, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.picture)
+        lay.addWidget(self.choose)
+        lay.addLayout(self._bars)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+        self.set_model(None)
+
+    def set_model(self, model_dir: str | Path | None, why_not: str = "", pair: bool = False) -> None:
+        self._model_dir = str(model_dir) if model_dir else None
+        self._request += 1
+        self._clear_bars()
+        self.choose.setEnabled(self._model_dir is not None)
+        self.status.setText("" if self._model_dir else (why_not or "This run has no exported model to try."))
+
+    def dragEnterEvent(self, event) -> None:
+        if self._model_dir and event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            self.predict(urls[0])
+            event.acceptProposedAction()
+
+    def _choose(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose an image", "",
+                                              "Images (*.jpg *.jpeg *.png *.bmp *.webp *.gif *.tif *.tiff)")
+        if path:
+            self.predict(path)
+
+    def predict(self, path: str) -> None:
+        if not self._model_dir:
+            return
+        self._request += 1
+        image = thumbnail_image(path, 2 * THUMB)
+        if image.isNull():
+            self.picture.setText("Not a readable image")
+            self.status.setText(f"{Path(path).name} is not an image the model can read.")
+            self._clear_bars()
+            return
+        self.picture.setPixmap(QPixmap.fromImage(image))
+        self.status.setText("Predicting…")
+        self._pool.start(_TryJob(self._model_dir, path, self._request, self._signals))
+
+    @Slot(int, object)
+    def _on_done(self, request: int, scores) -> None:
+        if request != self._request:
+            return
+        self.status.setText("")
+        self._clear_bars()
+        for i, (label, score) in enumerate(scores[:MAX_BARS]):
+            name = QLabel(label)
+            if i == 0:
+                f = name.font()
+                f.setBold(True)
+                name.setFont(f)
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(round(score * 1000))
+            bar.setTextVisible(False)
+            bar.setMaximumHeight(14)
+            bar.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            self._bars.addWidget(name, i, 0)
+            self._bars.addWidget(bar, i, 1)
+            self._bars.addWidget(QLabel(f"{score:.1%}"), i, 2)
+        self.predicted.emit(scores)
+
+    @Slot(int, str)
+    def _on_failed(self, request: int, message: str) -> None:
+        if request == self._request:
+            self._clear_bars()
+            self.status.setText(f"Could not run the model: {message}")
+
+    def _clear_bars(self) -> None:
+        while self._bars.count():
+            item = self._bars.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+
+    def top_label(self) -> str | None:
+        item = self._bars.itemAtPosition(0, 0)
+        return item.widget().text() if item and item.widget() else None
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        self._request += 1
+        self._pool.waitForDone(timeout_ms)
+
+
+class CellImagesDialog(QDialog):
+    """The images behind one confusion-matrix cell, each captioned with gold, predicted, confidence."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Images")
+        self.setModal(False)
+        self.heading = QLabel()
+        self.grid = ImageGrid()
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.heading)
+        lay.addWidget(self.grid, 1)
+        self.resize(760, 560)
+
+    def show_cell(self, gold: str, predicted: str, rows: list[dict]) -> None:
+        what = "correct" if gold == predicted else "mistakes"
+        self.setWindowTitle(f"Gold {gold}, predicted {predicted}")
+        self.heading.setText(f"{len(rows):,} image(s) with gold <b>{gold}</b> predicted as <b>{predicted}</b> "
+                             f"({what}), least confident first")
+        rows = sorted(rows, key=lambda r: r["confidence"])
+        self.grid.set_items([
+            GridItem(r["path"], f"{Path(r['path']).name}\n{r['predicted']} {r['confidence']:.0%}",
+                     f"{r['path']}\ngold: {r['gold']}\npredicted: {r['predicted']} ({r['confidence']:.1%})",
+                     wrong=r["gold"] != r["predicted"])
+            for r in rows
+        ])
+
+
+class ImageClassificationView(ClassificationView):
+    """The classification view (scores, per-class table, confusion matrix, predictions) with
+    images: a cell opens the grid of its images, and "try it" takes a dropped image."""
+
+    @staticmethod
+    def prepare(run):
+        import pyarrow as pa
+
+        table = run.predictions()
+        records = table.select([c for c in ("path", "gold", "predicted", "confidence") if c in table.column_names]).to_pylist() \
+            if table.num_rows else []
+        if table.num_rows and "text" not in table.column_names and "path" in table.column_names:
+            # The predictions table's Input column shows each image's file name.
+            names = pa.array([Path(p).name for p in table.column("path").to_pylist()], pa.string())
+            table = table.append_column("text", names)
+        return PredictionColumns.from_table(table), records
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        old = self.try_it
+        self.try_it = ImageTryIt()
+        old.parentWidget().layout().replaceWidget(old, self.try_it)
+        old.shutdown()
+        old.deleteLater()
+        self.cell_dialog = CellImagesDialog(self)
+        self._records: list[dict] = []
+
+    def show_run(self, run, prepared) -> None:
+        columns, self._records = prepared
+        self.cell_dialog.hide()
+        super().show_run(run, columns)
+
+    def clear(self) -> None:
+        self._records = []
+        self.cell_dialog.hide()
+        super().clear()
+
+    @Slot(str, str)
+    def _on_cell_chosen(self, gold: str, predicted: str) -> None:
+        super()._on_cell_chosen(gold, predicted)
+        rows = [r for r in self._records if r["gold"] == gold and r["predicted"] == predicted]
+        self.cell_dialog.show_cell(gold, predicted, rows)
+        self.cell_dialog.show()
+        self.cell_dialog.raise_()
+
+    def shutdown(self) -> None:
+        self.cell_dialog.grid.shutdown()
+        super().shutdown()

@@ -1,0 +1,499 @@
+"""Evaluation of a token-classification run: scores, the per-entity (or per-tag) report, a confusion
+matrix over tags, every test sentence with gold and predicted tags (entity spans highlighted,
+disagreements marked, a filter to sentences with errors), and a box that tags typed text.
+
+Sentences come from the run's predictions.jsonl (tokens, gold, predicted, confidence per sentence);
+the typed text is tagged by the engine's ``Tagger`` (first sub-word per word, as training aligned
+it) on a worker thread, loaded once per model.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, QRunnable, Qt,
+                            QThreadPool, Signal, Slot)
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPushButton, QSplitter, QTableView, QTextBrowser, QVBoxLayout, QWidget)
+
+from ...core.runs import RunData
+from ..evaluation.classification import MetricTile, _section
+from ..evaluation.confusion import ConfusionView
+from ..evaluation.report_table import PerClassTable
+
+# Background colours for entity types (first type, second, ...), light enough for dark text.
+SPAN_COLOURS = ("#ffe08a", "#a8e6a1", "#9fd3ff", "#f7b2d9", "#d4c2ff", "#ffc59e", "#b8f0ec", "#e6e6a1")
+ERROR_COLOUR = "#d62d20"
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class TaggedSentences:
+    """The evaluated sentences, as plain lists (read once, on the loading thread)."""
+
+    rows: list[int] = field(default_factory=list)
+    tokens: list[list[str]] = field(default_factory=list)
+    gold: list[list[str]] = field(default_factory=list)
+    predicted: list[list[str]] = field(default_factory=list)
+    confidence: list[list[float]] = field(default_factory=list)
+    errors: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    texts: list[str] = field(default_factory=list)  # tokens joined, lower-cased: for search
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def from_table(cls, table) -> "TaggedSentences":
+        if table.num_rows == 0 or "tokens" not in table.column_names:
+            return cls()
+        col = lambda name: table.column(name).to_pylist() if name in table.column_names else None
+        tokens, gold, pred = col("tokens"), col("gold"), col("predicted")
+        conf = col("confidence") or [[1.0] * len(t) for t in tokens]
+        errors = np.array([sum(g != p for g, p in zip(gs, ps)) for gs, ps in zip(gold, pred)], dtype=np.int64)
+        rows = col("row") or list(range(1, len(tokens) + 1))
+        return cls(rows, tokens, gold, pred, conf, errors, [" ".join(t).lower() for t in tokens])
+
+
+def span_colour(entity_type: str, types: list[str]) -> str:
+    k = types.index(entity_type) if entity_type in types else hash(entity_type)
+    return SPAN_COLOURS[k % len(SPAN_COLOURS)]
+
+
+def spans_html(tokens: list[str], tags: list[str], types: list[str], wrong: list[bool] | None = None) -> str:
+    """The sentence with each entity span on its type's colour and the type after it; tokens in
+    ``wrong`` are underlined in red. For plain tags (POS) each token carries its tag below it."""
+    # Imported here: the package pulls in pyarrow/datasets, which the window's first paint never needs.
+    from ...core.data.tag_schemes import split_tag, to_spans
+
+    is_spans = all(split_tag(t)[0] is not None for t in tags) and any(t != "O" for t in tags) if tags else False
+    out: list[str] = []
+    if is_spans:
+        starts = {s.start: s for s in to_spans(tags)}
+        i = 0
+        while i < len(tokens):
+            span = starts.get(i)
+            if span is None:
+                out.append(_token(tokens[i], wrong[i] if wrong else False))
+                i += 1
+                continue
+            words = " ".join(_token(tokens[j], wrong[j] if wrong else False) for j in range(span.start, span.end))
+            out.append(f'<span style="background-color:{span_colour(span.type, types)}; color:#111111;">&nbsp;{words}'
+                       f'&nbsp;<sup><b>{html.escape(span.type)}</b></sup>&nbsp;</span>')
+            i = span.end
+        return " ".join(out)
+    for i, (tok, tag) in enumerate(zip(tokens, tags)):
+        colour = f' style="color:{ERROR_COLOUR};"' if wrong and wrong[i] else ""
+        out.append(f"{_token(tok, wrong[i] if wrong else False)}<sub{colour}>{html.escape(tag)}</sub>")
+    return " ".join(out)
+
+
+def _token(text: str, wrong: bool) -> str:
+    t = html.escape(text)
+    return f'<u style="color:{ERROR_COLOUR};"><b>{t}</b></u>' if wrong else t
+
+
+def sentence_html(tokens, gold, predicted, confidence, types: list[str], row: int | None = None) -> str:
+    """The detail of one sentence: gold and predicted renderings, then a token table marking disagreements."""
+    wrong = [g != p for g, p in zip(gold, predicted)]
+    head = f"<p><b>Line {row}</b> &middot; {sum(wrong)} of {len(tokens)} tokens wrong</p>" if row is not None else ""
+    parts = [head,
+             f"<p><b>Gold</b><br>{spans_html(tokens, gold, types)}</p>",
+             f"<p><b>Predicted</b><br>{spans_html(tokens, predicted, types, wrong)}</p>",
+             '<table cellspacing="0" cellpadding="3" border="1" style="border-collapse:collapse;">',
+             "<tr><th>#</th><th>Token</th><th>Gold</th><th>Predicted</th><th>Confidence</th></tr>"]
+    for i, (tok, g, p) in enumerate(zip(tokens, gold, predicted)):
+        mark = f' style="background-color:{ERROR_COLOUR}; color:#ffffff;"' if g != p else ""
+        c = confidence[i] if confidence and i < len(confidence) else None
+        parts.append(f"<tr{mark}><td>{i + 1}</td><td>{html.escape(tok)}</td><td>{html.escape(g)}</td>"
+                     f"<td>{html.escape(p)}</td><td>{'' if c is None else f'{c:.2f}'}</td></tr>")
+    parts.append("</table>")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------- sentence list
+
+
+class SentencesModel(QAbstractTableModel):
+    """Line, sentence, errors; filtered to errors only, to a tag confusion cell, or by a search."""
+
+    LINE, TEXT, ERRORS = range(3)
+    HEADERS = ("Line", "Sentence", "Errors")
+    filtered = Signal(int, int)  # shown, total
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.data_ = TaggedSentences()
+        self.visible = np.zeros(0, np.int64)
+        self._errors_only = False
+        self._query = ""
+        self._cell: tuple[str, str] | None = None
+
+    def set_sentences(self, sentences: TaggedSentences) -> None:
+        self.data_ = sentences
+        self._cell = None
+        self._refilter()
+
+    def set_errors_only(self, on: bool) -> None:
+        self._errors_only = bool(on)
+        self._refilter()
+
+    def set_query(self, text: str) -> None:
+        self._query = text.strip().lower()
+        self._refilter()
+
+    def set_cell(self, gold: str | None, predicted: str | None = None) -> None:
+        self._cell = (gold, predicted) if gold is not None else None
+        self._refilter()
+
+    def _refilter(self) -> None:
+        d = self.data_
+        keep = np.ones(len(d), dtype=bool)
+        if self._errors_only:
+            keep &= d.errors > 0
+        if self._query:
+            keep &= np.array([self._query in t for t in d.texts], dtype=bool)
+        if self._cell is not None:
+            g0, p0 = self._cell
+            keep &= np.array([any(g == g0 and p == p0 for g, p in zip(gs, ps)) for gs, ps in zip(d.gold, d.predicted)],
+                             dtype=bool)
+        self.beginResetModel()
+        self.visible = np.flatnonzero(keep)
+        self.endResetModel()
+        self.filtered.emit(len(self.visible), len(d))
+
+    def sentence_index(self, view_row: int) -> int:
+        return int(self.visible[view_row])
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.visible)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else 3
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        i = int(self.visible[index.row()])
+        d = self.data_
+        if role == Qt.ItemDataRole.DisplayRole:
+            if index.column() == self.LINE:
+                return str(d.rows[i])
+            if index.column() == self.TEXT:
+                return " ".join(d.tokens[i])
+            return str(int(d.errors[i]))
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == self.ERRORS and d.errors[i]:
+            return QColor(ERROR_COLOUR)
+        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() != self.TEXT:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+# ---------------------------------------------------------------------------- try it
+
+_taggers: dict[tuple[str, float], object] = {}
+_taggers_lock = threading.Lock()
+
+
+def tagger_for(model_dir: str | Path):
+    """A cached engine Tagger for ``model_dir``; reloaded when the folder was rewritten."""
+    from ...core.tasks.token_classification import Tagger
+
+    model_dir = Path(model_dir).resolve()
+    key = (str(model_dir), (model_dir / "config.json").stat().st_mtime)
+    with _taggers_lock:
+        if key not in _taggers:
+            _taggers.clear()  # one model at a time is plenty for a try-it box
+            _taggers[key] = Tagger(model_dir)
+        return _taggers[key]
+
+
+class _TagSignals(QObject):
+    done = Signal(int, object)
+    failed = Signal(int, str)
+
+
+class _TagJob(QRunnable):
+    def __init__(self, model_dir: str, text: str, request: int, signals: _TagSignals) -> None:
+        super().__init__()
+        self.model_dir, self.text, self.request, self.signals = model_dir, text, request, signals
+
+    def run(self) -> None:
+        try:
+            tagged = tagger_for(self.model_dir).tag(self.text)
+        except Exception as e:  # shown in the box; the app stays usable
+            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
+        else:
+            self.signals.done.emit(self.request, tagged)
+
+
+class TagTryIt(QWidget):
+    """Type a sentence, press Enter: every word with the tag the model gives it, entities highlighted."""
+
+    tagged = Signal(object)  # [{"word", "start", "end", "tag", "confidence"}, ...]
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._model_dir: str | None = None
+        self._types: list[str] = []
+        self._request = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._signals = _TagSignals()
+        self._signals.done.connect(self._on_done)
+        self._signals.failed.connect(self._on_failed)
+        self.input = QLineEdit()
+        self.input.setPlaceholderText("Type a sentence and press Enter to tag it")
+        self.input.setClearButtonEnabled(True)
+        self.input.returnPressed.connect(self.tag)
+        self.button = QPushButton("Tag")
+        self.button.clicked.connect(self.tag)
+        self.result = QTextBrowser()
+        self.result.setOpenLinks(False)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.input, 1)
+        row.addWidget(self.button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.result, 1)
+        layout.addWidget(self.status)
+        self.set_model(None)
+
+    def set_model(self, model_dir: str | Path | None, why_not: str = "", types: list[str] | None = None) -> None:
+        self._model_dir = str(model_dir) if model_dir else None
+        self._types = list(types or [])
+        self._request += 1
+        self.result.clear()
+        enabled = self._model_dir is not None
+        self.input.setEnabled(enabled)
+        self.button.setEnabled(enabled)
+        self.status.setText("" if enabled else (why_not or "This run has no exported model to try."))
+
+    @Slot()
+    def tag(self) -> None:
+        text = self.input.text().strip()
+        if not self._model_dir or not text:
+            return
+        self._request += 1
+        self.status.setText("Tagging...")
+        self.button.setEnabled(False)
+        self._pool.start(_TagJob(self._model_dir, text, self._request, self._signals))
+
+    @Slot(int, object)
+    def _on_done(self, request: int, tagged) -> None:
+        if request != self._request:
+            return
+        self.button.setEnabled(True)
+        self.status.setText("")
+        words = [t["word"] for t in tagged]
+        tags = [t["tag"] for t in tagged]
+        self.result.setHtml(f"<p>{spans_html(words, tags, self._types)}</p>" + "".join(
+            f"<br>{html.escape(t['word'])} &rarr; {html.escape(t['tag'])} ({t['confidence']:.0%})" for t in tagged))
+        self.tagged.emit(tagged)
+
+    @Slot(int, str)
+    def _on_failed(self, request: int, message: str) -> None:
+        if request != self._request:
+            return
+        self.button.setEnabled(self._model_dir is not None)
+        self.status.setText(f"Could not run the model: {message}")
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        self._request += 1
+        self._pool.waitForDone(timeout_ms)
+
+
+# ---------------------------------------------------------------------------- the view
+
+
+class TaggingView(QWidget):
+    """Shows one token-classification run; ``prepare`` reads the predictions on the loading thread."""
+
+    @staticmethod
+    def prepare(run: RunData) -> TaggedSentences:
+        return TaggedSentences.from_table(run.predictions())
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._types: list[str] = []
+        self.tiles: dict[str, MetricTile] = {}
+        self.tile_row = QHBoxLayout()
+        self.sentences_tile = MetricTile("Sentences")
+        self.errors_tile = MetricTile("Sentences with errors")
+
+        self.per_class = PerClassTable()
+        self.per_class_box = _section("Per entity", self.per_class)
+        self.confusion = ConfusionView()
+        self.confusion.cell_chosen.connect(self._on_cell_chosen)
+        self.confusion.cell_cleared.connect(self._on_cell_cleared)
+        self.try_it = TagTryIt()
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.setChildrenCollapsible(False)
+        top.addWidget(self.per_class_box)
+        top.addWidget(_section("Tag confusion", self.confusion,
+                               hint="Rows: gold tag, columns: predicted tag, per token. Click a cell to list "
+                                    "the sentences with such a token."))
+        top.addWidget(_section("Try it", self.try_it))
+
+        self.model = SentencesModel(self)
+        self.model.filtered.connect(self._on_filtered)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().hide()
+        vh = self.table.verticalHeader()
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        vh.setDefaultSectionSize(self.fontMetrics().height() + 8)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.setSectionResizeMode(SentencesModel.TEXT, QHeaderView.ResizeMode.Stretch)
+        digit = self.fontMetrics().horizontalAdvance("0")
+        hh.resizeSection(SentencesModel.LINE, digit * 8 + 16)
+        hh.resizeSection(SentencesModel.ERRORS, self.fontMetrics().horizontalAdvance("Errors") + 24)
+        self.table.selectionModel().currentRowChanged.connect(self._on_row)
+        self.detail = QTextBrowser()
+        self.detail.setOpenLinks(False)
+
+        self.errors_only = QCheckBox("Sentences with errors only")
+        self.errors_only.toggled.connect(self.model.set_errors_only)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search sentences")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self.model.set_query)
+        self.cell_label = QLabel()
+        self.show_all = QPushButton("Show all")
+        self.show_all.clicked.connect(self.confusion.clear_choice)
+        self.show_all.setVisible(False)
+        self.count = QLabel()
+        bar = QHBoxLayout()
+        bar.addWidget(self.errors_only)
+        bar.addWidget(self.search, 1)
+        bar.addWidget(self.cell_label)
+        bar.addWidget(self.show_all)
+        bar.addWidget(self.count)
+        sentences = QSplitter(Qt.Orientation.Horizontal)
+        sentences.addWidget(self.table)
+        sentences.addWidget(self.detail)
+        sentences.setStretchFactor(0, 3)
+        sentences.setStretchFactor(1, 2)
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.addLayout(bar)
+        bl.addWidget(sentences, 1)
+
+        top_w = QWidget()
+        tl = QVBoxLayout(top_w)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addLayout(self.tile_row)
+        tl.addWidget(top, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
+        split.addWidget(top_w)
+        split.addWidget(_section("Sentences", bottom))
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(split)
+
+    def _set_tiles(self, keys: list[tuple[str, str]], metrics: dict) -> None:
+        while self.tile_row.count():
+            item = self.tile_row.takeAt(0)
+            if item.widget() and item.widget() not in (self.sentences_tile, self.errors_tile):
+                item.widget().deleteLater()
+        self.tiles = {}
+        for key, title in keys:
+            tile = MetricTile(title)
+            value = metrics.get(key)
+            tile.value.setText(f"{value:.3f}" if isinstance(value, (int, float)) else "-")
+            self.tiles[key] = tile
+            self.tile_row.addWidget(tile)
+        self.tile_row.addWidget(self.sentences_tile)
+        self.tile_row.addWidget(self.errors_tile)
+        self.tile_row.addStretch(1)
+
+    def show_run(self, run: RunData, sentences: TaggedSentences) -> None:
+        report = run.report or {}
+        metrics = report.get("metrics", {})
+        spans = report.get("tag_kind") == "spans"
+        if spans:
+            keys = [("f1", "Entity F1"), ("precision", "Precision"), ("recall", "Recall"), ("accuracy", "Token accuracy")]
+        else:
+            keys = [("accuracy", "Token accuracy"), ("macro_f1", "Macro F1 (tags)")]
+        self._set_tiles(keys, metrics)
+        self.sentences_tile.value.setText(f"{report.get('n', len(sentences)):,}")
+        self.errors_tile.value.setText(f"{int((sentences.errors > 0).sum()):,}")
+        self.per_class_box.setTitle("Per entity type" if spans else "Per tag")
+        self.per_class.set_rows(report.get("per_class", []))
+        self._types = [r["label"] for r in report.get("per_class", [])] if spans else []
+        labels = report.get("confusion_labels") or report.get("labels") or []
+        self.confusion.set_matrix(labels, report.get("confusion_matrix") or [[0] * len(labels) for _ in labels])
+        self._on_cell_cleared()
+        self.model.set_sentences(sentences)
+        self.detail.clear()
+        if len(self.model.visible):
+            self.table.selectRow(0)
+        if run.model_dir is not None:
+            self.try_it.set_model(run.model_dir, types=self._types)
+        else:
+            self.try_it.set_model(None, "This run has no exported model (it did not finish), so there is nothing to try.")
+
+    def clear(self) -> None:
+        self._set_tiles([], {})
+        self.sentences_tile.value.setText("-")
+        self.errors_tile.value.setText("-")
+        self.per_class.set_rows([])
+        self.confusion.set_matrix([], [])
+        self.model.set_sentences(TaggedSentences())
+        self.detail.clear()
+        self.try_it.set_model(None, "")
+
+    def shutdown(self) -> None:
+        self.try_it.shutdown()
+
+    def show_sentence(self, i: int) -> None:
+        d = self.model.data_
+        self.detail.setHtml(sentence_html(d.tokens[i], d.gold[i], d.predicted[i], d.confidence[i], self._types,
+                                          row=d.rows[i]))
+
+    @Slot(QModelIndex, QModelIndex)
+    def _on_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if current.isValid():
+            self.show_sentence(self.model.sentence_index(current.row()))
+
+    @Slot(str, str)
+    def _on_cell_chosen(self, gold: str, predicted: str) -> None:
+        self.model.set_cell(gold, predicted)
+        self.cell_label.setText(f"Tokens tagged <b>{html.escape(gold)}</b>, predicted <b>{html.escape(predicted)}</b>")
+        self.show_all.setVisible(True)
+
+    @Slot()
+    def _on_cell_cleared(self) -> None:
+        self.model.set_cell(None)
+        self.cell_label.setText("")
+        self.show_all.setVisible(False)
+
+    @Slot(int, int)
+    def _on_filtered(self, shown: int, total: int) -> None:
+        self.count.setText(f"{total:,} sentences" if shown == total else f"{shown:,} of {total:,} sentences")
+        if shown and not self.table.selectionModel().hasSelection():
+            self.table.selectRow(0)
