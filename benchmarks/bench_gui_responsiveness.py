@@ -29,6 +29,10 @@ SST2 = ROOT.parent / "shared" / "datasets" / "sst2" / "train.tsv"
 TICK_MS = 10
 
 
+import faulthandler
+_DIAG = open(os.environ["WB_DIAG"], "w") if os.environ.get("WB_DIAG") else None
+
+
 def generated_data(folder: Path, rows: int) -> tuple[Path, Path]:
     """Sentences and a tiny word-level BERT, when the shared data is missing."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -80,6 +84,8 @@ class LatenessTimer:
         return sorted(self.values)
 
     def _tick(self) -> None:
+        if _DIAG:
+            faulthandler.dump_traceback_later(0.15, file=_DIAG)
         now = time.perf_counter()
         late = max(0.0, (now - self.last) * 1000 - TICK_MS)
         self.last = now
@@ -96,6 +102,8 @@ async def startup_warmup(window) -> tuple[list[float], float]:
     t.start()
     t0 = time.perf_counter()
     while not (warmup.done.is_set() and window.model_page.devices_loaded):
+        if time.perf_counter() - t0 > 180:
+            raise SystemExit("the start-up warm-up did not finish within 3 minutes")
         await asyncio.sleep(0.05)
     return t.stop(), time.perf_counter() - t0
 
@@ -116,6 +124,7 @@ async def run(window, data: str, model: str | None, rows: int, steps: int | None
     c.train.max_steps = steps
     window.model_page.sync_from_config()
     window.go_to("train")
+    await asyncio.sleep(1.0)  # the page is on screen before Start is pressed, as when a person uses it
 
     lateness: list[float] = []
     step_window: list[float] = []  # lateness while optimizer steps were being reported
@@ -126,6 +135,8 @@ async def run(window, data: str, model: str | None, rows: int, steps: int | None
     timer.setInterval(TICK_MS)
 
     def tick():
+        if _DIAG:
+            faulthandler.dump_traceback_later(0.15, file=_DIAG)
         now = time.perf_counter()
         late = max(0.0, (now - state["last"]) * 1000 - TICK_MS)
         state["last"] = now
@@ -207,8 +218,6 @@ def main() -> int:
     window.resize(1280, 800)
     window.show()
     with loop:
-        loop.run_until_complete(asyncio.sleep(0))
-        window.ensure_pages()
         r = loop.run_until_complete(run(window, data, model, a.rows, a.steps, a.epochs))
     window.close()
 

@@ -93,7 +93,7 @@ def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
     tok = AutoTokenizer.from_pretrained(path)
     tr_rows = read_tagged(train, cache_dir=out / "read").dataset
     te_rows = read_tagged(test, cache_dir=out / "read").dataset
-    labels = build_label_map(t for s in tr_rows["tags"] for t in s)
+    labels = build_label_map(t for s in tr_rows.data.table.column("tags").to_pylist() for t in s)
     l2i = labels.label2id
 
     def encode(batch):
@@ -125,9 +125,11 @@ def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
     res = trainer.train()
     pred = trainer.predict(te)
     names = labels.names
-    enc = tok(te_rows["tokens"], is_split_into_words=True, truncation=True, max_length=HP["max_length"])
+    te_tokens = te_rows.data.table.column("tokens").to_pylist()
+    te_tags = te_rows.data.table.column("tags").to_pylist()
+    enc = tok(te_tokens, is_split_into_words=True, truncation=True, max_length=HP["max_length"])
     gold_all, pred_all, unseen = [], [], 0
-    for i, (logits, tags) in enumerate(zip(pred.predictions, te_rows["tags"])):
+    for i, (logits, tags) in enumerate(zip(pred.predictions, te_tags)):
         wids = enc.word_ids(i)
         first = [j for j, w in enumerate(wids) if w is not None and (j == 0 or wids[j - 1] != w)]
         p = [names[k] for k in np.argmax(logits[first], -1)]

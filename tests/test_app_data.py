@@ -40,6 +40,20 @@ def test_cli_opens_the_app_for_no_command_or_a_path(monkeypatch):
     assert cli.main(["a.tsv", "b.tsv"]) == 2  # one path only; options belong to `workbench train`
 
 
+def test_a_path_given_at_launch_is_loaded(qtbot, aloop, runs_home, sentiment_tsv):
+    from workbench.app.window import MainWindow
+
+    w = MainWindow(str(sentiment_tsv))  # what `workbench PATH` does
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.state.data is not None, timeout=30000)
+    assert w.state.data.n_rows == 240 and w.data_page.stack.currentIndex() == 2
+    from workbench.app import aio
+
+    qtbot.waitUntil(lambda: w.train_page is not None and not aio._tasks, timeout=30000)
+    w.close()
+
+
 def test_drop_anywhere_loads_a_tsv_into_the_preview(qtbot, window, sentiment_tsv):
     window.go_to("train")  # dropping works whatever page is showing
     data = load(qtbot, window, sentiment_tsv, target=window.sidebar)

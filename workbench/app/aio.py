@@ -33,7 +33,7 @@ def _done(task: asyncio.Task) -> None:
 
 
 async def in_thread(executor: Executor | None, fn: Callable[..., Any], /, *args, **kwargs) -> Any:
-    loop = asyncio.get_running_loop()
+    loop = asyncio.get_event_loop()  # the running qasync loop (or, before it runs, the one set for it)
     return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
 
 

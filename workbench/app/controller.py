@@ -31,6 +31,11 @@ DRAIN_INTERVAL_MS = 100  # ~10 GUI updates a second, whatever the step rate
 # Niceness added to the training thread (and the torch threads it starts): on a busy machine the
 # scheduler serves the GUI thread first, so the window stays responsive. WORKBENCH_TRAIN_NICE=0: off.
 TRAIN_NICE = int(os.environ.get("WORKBENCH_TRAIN_NICE", "5"))
+# While the engine runs Python code (reading, tokenizing, the training loop), the GUI thread waits
+# for the GIL up to one switch interval each time it needs it, and painting needs it hundreds of
+# times a frame. 1 ms instead of 5 ms roughly halves paint times during a run (measured on the
+# Train page: 46-64 ms -> 20-42 ms); the engine's heavy work is in torch, which releases the GIL.
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 class _QueueCallbacks(Callbacks):
@@ -56,6 +61,9 @@ class _EngineThread(QThread):
     def run(self) -> None:  # on the worker thread: no Qt objects touched here
         _lower_priority(TRAIN_NICE)
         try:
+            from . import warmup
+
+            warmup.wait()  # it imports what the run needs; importing alongside it is racy
             from ..core.run import run_training
 
             _select_cuda_device(self.config.train.device)
@@ -120,6 +128,7 @@ class TrainingController(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self._thread: _EngineThread | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cancel: CancelToken | None = None

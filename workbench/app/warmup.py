@@ -1,36 +1,60 @@
-"""Import the engine's heavy libraries on a background thread once the window is on screen.
+"""Import the heavy libraries on a background thread once the window is on screen.
 
-Why: importing torch runs its C extension's initialisation (about a quarter of a second here)
-with the GIL held, and nothing can release it meanwhile, so whichever moment it happens the GUI
+Why: some imports run long C initialisations with the GIL held (torch's extension takes about a
+quarter of a second here), and nothing can release it meanwhile, so whenever they happen the GUI
 thread stalls that long. Done right after start-up, the stall falls while the user is still
-looking at the empty window, not in the middle of a run's live plots, and Start responds at
-once. ``WORKBENCH_WARMUP=0`` turns it off. Qt-free.
+looking at the new window, not in the middle of a run's live plots; Start then responds at once.
+The plotting library is imported first, so the Train page can be built on the GUI thread without
+the GUI thread paying for the import. ``WORKBENCH_WARMUP=0`` turns it off. Qt-free.
+
+Importing transformers' lazy modules while another thread uses them is racy (datasets looks up
+``transformers.PreTrainedTokenizerBase`` whenever transformers is in ``sys.modules``), so the app's
+other background jobs run ``serialized`` (one module import at most stands between them and the
+lock), and a run waits for the warm-up to finish: it needs those same modules anyway.
 """
 
 from __future__ import annotations
 
+import functools
+import gc
 import importlib
 import os
 import threading
 import time
+from typing import Callable, TypeVar
 
-# What the first run imports, heaviest first.
+T = TypeVar("T")
+
+# In the order they are needed: the plots of the Train page, then what the first run imports.
 MODULES = (
+    "pyqtgraph",
     "torch",
+    "torch._dynamo",  # torch.optim imports it when the first optimizer is built
     "transformers",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.models.bert.modeling_bert",  # the default backbone's model code
     "datasets",
+    "sklearn.metrics",
     "workbench.core.run",
     "workbench.core.training.loop",
     "workbench.core.tasks.text_classification",
-    "sklearn.metrics",
 )
 
 done = threading.Event()
+lock = threading.RLock()  # held while one module imports, and by the app's background jobs
 seconds: float | None = None
+_finished: set[str] = set()
+_thread: threading.Thread | None = None
 
 
 def enabled() -> bool:
     return os.environ.get("WORKBENCH_WARMUP", "1").lower() not in ("0", "false", "no", "off")
+
+
+def imported(name: str) -> bool:
+    """Whether the warm-up has finished importing ``name`` (or has stopped altogether)."""
+    return name in _finished or done.is_set()
 
 
 def _run() -> None:
@@ -38,21 +62,35 @@ def _run() -> None:
     t0 = time.perf_counter()
     try:
         for name in MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:  # a missing optional library shows up, with its message, when a run needs it
-                continue
-        if "transformers" in importlib.sys.modules:
-            import transformers
-
-            # Resolving the lazy attributes imports the auto classes' modules, as a run will.
-            transformers.AutoTokenizer, transformers.AutoModelForSequenceClassification  # noqa: B018
+            with lock:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # a missing optional library shows up, with its message, when a run needs it
+                    pass
+            _finished.add(name)
+        with lock:
+            gc.collect()  # what the imports left as garbage goes now, not at a random later moment
+            gc.freeze()
     finally:
         seconds = time.perf_counter() - t0
         done.set()
 
 
-_thread: threading.Thread | None = None
+def serialized(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` made to run between the warm-up's imports, never during one."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with lock:
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def wait() -> None:
+    """Block until a started warm-up has finished (returns at once when none was started)."""
+    if _thread is not None:
+        done.wait()
 
 
 def start() -> bool:

@@ -280,7 +280,7 @@ IMAGE_MODELS: tuple[ImageModelSpec, ...] = (
         image_size=128,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
-        num_parameters=1_173_216,  # without its head
+        num_parameters=388_896,  # without its head
         summary="a small 4-block CNN trained from scratch (no pretraining): a baseline to compare against",
     ),
 )

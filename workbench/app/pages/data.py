@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 
 from ...core.cancel import CancelToken
 from ...core.errors import Cancelled, InputError
-from .. import aio
+from .. import aio, warmup
 from ..dataset import LoadedData, load_data, with_columns
 from ..state import AppState
 from ..widgets.bar_chart import ClassBarChart
@@ -368,7 +368,8 @@ class DataPage(QWidget):
         progress = aio.threadsafe(self._on_progress)
         phase = aio.threadsafe(self._on_phase)
         try:
-            loaded = await aio.in_thread(self._executor, load_data, path, progress=progress, phase=phase, cancel=token)
+            loaded = await aio.in_thread(self._executor, warmup.serialized(load_data), path, progress=progress,
+                                         phase=phase, cancel=token)
         except Cancelled:
             if token is self._token:
                 self._token = None
@@ -572,7 +573,7 @@ class DataPage(QWidget):
         self.status.emit("Checking the rows…")
         token = self._token = CancelToken()
         try:
-            loaded = await aio.in_thread(self._executor, with_columns, data, text, label, cancel=token)
+            loaded = await aio.in_thread(self._executor, warmup.serialized(with_columns), data, text, label, cancel=token)
         except Cancelled:
             return
         if token is not self._token or self.state.data is not data:

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 
 from ...core.config import DEFAULT_MODEL, TrainConfig
 from ...core.errors import InputError
-from .. import aio
+from .. import aio, warmup
 from ..state import AppState
 from ..widgets.spinboxes import LearningRateSpinBox
 
@@ -333,7 +333,7 @@ class ModelPage(QWidget):
             cls = detect_task(path)
             return cls.name, cls.title, tuple(cls.metric_names), cls.default_metric
 
-        name, title, metrics, default = await aio.in_thread(self._executor, detect)
+        name, title, metrics, default = await aio.in_thread(self._executor, warmup.serialized(detect))
         self.task_note.setText(f"Detected from {Path(path).name}: {title}.")
         self._setting = True
         try:
@@ -361,7 +361,7 @@ class ModelPage(QWidget):
     async def _load_catalog(self) -> None:
         from ...core.backbones import offline_backbones
 
-        found = await aio.in_thread(self._executor, offline_backbones, "text")
+        found = await aio.in_thread(self._executor, warmup.serialized(offline_backbones), "text")
         for info in found:
             self._add_backbone(info)
         self.catalog_loaded = True
@@ -376,7 +376,7 @@ class ModelPage(QWidget):
     async def _load_devices(self) -> None:
         from ...core.device import available_devices
 
-        devices = await aio.in_thread(self._executor, available_devices)
+        devices = await aio.in_thread(self._executor, warmup.serialized(available_devices))
         self._setting = True
         try:
             current = self.state.config.train.device
@@ -446,7 +446,7 @@ class ModelPage(QWidget):
 
         self.backbone_note.setText(f"Checking {name}…")
         try:
-            info = await aio.in_thread(self._executor, resolve_backbone, name)
+            info = await aio.in_thread(self._executor, warmup.serialized(resolve_backbone), name)
         except InputError as e:
             self.backbone_note.setText(f"⚠ {e}")
             return

@@ -411,14 +411,14 @@ class TrainPage(QWidget):
     @Slot(list)
     def on_events(self, batch: list[dict]) -> None:
         """Apply a batch of events (dicts as in metrics.jsonl), then redraw every curve once."""
-        plots_changed = False
+        steps_changed = evals_changed = False
         for e in batch:
             kind = e.get("event")
             if kind == "StepMetrics":
                 self._on_step(e)
-                plots_changed = True
+                steps_changed = True
             elif kind == "EvalMetrics":
-                plots_changed |= self._on_eval(e)
+                evals_changed |= self._on_eval(e)
             elif kind == "PhaseChanged":
                 self._on_phase(e)
             elif kind == "Progress":
@@ -431,8 +431,8 @@ class TrainPage(QWidget):
                 self._log(f"Failed: {e.get('message', '')}", e.get("time"))
             elif kind == "Cancelled":
                 self._log("Cancelled.", e.get("time"))
-        if plots_changed:
-            self._redraw()
+        if steps_changed or evals_changed:
+            self._redraw(steps=steps_changed, evals=evals_changed)
 
     def _on_step(self, e: dict) -> None:
         step, total = int(e["step"]), int(e["total_steps"])
@@ -478,14 +478,17 @@ class TrainPage(QWidget):
             self.progress.setValue(int(1000 * done / total))
             self.progress.setFormat(f"{PHASES.get(e.get('phase', ''), e.get('phase', ''))} %p%")
 
-    def _redraw(self) -> None:
+    def _redraw(self, steps: bool = True, evals: bool = True) -> None:
+        """One setData per changed curve; a plot whose curves did not change is not repainted."""
         s = self.series
-        self.raw_curve.setData(s.step, s.loss)
-        self.ema_curve.setData(s.step, s.ema)
-        self.val_loss_curve.setData(s.eval_step, s.val_loss)
-        self.acc_curve.setData(s.eval_step, s.accuracy)
-        self.f1_curve.setData(s.eval_step, s.macro_f1)
-        self.lr_curve.setData(s.step, s.lr)
+        if steps:
+            self.raw_curve.setData(s.step, s.loss)
+            self.ema_curve.setData(s.step, s.ema)
+            self.lr_curve.setData(s.step, s.lr)
+        if evals:
+            self.val_loss_curve.setData(s.eval_step, s.val_loss)
+            self.acc_curve.setData(s.eval_step, s.accuracy)
+            self.f1_curve.setData(s.eval_step, s.macro_f1)
         self.redraws += 1
 
     def _log(self, text: str, when: float | None = None) -> None:

@@ -347,6 +347,8 @@ class TokenClassification(Task):
             "n_words": int(offsets[-1]),
         }
         self.window_stats[name] = stats
+        if name == "train":
+            self.words_per_row = float(int(offsets[-1]) / max(stats.windows, 1))
         if stats.split_sentences:
             callbacks.on_event(Warning_(
                 f"{stats.split_sentences:,} of {n:,} {name} sentences are longer than --max-length {max_length} "
@@ -380,12 +382,16 @@ class TokenClassification(Task):
         }
 
     def loss(self, logits, labels):
+        import os
+
         import torch.nn.functional as F
 
         # A sum over labelled sub-words divided by their count (at least 1): no NaN for a batch whose
         # words all carry tags unseen in training, and no host-device sync to check for one.
         total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                 ignore_index=IGNORE, reduction="sum")
+        if os.environ.get("WB_FIXED_NORM") and logits.requires_grad:
+            return total / (self.words_per_row * labels.shape[0])
         return total / (labels != IGNORE).sum().clamp(min=1)
 
     # ---- evaluation -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The generic training loop. It knows the Task interface and nothing about any model or task.
 
-AdamW (fused on CUDA), linear warm-up then decay, bf16/fp16 autocast on GPUs, gradient
+AdamW (fused on CUDA and the CPU), linear warm-up then decay, bf16/fp16 autocast on GPUs, gradient
 accumulation and clipping, evaluation each epoch and optionally every N steps, early stopping with
 the best weights restored. The cancel token is checked before every micro-batch.
 """
@@ -82,7 +82,10 @@ class TrainingLoop:
             {"params": decay, "weight_decay": self.cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        kwargs = {"fused": True} if self.device.type == "cuda" else {}
+        # The fused kernel updates all parameters in a few passes. On the CPU it is ~5x faster than
+        # torch's default there (one small op per tensor), which for short inputs costs as much as
+        # the forward pass; transformers' Trainer uses it too.
+        kwargs = {"fused": True} if self.device.type in ("cuda", "cpu") else {}
         opt = torch.optim.AdamW(groups, lr=self.cfg.lr, **kwargs)
         warmup = int(round(self.cfg.warmup_ratio * total_steps))
         return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
