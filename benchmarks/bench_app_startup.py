@@ -76,7 +76,7 @@ def main() -> int:
     print(f"heavy modules imported before the first paint: {sorted(loaded) or 'none'}"
           + (f"  <-- {bad} must not be" if bad else ""))
     if a.importtime:
-        print("slowest imports of a probe launch (cumulative seconds; pages built just after the first paint included):")
+        print("slowest imports before the first paint (cumulative seconds):")
         for seconds, name in import_profile(env, 15):
             print(f"  {seconds:6.3f}  {name}")
     return 1 if bad else 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import random
 import sys
@@ -29,8 +30,7 @@ SST2 = ROOT.parent / "shared" / "datasets" / "sst2" / "train.tsv"
 TICK_MS = 10
 
 
-import faulthandler
-_DIAG = open(os.environ["WB_DIAG"], "w") if os.environ.get("WB_DIAG") else None
+_DIAG = None  # --stacks FILE: every thread's stack goes there whenever the GUI thread is 150 ms late
 
 
 def generated_data(folder: Path, rows: int) -> tuple[Path, Path]:
@@ -191,7 +191,11 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=400, help="training rows (a stratified sample)")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=None, help="stop after this many steps")
+    ap.add_argument("--stacks", metavar="FILE", help="write every thread's stack to FILE whenever the GUI thread "
+                                                     "is 150 ms late (faulthandler: works while the GIL is held)")
     a = ap.parse_args()
+    global _DIAG
+    _DIAG = open(a.stacks, "w") if a.stacks else None
     os.environ["WORKBENCH_HOME"] = tempfile.mkdtemp(prefix="wb-responsive-")
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -65,7 +65,8 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int)
     while not window.model_page.devices_loaded:
         await settle(0.2)
     t = window.state.config.train
-    t.epochs, t.max_length, t.batch_size, t.eval_steps, t.max_steps = 1.0, 48, 16, max(steps // 4, 1), steps
+    t.epochs, t.max_length, t.batch_size, t.lr = 1.0, 48, 16, 1e-4
+    t.eval_steps, t.max_steps = max(steps // 4, 1), steps
     window.model_page.sync_from_config()
     window.state.touch_config()
     await settle()

@@ -62,20 +62,16 @@ def test_drop_anywhere_loads_a_tsv_into_the_preview(qtbot, window, sentiment_tsv
     page = window.data_page
     model = page.preview_model
     assert model.rowCount() == 240 and model.columns == ["text", "label"]
+    from PySide6.QtCore import Qt
+
     # Row headers are file line numbers: the header is line 1, so the first row is line 2.
-    assert model.headerData(0, Qt().Orientation.Vertical) == "2"
+    assert model.headerData(0, Qt.Orientation.Vertical) == "2"
     assert (page.text_combo.currentText(), page.label_combo.currentText()) == ("text", "label")
     assert dict(page.chart.counts()) == {"pos": 120, "neg": 120}
     c = window.state.config.data
     assert c.train == str(Path(sentiment_tsv).resolve()) and (c.text_column, c.label_column) == ("text", "label")
     assert window.step_reason("train") == ""
     assert str(Path(sentiment_tsv).resolve()) == window.recent_files()[0]
-
-
-def Qt():  # a tiny indirection so the module imports no Qt before pytest-qt configures it
-    from PySide6.QtCore import Qt as _Qt
-
-    return _Qt
 
 
 def test_drop_on_a_text_field_still_opens_the_file(qtbot, window, sentiment_tsv, tmp_path):

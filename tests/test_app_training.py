@@ -160,3 +160,24 @@ def test_reopening_a_past_run_replays_its_curves(qtbot, window, sentiment_tsv, t
     assert window.current_step() == "evaluate"
     assert window.train_page.series.loss == live and window.train_page.phase.text() == "Finished"
     assert window.state.run_dir == run_dir
+
+
+def test_a_conll_file_trains_as_token_classification(qtbot, window, tiny_model_dir, tmp_path):
+    from conftest import NEUTRAL, POSITIVE
+
+    lines = []
+    for i in range(80):
+        words = NEUTRAL[i % 5: i % 5 + 4] + [POSITIVE[i % len(POSITIVE)]]
+        lines += [f"{w} {'B-POS' if w in POSITIVE else 'O'}" for w in words] + [""]
+    path = tmp_path / "tags.conll"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = load(qtbot, window, path)
+    assert data.task == "token-classification" and data.usable and not data.checked_here
+    page = window.data_page
+    assert not page.columns_box.isVisibleTo(page) and page.preview_model.rowCount() == len(lines)
+    assert window.state.config.data.delimiter is None and window.step_reason("train") == ""
+    use_tiny_model(qtbot, window, tiny_model_dir, max_steps=3)
+    run_dir = _start(qtbot, window)
+    with qtbot.waitSignal(window.controller.finished, timeout=120000) as done:
+        pass
+    assert done.args[0].task == "token-classification" and _status(run_dir)["state"] == "finished"

@@ -34,9 +34,19 @@ class LoadedData:
     report: Any | None  # ValidationReport of the training file
     problem: str | None = None  # why the file cannot be trained on as it is (shown on the page)
     notes: list[str] = field(default_factory=list)  # how a folder was read, encoding warnings
+    task: str = "text-classification"  # the task the data looks like (workbench.core.tasks.detect_task)
+    task_title: str = "Text classification"
+
+    @property
+    def checked_here(self) -> bool:
+        """Whether the Data page ran the task's checks (text classification); other tasks' data is
+        checked by the engine when a run starts."""
+        return self.task == "text-classification"
 
     @property
     def usable(self) -> bool:
+        if not self.checked_here:
+            return self.problem is None
         return self.choice is not None and self.problem is None and (self.report is None or self.report.ok)
 
     @property
@@ -96,13 +106,60 @@ def load_data(
     from ..core.data import read_table
     from ..core.data.tabular import LINE_COLUMN, arrow_table
 
+    from ..core.tasks import detect_task
+
     say = phase or (lambda _: None)
     train, val, test, notes = resolve_data_path(path)
+    task = detect_task(train)
     say("Reading")
+    if task.name != "text-classification":
+        return _other_task(train, val, test, notes, task, progress, cancel)
     table = read_table(train, progress=progress, cancel=cancel)
     preview = arrow_table(table.dataset, [*table.columns, LINE_COLUMN])
     loaded = LoadedData(train.resolve(), val, test, table, preview, None, None, None, notes=notes + table.warnings)
     return with_columns(loaded, text_column, label_column, phase=say, cancel=cancel)
+
+
+class _LinesTable:
+    """What the pages read of a Table, for files shown line by line (CoNLL and the like)."""
+
+    class format:  # noqa: N801 - mirrors TableFormat
+        delimiter = None
+        has_header = None
+        encoding = "utf-8"
+        delimiter_name = "no"
+
+    def __init__(self, path: Path, columns: list[str], n_rows: int) -> None:
+        self.path, self.columns, self.n_rows = path, columns, n_rows
+        self.malformed: list = []
+        self.warnings: list = []
+
+
+PREVIEW_LINES = 100_000
+
+
+def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel) -> LoadedData:
+    """Data of a task other than text classification: a line-by-line preview; the engine checks it."""
+    import pyarrow as pa
+
+    from ..core.data.tabular import LINE_COLUMN
+
+    lines, numbers = [], []
+    total = max(train.stat().st_size, 1)
+    with open(train, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if number % 10_000 == 0:
+                cancel.raise_if_cancelled()
+                if progress:
+                    progress(f.buffer.tell() if hasattr(f, "buffer") else 0, total)
+            if len(lines) < PREVIEW_LINES:
+                lines.append(line.rstrip("\r\n"))
+                numbers.append(number)
+    preview = pa.table({"line": pa.array(lines, pa.string()), LINE_COLUMN: pa.array(numbers, pa.int64())})
+    note = (f"Detected task: {task.title}. Its checks run when training starts; the preview shows the file's "
+            f"first {len(lines):,} lines as they are.")
+    return LoadedData(train.resolve(), val, test, _LinesTable(train, ["line"], len(lines)), preview, None, None, None,
+                      notes=[*notes, note], task=task.name, task_title=task.title)
 
 
 def with_columns(

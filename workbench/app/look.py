@@ -29,8 +29,7 @@ QFrame#sidebarFrame { background: palette(window); border-right: 1px solid palet
 def app_icon() -> QIcon:
     """The SVG and PNG icons from resources/, or the same drawing painted here when they are absent."""
     icon = QIcon()
-    for name in ("workbench.svg", "workbench-256.png", "workbench-512.png"):
-        p = RESOURCES / name
+    for p in [RESOURCES / "workbench.svg", *sorted(RESOURCES.glob("workbench-*.png"))]:
         if p.is_file():
             icon.addFile(str(p))
     if icon.isNull():

@@ -59,6 +59,7 @@ def main(path: str | None = None) -> int:
     from .window import MainWindow
 
     window = MainWindow(path)
+    sys.excepthook = _excepthook_showing(window)
     if os.environ.get("WORKBENCH_STARTUP_PROBE"):
         window.first_painted.connect(lambda: _report_first_paint(app))
     window.show()
@@ -69,6 +70,24 @@ def main(path: str | None = None) -> int:
         # The window waited for its run on close; this catches any other way out (a signal, quit()).
         window.controller.shutdown(None)
     return 0
+
+
+def _excepthook_showing(window):
+    """Unexpected errors in a slot or a UI flow: printed, and shown in a dialog; the app carries on."""
+    import traceback
+
+    from PySide6.QtWidgets import QMessageBox
+
+    def hook(kind, value, tb) -> None:
+        details = "".join(traceback.format_exception(kind, value, tb))
+        sys.__stderr__.write(details)
+        box = QMessageBox(QMessageBox.Icon.Warning, "Unexpected error", f"{kind.__name__}: {value}",
+                          QMessageBox.StandardButton.Ok, window)
+        box.setInformativeText("The app carries on; the details below help to report it.")
+        box.setDetailedText(details)
+        box.open()
+
+    return hook
 
 
 def _report_first_paint(app) -> None:

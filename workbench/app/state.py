@@ -62,6 +62,10 @@ class AppState(QObject):
     def _pin_columns(self, data: LoadedData) -> None:
         # What the preview showed is what the engine reads: the format and columns are pinned.
         d = self.config.data
+        if not getattr(data, "checked_here", True):
+            # The engine reads other tasks' files its own way (CoNLL, pairs, scores): pin nothing.
+            d.delimiter = d.has_header = d.text_column = d.label_column = None
+            return
         d.delimiter = data.table.format.delimiter
         d.has_header = data.table.format.has_header
         d.text_column = data.choice.text if data.choice else None

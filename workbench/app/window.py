@@ -15,10 +15,9 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QColor, QDropEvent, QFont, QIcon, QKeySequence, QPainter, QPalette, QPixmap
+from PySide6.QtGui import QAction, QColor, QFont, QIcon, QKeySequence, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
-    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -53,23 +52,28 @@ CLOSE_WAIT_S = 2.0  # cancelling takes effect within a step; past this the windo
 
 
 def _badge(text: str, color: QColor, size: int = 22) -> QIcon:
+    """A numbered disc for the sidebar: accent on white text, inverted on the selected row."""
     ratio = QApplication.instance().devicePixelRatio() if QApplication.instance() else 1.0
-    pm = QPixmap(int(size * ratio), int(size * ratio))
-    pm.setDevicePixelRatio(ratio)
-    pm.fill(Qt.GlobalColor.transparent)
-    p = QPainter(pm)
-    p.setRenderHint(QPainter.RenderHint.Antialiasing)
-    p.setPen(Qt.PenStyle.NoPen)
-    p.setBrush(color)
-    p.drawEllipse(1, 1, size - 2, size - 2)
-    f = QFont()
-    f.setBold(True)
-    f.setPixelSize(int(size * 0.55))
-    p.setFont(f)
-    p.setPen(QColor("white"))
-    p.drawText(0, 0, size, size, Qt.AlignmentFlag.AlignCenter, text)
-    p.end()
-    return QIcon(pm)
+    icon = QIcon()
+    for mode, disc, ink in ((QIcon.Mode.Normal, color, QColor("white")),
+                            (QIcon.Mode.Selected, QColor("white"), color)):
+        pm = QPixmap(int(size * ratio), int(size * ratio))
+        pm.setDevicePixelRatio(ratio)
+        pm.fill(Qt.GlobalColor.transparent)
+        p = QPainter(pm)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(disc)
+        p.drawEllipse(1, 1, size - 2, size - 2)
+        f = QFont()
+        f.setBold(True)
+        f.setPixelSize(int(size * 0.55))
+        p.setFont(f)
+        p.setPen(ink)
+        p.drawText(0, 0, size, size, Qt.AlignmentFlag.AlignCenter, text)
+        p.end()
+        icon.addPixmap(pm, mode)
+    return icon
 
 
 class _StepHost(QStackedWidget):

@@ -78,6 +78,7 @@ class _FileField(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         self.edit = QLineEdit()
         self.edit.setPlaceholderText(placeholder)
+        self.edit.setToolTip("A separate file; without one, part of the training file is held out")
         self.edit.setReadOnly(True)
         self.browse = QPushButton("Browse…")
         self.clear = QToolButton()
@@ -101,7 +102,7 @@ class _FileField(QWidget):
 
     def set_path(self, path: str | None, emit: bool = False) -> None:
         self.edit.setText(path or "")
-        self.edit.setToolTip(path or "")
+        self.edit.setToolTip(path or "A separate file; without one, part of the training file is held out")
         self.clear.setEnabled(bool(path))
         if emit:
             self.changed.emit()
@@ -226,12 +227,14 @@ class DataPage(QWidget):
         self.text_combo.currentTextChanged.connect(self._columns_edited)
         self.label_combo.currentTextChanged.connect(self._columns_edited)
         side_lay.addWidget(cols)
+        self.columns_box = cols
 
         classes = QGroupBox("Classes")
         cl = QVBoxLayout(classes)
         self.chart = ClassBarChart()
         cl.addWidget(self.chart)
         side_lay.addWidget(classes)
+        self.classes_box = classes
 
         checks = QGroupBox("Checks")
         ch = QVBoxLayout(checks)
@@ -268,8 +271,8 @@ class DataPage(QWidget):
         self.test_fraction.setDecimals(0)
         self.test_fraction.setToolTip("Share of the training file held out for the final report; never seen in "
                                       "training")
-        self.val_file = _FileField("held out from the training file")
-        self.test_file = _FileField("held out from the training file")
+        self.val_file = _FileField("optional")
+        self.test_file = _FileField("optional")
         self.sample_rows = QSpinBox()
         self.sample_rows.setRange(0, 100_000_000)
         self.sample_rows.setSingleStep(1000)
@@ -380,6 +383,11 @@ class DataPage(QWidget):
                 self._token = None
                 self._back_to_start(str(e), error=True)
             return
+        except Exception as e:  # an unexpected failure: say so on the page, and report it
+            if token is self._token:
+                self._token = None
+                self._back_to_start(f"Could not read {Path(path).name}: {type(e).__name__}: {e}", error=True)
+            raise
         if token is not self._token:
             return  # a newer load took over
         self._token = None
@@ -428,8 +436,11 @@ class DataPage(QWidget):
         self.file_title.setText(loaded.path.name)
         self.file_title.setToolTip(str(loaded.path))
         fmt = table.format
-        parts = [f"{loaded.n_rows:,} rows", f"{len(table.columns)} columns", f"{fmt.delimiter_name}-separated",
-                 "with a header row" if fmt.has_header else "no header row", fmt.encoding]
+        if loaded.checked_here:
+            parts = [f"{loaded.n_rows:,} rows", f"{len(table.columns)} columns", f"{fmt.delimiter_name}-separated",
+                     "with a header row" if fmt.has_header else "no header row", fmt.encoding]
+        else:
+            parts = [loaded.task_title, f"{loaded.n_rows:,} lines shown"]
         info = " · ".join(parts)
         if loaded.notes:
             info += "\n" + "\n".join(loaded.notes)
@@ -458,6 +469,14 @@ class DataPage(QWidget):
         self.stack.setCurrentIndex(2)
 
     def _show_columns(self, loaded: LoadedData) -> None:
+        self.columns_box.setVisible(loaded.checked_here)
+        self.classes_box.setVisible(loaded.checked_here)
+        self.skip_bad.setVisible(bool(loaded.table.malformed))
+        if not loaded.checked_here:
+            if self._model is not None:
+                self.preview.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+            self._fill_findings(loaded)
+            return
         choice = loaded.choice
         self._setting = True
         try:
@@ -477,7 +496,6 @@ class DataPage(QWidget):
             self.columns_note.setText("Chosen from the column names and contents; change them if they are wrong.")
         self.chart.set_counts(loaded.class_counts)
         self._fill_findings(loaded)
-        self.skip_bad.setVisible(bool(loaded.table.malformed))
 
     def _size_columns(self, loaded: LoadedData) -> None:
         header = self.preview.horizontalHeader()
@@ -506,6 +524,8 @@ class DataPage(QWidget):
 
         if loaded.problem:
             add(loaded.problem, SEVERITY_ICON["error"])
+        if not loaded.checked_here:
+            add(loaded.notes[-1] if loaded.notes else f"Detected task: {loaded.task_title}.", SEVERITY_ICON["info"])
         report = loaded.report
         if report is None:
             return

@@ -54,6 +54,14 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def format_lr(lr: float) -> str:
+    """5e-5, 1.5e-4, 0.01: how people write learning rates."""
+    if lr >= 1e-3:
+        return f"{lr:g}"
+    mantissa, exponent = f"{lr:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def _metric_text(metrics: dict) -> str:
     keys = [k for k in ("accuracy", "macro_f1", "weighted_f1", "loss") if k in metrics]
     return ", ".join(f"{k.replace('_', ' ')} {metrics[k]:.4f}" for k in keys)
@@ -244,7 +252,7 @@ class TrainPage(QWidget):
                 lb.setAlpha(200)
                 item.legend.setBrush(pg.mkBrush(lb))
         faint = QColor(accent)
-        faint.setAlphaF(0.35)
+        faint.setAlphaF(0.55 if dark else 0.35)
         self.raw_curve.setPen(pg.mkPen(faint, width=1))
         self.ema_curve.setPen(pg.mkPen(accent, width=2.5))
 
@@ -308,7 +316,7 @@ class TrainPage(QWidget):
         steps = f", at most {c.train.max_steps} steps" if c.train.max_steps else ""
         device = {"auto": "automatic device"}.get(c.train.device, c.train.device)
         self.summary.setText(f"<b>{model}</b>{rows} · {epochs}{steps} · batch {c.train.batch_size} · "
-                             f"lr {c.train.lr:.3g} · {device}")
+                             f"lr {format_lr(c.train.lr)} · {device}")
 
     # ---- running ------------------------------------------------------------------------------------
     @Slot()
@@ -463,8 +471,10 @@ class TrainPage(QWidget):
         title = PHASES.get(phase, phase.replace("_", " ").capitalize())
         if not self.controller.is_cancelling:
             self.phase.setText(title + ("" if phase == "model_ready" else "…"))
-        if phase in ("reading", "validating", "tokenizing", "loading_model") and not self._total_steps:
-            self.progress.setRange(0, 0)  # busy until a Progress event brings numbers
+        if phase in ("reading", "validating", "tokenizing", "loading_model", "model_ready", "training") \
+                and not self._total_steps:
+            self.progress.setRange(0, 0)  # busy until a Progress event or the first step brings numbers
+            self.progress.setFormat("")
         if phase == "training" and not detail:
             return  # back to training after an evaluation: not worth a log line
         self._log(f"{title}{': ' + detail if detail else ''}", e.get("time"))

@@ -22,6 +22,13 @@ class DropZone(QFrame):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(40, 40, 40, 40)
         lay.addStretch(1)
+        from ..look import app_icon
+
+        logo = QLabel()
+        logo.setPixmap(app_icon().pixmap(72, 72))
+        logo.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        lay.addWidget(logo)
+        lay.addSpacing(8)
         title = QLabel("Drop a data file or folder here")
         f = title.font()
         f.setPointSizeF(f.pointSizeF() * 1.5)
