@@ -212,6 +212,6 @@ def test_model_page_lists_offline_backbones_and_writes_settings(qtbot, window, t
     page.patience.setValue(2)
     t = window.state.config.train
     assert (t.epochs, t.lr, t.early_stopping_patience) == (2.0, 3e-5, 2)
-    assert page.lr.text() == "3e-05"
+    assert page.lr.text() == "3e-5"
     wait_task(qtbot, page.use_backbone(str(tiny_model_dir / "missing")))
     assert "does not exist" in page.backbone_note.text()

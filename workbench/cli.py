@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .core.tasks import task_names
 
-    p = _Parser(prog="workbench", description="Fine-tune pretrained models on your own data.")
+    p = _Parser(prog="workbench", description="Fine-tune pretrained models on your own data. Without a command, "
+                "`workbench [PATH]` opens the desktop app (with PATH, a data file or folder, loaded).")
     p.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from ..controller import TrainingController
 from ..state import AppState
+from ..widgets.spinboxes import format_lr
 
 PHASES = {
     "reading": "Reading data",
@@ -52,14 +53,6 @@ def format_duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def format_lr(lr: float) -> str:
-    """5e-5, 1.5e-4, 0.01: how people write learning rates."""
-    if lr >= 1e-3:
-        return f"{lr:g}"
-    mantissa, exponent = f"{lr:.3e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def _metric_text(metrics: dict) -> str:

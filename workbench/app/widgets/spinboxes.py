@@ -8,8 +8,16 @@ from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QDoubleSpinBox
 
 
+def format_lr(lr: float) -> str:
+    """5e-5, 1.5e-4, 0.01: learning rates as people write them."""
+    if lr >= 1e-3:
+        return f"{lr:g}"
+    mantissa, exponent = f"{lr:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 class LearningRateSpinBox(QDoubleSpinBox):
-    """Shows 5e-05 rather than 0.00005; the arrows multiply or divide by about 2 (1, 2, 5 steps)."""
+    """Shows 5e-5 rather than 0.00005; the arrows step through 1, 2, 3, 5 × 10ⁿ."""
 
     LADDER = (1.0, 2.0, 3.0, 5.0)
 
@@ -20,7 +28,7 @@ class LearningRateSpinBox(QDoubleSpinBox):
         self.setKeyboardTracking(False)
 
     def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt API
-        return f"{value:.3g}"
+        return format_lr(value)
 
     def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt API
         try:
