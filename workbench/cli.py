@@ -229,6 +229,8 @@ def open_app(path: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--sample"]:
+        return open_app(":sample:")  # the app with the bundled tweets corpus loaded, ready to train
     if not argv or (argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")):
         if len(argv) > 1:
             print("workbench: give one data file or folder to open in the app; for options use "

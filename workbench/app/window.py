@@ -76,6 +76,10 @@ def _badge(text: str, color: QColor, size: int = 22) -> QIcon:
     return icon
 
 
+
+# `workbench --sample`: open the bundled real dataset (the tweets corpus) with quick-trial settings.
+SAMPLE = ":sample:"
+
 class _StepHost(QStackedWidget):
     """Holds a step's page, or the placeholder saying why the step cannot work yet."""
 
@@ -262,7 +266,10 @@ class MainWindow(QMainWindow):
             return  # the start-up benchmark quits now: no background work to wait for
         if self._initial_path:
             path, self._initial_path = self._initial_path, None
-            self.data_page.open_path(path)
+            if path == SAMPLE:
+                self.data_page.open_sample()
+            else:
+                self.data_page.open_path(path)
         self.ensure_run_pages()  # light: Qt widgets and numpy
         self.model_page.load_catalog()
         warmup.start()

@@ -41,12 +41,16 @@ def classification_pipeline(model_dir: str | Path):
         import os
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from transformers import pipeline
-        from transformers.utils import logging
+        from .. import warmup
+
+        with warmup.lock:  # importing transformers from two threads at once is racy
+            from transformers import pipeline
+            from transformers.utils import logging
 
         logging.set_verbosity_error()
         logging.disable_progress_bar()  # "Loading weights" bars belong in a terminal, not the app's stderr
-        clf = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")
+        with warmup.lock:
+            clf = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")
         _cache[key] = clf
         while len(_cache) > 2:  # a model each for the last two runs looked at
             _cache.popitem(last=False)

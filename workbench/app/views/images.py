@@ -442,9 +442,13 @@ def predict_image(model_dir: str | Path, path: str) -> list[tuple[str, float]]:
     if read_image_config(model_dir) is not None:
         top = classify_images(model_dir, [path], top_k=10_000)[0]
         return [(t["label"], t["score"]) for t in top]
-    from transformers import pipeline
+    from .. import warmup
 
-    out = pipeline("image-classification", model=str(model_dir))(path, top_k=None)
+    with warmup.lock:  # importing transformers from two threads at once is racy
+        from transformers import pipeline
+
+        pipe = pipeline("image-classification", model=str(model_dir))
+    out = pipe(path, top_k=None)
     return [(o["label"], float(o["score"])) for o in out]
 
 

@@ -155,10 +155,13 @@ def predict_value(model_dir: str | Path, text: str, text_pair: str | None = None
     key = (str(model_dir), (model_dir / "config.json").stat().st_mtime)
     with _pipes_lock:
         if key not in _pipes:
-            from transformers import pipeline
+            from .. import warmup
 
             _pipes.clear()
-            _pipes[key] = pipeline("text-classification", model=str(model_dir), function_to_apply="none", device="cpu")
+            with warmup.lock:  # importing transformers from two threads at once is racy
+                from transformers import pipeline
+
+                _pipes[key] = pipeline("text-classification", model=str(model_dir), function_to_apply="none", device="cpu")
         pipe = _pipes[key]
     inputs = {"text": text, "text_pair": text_pair} if text_pair is not None else text
     out = pipe(inputs, truncation=True)

@@ -101,10 +101,20 @@ def named_pair(header: list[str]) -> tuple[int, int] | None:
     return None
 
 
+CLASS_NAMES = frozenset(
+    {"label", "labels", "class", "category", "sentiment", "topic", "intent", "gold_label", "class_label", "target", "y"}
+)
+
+
 def score_column(sample: TableSample, exclude: tuple[int, ...] = ()) -> int | None:
     """The column that holds a continuous score: by name first, else the last continuous column."""
     if sample.header:
         names = [norm_name(h) for h in sample.header]
+        # A categorical column named like a class label ("sentiment" beside a "confidence" number)
+        # makes the file a classification one, whatever other numeric columns it has.
+        for j, name in enumerate(names):
+            if name in CLASS_NAMES and j not in exclude and not continuous(sample.column(j)):
+                return None
         for name in SCORE_NAMES:
             if name in names and names.index(name) not in exclude and continuous(sample.column(names.index(name))):
                 return names.index(name)

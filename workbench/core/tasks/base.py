@@ -62,6 +62,8 @@ class Task(ABC):
     greater_is_better: ClassVar[dict[str, bool]] = {"loss": False}
     default_metric: ClassVar[str] = "macro_f1"
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "weighted_f1", "loss")
+    # The loss averages over tokens, not rows (tagging): length-grouped batches then balance tokens.
+    token_level_loss: ClassVar[bool] = False
 
     @classmethod
     def sniff(cls, path: Path) -> float:

@@ -173,6 +173,7 @@ class TokenClassification(Task):
     pipeline_tag = "token-classification"
     default_metric = "f1"
     metric_names = ("f1", "precision", "recall", "macro_f1", "accuracy", "loss")
+    token_level_loss = True
 
     @classmethod
     def sniff(cls, path: Path) -> float:
@@ -347,8 +348,6 @@ class TokenClassification(Task):
             "n_words": int(offsets[-1]),
         }
         self.window_stats[name] = stats
-        if name == "train":
-            self.words_per_row = float(int(offsets[-1]) / max(stats.windows, 1))
         if stats.split_sentences:
             callbacks.on_event(Warning_(
                 f"{stats.split_sentences:,} of {n:,} {name} sentences are longer than --max-length {max_length} "
@@ -382,16 +381,12 @@ class TokenClassification(Task):
         }
 
     def loss(self, logits, labels):
-        import os
-
         import torch.nn.functional as F
 
         # A sum over labelled sub-words divided by their count (at least 1): no NaN for a batch whose
         # words all carry tags unseen in training, and no host-device sync to check for one.
         total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                 ignore_index=IGNORE, reduction="sum")
-        if os.environ.get("WB_FIXED_NORM") and logits.requires_grad:
-            return total / (self.words_per_row * labels.shape[0])
         return total / (labels != IGNORE).sum().clamp(min=1)
 
     # ---- evaluation -----------------------------------------------------------------------------

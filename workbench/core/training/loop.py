@@ -18,7 +18,7 @@ from ..cancel import NEVER, CancelToken
 from ..config import TrainConfig
 from ..events import Callbacks, EvalMetrics, PhaseChanged, StepMetrics
 from ..tasks.base import EncodedSplit, EvalResult, PreparedData, Task
-from .batching import length_grouped_batches, random_batches, sorted_batches
+from .batching import length_grouped_batches, random_batches, sorted_batches, token_balanced_batches
 
 
 @dataclass
@@ -93,7 +93,8 @@ class TrainingLoop:
     def _batches(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng(self.cfg.seed + epoch)
         if self.cfg.group_by_length:
-            return length_grouped_batches(self.train_split.lengths, self.cfg.batch_size, rng)
+            group = token_balanced_batches if self.task.token_level_loss else length_grouped_batches
+            return group(self.train_split.lengths, self.cfg.batch_size, rng)
         return random_batches(len(self.train_split), self.cfg.batch_size, rng)
 
     def _better(self, metric: str, new: float, old: float | None) -> bool:
