@@ -82,22 +82,28 @@ def test_long_sentences_split_into_windows_at_word_boundaries(tokenizer):
 
 
 def test_token_balanced_batches():
-    from workbench.core.training.batching import token_balanced_batches
+    from workbench.core.training.batching import length_grouped_batches, random_batches, token_balanced_batches
 
     rng = np.random.default_rng(0)
     lengths = np.concatenate([rng.integers(3, 6, 600), rng.integers(60, 90, 400)])  # fragments and long sentences
     batches = token_balanced_batches(lengths, 16, np.random.default_rng(1))
-    rows = np.concatenate(batches)
-    assert sorted(rows.tolist()) == list(range(1000))  # every row exactly once
-    assert len(batches) == 63  # as many steps as 16-row batches: 800 rows -> 50, 200 rows -> 13
-    tokens = np.array([lengths[b].sum() for b in batches])
-    sizes = np.array([len(b) for b in batches])
-    # Short rows come in big batches, long rows in small ones, with about equal tokens per batch.
-    assert sizes.max() > 3 * sizes.min()
-    assert tokens[1:-1].std() / tokens.mean() < 0.25
-    padded = sum(lengths[b].max() * len(b) for b in batches)
-    assert padded < 1.25 * lengths.sum()  # random 16-row batches pad this data to about 2.5x
-    assert lengths[batches[0]].max() * len(batches[0]) == max(lengths[b].max() * len(b) for b in batches)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))  # every row exactly once
+    assert len(batches) == 63  # as many steps as 16-row batches: ceil(1000 / 16)
+
+    def spread(bs):  # coefficient of variation of the tokens per batch
+        tokens = np.array([lengths[b].sum() for b in bs])
+        return tokens.std() / tokens.mean()
+
+    def padded(bs):
+        return sum(lengths[b].max() * len(b) for b in bs)
+
+    # Short rows come in bigger batches: tokens per batch vary far less than with 16-row groups...
+    rows = length_grouped_batches(lengths, 16, np.random.default_rng(1), mega_factor=4)
+    assert spread(batches) < 0.5 * spread(rows)
+    assert max(map(len, batches)) > 2 * 16 > 16 > min(map(len, batches))
+    # ...and padding stays far below random batches' (2.6x the real tokens here).
+    assert padded(batches) < 0.5 * padded(random_batches(1000, 16, np.random.default_rng(1)))
+    assert padded([batches[0]]) == max(padded([b]) for b in batches)  # the largest batch first
 
 
 def _encoded(tmp_path, tokenizer, sentences, max_length=32):

@@ -53,16 +53,21 @@ def length_grouped_batches(
 
 
 def token_balanced_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, mega_factor: int = 50
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, mega_factor: int = 4
 ) -> list[np.ndarray]:
-    """Length-grouped batches for a loss averaged over tokens (tagging): about ``batch_size`` rows
-    on average, but each batch holds about the same number of tokens.
+    """Length-grouped batches for a loss averaged over tokens (tagging): as many batches as
+    ``batch_size``-row batching makes, but each holds about the same number of (padded) tokens.
 
     With row-count batches, a batch of sixteen one-word fragments weighs as much in the loss as a
     batch of sixteen 40-word sentences, so each of its tokens counts forty times more; on UD English
-    EWT that cost half a point of UPOS accuracy against random batches. Splitting each sorted
-    mega-batch into as many groups as row-count batching would (so the step count is unchanged)
-    with equal token sums gives every token about the same weight, and keeps the padding savings.
+    EWT that cost half a point of UPOS accuracy against random batches. Here short rows come in
+    bigger batches, so every token weighs about the same, and padding stays small.
+
+    The mega-batches are small (4 batches' worth of rows): batches of sentences of one length are
+    also sentences of one kind (CoNLL-2003's one-line headlines and sports scores), and on a short
+    run that cost entity F1 (one epoch of 3,000 sentences, 4 seeds: 0.711 mean with 4, 0.697 with
+    50, 0.705 for random batches in transformers' Trainer) while padding went from 2.4x the real
+    tokens (random batches) to about 1.4x (1.04x with 50).
     """
     order = rng.permutation(len(lengths))
     mega = batch_size * mega_factor
@@ -70,17 +75,39 @@ def token_balanced_batches(
     for start in range(0, len(order), mega):
         chunk = order[start : start + mega]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        k = max(1, -(-len(chunk) // batch_size))
-        cum = np.cumsum(lengths[chunk])
-        cuts = np.searchsorted(cum, cum[-1] * np.arange(1, k) / k, side="right")
-        batches.extend(b for b in np.split(chunk, cuts) if len(b))
+        k = -(-len(chunk) // batch_size)  # the step count does not change
+        batches.extend(np.split(chunk, _padded_cuts(lengths[chunk], k)))
     if not batches:
         return []
     # The batch with the most padded tokens goes first: an out-of-memory error shows at step 1.
     largest = int(np.argmax([lengths[b].max() * len(b) for b in batches]))
-    rest = [b for k, b in enumerate(batches) if k != largest]
+    rest = [b for j, b in enumerate(batches) if j != largest]
     rng.shuffle(rest)
     return [batches[largest]] + rest
+
+
+def _padded_cuts(desc: np.ndarray, k: int) -> list[int]:
+    """Where to cut lengths sorted longest first into exactly ``k`` groups whose padded size
+    (first length x rows) stays under the smallest budget that allows k groups or fewer."""
+    n = len(desc)
+
+    def cuts(budget: int) -> list[int]:
+        out, i = [], 0
+        while i < n:
+            i += max(1, int(budget // max(int(desc[i]), 1)))
+            if i < n:
+                out.append(i)
+        return out
+
+    lo, hi = int(desc[0]), int(desc[0]) * n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(cuts(mid)) + 1 <= k else (mid + 1, hi)
+    bounds = [0, *cuts(lo), n]
+    while len(bounds) - 1 < k:  # fewer groups than steps: halve the one with the most rows
+        j = int(np.argmax(np.diff(bounds)))
+        bounds.insert(j + 1, (bounds[j] + bounds[j + 1]) // 2)
+    return bounds[1:-1]
 
 
 def random_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
