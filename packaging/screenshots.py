@@ -59,9 +59,13 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int,
     await settle(1.0)
     shot("01-data-empty")
 
-    await window.open_path(data)
-    window.data_page.sample_rows.setValue(rows)
-    window.data_page.jump_to_line(2)
+    task = window.open_path(data)
+    if task is None:  # an image folder: its thumbnail view says when it has read the folder
+        await signal_future(window.data_page.images.view.loaded)
+    else:
+        await task
+        window.data_page.sample_rows.setValue(rows)
+        window.data_page.jump_to_line(2)
     await settle()
     shot("02-data")
 

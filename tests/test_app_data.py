@@ -215,3 +215,39 @@ def test_model_page_lists_offline_backbones_and_writes_settings(qtbot, window, t
     assert page.lr.text() == "3e-5"
     wait_task(qtbot, page.use_backbone(str(tiny_model_dir / "missing")))
     assert "does not exist" in page.backbone_note.text()
+
+
+def test_a_conll_file_previews_sentences_tags_and_scheme_breaks(qtbot, window, tmp_path):
+    """The Data page reads a CoNLL file with the engine's reader and tagging checks: one row per
+    sentence with its tags, the tag counts, and an I- tag after O reported with its line."""
+    path = tmp_path / "ner.conll"
+    block = ("John B-PER\nSmith I-PER\nlives O\nin O\nParis B-LOC\n\n"
+             "The O\nUN B-ORG\nmet O\n\n")
+    path.write_text("-DOCSTART- O\n\n" + block + "He O\nsaw O\nBerlin I-LOC\n\n" + block * 4, encoding="utf-8")
+    data = load(qtbot, window, path)
+    page = window.data_page
+    assert data.task == "token-classification" and data.usable and data.n_rows == 11
+    model = page.preview_model
+    assert model.rowCount() == 11
+    assert model.data(model.index(0, 0)) == "John Smith lives in Paris"
+    assert model.data(model.index(0, 1)) == "B-PER I-PER O O B-LOC"
+    assert page.classes_box.isVisibleTo(page) and page.classes_box.title() == "Tags"
+    assert data.class_counts["O"] == 22 and data.class_counts["B-PER"] == 5
+    texts = [page.findings.item(i).text() for i in range(page.findings.count())]
+    assert any("11 sentences, 43 tokens" in t and "PER" in t for t in texts), texts
+    assert any("line 15" in t and "I-LOC" in t for t in texts), texts  # Berlin's stray I- tag
+
+
+def test_a_pair_file_previews_both_texts(qtbot, window, tmp_path):
+    path = tmp_path / "pairs.tsv"
+    rows = [("A man plays a guitar.", "Someone plays music.", "entailment"),
+            ("A dog runs.", "A cat sleeps.", "contradiction")] * 6
+    path.write_text("premise\thypothesis\tlabel\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    from PySide6.QtCore import Qt
+
+    data = load(qtbot, window, path)
+    assert data.task == "text-pair-classification" and data.usable
+    model = window.data_page.preview_model
+    headers = [model.headerData(i, Qt.Orientation.Horizontal) for i in range(model.columnCount())]
+    assert headers[:3] == ["premise", "hypothesis", "label"]
+    assert model.data(model.index(1, 1)) == "A cat sleeps."

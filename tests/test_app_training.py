@@ -174,7 +174,7 @@ def test_a_conll_file_trains_as_token_classification(qtbot, window, tiny_model_d
     data = load(qtbot, window, path)
     assert data.task == "token-classification" and data.usable and not data.checked_here
     page = window.data_page
-    assert not page.columns_box.isVisibleTo(page) and page.preview_model.rowCount() == len(lines)
+    assert not page.columns_box.isVisibleTo(page) and page.preview_model.rowCount() == 80  # one row a sentence
     assert window.state.config.data.delimiter is None and window.step_reason("train") == ""
     use_tiny_model(qtbot, window, tiny_model_dir, max_steps=3)
     run_dir = _start(qtbot, window)

@@ -99,12 +99,13 @@ def _select_cuda_device(device: str) -> None:
             torch.cuda.set_device(torch.device(device if ":" in device else "cuda:0"))
 
 
-def new_run_dir(config: RunConfig) -> str:
-    """A fresh folder name under the runs home, so the app knows where a run writes from its start."""
+def new_run_dir(config: RunConfig, detected_task: str | None = None) -> str:
+    """A fresh folder name under the runs home, so the app knows where a run writes from its start;
+    ``detected_task`` names the task a run of ``--task auto`` will train."""
     from ..core.rundir import runs_home
 
     stem = Path(config.data.train).stem or "run"
-    task = config.task if config.task != "auto" else "text-classification"
+    task = config.task if config.task != "auto" else (detected_task or "text-classification")
     label = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stem}-{task}").strip("-")[:40] or "run"
     base = runs_home() / f"{datetime.now():%Y%m%d-%H%M%S}-{label}"
     path, n = base, 1
@@ -145,13 +146,13 @@ class TrainingController(QObject):
     def is_cancelling(self) -> bool:
         return self._cancel is not None and self._cancel.cancelled
 
-    def start(self, config: RunConfig) -> str:
+    def start(self, config: RunConfig, detected_task: str | None = None) -> str:
         """Start a run of a copy of ``config``; returns its run directory."""
         if self._thread is not None:
             raise RuntimeError("a run is already in progress")
         config = copy.deepcopy(config)  # the user may keep editing the original while this one trains
         if not config.run_dir:
-            config.run_dir = new_run_dir(config)
+            config.run_dir = new_run_dir(config, detected_task)
         self.run_dir = config.run_dir
         self._queue = queue.SimpleQueue()
         self._cancel = CancelToken()

@@ -39,8 +39,9 @@ class LoadedData:
 
     @property
     def checked_here(self) -> bool:
-        """Whether the Data page ran the task's checks (text classification); other tasks' data is
-        checked by the engine when a run starts."""
+        """Whether the Data page's column choice applies (text classification); other tasks' data is
+        read and checked by its task's own code (``_other_task``), and the engine checks it again
+        when a run starts."""
         return self.task == "text-classification"
 
     @property
@@ -139,27 +140,92 @@ PREVIEW_LINES = 100_000
 
 
 def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel) -> LoadedData:
-    """Data of a task other than text classification: a line-by-line preview; the engine checks it."""
+    """Data of a task other than text classification, read and checked by that task's own code
+    (the engine's): CoNLL sentences with their tags, or the columns of a pair or score file, and
+    the task's validation report (tag-scheme breaks with their lines, tag counts, bad scores)."""
+    import tempfile
+
     import pyarrow as pa
 
-    from ..core.data.tabular import LINE_COLUMN
+    from ..core.config import DataConfig
+    from ..core.data.tabular import LINE_COLUMN, arrow_table
+    from ..core.events import Callbacks, Progress
 
-    lines, numbers = [], []
-    total = max(train.stat().st_size, 1)
-    with open(train, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if number % 10_000 == 0:
-                cancel.raise_if_cancelled()
-                if progress:
-                    progress(f.buffer.tell() if hasattr(f, "buffer") else 0, total)
-            if len(lines) < PREVIEW_LINES:
-                lines.append(line.rstrip("\r\n"))
-                numbers.append(number)
-    preview = pa.table({"line": pa.array(lines, pa.string()), LINE_COLUMN: pa.array(numbers, pa.int64())})
-    note = (f"Detected task: {task.title}. Its checks run when training starts; the preview shows the file's "
-            f"first {len(lines):,} lines as they are.")
-    return LoadedData(train.resolve(), val, test, _LinesTable(train, ["line"], len(lines)), preview, None, None, None,
-                      notes=[*notes, note], task=task.name, task_title=task.title)
+    class _Reading(Callbacks):
+        def on_event(self, event) -> None:
+            if progress and isinstance(event, Progress) and event.phase == "reading":
+                progress(event.done, max(event.total, 1))
+
+    tagging = task.name == "token-classification"
+    preview = None
+    with tempfile.TemporaryDirectory(prefix="workbench-preview-") as tmp:
+        try:
+            if tagging:
+                from ..core.data.conll import read_tagged
+
+                tagged = read_tagged(train, skip_bad=True, cache_dir=Path(tmp) / "read", cancel=cancel)
+                rows = arrow_table(tagged.dataset.select(range(min(len(tagged.dataset), PREVIEW_LINES))),
+                                   ["tokens", "tags", "lines"])
+                # In memory: the temporary folder holding the memory-mapped file goes at the end.
+                preview = pa.table({
+                    "sentence": pa.array([" ".join(t) for t in rows.column("tokens").to_pylist()], pa.string()),
+                    "tags": pa.array([" ".join(t) for t in rows.column("tags").to_pylist()], pa.string()),
+                    "words": pa.array([len(t) for t in rows.column("tokens").to_pylist()], pa.int64()),
+                    LINE_COLUMN: pa.array([ln[0] if ln else 0 for ln in rows.column("lines").to_pylist()], pa.int64()),
+                })
+                table = _LinesTable(train, ["sentence", "tags", "words"], len(tagged.dataset))
+                table.malformed = list(tagged.malformed)
+                what = (f"{len(tagged.dataset):,} sentences, {tagged.n_tokens:,} tokens "
+                        f"({'CoNLL-U' if tagged.format == 'conllu' else 'CoNLL'}, tags from {_tag_column_text(tagged.tag_column)})")
+            else:
+                from ..core.data import read_table
+
+                table = read_table(train, progress=progress, cancel=cancel)
+                preview = pa.table(arrow_table(table.dataset, [*table.columns, LINE_COLUMN]).to_pydict())
+                what = f"{table.n_rows:,} rows"
+            cancel.raise_if_cancelled()
+            cfg = DataConfig(train=str(train), val=val, test=test, val_fraction=0.0, test_fraction=0.0,
+                             skip_bad_rows=True)
+            prepared = task().prepare_data(cfg, 0, Path(tmp) / "prepare", _Reading(), cancel)
+        except InputError as e:
+            if preview is None:
+                raise  # the file cannot even be read: the page shows the error instead of a preview
+            return LoadedData(train.resolve(), val, test, table, preview, None, None, None, problem=str(e),
+                              notes=notes, task=task.name, task_title=task.title)
+    report = prepared.report
+    if table.malformed:
+        report.findings.insert(0, _malformed_finding(train, table.malformed, tagging))
+    summary = f"Detected task: {task.title}: {what}."
+    if tagging:
+        r = prepared.resolved
+        detected, target = r.get("tag_scheme_detected"), r.get("tag_scheme")
+        if r.get("entity_types"):
+            summary += (f" Entity types: {', '.join(r['entity_types'])}; tag scheme {detected}"
+                        + (f", trained as {target}." if target != detected else "."))
+        else:
+            summary += f" {len(r.get('labels', [])):,} tags (plain tags, scored by token accuracy)."
+    for w in prepared.resolved.get("warnings", []):
+        notes = [*notes, w]
+    return LoadedData(train.resolve(), val, test, table, preview, None, None, report,
+                      notes=[*notes, summary], task=task.name, task_title=task.title)
+
+
+def _tag_column_text(column: str) -> str:
+    if column == "last":
+        return "the last column"
+    if column.isdigit():
+        return f"column {int(column) + 1}"
+    return column.upper()  # CoNLL-U: UPOS or XPOS
+
+
+def _malformed_finding(path: Path, malformed: list, tagging: bool):
+    from ..core.data.validation import Finding
+
+    first = malformed[0]
+    what = "sentence(s) with malformed lines" if tagging else "malformed row(s)"
+    return Finding("error", "malformed", f"{path}: {len(malformed):,} {what} (line {first.line}: {first.problem}); "
+                   "they stop training unless Skip malformed rows is ticked", [m.line for m in malformed[:20]],
+                   len(malformed), str(path), "train")
 
 
 def with_columns(

@@ -397,7 +397,8 @@ class DataPage(QWidget):
         self.file_loaded.emit(path)
         if sample:
             self.sample_opened.emit()
-        self.status.emit(f"Loaded {loaded.n_rows:,} rows from {loaded.path.name}")
+        unit = "sentences" if loaded.task == "token-classification" else "rows"
+        self.status.emit(f"Loaded {loaded.n_rows:,} {unit} from {loaded.path.name}")
 
     def _on_progress(self, done: int, total: int) -> None:
         if self._token is None or self._token.cancelled:
@@ -436,11 +437,13 @@ class DataPage(QWidget):
         self.file_title.setText(loaded.path.name)
         self.file_title.setToolTip(str(loaded.path))
         fmt = table.format
-        if loaded.checked_here:
+        if loaded.task == "token-classification":
+            parts = [loaded.task_title, f"{loaded.n_rows:,} sentences"]
+        else:
             parts = [f"{loaded.n_rows:,} rows", f"{len(table.columns)} columns", f"{fmt.delimiter_name}-separated",
                      "with a header row" if fmt.has_header else "no header row", fmt.encoding]
-        else:
-            parts = [loaded.task_title, f"{loaded.n_rows:,} lines shown"]
+            if not loaded.checked_here:
+                parts.insert(0, loaded.task_title)
         info = " · ".join(parts)
         if loaded.notes:
             info += "\n" + "\n".join(loaded.notes)
@@ -470,11 +473,21 @@ class DataPage(QWidget):
 
     def _show_columns(self, loaded: LoadedData) -> None:
         self.columns_box.setVisible(loaded.checked_here)
-        self.classes_box.setVisible(loaded.checked_here)
+        tagging = loaded.task == "token-classification"
+        self.classes_box.setVisible(loaded.checked_here or (tagging and bool(loaded.class_counts)))
+        self.classes_box.setTitle("Tags" if tagging else "Classes")
         self.skip_bad.setVisible(bool(loaded.table.malformed))
         if not loaded.checked_here:
             if self._model is not None:
-                self.preview.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+                # Texts (a sentence and its tags, or both texts of a pair) share the width; the last
+                # column (a word count, label or score) is narrow.
+                header = self.preview.horizontalHeader()
+                last = self._model.columnCount() - 1
+                for i in range(last + 1):
+                    header.setSectionResizeMode(i, QHeaderView.ResizeMode.Stretch if i < last or last == 0
+                                                else QHeaderView.ResizeMode.ResizeToContents)
+            if tagging:
+                self.chart.set_counts(loaded.class_counts)
             self._fill_findings(loaded)
             return
         choice = loaded.choice
@@ -530,7 +543,8 @@ class DataPage(QWidget):
         if report is None:
             return
         if not report.findings:
-            add(f"No problems found in {loaded.n_rows:,} rows.", QStyle.StandardPixmap.SP_DialogApplyButton)
+            unit = "sentences" if loaded.task == "token-classification" else "rows"
+            add(f"No problems found in {loaded.n_rows:,} {unit}.", QStyle.StandardPixmap.SP_DialogApplyButton)
         for f in report.findings:
             message = f.message
             prefix = f"{f.path}: "

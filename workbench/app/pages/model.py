@@ -276,6 +276,7 @@ class ModelPage(QWidget):
         self.freeze.toggled.connect(self._train_edited)
         self._train_form = form
         self._show_rows_for("text")
+        form.setRowVisible(self.lr_note, False)
         return box
 
     def _show_rows_for(self, modality: str) -> None:
@@ -393,6 +394,7 @@ class ModelPage(QWidget):
         name, title, metrics, default = await self._in_thread(warmup.serialized(resolve))
         if chosen != self.state.config.task:
             return  # the user picked another task meanwhile; that refresh follows this one
+        changed = name != self.effective_task
         self.effective_task = name
         if path and chosen == "auto":
             self.task_note.setText(f"Detected from {Path(path).name}: {title}.")
@@ -404,7 +406,8 @@ class ModelPage(QWidget):
             self.metric.clear()
             for m in metrics:
                 self.metric.addItem(METRIC_TITLES.get(m, m), m)
-            _select_data(self.metric, current if current in metrics else default)
+            # A new task starts from its own default metric (entity F1 for tags, MSE for scores).
+            _select_data(self.metric, current if current in metrics and not changed else default)
         finally:
             self._setting = False
         self.state.config.train.metric = self.metric.currentData()
@@ -443,6 +446,7 @@ class ModelPage(QWidget):
         self._suggested_lr = lr
         self.lr_note.setText("" if lr == TrainConfig.lr else
                              f"Suggested for this backbone: {self.lr.textFromValue(lr)}.")
+        self._train_form.setRowVisible(self.lr_note, bool(self.lr_note.text()))
 
     # ---- backbones ----------------------------------------------------------------------------------
     def load_catalog(self):

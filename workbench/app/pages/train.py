@@ -327,7 +327,7 @@ class TrainPage(QWidget):
         except InputError as e:
             self._show_error("Cannot start training", str(e), "")
             return None
-        return self.controller.start(self.state.config)
+        return self.controller.start(self.state.config, getattr(self.state.data, "task", None))
 
     @Slot(str)
     def _on_started(self, run_dir: str) -> None:

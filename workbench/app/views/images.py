@@ -369,6 +369,8 @@ class ImageFolderData:
     report: Any = None
     problem: str | None = None
     notes: tuple[str, ...] = ()
+    task: str = "image-classification"
+    task_title: str = "Image classification"
 
     @property
     def class_counts(self) -> dict[str, int]:

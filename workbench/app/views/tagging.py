@@ -450,8 +450,7 @@ class TaggingView(QWidget):
         self._on_cell_cleared()
         self.model.set_sentences(sentences)
         self.detail.clear()
-        if len(self.model.visible):
-            self.table.selectRow(0)
+        self._select_first()
         if run.model_dir is not None:
             self.try_it.set_model(run.model_dir, types=self._types)
         else:
@@ -496,4 +495,11 @@ class TaggingView(QWidget):
     def _on_filtered(self, shown: int, total: int) -> None:
         self.count.setText(f"{total:,} sentences" if shown == total else f"{shown:,} of {total:,} sentences")
         if shown and not self.table.selectionModel().hasSelection():
+            self._select_first()
+
+    def _select_first(self) -> None:
+        # selectRow does not signal when the row was already current (a model reset keeps it), so
+        # the sentence is shown here rather than left to _on_row.
+        if len(self.model.visible):
             self.table.selectRow(0)
+            self.show_sentence(self.model.sentence_index(0))
