@@ -12,7 +12,8 @@ Both systems get the same sentences, backbone (all-MiniLM-L6-v2), labels and hyp
 (1 epoch, max length 128, batch 16, lr 1e-4, 6% warm-up, weight decay 0.01, clipping 1.0, the
 first sub-word of each word labelled, dynamic padding). The Trainer's inputs are cut at 128 tokens
 as its examples do it; words it never sees count as wrong (predicted "O" for entities), and the
-number of such words is printed. Runs alternate (ours, Trainer, ...); repeat i uses seed + i for
+number of such words is printed. Workbench uses its default for tagging, random batches, unless
+``--group-by-length`` asks for token-balanced length-grouped ones. Runs alternate (ours, Trainer, ...); repeat i uses seed + i for
 both, on the same sentences, and the summary quotes medians.
 
     python benchmarks/bench_token_classification.py --dataset conll2003 [--sentences 3000] [--repeats 3]
@@ -68,7 +69,7 @@ def run_ours(train: Path, test: Path, args, run_dir: Path) -> dict:
         task="token-classification",
         data=DataConfig(train=str(train), test=str(test), val_fraction=0.0),
         model=ModelConfig(name="all-MiniLM-L6-v2"),
-        train=TrainConfig(**HP, seed=args.seed, device=args.device),
+        train=TrainConfig(**HP, seed=args.seed, device=args.device, group_by_length=args.group_by_length),
         run_dir=str(run_dir),
     )
     t0 = time.perf_counter()
@@ -156,6 +157,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--group-by-length", action="store_true", default=None,
+                    help="Workbench on length-grouped (token-balanced) batches instead of tagging's default random ones")
     args = ap.parse_args()
     source, test, args.metric, metric_name = DATASETS[args.dataset]
     if not source.exists():
@@ -169,8 +172,9 @@ def main() -> None:
         tmp = Path(tmp)
         train = make_train(source, sentences, tmp, args.seed)
         n_train = int(train.stem.split("-")[-1])
+        batches = "length-grouped" if args.group_by_length else "random"
         print(f"{args.dataset}: train on {n_train:,} sentences of {source.name}, test on all of {test.name}; "
-              f"all-MiniLM-L6-v2, {HP}; metric: {metric_name}", flush=True)
+              f"all-MiniLM-L6-v2, {HP}; Workbench on {batches} batches; metric: {metric_name}", flush=True)
         base_seed = args.seed
         for i in range(args.repeats):
             # Same sentences every time; each repeat a new seed (head initialisation, batch order)

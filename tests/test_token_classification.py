@@ -190,6 +190,7 @@ def test_ner_end_to_end_with_pipeline_export(tmp_path, tiny_text_model, runs_hom
     assert all(len(p["tokens"]) == len(p["gold"]) == len(p["predicted"]) for p in preds)
     saved = json.loads((rd / "config.json").read_text())
     assert saved["task"] == "token-classification" and saved["data"]["tag_column"] == "last"
+    assert saved["train"]["group_by_length"] is False  # tagging trains on random batches unless asked
 
     ner = pipeline("token-classification", model=cfg.export_dir, aggregation_strategy="simple", device="cpu")
     groups = ner("mary smith lives in berlin")
@@ -261,14 +262,17 @@ def test_cli_trains_a_conll_file(tmp_path, tiny_text_model):
 
     train = write_conll(tmp_path / "ner.conll", ner_sentences(120))
     p = wb(["train", train, "--model", tiny_text_model, "--epochs", 2, "--lr", "3e-3", "--max-length", 32,
-            "--metric", "accuracy"], tmp_path / "home")
+            "--metric", "accuracy", "--group-by-length"], tmp_path / "home")
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert json.loads(Path(summary["run_dir"], "config.json").read_text())["train"]["group_by_length"] is True
     assert summary["task"] == "token-classification"
     assert {"f1", "precision", "recall", "accuracy", "macro_f1"} <= set(summary["metrics"])
     assert "entity micro F1" in p.stdout and "PER" in p.stdout
     bad = wb(["train", train, "--model", tiny_text_model, "--metric", "mse"], tmp_path / "home")
     assert bad.returncode == 2 and "does not apply to token-classification" in bad.stderr
+    both = wb(["train", train, "--model", tiny_text_model, "--group-by-length", "--no-group-by-length"], tmp_path / "home")
+    assert both.returncode == 2 and "contradict" in both.stderr
 
 
 def test_short_run_with_real_minilm(tmp_path, runs_home):

@@ -85,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-header", action="store_true", help="the first row is data, not column names")
     t.add_argument("--header", action="store_true", help="the first row holds column names")
     t.add_argument("--skip-bad-rows", action="store_true", help="train without malformed rows instead of stopping")
-    t.add_argument("--no-group-by-length", action="store_true", help="random batches instead of length-grouped ones")
+    t.add_argument("--group-by-length", action="store_true",
+                   help="batches of similar-length rows: less padding, faster on a CPU (default for all but tagging)")
+    t.add_argument("--no-group-by-length", action="store_true",
+                   help="random batches (default for token tagging: a little more accurate on short runs)")
     t.add_argument("--freeze-backbone", action="store_true", help="images: train only the new head on the frozen pretrained backbone")
     t.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs home)")
     t.add_argument("--export", dest="export_dir", help="also write the fine-tuned model to this folder")
@@ -123,8 +126,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.data.has_header = bool(args.header)
     if args.skip_bad_rows:
         cfg.data.skip_bad_rows = True
-    if args.no_group_by_length:
-        cfg.train.group_by_length = False
+    if args.group_by_length and args.no_group_by_length:
+        raise UsageError("workbench train: --group-by-length and --no-group-by-length contradict each other")
+    if args.group_by_length or args.no_group_by_length:
+        cfg.train.group_by_length = bool(args.group_by_length)
     if args.freeze_backbone:
         cfg.model.freeze_backbone = True
     if not args.config:

@@ -56,7 +56,9 @@ class TrainConfig:
     eval_batch_size: int | None = None  # default: 2 x batch_size
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping
     metric: str | None = None  # chooses the best checkpoint and drives early stopping; None: the task's default
-    group_by_length: bool = True
+    # Batches of rows of similar length (less padding, faster on a CPU) or random ones; None: the
+    # task's default (grouped for sequence-level tasks, random for token tagging).
+    group_by_length: bool | None = None
     max_steps: int | None = None  # stop after this many optimizer steps (quick trials, tests)
     image_size: int | None = None  # image tasks: pixels per side fed to the model; None: the backbone's
 

@@ -90,6 +90,8 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
     if config.train.metric not in task.metric_names:
         raise InputError(f"--metric {config.train.metric!r} does not apply to {task.name}; choose one of {', '.join(task.metric_names)}")
     task.configure(config)
+    if config.train.group_by_length is None:
+        config.train.group_by_length = task.group_by_length_default
     try:
         rd = RunDirectory.create(config.run_dir, f"{Path(config.data.train).stem}-{task.name}")
     except FileExistsError as e:

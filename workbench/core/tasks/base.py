@@ -64,6 +64,8 @@ class Task(ABC):
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "weighted_f1", "loss")
     # The loss averages over tokens, not rows (tagging): length-grouped batches then balance tokens.
     token_level_loss: ClassVar[bool] = False
+    # Length-grouped batches unless --group-by-length/--no-group-by-length says otherwise.
+    group_by_length_default: ClassVar[bool] = True
 
     @classmethod
     def sniff(cls, path: Path) -> float:

@@ -92,7 +92,8 @@ class TrainingLoop:
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng(self.cfg.seed + epoch)
-        if self.cfg.group_by_length:
+        grouped = self.cfg.group_by_length
+        if grouped if grouped is not None else self.task.group_by_length_default:
             group = token_balanced_batches if self.task.token_level_loss else length_grouped_batches
             return group(self.train_split.lengths, self.cfg.batch_size, rng)
         return random_batches(len(self.train_split), self.cfg.batch_size, rng)
