@@ -298,3 +298,53 @@ def test_real_conll2003_sample_runs(tmp_path, tiny_text_model, runs_home):
     report = json.loads(Path(result.run_dir, "report.json").read_text())
     assert report["n"] == 3453 and report["tokens"] == 46435
     assert [r["label"] for r in report["per_class"]] == ["LOC", "MISC", "ORG", "PER"]
+
+
+def test_split_by_length_cuts_padding_and_keeps_every_row():
+    from workbench.core.training.batching import split_by_length
+
+    rows = np.arange(100, 116)
+    lengths = np.array([5, 90, 6, 7, 88, 5, 6, 4, 30, 31, 5, 6, 7, 8, 29, 5])
+    parts = split_by_length(rows, lengths, overhead=64)
+    assert sorted(np.concatenate(parts).tolist()) == rows.tolist()
+    by_row = dict(zip(rows.tolist(), lengths.tolist()))
+    padded = sum(max(by_row[r] for r in p) * len(p) for p in parts)
+    assert 1 < len(parts) <= 4 and padded + 64 * len(parts) < 90 * 16 + 64
+    assert [max(by_row[r] for r in p) for p in parts] == sorted((max(by_row[r] for r in p) for p in parts), reverse=True)
+    # Rows of one length gain nothing from a split; a huge fixed cost keeps any batch whole.
+    assert len(split_by_length(rows, np.full(16, 20), overhead=1)) == 1
+    assert len(split_by_length(rows, lengths, overhead=10_000)) == 1
+
+
+def test_micro_batches_give_the_whole_batchs_gradient(tmp_path, tokenizer, tiny_text_model):
+    """The loop trains a random batch as length-sorted parts on the CPU; weighted by labelled
+    sub-words, their gradients add up to exactly the gradient of the batch padded as one."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from workbench.core.training.loop import TrainingLoop
+
+    words = ["mary", "smith", "lives", "in", "berlin", "paul", "works", "for", "globex", "and"]
+    sentences = [[(words[(i + k) % len(words)], "B-PER" if k == 0 else "O") for k in range(n)]
+                 for i, n in enumerate([2, 25, 3, 24, 2, 4, 20, 3])]
+    task, split = _encoded(tmp_path, tokenizer, sentences)
+    rows = np.arange(len(split))
+
+    def grads(group: bool | None) -> tuple[float, list]:
+        torch.manual_seed(0)
+        model = AutoModelForTokenClassification.from_pretrained(tiny_text_model, num_labels=len(task.label_map))
+        model.eval()  # no dropout: the two ways must agree to rounding
+        cfg = TrainConfig(group_by_length=group)
+        loop = TrainingLoop(model, task, None, split, None, cfg, torch.device("cpu"), "fp32", Callbacks())
+        loss = float(loop._forward_backward(rows, None))
+        return loss, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    from workbench.core.training.batching import split_by_length
+
+    assert len(split_by_length(rows, split.lengths[rows], 64)) > 1  # the batch really is split
+    whole_loss, whole = grads(True)  # grouped batches go through whole
+    parts_loss, parts = grads(False)
+    assert abs(whole_loss - parts_loss) < 1e-5
+    assert len(whole) == len(parts)
+    for a, b in zip(whole, parts):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -66,6 +66,14 @@ class Task(ABC):
     token_level_loss: ClassVar[bool] = False
     # Length-grouped batches unless --group-by-length/--no-group-by-length says otherwise.
     group_by_length_default: ClassVar[bool] = True
+    # Whether the loop may train a batch as several micro-batches of similar length (``loss`` is a
+    # mean over ``loss_units``, so the parts' losses weigh back to the batch's exactly). Not for
+    # models whose batch statistics matter (batch norm).
+    split_batches_by_length: ClassVar[bool] = True
+
+    def loss_units(self, labels: np.ndarray) -> int:
+        """How many items ``loss`` averages over in a batch with these (host) labels: rows here."""
+        return len(labels)
 
     @classmethod
     def sniff(cls, path: Path) -> float:

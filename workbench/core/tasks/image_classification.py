@@ -68,6 +68,7 @@ def _hf_preprocessing(folder: Path) -> tuple[int, tuple, tuple]:
 class ImageClassification(Task):
     name = "image-classification"
     title = "Image classification"
+    split_batches_by_length = False  # batch norm: a batch's statistics must come from the whole batch
     pipeline_tag = "image-classification"
 
     def __init__(self) -> None:

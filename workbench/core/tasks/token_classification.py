@@ -386,6 +386,9 @@ class TokenClassification(Task):
             "labels": split.inputs["labels"].pad(rows, IGNORE, width),
         }
 
+    def loss_units(self, labels: np.ndarray) -> int:
+        return int((labels != IGNORE).sum())  # the loss is a mean over labelled sub-words
+
     def loss(self, logits, labels):
         import torch.nn.functional as F
 

@@ -18,7 +18,11 @@ from ..cancel import NEVER, CancelToken
 from ..config import TrainConfig
 from ..events import Callbacks, EvalMetrics, PhaseChanged, StepMetrics
 from ..tasks.base import EncodedSplit, EvalResult, PreparedData, Task
-from .batching import length_grouped_batches, random_batches, sorted_batches, token_balanced_batches
+from .batching import length_grouped_batches, random_batches, sorted_batches, split_by_length, token_balanced_batches
+
+# The fixed cost of one forward and backward call on the CPU, in padded tokens' worth of work
+# (MiniLM-sized models): a random batch is split by length only where that saves more than this.
+SPLIT_OVERHEAD_TOKENS = 64
 
 
 @dataclass
@@ -90,13 +94,46 @@ class TrainingLoop:
         warmup = int(round(self.cfg.warmup_ratio * total_steps))
         return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
 
+    def _grouped(self) -> bool:
+        grouped = self.cfg.group_by_length
+        return grouped if grouped is not None else self.task.group_by_length_default
+
     def _batches(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng(self.cfg.seed + epoch)
-        grouped = self.cfg.group_by_length
-        if grouped if grouped is not None else self.task.group_by_length_default:
+        if self._grouped():
             group = token_balanced_batches if self.task.token_level_loss else length_grouped_batches
             return group(self.train_split.lengths, self.cfg.batch_size, rng)
         return random_batches(len(self.train_split), self.cfg.batch_size, rng)
+
+    def _forward_backward(self, rows: np.ndarray, scaler) -> "torch.Tensor":
+        """Loss and gradients of one batch; returns the (detached) batch loss.
+
+        Random batches on the CPU go through as micro-batches of similar length: their short rows
+        are not padded to the longest, and each part's mean loss is weighted by its share of the
+        batch's loss units, so the gradient is the whole batch's. GPUs take the batch at once:
+        padding costs them little, another call more."""
+        split = self.train_split
+        if self.device.type == "cpu" and self.task.split_batches_by_length and not self._grouped():
+            parts = split_by_length(rows, split.lengths[rows], SPLIT_OVERHEAD_TOKENS)
+        else:
+            parts = [rows]
+        host = [self.task.make_batch(split, p) for p in parts]
+        if len(host) == 1:
+            weights = [1.0]
+        else:
+            units = [self.task.loss_units(h["labels"]) for h in host]
+            weights = [u / max(sum(units), 1) for u in units]
+        total = None
+        for h, w in zip(host, weights):
+            batch = _to_device(h, self.device)
+            labels = batch.pop("labels")
+            with self.autocast():
+                logits = self.task.forward(self.model, batch)
+            loss = self.task.loss(logits, labels) * w if w != 1.0 else self.task.loss(logits, labels)
+            scaled = loss / self.cfg.grad_accum
+            (scaler.scale(scaled) if scaler else scaled).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        return total
 
     def _better(self, metric: str, new: float, old: float | None) -> bool:
         if old is None:
@@ -201,14 +238,8 @@ class TrainingLoop:
             t0 = time.perf_counter()
             for i, rows in enumerate(batches):
                 self.cancel.raise_if_cancelled()
-                batch = _to_device(self.task.make_batch(self.train_split, rows), device)
-                labels = batch.pop("labels")
-                with self.autocast():
-                    logits = self.task.forward(model, batch)
-                loss = self.task.loss(logits, labels)
-                scaled = loss / cfg.grad_accum
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                running_loss += loss.detach()
+                loss = self._forward_backward(rows, scaler)
+                running_loss += loss
                 running_n += 1
                 seen += len(rows)
                 log_samples += len(rows)
