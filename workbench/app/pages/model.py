@@ -411,6 +411,7 @@ class ModelPage(QWidget):
         finally:
             self._setting = False
         self.state.config.train.metric = self.metric.currentData()
+        self.state.touch_config()
         modality = "image" if name == "image-classification" else "text"
         self._show_rows_for(modality)
         if self.catalog_loaded or self._catalog_task is not None:

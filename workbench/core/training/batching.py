@@ -2,7 +2,9 @@
 
 Length-grouped batches (shuffle, then sort inside mega-batches of 50 batches) cut padding, which is
 most of the wasted work on short, varied texts; the order of the batches is then shuffled again so
-the loss curve does not drift with length.
+the loss curve does not drift with length. Random batches can instead be trained as micro-batches
+of similar length (``split_by_length``): the same gradient, less padding, and no batches of one
+kind of row.
 """
 
 from __future__ import annotations
