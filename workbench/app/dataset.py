@@ -157,41 +157,38 @@ def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel
                 progress(event.done, max(event.total, 1))
 
     tagging = task.name == "token-classification"
-    preview = None
+    reader = task()
+    cfg = DataConfig(train=str(train), val=val, test=test, val_fraction=0.0, test_fraction=0.0, skip_bad_rows=True)
     with tempfile.TemporaryDirectory(prefix="workbench-preview-") as tmp:
         try:
-            if tagging:
-                from ..core.data.conll import read_tagged
-
-                tagged = read_tagged(train, skip_bad=True, cache_dir=Path(tmp) / "read", cancel=cancel)
-                rows = arrow_table(tagged.dataset.select(range(min(len(tagged.dataset), PREVIEW_LINES))),
-                                   ["tokens", "tags", "lines"])
-                # In memory: the temporary folder holding the memory-mapped file goes at the end.
-                preview = pa.table({
-                    "sentence": pa.array([" ".join(t) for t in rows.column("tokens").to_pylist()], pa.string()),
-                    "tags": pa.array([" ".join(t) for t in rows.column("tags").to_pylist()], pa.string()),
-                    "words": pa.array([len(t) for t in rows.column("tokens").to_pylist()], pa.int64()),
-                    LINE_COLUMN: pa.array([ln[0] if ln else 0 for ln in rows.column("lines").to_pylist()], pa.int64()),
-                })
-                table = _LinesTable(train, ["sentence", "tags", "words"], len(tagged.dataset))
-                table.malformed = list(tagged.malformed)
-                what = (f"{len(tagged.dataset):,} sentences, {tagged.n_tokens:,} tokens "
-                        f"({'CoNLL-U' if tagged.format == 'conllu' else 'CoNLL'}, tags from {_tag_column_text(tagged.tag_column)})")
-            else:
-                from ..core.data import read_table
-
-                table = read_table(train, progress=progress, cancel=cancel)
-                preview = pa.table(arrow_table(table.dataset, [*table.columns, LINE_COLUMN]).to_pydict())
-                what = f"{table.n_rows:,} rows"
-            cancel.raise_if_cancelled()
-            cfg = DataConfig(train=str(train), val=val, test=test, val_fraction=0.0, test_fraction=0.0,
-                             skip_bad_rows=True)
-            prepared = task().prepare_data(cfg, 0, Path(tmp) / "prepare", _Reading(), cancel)
+            prepared, problem = reader.prepare_data(cfg, 0, Path(tmp), _Reading(), cancel), None
         except InputError as e:
-            if preview is None:
-                raise  # the file cannot even be read: the page shows the error instead of a preview
-            return LoadedData(train.resolve(), val, test, table, preview, None, None, None, problem=str(e),
-                              notes=notes, task=task.name, task_title=task.title)
+            prepared, problem = None, e
+        # The preview comes from what the task read; only a file it could not read at all has none.
+        read = getattr(reader, "files", {}).get("train") if tagging else getattr(reader, "train_table", None)
+        if read is None:
+            raise problem or RuntimeError(f"{task.name} keeps no training file it read for the preview")
+        if tagging:
+            rows = arrow_table(read.dataset.select(range(min(len(read.dataset), PREVIEW_LINES))),
+                               ["tokens", "tags", "lines"])
+            # In memory: the temporary folder holding the memory-mapped file goes at the end.
+            preview = pa.table({
+                "sentence": pa.array([" ".join(t) for t in rows.column("tokens").to_pylist()], pa.string()),
+                "tags": pa.array([" ".join(t) for t in rows.column("tags").to_pylist()], pa.string()),
+                "words": pa.array([len(t) for t in rows.column("tokens").to_pylist()], pa.int64()),
+                LINE_COLUMN: pa.array([ln[0] if ln else 0 for ln in rows.column("lines").to_pylist()], pa.int64()),
+            })
+            table = _LinesTable(train, ["sentence", "tags", "words"], len(read.dataset))
+            table.malformed = list(read.malformed)
+            what = (f"{len(read.dataset):,} sentences, {read.n_tokens:,} tokens "
+                    f"({'CoNLL-U' if read.format == 'conllu' else 'CoNLL'}, tags from {_tag_column_text(read.tag_column)})")
+        else:
+            table = read
+            preview = pa.table(arrow_table(table.dataset, [*table.columns, LINE_COLUMN]).to_pydict())
+            what = f"{table.n_rows:,} rows"
+    if problem is not None:
+        return LoadedData(train.resolve(), val, test, table, preview, None, None, None, problem=str(problem),
+                          notes=notes, task=task.name, task_title=task.title)
     report = prepared.report
     if table.malformed:
         report.findings.insert(0, _malformed_finding(train, table.malformed, tagging))

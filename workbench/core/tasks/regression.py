@@ -52,6 +52,7 @@ class TextRegression(Task):
         table = read_table(path, delimiter=cfg.delimiter, has_header=cfg.has_header, cache_dir=cache_dir,
                            progress=_progress(callbacks, "reading"), cancel=cancel)
         if like is None:
+            self.train_table = table  # kept for the app's Data page preview, even when a check fails
             cols = choose_text_columns(table, cfg.text_column, cfg.text_pair_column, cfg.label_column,
                                        pair_required=False, numeric_label=True)
         else:

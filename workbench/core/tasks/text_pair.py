@@ -53,6 +53,7 @@ class TextPairClassification(TextClassification):
         table = read_table(path, delimiter=cfg.delimiter, has_header=cfg.has_header, cache_dir=cache_dir,
                            progress=_progress(callbacks, "reading"), cancel=cancel)
         if like is None:
+            self.train_table = table  # kept for the app's Data page preview, even when a check fails
             cols = choose_text_columns(table, cfg.text_column, cfg.text_pair_column, cfg.label_column,
                                        pair_required=True, numeric_label=False)
             self.columns = cols

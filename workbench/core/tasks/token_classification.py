@@ -193,6 +193,7 @@ class TokenClassification(Task):
 
     def prepare_data(self, cfg, seed, cache_dir, callbacks, cancel=NEVER) -> PreparedData:
         files = {"train": self._read("train", cfg.train, cfg, cache_dir, callbacks, cancel)}
+        self.files = files  # kept for the app's Data page preview, even when a check fails
         for name, path in (("validation", cfg.val), ("test", cfg.test)):
             if path:
                 files[name] = self._read(name, path, cfg, cache_dir, callbacks, cancel)

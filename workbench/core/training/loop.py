@@ -129,7 +129,9 @@ class TrainingLoop:
             labels = batch.pop("labels")
             with self.autocast():
                 logits = self.task.forward(self.model, batch)
-            loss = self.task.loss(logits, labels) * w if w != 1.0 else self.task.loss(logits, labels)
+            loss = self.task.loss(logits, labels)
+            if w != 1.0:
+                loss = loss * w
             scaled = loss / self.cfg.grad_accum
             (scaler.scale(scaled) if scaler else scaled).backward()
             total = loss.detach() if total is None else total + loss.detach()
