@@ -238,6 +238,15 @@ def test_export_page_writes_a_bundle_pipeline_loads(qtbot, tmp_path, trained_run
         assert page.export_to(target, replace=True)
     page.shutdown()
 
+    # ... and only when it holds nothing but the export; the run's own folder and the data's never.
+    (target / "notes.txt").write_text("mine")
+    for refused in (target, trained_run, trained_run / "model", Path(json.loads(
+            (trained_run / "config.json").read_text())["data"]["train"]).parent):
+        with qtbot.waitSignal(page.export_failed, timeout=5000) as failed:
+            assert page.export_to(refused, replace=True) is False
+        assert str(refused) in failed.args[0]
+    assert (target / "notes.txt").read_text() == "mine"
+
 
 def test_export_page_without_a_model(qtbot, tmp_path, trained_run):
     from workbench.app.pages.export import ExportPage

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -82,15 +81,17 @@ def test_cancel_mid_run_then_a_second_run_works(qtbot, window, sentiment_tsv, ti
     assert _status(second)["state"] == "finished" and page.series.step[-1] == 5
 
 
-def test_a_failing_run_shows_the_error_and_the_next_run_works(qtbot, window, sentiment_tsv, tiny_model_dir, tmp_path):
+def test_a_failing_run_shows_the_error_and_the_next_run_works(qtbot, window, sentiment_tsv, tiny_model_dir, tmp_path,
+                                                              monkeypatch):
+    from workbench.core.tasks.text_classification import TextClassification
+
     load(qtbot, window, sentiment_tsv)
     use_tiny_model(qtbot, window, tiny_model_dir, max_steps=3)
-    # A model folder whose weights are missing: the backbone resolves, loading the weights fails.
-    broken = tmp_path / "broken-model"
-    shutil.copytree(tiny_model_dir, broken)
-    for f in broken.glob("*.safetensors"):
-        f.unlink()
-    window.state.config.model.name = str(broken)
+    # A bug inside the engine once training has started: the run fails with its traceback kept.
+    def broken_loss(self, logits, labels):
+        raise RuntimeError("a bug in the loss")
+
+    monkeypatch.setattr(TextClassification, "loss", broken_loss)
     run_dir = _start(qtbot, window)
     with qtbot.waitSignal(window.controller.failed, timeout=120000) as failed:
         pass
@@ -101,9 +102,10 @@ def test_a_failing_run_shows_the_error_and_the_next_run_works(qtbot, window, sen
     assert "Traceback" in box.detailedText() and details == box.detailedText()
     assert (Path(run_dir) / "error.txt").exists() and _status(run_dir)["state"] == "failed"
     assert page.phase.text() == "Failed" and page.start_button.isEnabled()
+    assert "a bug in the loss" in message
     box.accept()
 
-    window.state.config.model.name = str(tiny_model_dir)
+    monkeypatch.undo()
     _start(qtbot, window)
     with qtbot.waitSignal(window.controller.finished, timeout=120000):
         pass

@@ -123,6 +123,7 @@ def test_ctrl_c_exits_130_with_consistent_run_dir(tmp_path, tiny_model_dir):
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert json.loads((run_dir / "status.json").read_text())["state"] == "cancelled"
+    assert not (run_dir / "cache").exists() and not (run_dir / ".reserve").exists()
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["event"] == "Cancelled"
 

@@ -5,8 +5,9 @@
     workbench models                   list the backbones usable offline
     workbench demo                     fine-tune the default backbone on a bundled real dataset
 
-Exit status: 0 success, 2 bad input or usage (message on stderr), 130 interrupted (Ctrl+C), 1 an
-internal error (details written to the run directory's error.txt).
+Exit status: 0 success; 1 an internal error (details written to the run directory's error.txt); 2 bad
+input or usage (message on stderr); 3 a file could not be written (disk full, no permission), including
+an --export copy after a finished training; 130 interrupted (Ctrl+C).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from .core.cancel import CancelToken
 from .core.config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
-from .core.errors import Cancelled, WorkbenchError
+from .core.errors import Cancelled, WorkbenchError, WriteFailed
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class UsageError(Exception):
@@ -91,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random batches (default for token tagging: a little more accurate on short runs)")
     t.add_argument("--freeze-backbone", action="store_true", help="images: train only the new head on the frozen pretrained backbone")
     t.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs home)")
-    t.add_argument("--export", dest="export_dir", help="also write the fine-tuned model to this folder")
+    t.add_argument("--export", dest="export_dir",
+                   help="also write the fine-tuned model to this folder: a new or empty one, or an earlier export "
+                        "with --overwrite (a folder holding other files is refused before training)")
+    t.add_argument("--overwrite", action="store_true", help="let --export replace an earlier Workbench export "
+                   "in that folder (never other files)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     sub.add_parser("models", help="list the backbones usable offline")
@@ -138,6 +143,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.run_dir = args.run_dir
     if args.export_dir:
         cfg.export_dir = args.export_dir
+    if args.overwrite:
+        if not args.export_dir:
+            raise UsageError("workbench train: --overwrite applies to --export DIR; give the folder too")
+        cfg.overwrite_export = True
     return cfg
 
 
@@ -159,16 +168,22 @@ def _run_and_report(cfg: RunConfig, quiet: bool) -> int:
         result = run_training(cfg, progress, cancel)
     except (Cancelled, KeyboardInterrupt):
         progress.close()
-        print(f"workbench: cancelled; the run directory keeps what was done so far.", file=sys.stderr)
+        where = f" ({progress.run_dir})" if progress.run_dir else ""
+        print(f"workbench: cancelled; the run directory{where} keeps what was done so far.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except WriteFailed as e:
+        progress.close()
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return EXIT_WRITE
     except WorkbenchError as e:
         progress.close()
         print(f"workbench: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:  # a bug: say so plainly and point at the details
         progress.close()
-        run_dir = progress.run_dir or "the run directory"
-        print(f"workbench: internal error: {type(e).__name__}: {e}\nDetails: {run_dir}/error.txt", file=sys.stderr)
+        details = Path(progress.run_dir) / "error.txt" if progress.run_dir else None
+        where = f"Details: {details}" if details and details.is_file() else "No run directory was written."
+        print(f"workbench: internal error: {type(e).__name__}: {e}\n{where}", file=sys.stderr)
         return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -178,6 +193,12 @@ def _run_and_report(cfg: RunConfig, quiet: bool) -> int:
     if result.export_dir:
         print(f"exported model: {result.export_dir}")
     print(json.dumps(result.summary()))
+    if result.export_error is not None:
+        print(f"workbench: error: training finished, but the model was not exported: {result.export_error}\n"
+              f"The fine-tuned model is in {Path(result.run_dir) / 'model'}.", file=sys.stderr)
+        return EXIT_WRITE if isinstance(result.export_error, WriteFailed) else EXIT_USAGE
+    if cancel.cancelled:  # Ctrl+C came after the last point the run could stop at: it finished
+        print("workbench: the run had already finished when Ctrl+C came; nothing was lost.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -256,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
+    except WriteFailed as e:
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return EXIT_WRITE
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from .core.events import Callbacks, EvalMetrics, Event, Finished, PhaseChanged, Progress, StepMetrics, Warning_
+from .core.events import (Callbacks, EvalMetrics, Event, Finished, PhaseChanged, Progress, RunStarted, StepMetrics,
+                          Warning_)
 
 
 class TerminalProgress(Callbacks):
@@ -21,9 +22,11 @@ class TerminalProgress(Callbacks):
             self.bar = None
 
     def on_event(self, event: Event) -> None:
-        if isinstance(event, Finished):
+        if isinstance(event, (RunStarted, Finished)):
             self.run_dir = event.run_dir
         if not self.enabled:
+            if isinstance(event, Warning_):  # --quiet hides the progress, never a warning
+                print(f"warning: {event.message}", file=self.stream, flush=True)
             return
         from tqdm import tqdm
 

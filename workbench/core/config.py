@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,11 @@ from typing import Any
 from .errors import InputError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+# Settings that are real numbers, with the flag that sets each (for messages).
+_FLOAT_FLAGS = {"epochs": "--epochs", "lr": "--lr", "weight_decay": "--weight-decay", "warmup_ratio": "--warmup-ratio",
+                "max_grad_norm": "--max-grad-norm"}
+_DATA_FLOAT_FLAGS = {"val_fraction": "--val-fraction", "test_fraction": "--test-fraction"}
 
 
 @dataclass
@@ -71,6 +77,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     run_dir: str | None = None  # None: a new folder under the runs home
     export_dir: str | None = None
+    overwrite_export: bool = False  # replace an earlier Workbench export in export_dir (never other files)
     name: str | None = None
 
     def validate(self) -> None:
@@ -78,6 +85,25 @@ class RunConfig:
         problems = []
         if not self.data.train:
             problems.append("no training data given")
+        for section, flag_fields in (("train", _FLOAT_FLAGS), ("data", _DATA_FLOAT_FLAGS)):
+            for name, flag in flag_fields.items():
+                value = getattr(getattr(self, section), name)
+                if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                    problems.append(f"{flag} must be a finite number, got {value}")
+        if problems:  # nan compares false with everything: the range checks below would let it through
+            raise InputError("; ".join(problems))
+        if t.max_steps is not None and t.max_steps < 1:
+            problems.append(f"--max-steps must be at least 1, got {t.max_steps}")
+        if t.early_stopping_patience is not None and t.early_stopping_patience < 1:
+            problems.append(f"--early-stopping must be at least 1 evaluation, got {t.early_stopping_patience}")
+        if t.weight_decay < 0:
+            problems.append(f"--weight-decay must not be negative, got {t.weight_decay}")
+        if t.max_grad_norm < 0:
+            problems.append(f"--max-grad-norm must not be negative (0 turns clipping off), got {t.max_grad_norm}")
+        if not 0 <= t.seed < 2**32:
+            problems.append(f"--seed must be between 0 and 4294967295, got {t.seed}")
+        if t.eval_batch_size is not None and t.eval_batch_size < 1:
+            problems.append(f"eval_batch_size must be at least 1, got {t.eval_batch_size}")
         if t.epochs <= 0:
             problems.append(f"--epochs must be positive, got {t.epochs}")
         if t.batch_size < 1:
@@ -122,7 +148,7 @@ class RunConfig:
             data=build(DataConfig, d.pop("data", {})),
             model=build(ModelConfig, d.pop("model", {})),
             train=build(TrainConfig, d.pop("train", {})),
-            **{k: v for k, v in d.items() if k in {"task", "run_dir", "export_dir", "name"}},
+            **{k: v for k, v in d.items() if k in {"task", "run_dir", "export_dir", "overwrite_export", "name"}},
         )
 
     @classmethod
@@ -147,4 +173,5 @@ class RunConfig:
         # does not overwrite the first run's export.
         cfg.run_dir = None
         cfg.export_dir = None
+        cfg.overwrite_export = False
         return cfg

@@ -19,6 +19,13 @@ class Event:
 
 
 @dataclass(frozen=True)
+class RunStarted(Event):
+    """The run directory exists: where everything about this run is written from now on."""
+
+    run_dir: str
+
+
+@dataclass(frozen=True)
 class PhaseChanged(Event):
     """The run moved to another phase: reading, validating, tokenizing, loading_model, training,
     evaluating, testing, exporting."""

@@ -3,11 +3,14 @@ ONNX Runtime against PyTorch, and the model card that says how to load what was 
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+
+from .escaping import md_cell, md_code, md_fence, one_line
 
 
 def export_onnx(model, path: Path, image_size: int) -> Path:
@@ -60,9 +63,10 @@ def check_onnx(path: Path, model, batches: Iterable[np.ndarray]) -> dict[str, An
 def image_model_card(*, task_title: str, backbone: str, data: dict[str, Any], hyper: dict[str, Any],
                      metrics: dict[str, float], report_table: str, eval_split: str, preprocessing: dict[str, Any],
                      hugging_face: bool, frozen: bool) -> str:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in hyper.items())
-    sources = "\n".join(f"- {k}: `{v}` ({data.get('rows', {}).get(k, '?')} images)" for k, v in data.get("sources", {}).items())
-    mets = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    rows = "\n".join(f"| {md_cell(str(k))} | {md_cell(str(v))} |" for k, v in hyper.items())
+    sources = "\n".join(f"- {md_cell(k)}: {md_code(str(v))} ({data.get('rows', {}).get(k, '?')} images)"
+                        for k, v in data.get("sources", {}).items())
+    mets = ", ".join(f"{md_cell(k)} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
     size, resize = preprocessing["image_size"], preprocessing["resize_to"]
     header = "library_name: transformers\n" if hugging_face else ""
     if hugging_face:
@@ -82,7 +86,7 @@ model, config = load_image_classifier("path/to/this/folder")  # a torch.nn.Modul
 ```"""
     return f"""---
 {header}pipeline_tag: image-classification
-base_model: {backbone}
+base_model: {json.dumps(one_line(backbone), ensure_ascii=False)}
 tags:
 - workbench
 - image-classification
@@ -90,12 +94,12 @@ tags:
 
 # {task_title} model trained with Workbench
 
-{'Head trained on the frozen' if frozen else 'Fine-tuned from'} `{backbone}`.
+{'Head trained on the frozen' if frozen else 'Fine-tuned from'} {md_code(backbone)}.
 
 ## Data
 {sources}
 
-Labels: {', '.join(f'`{l}`' for l in data.get('labels', []))}.
+Labels: {', '.join(md_code(str(l)) for l in data.get('labels', []))}.
 
 ## Preprocessing
 Shorter side resized to {resize} pixels (bicubic), centre crop of {size}x{size}, RGB scaled to [0, 1], then
@@ -107,12 +111,10 @@ transformers `BitImageProcessor` doing exactly this. Training used random resize
 |---|---|
 {rows}
 
-## Results on the {eval_split} split
+## Results on the {md_cell(eval_split)} split
 {mets}
 
-```
-{report_table}
-```
+{md_fence(report_table)}
 
 ## Use
 {use}

@@ -18,10 +18,24 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symbolic link that loops: not a folder to look into
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def _sub_folders(folder: Path) -> list[Path]:
     try:
         with os.scandir(folder) as it:
-            return sorted(Path(e.path) for e in it if e.is_dir() and not e.name.startswith(".")
+            return sorted(Path(e.path) for e in it if _is_dir(e) and not e.name.startswith(".")
                           and e.name.lower() not in IGNORED)
     except OSError:
         return []
@@ -40,7 +54,7 @@ def sniff_image_folder(path: Path) -> float:
         try:
             with os.scandir(folder) as it:
                 for k, e in enumerate(it):
-                    if e.is_file() and is_image_name(e.name):
+                    if _is_file(e) and is_image_name(e.name):
                         return 0.95
                     if k > 50:
                         break

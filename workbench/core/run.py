@@ -12,20 +12,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import shutil
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backbones import resolve_backbone
+from .backbones import model_load_error
 from .cancel import NEVER, CancelToken
 from .config import RunConfig
 from .device import resolve_device, resolve_precision
-from .errors import Cancelled, InputError
-from .events import CallbackList, Callbacks, Failed, Finished, PhaseChanged, Warning_
+from .errors import Cancelled, InputError, WorkbenchError, WriteFailed, write_failure
+from .events import CallbackList, Callbacks, Failed, Finished, PhaseChanged, RunStarted, Warning_
 from .events import Cancelled as CancelledEvent
-from .export import copy_export, export_model, model_card
+from .export import copy_export, export_model
+from .export_target import ExportLock, check_export_target
+from .paths import check_data_path
 from .rundir import RunDirectory
 from .tasks import get_task
 
@@ -41,9 +43,11 @@ class RunResult:
     report_text: str
     eval_split: str
     backbone: dict[str, Any]
+    export_error: Exception | None = None  # --export could not be written; the model is in RUN/model
 
     def summary(self) -> dict[str, Any]:
         return {
+            "export_error": str(self.export_error) if self.export_error else None,
             "task": self.task,
             "metrics": self.metrics,
             "eval_split": self.eval_split,
@@ -80,9 +84,11 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
         ),
     )
     config.validate()
-    if not Path(config.data.train).exists():
-        # Checked before a run directory exists so a typo leaves nothing behind.
-        raise InputError("file not found", path=config.data.train)
+    # Checked before a run directory exists (and before anything opens the data: a named pipe
+    # would block) so a typo leaves nothing behind.
+    data_paths = [p for p in (config.data.train, config.data.val, config.data.test) if p]
+    for path in data_paths:
+        check_data_path(Path(path), folder_ok=True)
     task = get_task(config.task, config.data.train)
     config.task = task.name
     if config.train.metric is None:
@@ -92,40 +98,81 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
     task.configure(config)
     if config.train.group_by_length is None:
         config.train.group_by_length = task.group_by_length_default
+    export_lock = None
+    if config.export_dir:
+        # Refused now, not after an hour of training; held until the run ends so that two runs
+        # cannot write one folder at once.
+        target = check_export_target(config.export_dir, overwrite=config.overwrite_export, data_paths=data_paths,
+                                     run_dir=config.run_dir)
+        config.export_dir = str(target)
+        export_lock = ExportLock(target).acquire()
     try:
         rd = RunDirectory.create(config.run_dir, f"{Path(config.data.train).stem}-{task.name}")
-    except FileExistsError as e:
-        raise InputError("run directory already exists and is not empty; choose another --run-dir", path=str(e)) from None
+    except BaseException:
+        if export_lock is not None:
+            export_lock.release()
+        raise
     cb = CallbackList(rd, callbacks)
-    config.run_dir = str(rd.path)
-    rd.write_json("config.json", config.to_dict())
     try:
-        result = _run(config, task, rd, cb, cancel)
+        cb.on_event(RunStarted(str(rd.path)))
+        config.run_dir = str(rd.path)
+        rd.write_json("config.json", config.to_dict())
+        return _run(config, task, rd, cb, cancel, export_lock, data_paths)
     except Cancelled:
-        rd.set_status("cancelled")
-        cb.on_event(CancelledEvent())
+        _record(rd.set_status, "cancelled")
+        _record(cb.on_event, CancelledEvent())
         raise
     except BaseException as e:
-        message = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
+        failure = write_failure(e, rd.path)
+        if failure is not None:
+            rd.release_reserve()  # room for status.json and error.txt
+        message = str(failure or e) if isinstance(e, WorkbenchError) or failure else f"{type(e).__name__}: {e}"
         if isinstance(e, InputError) and not rd.training_started:
             # Bad input found before any training: nothing worth keeping, so leave nothing behind.
-            rd.close()
-            shutil.rmtree(rd.path, ignore_errors=True)
+            rd.discard()
         elif isinstance(e, KeyboardInterrupt):
-            rd.set_status("cancelled")
-            cb.on_event(CancelledEvent())
+            _record(rd.set_status, "cancelled")
+            _record(cb.on_event, CancelledEvent())
         else:
-            rd.write_text("error.txt", traceback.format_exc())
-            rd.set_status("failed", message=message)
-            cb.on_event(Failed(message, traceback.format_exc()))
+            details = traceback.format_exc()
+            _record(rd.write_text, "error.txt", details)
+            _record(rd.set_status, "failed", message=message)
+            _record(cb.on_event, Failed(message, details))
+        if failure is not None:
+            raise failure from e
         raise
     finally:
         rd.close()
-    shutil.rmtree(rd.cache_dir, ignore_errors=True)  # tokenized copies of the data; the report keeps the rest
-    return result
+        rd.remove_scratch()  # tokenized copies of the data; the report keeps the rest
+        if export_lock is not None:
+            export_lock.release()
 
 
-def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: CancelToken) -> RunResult:
+def _record(write, *args, **kwargs) -> None:
+    """Record how a run ended without letting a second failure (the disk still full) hide the first."""
+    try:
+        write(*args, **kwargs)
+    except (OSError, ValueError):
+        pass
+
+
+@contextmanager
+def _loading_model(folder: str):
+    """Failures that come from the model folder (an unsafe pickle, damaged weights, no tokenizer)
+    are the user's input, said plainly; anything else is left alone."""
+    try:
+        yield
+    except WorkbenchError:
+        raise
+    except Exception as e:
+        error = model_load_error(e, folder)
+        if error is None:
+            raise
+        raise error from e
+
+
+def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: CancelToken,
+         export_lock: ExportLock | None, data_paths: list[str]) -> RunResult:
     _quiet_libraries()
     import torch
     from .training.loop import TrainingLoop
@@ -145,7 +192,13 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     cb.on_event(PhaseChanged("loading_model", config.model.name))
     backbone = task.resolve_backbone(config.model.name)
     cancel.raise_if_cancelled()
-    preprocessor = task.load_preprocessor(backbone.path)
+    with _loading_model(backbone.path):
+        preprocessor = task.load_preprocessor(backbone.path)
+    limit = task.position_limit(backbone.path, preprocessor)
+    if limit and tc.max_length > limit:
+        cb.on_event(Warning_(f"--max-length {tc.max_length} is more than {backbone.name} can take ({limit} tokens); "
+                             f"using {limit}"))
+        tc.max_length = limit
 
     encoded = {
         name: task.encode(name, ds, preprocessor, tc.max_length, rd.cache_dir, cb, cancel)
@@ -173,7 +226,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
 
     cancel.raise_if_cancelled()
     torch.manual_seed(tc.seed)
-    model = task.build_model(backbone.path, data)
+    with _loading_model(backbone.path):
+        model = task.build_model(backbone.path, data)
     n_params = sum(p.numel() for p in model.parameters())
     cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters on {device} ({precision})"))
 
@@ -201,6 +255,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     rd.write_text("report.txt", f"{task.title}, {eval_name} split ({data.resolved['sources'].get(eval_name)})\n\n{report_text}\n")
     task.write_predictions(rd.path / "predictions.jsonl", logits, encoded[eval_name], data)
 
+    cancel.raise_if_cancelled()
     cb.on_event(PhaseChanged("exporting", str(rd.model_dir)))
     model.to("cpu")
     hyper = {k: v for k, v in dataclasses.asdict(tc).items() if v is not None}
@@ -216,10 +271,21 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     )
     meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
             "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics}
-    export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length)
-    export_dir = None
+    export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel)
+    export_dir, export_error = None, None
     if config.export_dir:
-        export_dir = str(copy_export(rd.model_dir, config.export_dir))
+        cb.on_event(PhaseChanged("exporting", config.export_dir))
+        try:
+            export_dir = str(copy_export(rd.model_dir, config.export_dir, overwrite=config.overwrite_export,
+                                         data_paths=data_paths, run_dir=rd.path, cancel=cancel, lock=export_lock))
+        except Exception as e:  # the training is done and RUN/model holds it: this run did not fail
+            export_error = e if isinstance(e, WorkbenchError) else (
+                write_failure(e, config.export_dir, permission_too=True)
+                or WriteFailed(f"copying the model failed: {type(e).__name__}: {e}", path=config.export_dir))
+            if not isinstance(e, WorkbenchError):
+                _record(rd.write_text, "error.txt", traceback.format_exc())
+            cb.on_event(Warning_(f"the model was not copied to {config.export_dir}: {export_error} (it is in "
+                                 f"{rd.model_dir})"))
 
     run_result = RunResult(
         task=task.name,
@@ -231,8 +297,10 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         report_text=report_text,
         eval_split=eval_name,
         backbone={"name": backbone.name, "architecture": backbone.architecture, "parameters": n_params},
+        export_error=export_error,
     )
-    rd.set_status("finished", metrics=result.metrics, export_dir=export_dir)
+    rd.set_status("finished", metrics=result.metrics, export_dir=export_dir,
+                  **({"export_error": str(export_error)} if export_error else {}))
     cb.on_event(Finished(result.metrics, outcome.samples_per_second, str(rd.path), export_dir))
     return run_result
 

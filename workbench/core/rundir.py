@@ -9,6 +9,8 @@
     RUN/predictions.jsonl  one line per evaluated row
     RUN/model/             the fine-tuned model, in the export format
     RUN/error.txt          details of a failure
+    RUN/cache/             tokenized or decoded data while the run works; removed when it ends
+                           (and by the next run when its process was killed)
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError, write_failure
 from .events import Callbacks, Event
 
 
@@ -37,39 +41,80 @@ def runs_home() -> Path:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a half-written copy beside the file
+        raise
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:40] or "run"
 
 
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 256 * 1024  # freed when the disk fills, so status.json and error.txt can still be written
+
+
 @dataclass
 class RunDirectory(Callbacks):
     path: Path
     training_started: bool = False
+    created: bool = True  # False: the user made the (empty) folder, so it is kept if the run is discarded
 
     @classmethod
     def create(cls, requested: str | None, label: str) -> "RunDirectory":
         if requested:
             path = Path(requested).expanduser()
-            if path.exists() and any(path.iterdir()):
-                raise FileExistsError(path)
+            if path.exists() and not path.is_dir():
+                raise InputError("--run-dir is a file, not a folder; give a new or empty folder", path=path.resolve())
+            if path.is_dir() and any(path.iterdir()):
+                raise InputError("run directory already exists and is not empty; choose another --run-dir",
+                                 path=path.resolve())
         else:
+            sweep_interrupted_runs(runs_home())
             base = runs_home() / f"{datetime.now():%Y%m%d-%H%M%S}-{_slug(label)}"
             path, n = base, 1
             while path.exists():
                 n += 1
                 path = base.with_name(f"{base.name}-{n}")
-        path.mkdir(parents=True, exist_ok=True)
-        rd = cls(path.resolve())
-        rd._metrics = open(rd.path / "metrics.jsonl", "a", encoding="utf-8")
-        rd.set_status("running")
+        created = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise (write_failure(e, path, permission_too=True) or e) from None
+        rd = cls(path.resolve(), created=created)
+        try:
+            rd._reserve()
+            rd._metrics = open(rd.path / "metrics.jsonl", "a", encoding="utf-8")
+            rd.set_status("running")
+        except OSError as e:
+            rd.discard()
+            raise (write_failure(e, path, permission_too=True) or e) from None
         return rd
+
+    def _reserve(self) -> None:
+        with open(self.path / RESERVE_NAME, "wb") as f:
+            f.write(b"\0" * RESERVE_BYTES)  # real blocks, not a sparse file: deleting it frees them
+            f.flush()
+            os.fsync(f.fileno())
+
+    def release_reserve(self) -> None:
+        (self.path / RESERVE_NAME).unlink(missing_ok=True)
+
+    def _with_room(self, write) -> None:
+        """Run ``write``; if the disk is full, free the reserve and try once more."""
+        try:
+            write()
+        except OSError as e:
+            if write_failure(e) is None or not (self.path / RESERVE_NAME).exists():
+                raise
+            self.release_reserve()
+            write()
 
     # Each event is one JSON line, flushed at once: a run killed with -9 keeps everything up to it.
     def on_event(self, event: Event) -> None:
@@ -92,15 +137,22 @@ class RunDirectory(Callbacks):
         current.update(state=state, pid=os.getpid(), **extra)
         if state != "running":
             current["ended"] = datetime.now().isoformat(timespec="seconds")
-        write_json_atomic(status_path, current)
+        self._with_room(lambda: write_json_atomic(status_path, current))
 
     def write_json(self, name: str, data: Any) -> None:
         write_json_atomic(self.path / name, data)
 
     def write_text(self, name: str, text: str) -> None:
-        tmp = self.path / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.path / name)
+        def write() -> None:
+            tmp = self.path / f".{name}.tmp"
+            try:
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, self.path / name)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
+        self._with_room(write)
 
     @property
     def model_dir(self) -> Path:
@@ -110,9 +162,71 @@ class RunDirectory(Callbacks):
     def cache_dir(self) -> Path:
         return self.path / "cache"
 
+    def remove_scratch(self) -> None:
+        """What only a running run needs: the tokenized/decoded data cache and the space reserve."""
+        shutil.rmtree(self.cache_dir, ignore_errors=True)
+        self.release_reserve()
+
+    def discard(self) -> None:
+        """Remove what this run wrote (bad input found before training: nothing worth keeping). A
+        folder the user made is emptied, not removed."""
+        self.close()
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for child in self.path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
     def close(self) -> None:
-        if getattr(self, "_metrics", None) and not self._metrics.closed:
-            self._metrics.close()
+        metrics = getattr(self, "_metrics", None)
+        if metrics is not None and not metrics.closed:
+            try:
+                metrics.close()
+            except OSError:
+                pass  # a full disk refused the last buffered line; the file keeps every line before it
+
+
+def sweep_interrupted_runs(home: Path) -> list[Path]:
+    """Runs under ``home`` still marked running whose process is gone (killed, crashed, power cut):
+    their scratch files are removed and status.json says "interrupted". Returns those runs."""
+    from .processes import pid_alive
+
+    swept = []
+    try:
+        children = [p for p in home.iterdir() if p.is_dir()]
+    except OSError:
+        return swept
+    for run in children:
+        status_path = run / "status.json"
+        try:
+            status = json.loads(status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(status, dict) or status.get("state") != "running":
+            continue
+        started = None
+        try:
+            started = datetime.fromisoformat(status.get("started", ""))
+        except (TypeError, ValueError):
+            pass
+        if pid_alive(status.get("pid"), started):
+            continue
+        shutil.rmtree(run / "cache", ignore_errors=True)
+        (run / RESERVE_NAME).unlink(missing_ok=True)
+        from .export import sweep_stale_temporaries
+
+        sweep_stale_temporaries(run)
+        status.update(state="interrupted", message=f"its process (pid {status.get('pid')}) ended without finishing: "
+                                                   "killed, crashed, or the machine stopped")
+        try:
+            write_json_atomic(status_path, status)
+        except OSError:
+            continue
+        swept.append(run)
+    return swept
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

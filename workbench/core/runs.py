@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .processes import pid_alive
 from .rundir import read_metrics, runs_home
 
 # Any of these marks a folder as a run directory; status.json is written first, config.json next.
@@ -37,37 +38,6 @@ def is_run_dir(path: str | Path) -> bool:
     return p.is_dir() and any((p / m).is_file() for m in _MARKERS)
 
 
-def _process_start(pid: int) -> datetime | None:
-    """When process ``pid`` started (Linux /proc only), to tell a live run from a reused pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the parenthesised name
-        btime = next(int(l.split()[1]) for l in Path("/proc/stat").read_text().splitlines() if l.startswith("btime"))
-        return datetime.fromtimestamp(btime + ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def _pid_alive(pid: Any, started: datetime | None) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True  # this very process (the app trains in a thread)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    except OSError:
-        return False
-    # A pid reused by a process that began after the run did is not the run's.
-    begun = _process_start(pid)
-    if begun is not None and started is not None and (begun - started).total_seconds() > 5:
-        return False
-    return True
-
-
 def _parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
@@ -82,7 +52,7 @@ def effective_state(status: dict[str, Any] | None) -> str:
     if not status or not isinstance(status.get("state"), str):
         return "interrupted"  # a run folder whose status never got written or was damaged
     state = status["state"]
-    if state == "running" and not _pid_alive(status.get("pid"), _parse_time(status.get("started"))):
+    if state == "running" and not pid_alive(status.get("pid"), _parse_time(status.get("started"))):
         return "interrupted"
     return state
 

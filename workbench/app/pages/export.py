@@ -29,8 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.errors import InputError
+from ...core.errors import InputError, WorkbenchError
 from ...core.export import copy_export
+from ...core.export_target import TargetCheck, inspect_target, is_export
 from ...core.runs import RunData, load_run
 
 EXPORTS_HOME = Path.home() / "workbench-models"
@@ -43,18 +44,20 @@ def default_target(run: RunData) -> Path:
     return EXPORTS_HOME / f"{stem}-{run.task or 'model'}-{stamp}"
 
 
-def is_export(folder: Path) -> bool:
-    return (folder / "workbench.json").is_file() and (folder / "config.json").is_file()
+def _data_paths(run: RunData) -> list[str]:
+    data = run.config.get("data") or {}
+    return [data[k] for k in ("train", "val", "test") if isinstance(data.get(k), str) and data[k]]
 
 
-def check_target(target: Path) -> str | None:
-    """Why ``target`` must not be written over, or None. A previous export may be replaced."""
-    if target.exists() and not target.is_dir():
-        return f"{target} is a file; choose a folder."
-    if target.is_dir() and any(target.iterdir()) and not is_export(target):
-        # copy_export replaces the whole folder: never do that to a folder of the user's own files.
-        return f"{target} already holds other files. Choose an empty folder or a new name."
-    return None
+def check_target(run: RunData, target: Path, replace: bool) -> TargetCheck:
+    """Whether ``run``'s model may be written to ``target`` (core rules: never the user's files, an
+    earlier export only when replacing); the problem is worded for the app."""
+    check = inspect_target(target, overwrite=replace, data_paths=_data_paths(run), run_dir=run.path)
+    if check.kind == "export" and not replace:
+        return TargetCheck(check.path, check.kind, f"{check.path} holds an earlier export; confirm to replace it.")
+    if check.problem:
+        return TargetCheck(check.path, check.kind, f"{check.path} {check.problem}.")
+    return check
 
 
 def describe_files(folder: Path) -> str:
@@ -73,14 +76,15 @@ class _Signals(QObject):
 
 
 class _CopyJob(QRunnable):
-    def __init__(self, source: Path, target: Path, request: int, signals: _Signals) -> None:
+    def __init__(self, run: RunData, target: Path, replace: bool, request: int, signals: _Signals) -> None:
         super().__init__()
-        self.source, self.target, self.request, self.signals = source, target, request, signals
+        self.source, self.target, self.replace, self.request, self.signals = run, target, replace, request, signals
 
     def run(self) -> None:
         try:
-            written = copy_export(self.source, self.target)
-        except InputError as e:
+            written = copy_export(self.source.model_dir, self.target, overwrite=self.replace,
+                                  data_paths=_data_paths(self.source), run_dir=self.source.path)
+        except WorkbenchError as e:  # a refused target, a full disk, another process exporting there
             self.signals.failed.emit(self.request, str(e))
         except OSError as e:
             self.signals.failed.emit(self.request, f"{e.strerror or e}: {e.filename or self.target}")
@@ -231,9 +235,7 @@ class ExportPage(QWidget):
         target = Path(target).expanduser()
         if not target.is_absolute():
             target = Path.home() / target
-        problem = check_target(target)
-        if problem is None and is_export(target) and not replace:
-            problem = f"{target} holds an earlier export; confirm to replace it."
+        problem = check_target(self.run, target, replace).problem
         if problem:
             self._fail(problem)
             return False
@@ -243,7 +245,7 @@ class ExportPage(QWidget):
         self.choose.setEnabled(False)
         self.open_button.setVisible(False)
         self._set_status(f"Writing {target} ...")
-        self._pool.start(_CopyJob(self.run.model_dir, target, self._request, self._signals))
+        self._pool.start(_CopyJob(self.run, target, replace, self._request, self._signals))
         return True
 
     def shutdown(self) -> None:
@@ -258,7 +260,7 @@ class ExportPage(QWidget):
             return
         target = Path(text).expanduser()
         replace = False
-        if check_target(target) is None and is_export(target):
+        if self.run is not None and check_target(self.run, target, True).ok and is_export(target):
             answer = QMessageBox.question(
                 self, "Replace export?", f"{target} already holds an exported model.\n\nReplace it with this run's model?"
             )

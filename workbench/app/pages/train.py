@@ -424,6 +424,8 @@ class TrainPage(QWidget):
                 self._on_phase(e)
             elif kind == "Progress":
                 self._on_progress(e)
+            elif kind == "RunStarted":
+                self._log(f"Run directory: {e.get('run_dir', '')}", e.get("time"))
             elif kind == "Warning_":
                 self._log(f"⚠ {e.get('message', '')}", e.get("time"))
             elif kind == "Finished":

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ..cancel import NEVER, CancelToken
 from ..errors import InputError
-from .tabular import RowProblem, _cache_dir, _check_file, _first_bad_line, _safe_stem
+from .tabular import NUL_MESSAGE, RowProblem, _cache_dir, _check_file, _first_bad_line, _safe_stem
 
 SENTENCE_SCHEMA = pa.schema([
     ("row", pa.int64()),
@@ -205,6 +205,8 @@ def _read(p: Path, fmt: str, column: str, codec: str, skip_bad: bool, out_dir: P
             for raw in f:
                 number += 1
                 done += len(raw)
+                if b"\x00" in raw:
+                    raise InputError(NUL_MESSAGE.replace("text table", "tagged text file"), path=p, line=number)
                 line = raw.decode(codec)
                 if number == 1:
                     line = line.lstrip("\ufeff")

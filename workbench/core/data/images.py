@@ -66,14 +66,25 @@ def _visible(entry: os.DirEntry) -> bool:
     return not entry.name.startswith(".") and entry.name.lower() not in IGNORED
 
 
-def _entries(folder: Path) -> tuple[list[os.DirEntry], list[os.DirEntry]]:
+def _entries(folder: Path, broken: list[tuple[Path, str]]) -> tuple[list[os.DirEntry], list[os.DirEntry]]:
+    """The visible sub-folders and files of ``folder``; entries that cannot be followed (a symbolic
+    link to nothing or to itself, no permission) are added to ``broken`` with the reason."""
     try:
         with os.scandir(folder) as it:
             entries = sorted((e for e in it if _visible(e)), key=lambda e: e.name)
     except OSError as e:
         raise InputError(f"cannot read the folder ({e.strerror or e})", path=folder) from None
-    dirs = [e for e in entries if e.is_dir()]
-    files = [e for e in entries if e.is_file()]
+    dirs, files = [], []
+    for e in entries:
+        try:
+            if e.is_dir():
+                dirs.append(e)
+            elif e.is_file():
+                files.append(e)
+            elif e.is_symlink():
+                broken.append((Path(e.path), "a symbolic link to something that does not exist"))
+        except OSError as err:  # e.g. ELOOP: a link that points at itself
+            broken.append((Path(e.path), err.strerror or str(err)))
     return dirs, files
 
 
@@ -87,14 +98,15 @@ def _images_below(folder: Path) -> list[Path]:
 
 def _class_folders(folder: Path, split: str, findings: list[Finding]) -> list[ImageItem]:
     """Images in the class folders of ``folder``; what does not fit is reported, not used."""
-    dirs, files = _entries(folder)
+    broken: list[tuple[Path, str]] = []
+    dirs, files = _entries(folder, broken)
     items: list[ImageItem] = []
     loose = [Path(f.path) for f in files if is_image_name(f.name)]
     not_images: list[Path] = [Path(f.path) for f in files if not is_image_name(f.name)]
     nested: list[tuple[Path, int]] = []
     empty: list[str] = []
     for d in dirs:
-        sub_dirs, sub_files = _entries(Path(d.path))
+        sub_dirs, sub_files = _entries(Path(d.path), broken)
         images = [Path(f.path) for f in sub_files if is_image_name(f.name)]
         not_images += [Path(f.path) for f in sub_files if not is_image_name(f.name)]
         for s in sub_dirs:
@@ -130,10 +142,20 @@ def _class_folders(folder: Path, split: str, findings: list[Finding]) -> list[Im
         findings.append(Finding("warning", "not_images", f"{where}: {len(not_images):,} file(s) do not have an "
                                 "image extension and were skipped", [], len(not_images), where, split,
                                 items=[str(p) for p in not_images[:MAX_ITEMS]]))
+    if broken:
+        findings.append(_broken_finding(broken, where, split))
     if empty:
         findings.append(Finding("info", "empty_class_folder", f"{where}: class folder(s) without images were "
                                 f"ignored: {', '.join(empty[:20])}", [], len(empty), where, split, items=empty))
     return items
+
+
+def _broken_finding(broken: list[tuple[Path, str]], where: str, split: str | None) -> Finding:
+    one = len(broken) == 1
+    return Finding("warning", "broken_links", f"{where}: {len(broken):,} entr{'y' if one else 'ies'} could not be "
+                   f"followed (a broken or looping symbolic link, or no permission) and {'was' if one else 'were'} "
+                   "skipped",
+                   [], len(broken), where, split, items=[f"{p} ({why})" for p, why in broken[:MAX_ITEMS]])
 
 
 def scan_image_folders(train: str | Path, val: str | Path | None = None, test: str | Path | None = None) -> ImageFolders:
@@ -141,7 +163,10 @@ def scan_image_folders(train: str | Path, val: str | Path | None = None, test: s
     if not root.is_dir():
         raise InputError("not a folder of images", path=root)
     findings: list[Finding] = []
-    dirs, _ = _entries(root)
+    broken: list[tuple[Path, str]] = []
+    dirs, _ = _entries(root, broken)
+    if broken:
+        findings.append(_broken_finding(broken, str(root), None))
     split_dirs = {SPLIT_FOLDERS[d.name.lower()]: Path(d.path) for d in dirs if d.name.lower() in SPLIT_FOLDERS}
     items: dict[str, list[ImageItem]] = {}
     sources: dict[str, str] = {}

@@ -145,12 +145,20 @@ def build_text_dataset(table: Table, cols: TextColumns, *, numeric: bool, skip_b
             keep = None
             if numeric:
                 ok = pc.match_substring_regex(label, _NUMBER)
+                # 1e999 is written like a number but overflows to infinity: no usable target either.
+                value = pc.cast(pc.if_else(ok, label, "0"), pa.float64())
+                ok = pc.and_(ok, pc.is_finite(value))
                 if not pc.all(ok).as_py():
                     bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
                     lines = batch.column(LINE_COLUMN).to_numpy()
                     values = label.to_pylist()
                     for i in bad:
-                        what = f"the label {values[i]!r} is not a number" if values[i] else "the label is empty"
+                        if not values[i]:
+                            what = "the label is empty"
+                        elif re.match(_NUMBER, values[i]):
+                            what = f"the label {values[i]!r} is too large a number (it overflows to infinity)"
+                        else:
+                            what = f"the label {values[i]!r} is not a number"
                         problems.append(RowProblem(int(lines[i]), what))
                     if not skip_bad:
                         first = problems[0]

@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import itertools
+import json
 import re
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from datasets.table import MemoryMappedTable
 
 from ..cancel import NEVER, CancelToken
 from ..errors import InputError
+from ..paths import check_data_path
 
 LINE_COLUMN = "__line__"
 BATCH_ROWS = 50_000  # rows per Arrow record batch, and per progress report / cancel check
@@ -144,11 +146,28 @@ def read_table(
 # ---------------------------------------------------------------------------- file checks
 
 
+def sniff_non_table(head: bytes) -> str | None:
+    """What a file is when its first bytes say it is not delimited text (an archive, JSON, ...)."""
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    text = head.lstrip(codecs.BOM_UTF8).lstrip()
+    if text[:1] in (b"{", b"["):
+        first = text.split(b"\n", 1)[0].strip()
+        try:
+            json.loads(first)
+            return "JSON Lines (one JSON object per line); convert it to a TSV or CSV file with a text and a label column"
+        except ValueError:
+            pass
+        if re.match(rb'[\[{]\s*(\{|\[|"[^"\n]*"\s*:|\Z)', text):
+            return "a JSON document; convert it to a TSV or CSV file with a text and a label column"
+    if re.match(rb"<(\?xml|!doctype html|html)", text[:20].lower()):
+        return "an XML or HTML document"
+    return None
+
+
 def _check_file(p: Path) -> Path:
-    if not p.exists():
-        raise InputError("file not found", path=p)
-    if p.is_dir():
-        raise InputError("is a folder, not a data file; choose a .tsv or .csv file", path=p)
+    check_data_path(p)
     try:
         with open(p, "rb") as f:
             head = f.read(8192)
@@ -158,13 +177,16 @@ def _check_file(p: Path) -> Path:
         raise InputError("is empty", path=p)
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise InputError("is saved as UTF-16 text; save it as UTF-8 instead", path=p)
-    for magic, what in _MAGIC:
-        if head.startswith(magic):
-            raise InputError(f"is not a text table: it looks like {what}", path=p)
+    what = sniff_non_table(head)
+    if what is not None:
+        raise InputError(f"is not a text table: it looks like {what}", path=p)
     if b"\x00" in head:
-        line = head.count(b"\n", 0, head.index(b"\x00")) + 1
-        raise InputError("looks like a binary file, not a text table (it contains NUL bytes)", path=p, line=line)
+        raise InputError(NUL_MESSAGE, path=p, line=head.count(b"\n", 0, head.index(b"\x00")) + 1)
     return p
+
+
+NUL_MESSAGE = ("contains a NUL byte on this line: binary data or UTF-16 text, not a text table (save it as UTF-8 "
+               "text, or remove the line)")
 
 
 def _normalize_delimiter(delimiter: str, p: Path) -> str:
@@ -443,12 +465,25 @@ def _scan(p: Path, codec: str, fmt: TableFormat, width_guess: int | None, target
                         scan.malformed.append(RowProblem(start, problem))
                     scan.last_start, scan.last_end = start, end
                 scan.n_rows += len(rows)
+        except _NulFound as e:
+            raise InputError(NUL_MESSAGE, path=p, line=e.line) from None
         except csv.Error as e:
             if "field larger than field limit" in str(e):
-                raise InputError(_unclosed_quote_message(), path=p, line=records.end + 1) from None
+                line = records.end + 1
+                if _has_quote(p, codec, line):
+                    raise InputError(_unclosed_quote_message(), path=p, line=line) from None
+                raise InputError(f"holds a field of more than {csv.field_size_limit():,} characters on this line, "
+                                 f"with no {fmt.delimiter_name} or line break in it: this does not look like a table "
+                                 "of texts and labels (one text per row, the label in its own column)",
+                                 path=p, line=line) from None
             raise InputError(f"cannot be parsed as delimited text: {e}", path=p, line=reader.line_num) from None
         scan.total_lines = reader.line_num
     return scan
+
+
+class _NulFound(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
 
 
 class _BatchWriter:
@@ -473,6 +508,10 @@ class _BatchWriter:
             # csv already ends records at CR LF; a '\r' can only survive at a cell's end from odd
             # line endings, and it is never meant as content.
             arrays = [pc.utf8_rtrim(pa.array(c, type=pa.string()), characters="\r") for c in zip(*self.rows)]
+            for a in arrays:  # the sniffed head was free of NUL bytes; the rest of the file must be too
+                nul = pc.match_substring(a, "\x00")
+                if pc.any(nul).as_py():
+                    raise _NulFound(self.lines[int(np.flatnonzero(nul.to_numpy(zero_copy_only=False))[0])])
             arrays.append(pa.array(self.lines, type=pa.int64()))
             self.chunks.append(pa.record_batch(arrays, schema=self.schema))
             self.pending += len(self.rows)
@@ -560,6 +599,16 @@ def _ends_quoted(p: Path, codec: str, delimiter: str, start: int) -> bool:
         else:  # just after a quote inside a quoted field
             state = "quoted" if ch == '"' else "start" if ch == delimiter or ch in "\r\n" else "field"
     return state == "quoted"
+
+
+def _has_quote(p: Path, codec: str, line: int) -> bool:
+    """Whether a double quote occurs in the field-size limit's worth of text from ``line`` on."""
+    limit = csv.field_size_limit()
+    with open(p, encoding=codec, newline="") as f:
+        for number, text in enumerate(f, 1):
+            if number == line:
+                return '"' in text[:limit + 1] if len(text) > limit else '"' in text + f.read(limit)
+    return False
 
 
 def _has_bom(p: Path) -> bool:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..cancel import NEVER, CancelToken
 from ..labels import build_label_map
-from .tabular import RowProblem, scan_batches
+from .tabular import RowProblem, arrow_table, scan_batches
 
 MAX_LINES = 50  # example line numbers kept per finding
 IMBALANCE_RATIO = 10
@@ -57,6 +57,14 @@ class ValidationReport:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def error_message(self) -> str:
+        """The errors in one paragraph: each kind once (held-out splits of one file repeat the train
+        split's), the first example of each."""
+        firsts: dict[str, Finding] = {}
+        for f in self.errors:
+            firsts.setdefault(f.code, f)
+        return " ".join(f.message for f in firsts.values())
 
     def to_dict(self) -> dict:
         return {
@@ -275,7 +283,10 @@ class _SplitCheck:
             self.add("error", "no_rows", "has no rows to use", [], 0)
             return
         n = int(d.empty_text.sum())
-        if n:
+        if n == len(d.rows):
+            self.add("error", "all_texts_empty", "every row's text is empty or blank: there is nothing to learn "
+                     "from (is the text column right? choose it with --text-column)", _first_lines(d.rows), n)
+        elif n:
             self.add("warning", "empty_text", f"{_plural(n, 'row has', 'rows have')} an empty text",
                      _first_lines(d.rows, d.empty_text), n)
         no_label = d.label_mask([""])
@@ -358,3 +369,30 @@ def _against_train(split: str, path: str | None, train_path: str | None, d: _Dig
                                 f"{name}: {_plural(len(unseen), 'label does', 'labels do')} not occur in "
                                 f"{train_name} ({_shown(unseen)}; {n:,} rows); the model can never predict them",
                                 _first_lines(d.rows, mask), n, path, split))
+
+
+def blank_pair_findings(ds: datasets.Dataset, path: str | None, split: str, columns: tuple[str, str]) -> list[Finding]:
+    """What per-row checks on a joined pair cannot see: a first or second text that is blank on every
+    row (an error: the wrong column, or nothing to learn from) or on most rows (a warning)."""
+    t = arrow_table(ds, ["row", "text", "text_pair"])
+    rows = t.column("row").to_numpy()
+    out = []
+    if not len(rows):
+        return out
+    name = _name(path, split)
+    blank = {}
+    for col in ("text", "text_pair"):
+        v = pc.fill_null(t.column(col), "")
+        blank[col] = pc.or_(pc.equal(pc.utf8_length(v), 0), pc.utf8_is_space(v)).to_numpy(zero_copy_only=False)
+    for col, title in zip(("text", "text_pair"), columns):
+        n = int(blank[col].sum())
+        which = "first" if col == "text" else "second"
+        if n == len(rows):
+            out.append(Finding("error", "all_texts_empty", f"{name}: the {which} text (column '{title}') is empty on "
+                               "every row; is it the right column? choose the columns with --text-column and "
+                               "--text-pair-column", _first_lines(rows), n, path, split))
+        elif n > len(rows) / 2:
+            out.append(Finding("warning", "mostly_empty_text", f"{name}: the {which} text (column '{title}') is empty "
+                               f"on {n:,} of {len(rows):,} rows ({n / len(rows):.0%}); the model mostly sees one text "
+                               "of each pair. Is it the right column?", _first_lines(rows, blank[col]), n, path, split))
+    return out

@@ -24,6 +24,11 @@ from ..events import Callbacks
 from ..labels import LabelMap
 
 
+# Model types whose position ids are offset by the padding index (RoBERTa and its descendants).
+_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
+                               "mpnet", "ibert", "roberta-prelayernorm", "luke", "xmod", "bart", "mbart"})
+
+
 @dataclass
 class PreparedData:
     """Validated, split, labelled data, before encoding."""
@@ -103,6 +108,27 @@ class Task(ABC):
     @abstractmethod
     def load_preprocessor(self, backbone_path: str):
         """The tokenizer (or image processor) saved beside the model on export."""
+
+    def position_limit(self, backbone_path: str, preprocessor) -> int | None:
+        """The most tokens per example the backbone accepts (None: no fixed limit, or not a text model).
+        A longer --max-length would index past the position embeddings mid-run."""
+        import json
+
+        try:
+            cfg = json.loads((Path(backbone_path) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cfg = {}
+        limit = None
+        positions = cfg.get("max_position_embeddings") if isinstance(cfg, dict) else None
+        absolute = cfg.get("position_embedding_type", "absolute") == "absolute" and cfg.get("position_biased_input", True)
+        if isinstance(positions, int) and positions > 0 and absolute:
+            limit = positions
+            if cfg.get("model_type") in _OFFSET_POSITIONS and isinstance(cfg.get("pad_token_id"), int):
+                limit -= cfg["pad_token_id"] + 1  # RoBERTa-style position ids start after the padding index
+        tok_max = getattr(preprocessor, "model_max_length", None)
+        if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:  # tokenizers without a limit say 1e30
+            limit = min(limit, tok_max) if limit else tok_max
+        return limit
 
     @abstractmethod
     def encode(self, name: str, rows, preprocessor, max_length: int, cache_dir: Path, callbacks: Callbacks,

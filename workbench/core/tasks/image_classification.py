@@ -207,7 +207,7 @@ class ImageClassification(Task):
         hashes = {s: decoded.hashes[_column(ds, "row")] for s, ds in splits.items()}
         report = check_images(split_items, hashes, sources, findings)
         if report.errors:
-            raise InputError(" ".join(f.message for f in report.errors))
+            raise InputError(report.error_message())
 
         self.label_map = build_label_map(_column(splits["train"], "label"))
         for name in ("validation", "test"):
@@ -233,6 +233,9 @@ class ImageClassification(Task):
 
     def load_preprocessor(self, backbone_path: str) -> ImagePreprocessing:
         return self.preprocessing
+
+    def position_limit(self, backbone_path, preprocessor):
+        return None  # images: --max-length does not apply
 
     def encode(self, name, rows, preprocessor, max_length, cache_dir, callbacks, cancel=NEVER) -> EncodedSplit:
         index = _column(rows, "row").astype(np.int64)

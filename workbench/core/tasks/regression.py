@@ -21,7 +21,7 @@ from ..data.holdout import random_split
 from ..data.pairs import TextColumns, build_text_dataset, choose_text_columns
 from ..data.sniffing import sample_table, score_column
 from ..data.tabular import arrow_table
-from ..data.validation import Finding, ValidationReport, hash_strings
+from ..data.validation import Finding, ValidationReport, blank_pair_findings, hash_strings
 from ..errors import InputError
 from ..events import PhaseChanged
 from .base import EncodedSplit, EvalResult, PreparedData, Task
@@ -101,7 +101,7 @@ class TextRegression(Task):
 
         report = self._validate(splits, sources, problems, cancel)
         if report.errors:
-            raise InputError(" ".join(f.message for f in report.errors))
+            raise InputError(report.error_message())
         y = arrow_table(splits["train"], ["label"]).column("label").to_numpy()
         self.mean, self.std = float(y.mean()), float(y.std()) or 1.0
         resolved = {
@@ -139,8 +139,14 @@ class TextRegression(Task):
                                         f"{path}: {len(skipped):,} row(s) without a numeric label were left out "
                                         f"(line {skipped[0].line}: {skipped[0].problem})",
                                         [p.line for p in skipped[:MAX_LINES]], len(skipped), path, name))
+            if self.columns.pair:
+                findings += blank_pair_findings(ds, path, name, (self.columns.text, self.columns.pair))
             blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(t.column("text"))), 0).to_numpy(zero_copy_only=False)
-            if blank.any():
+            if blank.all() and not self.columns.pair:
+                findings.append(Finding("error", "all_texts_empty", f"{path}: every row's text is empty or blank: "
+                                        "there is nothing to learn from (is the text column right? choose it with "
+                                        "--text-column)", rows[:MAX_LINES].tolist(), len(rows), path, name))
+            elif blank.any() and not self.columns.pair:
                 findings.append(Finding("warning", "empty_text", f"{path}: {int(blank.sum()):,} row(s) have an empty text",
                                         rows[blank][:MAX_LINES].tolist(), int(blank.sum()), path, name))
             hashes[name] = (hash_strings(text), rows)

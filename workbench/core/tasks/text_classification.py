@@ -19,10 +19,12 @@ from ..data import (
     stratified_split,
     validate_classification,
 )
+from ..data.validation import SEVERITY_ORDER
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress
 from ..labels import LabelMap
 from .base import EncodedSplit, EvalResult, PreparedData, Task
+from .reporting import per_class_table
 from .tokenize import tokenize_columns
 
 
@@ -85,8 +87,10 @@ class TextClassification(Task):
         report = validate_classification(
             {k: (self._validation_view(splits[k]), sources[k][0], sources[k][1]) for k in splits}, cancel=cancel
         )
+        report.findings += [f for k in splits for f in self._text_findings(splits[k], sources[k][0], k)]
+        report.findings.sort(key=lambda f: SEVERITY_ORDER.get(f.severity, 3))
         if report.errors:
-            raise InputError(" ".join(f.message for f in report.errors))
+            raise InputError(report.error_message())
         malformed = [(sources[k][0], p) for k in sources for p in sources[k][1]]
         if malformed and not cfg.skip_bad_rows:
             path, first = malformed[0]
@@ -127,6 +131,10 @@ class TextClassification(Task):
             resolved=resolved,
             eval_split="test" if "test" in splits else "validation" if "validation" in splits else "train",
         )
+
+    def _text_findings(self, ds, path: str, split: str) -> list:
+        """Checks of the texts themselves that the per-row checks cannot make (pairs: each text alone)."""
+        return []
 
     def _validation_view(self, ds):
         """The (row, text, label) rows the data checks look at; a subclass with more inputs joins them."""
@@ -238,10 +246,7 @@ class TextClassification(Task):
 
     def report_text(self, result: EvalResult) -> str:
         rep = result.report
-        width = max([len("label")] + [len(r["label"]) for r in rep["per_class"]])
-        lines = [f"{'label':<{width}}  precision  recall      f1  support"]
-        for r in rep["per_class"]:
-            lines.append(f"{r['label']:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:6.3f}  {r['support']:7d}")
+        lines = per_class_table(rep["per_class"])
         m = result.metrics
         lines.append("")
         lines.append(f"accuracy {m['accuracy']:.4f}   macro F1 {m['macro_f1']:.4f}   weighted F1 {m['weighted_f1']:.4f}   n={rep['n']}")

@@ -18,6 +18,7 @@ from ..data.columns import MAX_LABELS
 from ..data.pairs import TextColumns, build_text_dataset, choose_text_columns
 from ..data.sniffing import continuous, pair_columns, sample_table, score_column
 from ..data.tabular import arrow_table, dataset_dir, iter_batches, write_arrow_dataset
+from ..data.validation import blank_pair_findings
 from ..errors import InputError
 from ..events import PhaseChanged
 from .base import EncodedSplit
@@ -86,6 +87,9 @@ class TextPairClassification(TextClassification):
         data = super().prepare_data(cfg, seed, cache_dir, callbacks, cancel)
         data.resolved["text_pair_column"] = self.columns.pair
         return data
+
+    def _text_findings(self, ds, path, split):
+        return blank_pair_findings(ds, path, split, (self.columns.text, self.columns.pair))
 
     def _validation_view(self, ds):
         # The checks (duplicates, conflicting labels, train/test overlap) are about the pair, so

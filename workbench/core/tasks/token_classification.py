@@ -34,6 +34,7 @@ from ..events import Callbacks, PhaseChanged, Progress, Warning_
 from ..labels import build_label_map
 from ..training.batching import RaggedColumn
 from .base import EncodedSplit, EvalResult, PreparedData, Task
+from .reporting import per_class_table
 
 IGNORE = -100
 CHUNK = 1000  # sentences tokenized per call
@@ -487,10 +488,7 @@ class TokenClassification(Task):
         rep, m = result.report, result.metrics
         rows = rep["per_class"]
         head = "entity" if rep["tag_kind"] == "spans" else "tag"
-        width = max([len(head)] + [len(r["label"]) for r in rows])
-        lines = [f"{head:<{width}}  precision  recall      f1  support"]
-        for r in rows:
-            lines.append(f"{r['label']:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:6.3f}  {r['support']:7d}")
+        lines = per_class_table(rows, head)
         lines.append("")
         if rep["tag_kind"] == "spans":
             lines.append(f"entity micro F1 {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f})   "
