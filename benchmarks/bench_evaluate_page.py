@@ -34,7 +34,7 @@ def make_run(folder: Path, rows: int) -> Path:
     else:
         words = "good bad film plot actor scene story music ending boring lovely dull superb".split()
         texts = [" ".join(rng.choices(words, k=rng.randint(5, 30))) for _ in range(1000)]
-    rd = RunDirectory.create(str(folder / "run"), "bench")
+    rd = RunDirectory.create(str(folder / "run"), "bench", "text-classification")
     rd.write_json("config.json", {"task": "text-classification", "data": {"train": str(SST2)}, "model": {"name": "bench"}})
     labels = ["negative", "positive"]
     cm = [[0, 0], [0, 0]]

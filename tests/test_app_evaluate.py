@@ -284,8 +284,9 @@ def test_runs_page_lists_opens_and_compares(qtbot, tmp_path, trained_run):
     top = page.proxy.index(0, 0)
     assert Path(top.data(Qt.ItemDataRole.UserRole + 1)).name == second.name
     report = json.loads((trained_run / "report.json").read_text())
-    acc_col = page.model.COLUMNS.index("Accuracy")
-    assert page.proxy.index(0, acc_col).data() == f"{report['metrics']['accuracy']:.3f}"
+    score = page.model.COLUMNS.index("Score")  # the metric the run was selected by: macro F1 here
+    assert page.proxy.index(0, score).data() == f"{report['metrics']['macro_f1']:.3f}"
+    assert page.proxy.index(0, page.model.COLUMNS.index("Best by")).data() == "Macro F1"
     assert page.proxy.index(0, page.model.COLUMNS.index("State")).data() == "finished"
 
     # Double-click opens.

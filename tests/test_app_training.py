@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from app_support import APP_MARKS, aloop, load, use_tiny_model, window  # noqa: F401 - fixtures
+from conftest import write_tsv
+from test_pairs_and_regression import pair_rows
+from text_tasks_helpers import ner_sentences, tiny_text_model, write_conll  # noqa: F401 - fixture
 
 pytestmark = [*APP_MARKS, pytest.mark.timeout(300)]
 
@@ -44,7 +47,7 @@ def test_train_a_tiny_model_to_the_finished_signal(qtbot, window, sentiment_tsv,
     steps = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     n_steps = sum(1 for e in steps if e["event"] == "StepMetrics")
     assert len(s.step) == n_steps > 10 and s.step[-1] == page.progress.maximum() == page.progress.value()
-    assert len(s.eval_step) == 2 and all(0 <= a <= 1 for a in s.accuracy)  # one validation per epoch
+    assert len(s.eval_step) == 2 and all(0 <= a <= 1 for a in s.metrics["accuracy"])  # one validation per epoch
     assert len(s.ema) == len(s.loss) and page.raw_curve.getData()[0] is not None
     # Batched: at most ~10 GUI updates a second, however many events the run made.
     assert len(batches) <= elapsed * 10 + 3 and sum(n for _, n in batches) >= n_steps
@@ -183,3 +186,48 @@ def test_a_conll_file_trains_as_token_classification(qtbot, window, tiny_model_d
     with qtbot.waitSignal(window.controller.finished, timeout=120000) as done:
         pass
     assert done.args[0].task == "token-classification" and _status(run_dir)["state"] == "finished"
+
+
+def _curves(page) -> dict[str, list[float]]:
+    """Validation curve title -> the y values it draws."""
+    return {curve.name(): list(curve.getData()[1]) for curve in page.metric_curves.values()}
+
+
+@pytest.mark.parametrize("kind", ["regression", "tagging"])
+def test_the_live_plot_shows_the_tasks_own_metrics(qtbot, window, tiny_text_model, tmp_path, runs_home, kind):
+    if kind == "regression":
+        data = write_tsv(tmp_path / "scores.tsv", [(a, b, s) for a, b, _, s in pair_rows(120, seed=6)],
+                         header=("sentence1", "sentence2", "score"))
+        expected = {"MSE": "mse", "Pearson": "pearson"}
+    else:
+        data = write_conll(tmp_path / "ner.conll", ner_sentences(120, seed=5))
+        expected = {"Entity F1": "f1", "Token accuracy": "accuracy"}
+    load(qtbot, window, data)
+    use_tiny_model(qtbot, window, tiny_text_model, epochs=2.0, max_length=48, lr=3e-3)
+    run_dir = _start(qtbot, window)
+    with qtbot.waitSignal(window.controller.finished, timeout=180000):
+        pass
+    evals = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    evals = [e["metrics"] for e in evals if e["event"] == "EvalMetrics" and e["split"] == "validation"]
+    page = window.train_page
+    curves = _curves(page)
+    assert set(curves) == set(expected) and len(evals) == 2
+    for title, name in expected.items():
+        assert curves[title] == pytest.approx([m[name] for m in evals])
+    assert "Validation: " + ", ".join(expected) == page.metric_plot.getPlotItem().titleLabel.text
+    if kind == "regression":
+        assert "MSE" in page.result.text() and "accuracy" not in page.result.text()
+
+    window.go_to("runs")  # replayed from the run folder: the same curves
+    page.show_run(run_dir)
+    assert _curves(page) == curves
+
+
+def test_the_engines_log_reaches_the_train_page(qtbot, window):
+    import logging
+
+    logging.getLogger("workbench.core.backbones").warning("backbone plug-in 'fancy' was skipped: ImportError")
+    page = window.ensure_train_page()
+    qtbot.waitUntil(lambda: "plug-in 'fancy' was skipped" in page.log.toPlainText(), timeout=5000)
+    logging.getLogger("workbench.core.run").info("run /x: task text-classification")
+    qtbot.waitUntil(lambda: "run /x: task" in page.log.toPlainText(), timeout=5000)

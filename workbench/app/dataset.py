@@ -36,13 +36,12 @@ class LoadedData:
     notes: list[str] = field(default_factory=list)  # how a folder was read, encoding warnings
     task: str = "text-classification"  # the task the data looks like (workbench.core.tasks.detect_task)
     task_title: str = "Text classification"
-
-    @property
-    def checked_here(self) -> bool:
-        """Whether the Data page's column choice applies (text classification); other tasks' data is
-        read and checked by its task's own code (``_other_task``), and the engine checks it again
-        when a run starts."""
-        return self.task == "text-classification"
+    # Whether the Data page's column choice applies (the task's ``data_view_column_choice``); other
+    # tasks' data is read and checked by the task's own code (``_other_task``), as the engine will.
+    checked_here: bool = True
+    unit: str = "rows"  # what a preview row is: "rows", "sentences"
+    description: str = ""  # the task's one line about the file, when it is not a plain table
+    counts_title: str = "Classes"
 
     @property
     def usable(self) -> bool:
@@ -113,7 +112,7 @@ def load_data(
     train, val, test, notes = resolve_data_path(path)
     task = detect_task(train)
     say("Reading")
-    if task.name != "text-classification":
+    if not task.data_view_column_choice:
         return _other_task(train, val, test, notes, task, progress, cancel)
     table = read_table(train, progress=progress, cancel=cancel)
     preview = arrow_table(table.dataset, [*table.columns, LINE_COLUMN])
@@ -121,34 +120,13 @@ def load_data(
     return with_columns(loaded, text_column, label_column, phase=say, cancel=cancel)
 
 
-class _LinesTable:
-    """What the pages read of a Table, for files shown line by line (CoNLL and the like)."""
-
-    class format:  # noqa: N801 - mirrors TableFormat
-        delimiter = None
-        has_header = None
-        encoding = "utf-8"
-        delimiter_name = "no"
-
-    def __init__(self, path: Path, columns: list[str], n_rows: int) -> None:
-        self.path, self.columns, self.n_rows = path, columns, n_rows
-        self.malformed: list = []
-        self.warnings: list = []
-
-
-PREVIEW_LINES = 100_000
-
-
 def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel) -> LoadedData:
-    """Data of a task other than text classification, read and checked by that task's own code
-    (the engine's): CoNLL sentences with their tags, or the columns of a pair or score file, and
-    the task's validation report (tag-scheme breaks with their lines, tag counts, bad scores)."""
+    """Data of a task without the Data page's column choice, read and checked by that task's own code
+    (the engine's): CoNLL sentences with their tags, or the columns of a pair or score file, and the
+    task's validation report (tag-scheme breaks with their lines, tag counts, bad scores)."""
     import tempfile
 
-    import pyarrow as pa
-
     from ..core.config import DataConfig
-    from ..core.data.tabular import LINE_COLUMN, arrow_table
     from ..core.events import Callbacks, Progress
 
     class _Reading(Callbacks):
@@ -156,7 +134,6 @@ def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel
             if progress and isinstance(event, Progress) and event.phase == "reading":
                 progress(event.done, max(event.total, 1))
 
-    tagging = task.name == "token-classification"
     reader = task()
     cfg = DataConfig(train=str(train), val=val, test=test, val_fraction=0.0, test_fraction=0.0, skip_bad_rows=True)
     with tempfile.TemporaryDirectory(prefix="workbench-preview-") as tmp:
@@ -164,62 +141,32 @@ def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel
             prepared, problem = reader.prepare_data(cfg, 0, Path(tmp), _Reading(), cancel), None
         except InputError as e:
             prepared, problem = None, e
-        # The preview comes from what the task read; only a file it could not read at all has none.
-        read = getattr(reader, "files", {}).get("train") if tagging else getattr(reader, "train_table", None)
-        if read is None:
-            raise problem or RuntimeError(f"{task.name} keeps no training file it read for the preview")
-        if tagging:
-            rows = arrow_table(read.dataset.select(range(min(len(read.dataset), PREVIEW_LINES))),
-                               ["tokens", "tags", "lines"])
-            # In memory: the temporary folder holding the memory-mapped file goes at the end.
-            preview = pa.table({
-                "sentence": pa.array([" ".join(t) for t in rows.column("tokens").to_pylist()], pa.string()),
-                "tags": pa.array([" ".join(t) for t in rows.column("tags").to_pylist()], pa.string()),
-                "words": pa.array([len(t) for t in rows.column("tokens").to_pylist()], pa.int64()),
-                LINE_COLUMN: pa.array([ln[0] if ln else 0 for ln in rows.column("lines").to_pylist()], pa.int64()),
-            })
-            table = _LinesTable(train, ["sentence", "tags", "words"], len(read.dataset))
-            table.malformed = list(read.malformed)
-            what = (f"{len(read.dataset):,} sentences, {read.n_tokens:,} tokens "
-                    f"({'CoNLL-U' if read.format == 'conllu' else 'CoNLL'}, tags from {_tag_column_text(read.tag_column)})")
-        else:
-            table = read
-            preview = pa.table(arrow_table(table.dataset, [*table.columns, LINE_COLUMN]).to_pydict())
-            what = f"{table.n_rows:,} rows"
+        # The preview comes from what the task read (in memory); only a file it could not read at
+        # all has none.
+        shown = reader.data_preview()
+    if shown is None:
+        raise problem or RuntimeError(f"{task.name} set no data preview")
+    table = shown.table if shown.table is not None else shown  # both have the columns, rows and malformed rows
+    kind = dict(task=task.name, task_title=task.title, checked_here=False, unit=shown.unit,
+                description=shown.description, counts_title=shown.counts_title)
     if problem is not None:
-        return LoadedData(train.resolve(), val, test, table, preview, None, None, None, problem=str(problem),
-                          notes=notes, task=task.name, task_title=task.title)
+        return LoadedData(train.resolve(), val, test, table, shown.rows, None, None, None, problem=str(problem),
+                          notes=notes, **kind)
     report = prepared.report
-    if table.malformed:
-        report.findings.insert(0, _malformed_finding(train, table.malformed, tagging))
-    summary = f"Detected task: {task.title}: {what}."
-    if tagging:
-        r = prepared.resolved
-        detected, target = r.get("tag_scheme_detected"), r.get("tag_scheme")
-        if r.get("entity_types"):
-            summary += (f" Entity types: {', '.join(r['entity_types'])}; tag scheme {detected}"
-                        + (f", trained as {target}." if target != detected else "."))
-        else:
-            summary += f" {len(r.get('labels', [])):,} tags (plain tags, scored by token accuracy)."
-    for w in prepared.resolved.get("warnings", []):
-        notes = [*notes, w]
-    return LoadedData(train.resolve(), val, test, table, preview, None, None, report,
-                      notes=[*notes, summary], task=task.name, task_title=task.title)
+    if shown.malformed:
+        report.findings.insert(0, _malformed_finding(train, shown.malformed, shown.unit))
+    summary = f"Detected task: {task.title}: {shown.description or f'{shown.n_rows:,} {shown.unit}'}."
+    extra = reader.describe_data(prepared)
+    summary += f" {extra}" if extra else ""
+    notes = [*notes, *prepared.resolved.get("warnings", []), summary]
+    return LoadedData(train.resolve(), val, test, table, shown.rows, None, None, report, notes=notes, **kind)
 
 
-def _tag_column_text(column: str) -> str:
-    if column == "last":
-        return "the last column"
-    if column.isdigit():
-        return f"column {int(column) + 1}"
-    return column.upper()  # CoNLL-U: UPOS or XPOS
-
-
-def _malformed_finding(path: Path, malformed: list, tagging: bool):
+def _malformed_finding(path: Path, malformed: list, unit: str):
     from ..core.data.validation import Finding
 
     first = malformed[0]
-    what = "sentence(s) with malformed lines" if tagging else "malformed row(s)"
+    what = "malformed row(s)" if unit == "rows" else f"{unit} with malformed lines"
     return Finding("error", "malformed", f"{path}: {len(malformed):,} {what} (line {first.line}: {first.problem}); "
                    "they stop training unless Skip malformed rows is ticked", [m.line for m in malformed[:20]],
                    len(malformed), str(path), "train")

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from . import warmup
 from .controller import TrainingController
+from .logs import LogRelay
 from .look import app_icon, settings
 from .pages.data import DataPage
 from .pages.model import ModelPage
@@ -142,6 +143,8 @@ class MainWindow(QMainWindow):
         self.model_page = ModelPage(self.state)
         self.hosts["model"].set_page(self.model_page)
         self.train_page = None
+        self.log_relay = LogRelay(self)
+        self.log_relay.install()
         self.evaluate_page = None
         self.export_page = None
         self.runs_page = None
@@ -293,6 +296,9 @@ class MainWindow(QMainWindow):
             from .pages.train import TrainPage
 
             self.train_page = TrainPage(self.state, self.controller)
+            for text, when in list(self.log_relay.recent):  # what the engine logged before the page existed
+                self.train_page.show_log_record(text, when)
+            self.log_relay.record.connect(self.train_page.show_log_record)
             self.train_page.evaluate_requested.connect(lambda: self.go_to("evaluate"))
             self.train_page.go_to_data.connect(lambda: self.go_to("data"))
             self.hosts["train"].set_page(self.train_page)
@@ -567,6 +573,7 @@ class MainWindow(QMainWindow):
                 return
         self.data_page.shutdown()
         self.model_page.shutdown()
+        self.log_relay.uninstall()
         settings().setValue("windowGeometry", self.saveGeometry())
         QApplication.instance().removeEventFilter(self)
         event.accept()

@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import socket
 import struct
@@ -18,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import BackboneError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_BACKBONE = "all-MiniLM-L6-v2"
 
@@ -68,24 +71,35 @@ class BackboneInfo:
 def _packaged_models() -> list[PackagedModel]:
     found = list(KNOWN_PACKAGES)
     try:
-        for ep in importlib.metadata.entry_points(group="workbench.backbones"):
-            try:
-                found.append(ep.load()())
-            except Exception:  # a broken plug-in must not stop the catalog
-                continue
-    except Exception:
-        pass
+        entry_points = list(importlib.metadata.entry_points(group="workbench.backbones"))
+    except Exception as e:  # broken package metadata must not stop the catalog
+        log.warning("cannot list backbone plug-ins (workbench.backbones entry points): %s", e)
+        entry_points = []
+    for ep in entry_points:
+        try:
+            model = ep.load()()
+            if not isinstance(model, PackagedModel):
+                raise TypeError(f"returned {type(model).__name__}, not a PackagedModel")
+            found.append(model)
+        except Exception as e:  # a broken plug-in must not stop the catalog, but must not vanish unsaid
+            log.warning("backbone plug-in %r (%s) was skipped: %s: %s", ep.name, ep.value, type(e).__name__, e)
     return found
 
 
 def _folder_of(pm: PackagedModel) -> Path | None:
     if importlib.util.find_spec(pm.module) is None:
+        log.debug("backbone %s: package %s is not installed", pm.names[0], pm.distribution)
         return None
     try:
         path = Path(getattr(importlib.import_module(pm.module), pm.getter)())
-    except Exception:
+    except Exception as e:
+        log.warning("backbone %s: package %s is installed but %s.%s() failed (%s: %s)", pm.names[0],
+                    pm.distribution, pm.module, pm.getter, type(e).__name__, e)
         return None
-    return path if (path / "config.json").is_file() else None
+    if not (path / "config.json").is_file():
+        log.warning("backbone %s: package %s gave %s, which has no config.json", pm.names[0], pm.distribution, path)
+        return None
+    return path
 
 
 def count_parameters(folder: Path) -> int | None:
@@ -133,7 +147,8 @@ def _cached_hub_models() -> list[tuple[str, Path]]:
         from huggingface_hub import scan_cache_dir
 
         info = scan_cache_dir()
-    except Exception:
+    except Exception as e:  # no cache yet, or one this version cannot read
+        log.debug("Hugging Face cache not scanned: %s", e)
         return []
     out = []
     for repo in info.repos:

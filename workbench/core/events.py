@@ -26,6 +26,17 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True)
+class TaskReady(Event):
+    """The data is read and checked: which task this run trains and how it is scored. Front ends
+    set up their displays from it (the metrics as ``workbench.core.metrics.Metric`` dicts)."""
+
+    task: str
+    title: str
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    main_metric: str = ""
+
+
+@dataclass(frozen=True)
 class PhaseChanged(Event):
     """The run moved to another phase: reading, validating, tokenizing, loading_model, training,
     evaluating, testing, exporting."""

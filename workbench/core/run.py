@@ -10,6 +10,7 @@ cancelled and the exception re-raised for the front end to present.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import platform
 import traceback
@@ -23,13 +24,15 @@ from .cancel import NEVER, CancelToken
 from .config import RunConfig
 from .device import resolve_device, resolve_precision
 from .errors import Cancelled, InputError, WorkbenchError, WriteFailed, write_failure
-from .events import CallbackList, Callbacks, Failed, Finished, PhaseChanged, RunStarted, Warning_
+from .events import CallbackList, Callbacks, Failed, Finished, PhaseChanged, RunStarted, TaskReady, Warning_
 from .events import Cancelled as CancelledEvent
 from .export import copy_export, export_model
 from .export_target import ExportLock, check_export_target
 from .paths import check_data_path
 from .rundir import RunDirectory
 from .tasks import get_task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,7 +50,6 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "export_error": str(self.export_error) if self.export_error else None,
             "task": self.task,
             "metrics": self.metrics,
             "eval_split": self.eval_split,
@@ -55,6 +57,7 @@ class RunResult:
             "train_seconds": round(self.train_seconds, 2),
             "run_dir": self.run_dir,
             "export_dir": self.export_dir,
+            "export_error": str(self.export_error) if self.export_error else None,
             "backbone": self.backbone,
         }
 
@@ -107,7 +110,7 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
         config.export_dir = str(target)
         export_lock = ExportLock(target).acquire()
     try:
-        rd = RunDirectory.create(config.run_dir, f"{Path(config.data.train).stem}-{task.name}")
+        rd = RunDirectory.create(config.run_dir, Path(config.data.train).stem, task.name)
     except BaseException:
         if export_lock is not None:
             export_lock.release()
@@ -180,6 +183,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     tc = config.train
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
+    log.info("run %s: task %s, device %s (asked for %s), precision %s (asked for %s)", rd.path, task.name, device,
+             tc.device, precision, tc.precision)
 
     data = task.prepare_data(config.data, tc.seed, rd.cache_dir, cb, cancel)
     rd.write_json("validation.json", data.report.to_dict())
@@ -188,9 +193,12 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     for f in data.report.findings:
         if f.severity == "warning":
             cb.on_event(Warning_(f.message))
+    metric_specs = [m.to_dict() for m in task.metric_specs()]
+    cb.on_event(TaskReady(task.name, task.title, metric_specs, tc.metric))
 
     cb.on_event(PhaseChanged("loading_model", config.model.name))
     backbone = task.resolve_backbone(config.model.name)
+    log.info("backbone %r resolved to %s (%s)", config.model.name, backbone.path, backbone.source)
     cancel.raise_if_cancelled()
     with _loading_model(backbone.path):
         preprocessor = task.load_preprocessor(backbone.path)
@@ -221,6 +229,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         "torch": torch.__version__,
         "python": platform.python_version(),
         "truncated": {k: v.truncated for k, v in encoded.items()},
+        "metrics": metric_specs,
     }
     rd.write_json("config.json", {**config.to_dict(), "resolved": resolved})
 

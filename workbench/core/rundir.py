@@ -52,8 +52,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:40] or "run"
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:limit].strip("-._")
+
+
+def default_run_path(data_stem: str, task: str) -> Path:
+    """A new folder under the runs home: ``20261128-032636-reviews-text-classification``. The data's
+    name is shortened, never the task's, and the name never ends in a dash."""
+    label = "-".join(p for p in (_slug(data_stem), _slug(task)) if p) or "run"
+    base = runs_home() / f"{datetime.now():%Y%m%d-%H%M%S}-{label}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 RESERVE_NAME = ".reserve"
@@ -67,7 +79,7 @@ class RunDirectory(Callbacks):
     created: bool = True  # False: the user made the (empty) folder, so it is kept if the run is discarded
 
     @classmethod
-    def create(cls, requested: str | None, label: str) -> "RunDirectory":
+    def create(cls, requested: str | None, data_stem: str, task: str) -> "RunDirectory":
         if requested:
             path = Path(requested).expanduser()
             if path.exists() and not path.is_dir():
@@ -77,11 +89,7 @@ class RunDirectory(Callbacks):
                                  path=path.resolve())
         else:
             sweep_interrupted_runs(runs_home())
-            base = runs_home() / f"{datetime.now():%Y%m%d-%H%M%S}-{_slug(label)}"
-            path, n = base, 1
-            while path.exists():
-                n += 1
-                path = base.with_name(f"{base.name}-{n}")
+            path = default_run_path(data_stem, task)
         created = not path.exists()
         try:
             path.mkdir(parents=True, exist_ok=True)

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .metrics import CLASSIFICATION, Metric, find, specs_from
 from .processes import pid_alive
 from .rundir import read_metrics, runs_home
 
 # Any of these marks a folder as a run directory; status.json is written first, config.json next.
 _MARKERS = ("status.json", "config.json", "metrics.jsonl")
 
-# Shown first in lists, in this order, when a run has them.
-KEY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "f1", "mse", "loss")
 
 
 def _read_json(path: Path) -> Any:
@@ -73,6 +72,7 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     main_metric: str | None = None  # the metric the run selected its best checkpoint by
     message: str | None = None  # why it failed
+    metric_specs: tuple[Metric, ...] = CLASSIFICATION  # as the run recorded them (config.json)
 
     @property
     def duration_s(self) -> float | None:
@@ -81,7 +81,18 @@ class RunSummary:
         return None
 
     def key_metrics(self) -> dict[str, float]:
-        return {k: self.metrics[k] for k in KEY_METRICS if isinstance(self.metrics.get(k), (int, float))}
+        """The run's headline metrics (as its task declared them), in the task's order."""
+        return {m.name: self.metrics[m.name] for m in self.metric_specs
+                if m.headline and isinstance(self.metrics.get(m.name), (int, float))}
+
+    @property
+    def main_value(self) -> float | None:
+        value = self.metrics.get(self.main_metric) if self.main_metric else None
+        return value if isinstance(value, (int, float)) else None
+
+    @property
+    def main_title(self) -> str:
+        return find(self.metric_specs, self.main_metric).title if self.main_metric else ""
 
 
 def _backbone_name(config: dict[str, Any]) -> str | None:
@@ -122,6 +133,7 @@ def summarize(path: str | Path) -> RunSummary:
         metrics={k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
         main_metric=(config.get("train") or {}).get("metric"),
         message=(status or {}).get("message"),
+        metric_specs=specs_from((config.get("resolved") or {}).get("metrics")),
     )
 
 

@@ -397,8 +397,7 @@ class DataPage(QWidget):
         self.file_loaded.emit(path)
         if sample:
             self.sample_opened.emit()
-        unit = "sentences" if loaded.task == "token-classification" else "rows"
-        self.status.emit(f"Loaded {loaded.n_rows:,} {unit} from {loaded.path.name}")
+        self.status.emit(f"Loaded {loaded.n_rows:,} {loaded.unit} from {loaded.path.name}")
 
     def _on_progress(self, done: int, total: int) -> None:
         if self._token is None or self._token.cancelled:
@@ -436,9 +435,9 @@ class DataPage(QWidget):
         self.drop_zone.set_message("")
         self.file_title.setText(loaded.path.name)
         self.file_title.setToolTip(str(loaded.path))
-        fmt = table.format
-        if loaded.task == "token-classification":
-            parts = [loaded.task_title, f"{loaded.n_rows:,} sentences"]
+        fmt = getattr(table, "format", None)  # a delimited file's; a tagged file has none
+        if fmt is None:
+            parts = [loaded.task_title, f"{loaded.n_rows:,} {loaded.unit}"]
         else:
             parts = [f"{loaded.n_rows:,} rows", f"{len(table.columns)} columns", f"{fmt.delimiter_name}-separated",
                      "with a header row" if fmt.has_header else "no header row", fmt.encoding]
@@ -446,7 +445,7 @@ class DataPage(QWidget):
                 parts.insert(0, loaded.task_title)
         info = " · ".join(parts)
         if loaded.notes:
-            info += "\n" + "\n".join(loaded.notes)
+            info += "\n" + "\n".join(_without_path(n, loaded.path) for n in loaded.notes)
         self.file_info.setText(info)
 
         self._model = ArrowTableModel(loaded.preview, table.columns, LINE_COLUMN, self)
@@ -473,9 +472,8 @@ class DataPage(QWidget):
 
     def _show_columns(self, loaded: LoadedData) -> None:
         self.columns_box.setVisible(loaded.checked_here)
-        tagging = loaded.task == "token-classification"
-        self.classes_box.setVisible(loaded.checked_here or (tagging and bool(loaded.class_counts)))
-        self.classes_box.setTitle("Tags" if tagging else "Classes")
+        self.classes_box.setVisible(loaded.checked_here or bool(loaded.class_counts))
+        self.classes_box.setTitle(loaded.counts_title)
         self.skip_bad.setVisible(bool(loaded.table.malformed))
         if not loaded.checked_here:
             if self._model is not None:
@@ -486,7 +484,7 @@ class DataPage(QWidget):
                 for i in range(last + 1):
                     header.setSectionResizeMode(i, QHeaderView.ResizeMode.Stretch if i < last or last == 0
                                                 else QHeaderView.ResizeMode.ResizeToContents)
-            if tagging:
+            if loaded.class_counts:
                 self.chart.set_counts(loaded.class_counts)
             self._fill_findings(loaded)
             return
@@ -543,8 +541,7 @@ class DataPage(QWidget):
         if report is None:
             return
         if not report.findings:
-            unit = "sentences" if loaded.task == "token-classification" else "rows"
-            add(f"No problems found in {loaded.n_rows:,} {unit}.", QStyle.StandardPixmap.SP_DialogApplyButton)
+            add(f"No problems found in {loaded.n_rows:,} {loaded.unit}.", QStyle.StandardPixmap.SP_DialogApplyButton)
         for f in report.findings:
             message = f.message
             prefix = f"{f.path}: "
@@ -682,3 +679,12 @@ class DataPage(QWidget):
         if self._token is not None:
             self._token.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _without_path(note: str, path: Path) -> str:
+    """A note about the file shown, without its (often long) path in front: the title names the file."""
+    for prefix in (f"{path}: ", f"{path.resolve()}: "):
+        if note.startswith(prefix):
+            note = note[len(prefix):]
+            return note[:1].upper() + note[1:]
+    return note

@@ -37,20 +37,12 @@ from PySide6.QtWidgets import (
 
 from ...core.config import DEFAULT_MODEL, TrainConfig
 from ...core.errors import InputError
+from ...core.metrics import CLASSIFICATION
 from .. import aio, warmup
 from ..state import AppState
 from ..widgets.spinboxes import LearningRateSpinBox
 
 INFO_ROLE = Qt.ItemDataRole.UserRole + 1
-TASK_TITLES = {"auto": "Automatic (from the data)", "text-classification": "Text classification",
-               "token-classification": "Token tagging (entities, parts of speech)",
-               "text-pair-classification": "Sentence pairs", "text-regression": "Scores (regression)",
-               "image-classification": "Image classification"}
-METRIC_TITLES = {"macro_f1": "Macro F1", "accuracy": "Accuracy", "weighted_f1": "Weighted F1", "loss": "Validation loss",
-                 "f1": "Entity F1 (micro)", "precision": "Entity precision", "recall": "Entity recall",
-                 "mse": "Mean squared error", "rmse": "Root mean squared error", "mae": "Mean absolute error",
-                 "pearson": "Pearson correlation", "spearman": "Spearman correlation", "r2": "R²"}
-DEFAULT_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
 SOURCE_TITLES = {"package": "installed package", "local": "local folder", "hub-cache": "Hugging Face cache",
                  "hub": "Hugging Face Hub", "builtin": "built in"}
 
@@ -92,6 +84,7 @@ class ModelPage(QWidget):
         # The task the run will train (the chosen one, or the one detected from the data) decides
         # which backbones are listed (text or image) and which settings apply.
         self.effective_task = "text-classification"
+        self.effective_modality = "text"
         self.modality: str | None = None  # whose backbones the list shows
         # The learning rate last suggested for the task and backbone: while the setting still holds
         # it, a new suggestion replaces it; a rate the user typed is never overwritten.
@@ -123,10 +116,10 @@ class ModelPage(QWidget):
         box = QGroupBox("Task")
         form = QFormLayout(box)
         self.task_combo = QComboBox()
-        from ...core.tasks import task_names
+        from ...core.tasks import task_menu_titles
 
-        for name in task_names():
-            self.task_combo.addItem(TASK_TITLES.get(name, name), name)
+        for name, title in task_menu_titles().items():
+            self.task_combo.addItem(title, name)
         self.task_combo.setToolTip("What the model learns to do. Automatic picks the task that fits the data file.")
         self.task_note = QLabel("Load data to see which task fits it.")
         self.task_note.setWordWrap(True)
@@ -224,8 +217,8 @@ class ModelPage(QWidget):
         self.metric = QComboBox()
         self.metric.setToolTip("The validation metric that picks the best checkpoint and drives early stopping. "
                                "Macro F1 weighs every class equally, which matters when classes are imbalanced.")
-        for m in DEFAULT_METRICS:
-            self.metric.addItem(METRIC_TITLES.get(m, m), m)
+        for m in CLASSIFICATION:  # until the data says which task it is
+            self.metric.addItem(m.title, m.name)
         self.device = QComboBox()
         self.device.setToolTip("Where training runs. Automatic picks a GPU when one is present, else the CPU.")
         self.device.addItem("Automatic", "auto")
@@ -303,7 +296,7 @@ class ModelPage(QWidget):
             self.max_steps.setValue(t.max_steps or 0)
             self.image_size.setValue(t.image_size or 0)
             self.freeze.setChecked(bool(self.state.config.model.freeze_backbone))
-            _select_data(self.metric, t.metric or DEFAULT_METRICS[0])
+            _select_data(self.metric, t.metric or self.metric.itemData(0))
             _select_data(self.device, t.device)
             _select_data(self.precision, t.precision)
             _select_data(self.task_combo, self.state.config.task)
@@ -389,9 +382,9 @@ class ModelPage(QWidget):
                 cls = detect_task(path) if path else task_class("text-classification")
             else:
                 cls = task_class(chosen)
-            return cls.name, cls.title, tuple(cls.metric_names), cls.default_metric
+            return cls.name, cls.title, cls.metrics, cls.default_metric, cls.modality
 
-        name, title, metrics, default = await self._in_thread(warmup.serialized(resolve))
+        name, title, metrics, default, modality = await self._in_thread(warmup.serialized(resolve))
         if chosen != self.state.config.task:
             return  # the user picked another task meanwhile; that refresh follows this one
         changed = name != self.effective_task
@@ -405,14 +398,15 @@ class ModelPage(QWidget):
             current = self.metric.currentData()
             self.metric.clear()
             for m in metrics:
-                self.metric.addItem(METRIC_TITLES.get(m, m), m)
+                self.metric.addItem(m.title, m.name)
             # A new task starts from its own default metric (entity F1 for tags, MSE for scores).
-            _select_data(self.metric, current if current in metrics and not changed else default)
+            names = [m.name for m in metrics]
+            _select_data(self.metric, current if current in names and not changed else default)
         finally:
             self._setting = False
         self.state.config.train.metric = self.metric.currentData()
         self.state.touch_config()
-        modality = "image" if name == "image-classification" else "text"
+        self.effective_modality = modality
         self._show_rows_for(modality)
         if self.catalog_loaded or self._catalog_task is not None:
             await self._show_catalog(modality)
@@ -463,7 +457,7 @@ class ModelPage(QWidget):
         self.load_catalog()
 
     async def _load_catalog(self) -> None:
-        await self._show_catalog("image" if self.effective_task == "image-classification" else "text")
+        await self._show_catalog(self.effective_modality)
         self.catalog_loaded = True
 
     async def _show_catalog(self, modality: str) -> None:

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.metrics import in_sentence, summary_text
 from ...core.rundir import read_metrics, runs_home
 from ...core.runs import RunSummary, list_runs, summarize
 
@@ -44,13 +45,15 @@ PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 
 STATE_COLOURS = {"failed": QColor("#d64541"), "interrupted": QColor("#d9822b"), "cancelled": QColor("#d9822b"),
                  "running": QColor("#2f7fd8")}
-METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "weighted F1", "f1": "F1", "loss": "loss"}
 # Distinct on light and dark backgrounds (Tableau 10).
 CURVE_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f")
 
 
 class RunsModel(QAbstractTableModel):
-    COLUMNS = ("Started", "Dataset", "Task", "Backbone", "State", "Accuracy", "Macro F1", "Duration", "Folder")
+    # "Score" is the metric each run picked its best checkpoint by ("Best by" names it): runs of
+    # different tasks are scored differently.
+    COLUMNS = ("Started", "Dataset", "Task", "Backbone", "State", "Best by", "Score", "Duration", "Folder")
+    NUMERIC = ("Score", "Duration")
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -84,10 +87,10 @@ class RunsModel(QAbstractTableModel):
             return run.backbone or ""
         if name == "State":
             return run.state
-        if name == "Accuracy":
-            return run.metrics.get("accuracy")
-        if name == "Macro F1":
-            return run.metrics.get("macro_f1")
+        if name == "Best by":
+            return run.main_title
+        if name == "Score":
+            return run.main_value
         if name == "Duration":
             return run.duration_s
         return run.name
@@ -103,20 +106,20 @@ class RunsModel(QAbstractTableModel):
                 return ""
             if name == "Started":
                 return value.strftime("%Y-%m-%d %H:%M")
-            if name in ("Accuracy", "Macro F1"):
+            if name == "Score":
                 return f"{value:.3f}"
             if name == "Duration":
                 return _duration(value)
             return str(value)
         if role == SORT_ROLE:
             if value is None:
-                return -1.0 if name in ("Accuracy", "Macro F1", "Duration") else ""
+                return -1.0 if name in self.NUMERIC else ""
             return value.timestamp() if name == "Started" else value
         if role == PATH_ROLE:
             return str(run.path)
         if role == Qt.ItemDataRole.ForegroundRole and name == "State":
             return STATE_COLOURS.get(run.state)
-        if role == Qt.ItemDataRole.TextAlignmentRole and name in ("Accuracy", "Macro F1", "Duration"):
+        if role == Qt.ItemDataRole.TextAlignmentRole and name in self.NUMERIC:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
             lines = [str(run.path)]
@@ -124,9 +127,8 @@ class RunsModel(QAbstractTableModel):
                 lines.append(f"data: {run.dataset_path}")
             if run.message:
                 lines.append(f"{run.state}: {run.message}")
-            metrics = run.key_metrics()
-            if metrics:
-                lines.append(", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            if run.key_metrics():
+                lines.append(summary_text(run.metrics, run.metric_specs))
             return "\n".join(lines)
         return None
 
@@ -229,8 +231,9 @@ class CurvesPanel(QWidget):
             if plot.legend is not None:
                 plot.legend.clear()
         # One metric for every run, so the curves share a scale: the first run's selection metric.
-        self.metric = next((r.main_metric for r in runs if r.main_metric), None) or "accuracy"
-        title = f"Validation {METRIC_NAMES.get(self.metric, self.metric.replace('_', ' '))}"
+        first = next((r for r in runs if r.main_metric), None)
+        self.metric = first.main_metric if first else "accuracy"
+        title = f"Validation {in_sentence(first.main_title if first else 'accuracy')}"
         any_eval = False
         for i, run in enumerate(runs):
             colour = QColor(CURVE_COLOURS[i % len(CURVE_COLOURS)])

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.metrics import CLASSIFICATION, Metric, find, specs_from, summary_text
 from ..controller import TrainingController
 from ..state import AppState
 from ..widgets.spinboxes import format_lr
@@ -45,7 +46,9 @@ PHASES = {
     "exporting": "Exporting the model",
 }
 LOG_LINES = 5000
-SERIES_COLORS = {"val_loss": "#e8710a", "accuracy": "#1e8e3e", "macro_f1": "#9334e6", "lr": "#12b5cb"}
+SERIES_COLORS = {"val_loss": "#e8710a", "lr": "#12b5cb"}
+METRIC_COLORS = ("#1e8e3e", "#9334e6", "#d93025", "#f9ab00")  # the task's plotted metrics, in declaration order
+METRIC_SYMBOLS = ("o", "s", "t", "d")
 
 
 def format_duration(seconds: float) -> str:
@@ -53,11 +56,6 @@ def format_duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def _metric_text(metrics: dict) -> str:
-    keys = [k for k in ("accuracy", "macro_f1", "weighted_f1", "loss") if k in metrics]
-    return ", ".join(f"{k.replace('_', ' ')} {metrics[k]:.4f}" for k in keys)
 
 
 class _Series:
@@ -70,8 +68,7 @@ class _Series:
         self.lr: list[float] = []
         self.eval_step: list[float] = []
         self.val_loss: list[float] = []
-        self.accuracy: list[float] = []
-        self.macro_f1: list[float] = []
+        self.metrics: dict[str, list[float]] = {}  # plotted validation metric -> one value per evaluation
         self._ema_raw = 0.0
         self._ema_n = 0
         self.smoothing = 0.9
@@ -88,12 +85,12 @@ class _Series:
         self._ema_n += 1
         self.ema.append(self._ema_raw / (1 - a**self._ema_n))  # bias-corrected, as TensorBoard does
 
-    def add_eval(self, step: int, metrics: dict) -> None:
+    def add_eval(self, step: int, metrics: dict, plotted: list[str]) -> None:
         self.eval_step.append(step)
         nan = float("nan")
         self.val_loss.append(metrics.get("loss", nan))
-        self.accuracy.append(metrics.get("accuracy", nan))
-        self.macro_f1.append(metrics.get("macro_f1", nan))
+        for name in plotted:
+            self.metrics.setdefault(name, [nan] * (len(self.eval_step) - 1)).append(metrics.get(name, nan))
 
 
 class TrainPage(QWidget):
@@ -105,6 +102,8 @@ class TrainPage(QWidget):
         self.state = state
         self.controller = controller
         self.series = _Series()
+        self.metric_specs: tuple[Metric, ...] = CLASSIFICATION  # the shown run's, from its TaskReady event
+        self.metric_curves: dict[str, pg.PlotDataItem] = {}
         self.redraws = 0  # setData rounds, for the tests and the responsiveness benchmark
         self.error_dialog: QMessageBox | None = None
         self._shown_run = ""
@@ -190,7 +189,6 @@ class TrainPage(QWidget):
         self.loss_plot = self._plot("Loss", "step")
         self.metric_plot = self._plot("Validation", "step")
         self.lr_plot = self._plot("Learning rate", "step")
-        self.metric_plot.setYRange(0, 1, padding=0.02)
         self.lr_plot.getPlotItem().getAxis("left").enableAutoSIPrefix(False)
         grid.addWidget(self.loss_plot, 0, 0, 2, 1)
         grid.addWidget(self.metric_plot, 0, 1)
@@ -220,9 +218,23 @@ class TrainPage(QWidget):
         self.raw_curve = self.loss_plot.plot(name="training (per step)")
         self.ema_curve = self.loss_plot.plot(name="training (smoothed)")
         self.val_loss_curve = self.loss_plot.plot(name="validation", symbol="o", symbolSize=6)
-        self.acc_curve = self.metric_plot.plot(name="accuracy", symbol="o", symbolSize=6)
-        self.f1_curve = self.metric_plot.plot(name="macro F1", symbol="s", symbolSize=6)
         self.lr_curve = self.lr_plot.plot()
+        self._set_metric_curves(CLASSIFICATION)
+
+    def _set_metric_curves(self, specs: tuple[Metric, ...]) -> None:
+        """One curve per metric the task plots (accuracy and macro F1; entity F1; MSE and Pearson)."""
+        self.metric_specs = specs
+        for curve in self.metric_curves.values():
+            self.metric_plot.removeItem(curve)
+        plotted = [m for m in specs if m.plot]
+        self.metric_curves = {m.name: self.metric_plot.plot(name=m.title, symbol=METRIC_SYMBOLS[i % 4], symbolSize=6)
+                              for i, m in enumerate(plotted)}
+        if plotted and all(m.bounded for m in plotted):
+            self.metric_plot.setYRange(0, 1, padding=0.02)
+        else:
+            self.metric_plot.enableAutoRange(axis="y")
+        self.metric_plot.getPlotItem().setTitle("Validation: " + ", ".join(m.title for m in plotted))
+        self._apply_palette()
 
     def _apply_palette(self) -> None:
         pal = self.palette()
@@ -230,6 +242,8 @@ class TrainPage(QWidget):
         text = pal.color(QPalette.ColorRole.Text)
         accent = pal.color(QPalette.ColorRole.Highlight)
         dark = base.lightness() < 128
+        if not hasattr(self, "lr_curve"):
+            return  # called again once the curves exist
         for plot in (self.loss_plot, self.metric_plot, self.lr_plot):
             plot.setBackground(base)
             item = plot.getPlotItem()
@@ -250,7 +264,7 @@ class TrainPage(QWidget):
         self.ema_curve.setPen(pg.mkPen(accent, width=2.5))
 
         def colored(curve, key, symbol=True):
-            c = QColor(SERIES_COLORS[key])
+            c = QColor(SERIES_COLORS.get(key, key))
             if dark:
                 c = c.lighter(130)
             curve.setPen(pg.mkPen(c, width=2))
@@ -259,8 +273,8 @@ class TrainPage(QWidget):
                 curve.setSymbolPen(pg.mkPen(c))
 
         colored(self.val_loss_curve, "val_loss")
-        colored(self.acc_curve, "accuracy")
-        colored(self.f1_curve, "macro_f1")
+        for i, curve in enumerate(self.metric_curves.values()):
+            colored(curve, METRIC_COLORS[i % len(METRIC_COLORS)])
         colored(self.lr_curve, "lr", symbol=False)
 
     def changeEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -353,7 +367,7 @@ class TrainPage(QWidget):
     @Slot(object)
     def _on_finished(self, result) -> None:
         self._stopped("finished")
-        self.result.setText(f"<b>Finished.</b> {result.eval_split.capitalize()}: {_metric_text(result.metrics)} · "
+        self.result.setText(f"<b>Finished.</b> {result.eval_split.capitalize()}: {self._metric_text(result.metrics)} · "
                             f"{result.samples_per_second:.1f} samples/s · trained in {format_duration(result.train_seconds)}")
         self.evaluate_button.setEnabled(True)
 
@@ -398,6 +412,7 @@ class TrainPage(QWidget):
     # ---- events -------------------------------------------------------------------------------------
     def _reset(self) -> None:
         self.series = _Series()
+        self._set_metric_curves(CLASSIFICATION)
         self._total_steps = 0
         self._last_step = 0
         self.log.clear()
@@ -426,10 +441,14 @@ class TrainPage(QWidget):
                 self._on_progress(e)
             elif kind == "RunStarted":
                 self._log(f"Run directory: {e.get('run_dir', '')}", e.get("time"))
+            elif kind == "TaskReady":
+                self._set_metric_curves(specs_from(e.get("metrics")))
+                main = find(self.metric_specs, e.get("main_metric") or "").title
+                self._log(f"{e.get('title', e.get('task', ''))}: the best checkpoint is picked by {main}", e.get("time"))
             elif kind == "Warning_":
                 self._log(f"⚠ {e.get('message', '')}", e.get("time"))
             elif kind == "Finished":
-                self._log(f"Finished: {_metric_text(e.get('metrics', {}))}", e.get("time"))
+                self._log(f"Finished: {self._metric_text(e.get('metrics', {}))}", e.get("time"))
             elif kind == "Failed":
                 self._log(f"Failed: {e.get('message', '')}", e.get("time"))
             elif kind == "Cancelled":
@@ -454,11 +473,11 @@ class TrainPage(QWidget):
         metrics = e.get("metrics", {})
         split = e.get("split", "validation")
         if split == "validation":
-            self.series.add_eval(int(e["step"]), metrics)
+            self.series.add_eval(int(e["step"]), metrics, list(self.metric_curves))
             best = " (best so far)" if e.get("is_best") else ""
-            self._log(f"Validation at step {e['step']}: {_metric_text(metrics)}{best}", e.get("time"))
+            self._log(f"Validation at step {e['step']}: {self._metric_text(metrics)}{best}", e.get("time"))
             return True
-        self._log(f"{split.capitalize()} ({e['step']} steps): {_metric_text(metrics)}", e.get("time"))
+        self._log(f"{split.capitalize()} ({e['step']} steps): {self._metric_text(metrics)}", e.get("time"))
         return False
 
     def _on_phase(self, e: dict) -> None:
@@ -492,9 +511,17 @@ class TrainPage(QWidget):
             self.lr_curve.setData(s.step, s.lr)
         if evals:
             self.val_loss_curve.setData(s.eval_step, s.val_loss)
-            self.acc_curve.setData(s.eval_step, s.accuracy)
-            self.f1_curve.setData(s.eval_step, s.macro_f1)
+            for name, curve in self.metric_curves.items():
+                curve.setData(s.eval_step, s.metrics.get(name, []))
         self.redraws += 1
+
+    @Slot(str, float)
+    def show_log_record(self, text: str, when: float) -> None:
+        """A record of the engine's log (see app/logs.py)."""
+        self._log(text, when)
+
+    def _metric_text(self, metrics: dict) -> str:
+        return summary_text(metrics, self.metric_specs)
 
     def _log(self, text: str, when: float | None = None) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(when if when else time.time()))
@@ -520,7 +547,7 @@ class TrainPage(QWidget):
             self.progress.setRange(0, self._total_steps)
             self.progress.setValue(self._last_step)
         if outcome == "finished":
-            self.result.setText(f"<b>Finished</b> run, {_metric_text(state.get('metrics', {}))}")
+            self.result.setText(f"<b>Finished</b> run, {self._metric_text(state.get('metrics', {}))}")
             self.evaluate_button.setEnabled(True)
         elif outcome == "failed":
             self.result.setText(f"<b>Failed:</b> {_escape(state.get('message', ''))}")

@@ -1,7 +1,7 @@
 """Task registry. Each task is named here and imported only when used, so listing the tasks (for
 `--help` or the app's task picker) imports no torch, transformers or datasets.
 
-Later tasks (token tagging, sentence pairs, regression, images) add one line to ``_REGISTRY``.
+A new task adds one entry to ``_REGISTRY``; nothing else in the code base names tasks.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from ..errors import InputError
 if TYPE_CHECKING:
     from .base import Task
 
-# name -> "module:Class"; registration order breaks ties in --task auto.
-_REGISTRY: dict[str, str] = {
-    "text-classification": "workbench.core.tasks.text_classification:TextClassification",
-    "token-classification": "workbench.core.tasks.token_classification:TokenClassification",
-    "text-pair-classification": "workbench.core.tasks.text_pair:TextPairClassification",
-    "text-regression": "workbench.core.tasks.regression:TextRegression",
-    "image-classification": "workbench.core.tasks.image_classification:ImageClassification",
+# name -> ("module:Class", what the app's task picker calls it); registration order breaks ties in
+# --task auto. The picker's wording lives here, not in the class, so listing the tasks imports none.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "text-classification": ("workbench.core.tasks.text_classification:TextClassification", "Text classification"),
+    "token-classification": ("workbench.core.tasks.token_classification:TokenClassification",
+                             "Token tagging (entities, parts of speech)"),
+    "text-pair-classification": ("workbench.core.tasks.text_pair:TextPairClassification", "Sentence pairs"),
+    "text-regression": ("workbench.core.tasks.regression:TextRegression", "Scores (regression)"),
+    "image-classification": ("workbench.core.tasks.image_classification:ImageClassification", "Image classification"),
 }
 ALIASES = {"classification": "text-classification", "text": "text-classification", "tagging": "token-classification",
            "ner": "token-classification", "pos": "token-classification", "pairs": "text-pair-classification",
@@ -32,8 +34,13 @@ def task_names() -> list[str]:
     return ["auto", *_REGISTRY]
 
 
+def task_menu_titles() -> dict[str, str]:
+    """Task name -> its title in a task picker, "auto" first; imports no task module."""
+    return {"auto": "Automatic (from the data)", **{name: title for name, (_, title) in _REGISTRY.items()}}
+
+
 def task_class(name: str) -> "type[Task]":
-    module, cls = _REGISTRY[name].split(":")
+    module, cls = _REGISTRY[name][0].split(":")
     return getattr(importlib.import_module(module), cls)
 
 

@@ -22,6 +22,7 @@ from ..cancel import NEVER, CancelToken
 from ..config import DataConfig
 from ..events import Callbacks
 from ..labels import LabelMap
+from ..metrics import CLASSIFICATION, Metric
 
 
 # Model types whose position ids are offset by the padding index (RoBERTa and its descendants).
@@ -38,6 +39,40 @@ class PreparedData:
     report: Any  # ValidationReport (has .findings, .errors, .to_dict())
     resolved: dict[str, Any] = field(default_factory=dict)  # columns, formats, sources, labels, warnings
     eval_split: str = "test"  # the split the final report is computed on
+
+
+@dataclass
+class DataPreview:
+    """What a task read of its training file, for a front end's data view (the app's Data page).
+
+    ``prepare_data`` sets it as soon as the file is read, so it is there even when a later check
+    refuses the data: the user sees the rows the message is about."""
+
+    path: Path
+    rows: Any  # pyarrow.Table: ``columns`` plus "__line__" (the file line each row starts on), file order
+    columns: list[str]
+    n_rows: int  # rows (or sentences) in the file; ``rows`` may hold only the first PREVIEW_ROWS
+    unit: str = "rows"  # what one row is, for counts: "rows", "sentences"
+    description: str = ""  # e.g. "14,041 sentences, 203,621 tokens (CoNLL, tags from the last column)"
+    malformed: list = field(default_factory=list)  # RowProblem: rows left out for a bad shape
+    table: Any = None  # the workbench.core.data.Table of a delimited file (its format, columns), else None
+    counts_title: str = "Classes"  # what the validation report's class counts count ("Tags" for tagging)
+
+
+PREVIEW_ROWS = 100_000  # rows a preview keeps in memory; the file may hold more
+
+
+def table_preview(table) -> DataPreview:
+    """The preview of a delimited file: every column, as read."""
+    import pyarrow as pa
+
+    from ..data.tabular import LINE_COLUMN, arrow_table
+
+    rows = arrow_table(table.dataset, [*table.columns, LINE_COLUMN], limit=min(table.n_rows, PREVIEW_ROWS))
+    # Copied into memory: the memory-mapped file it came from lives in a run's scratch folder.
+    rows = pa.table(rows.to_pydict(), schema=rows.schema)
+    return DataPreview(Path(table.path), rows, list(table.columns), table.n_rows, malformed=list(table.malformed),
+                       table=table)
 
 
 @dataclass
@@ -63,10 +98,14 @@ class Task(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     pipeline_tag: ClassVar[str]
-    # Metric name -> whether larger is better; metrics not listed are "larger is better".
-    greater_is_better: ClassVar[dict[str, bool]] = {"loss": False}
-    default_metric: ClassVar[str] = "macro_f1"
-    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "weighted_f1", "loss")
+    # The metrics ``evaluate`` returns, in display order, with their titles and direction: every
+    # front end reads them from here (see workbench/core/metrics.py).
+    metrics: ClassVar[tuple[Metric, ...]] = CLASSIFICATION
+    default_metric: ClassVar[str] = "macro_f1"  # picks the best checkpoint unless --metric says otherwise
+    modality: ClassVar[str] = "text"  # what its data and backbones are: "text" or "image"
+    # Derived from ``metrics`` for every subclass (``__init_subclass__``); not declared by hand.
+    metric_names: ClassVar[tuple[str, ...]] = tuple(m.name for m in CLASSIFICATION)
+    greater_is_better: ClassVar[dict[str, bool]] = {m.name: m.greater_is_better for m in CLASSIFICATION}
     # The loss averages over tokens, not rows (tagging): length-grouped batches then balance tokens.
     token_level_loss: ClassVar[bool] = False
     # Length-grouped batches unless --group-by-length/--no-group-by-length says otherwise.
@@ -75,6 +114,18 @@ class Task(ABC):
     # mean over ``loss_units``, so the parts' losses weigh back to the batch's exactly). Not for
     # models whose batch statistics matter (batch norm).
     split_batches_by_length: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.metric_names = tuple(m.name for m in cls.metrics)
+        cls.greater_is_better = {m.name: m.greater_is_better for m in cls.metrics}
+        if cls.default_metric not in cls.metric_names:
+            raise TypeError(f"{cls.__name__}.default_metric {cls.default_metric!r} is not one of its metrics")
+
+    def metric_specs(self) -> tuple[Metric, ...]:
+        """The metrics of this run, once ``prepare_data`` has seen the data (a task may retitle them,
+        e.g. part-of-speech tags have no entities); the class's declaration before that."""
+        return self.metrics
 
     def loss_units(self, labels: np.ndarray) -> int:
         """How many items ``loss`` averages over in a batch with these (host) labels: rows here."""
@@ -104,6 +155,22 @@ class Task(ABC):
     def prepare_data(
         self, cfg: DataConfig, seed: int, cache_dir: Path, callbacks: Callbacks, cancel: CancelToken = NEVER
     ) -> PreparedData: ...
+
+    # Set by ``prepare_data`` once it has read the training file (see DataPreview).
+    _preview: DataPreview | None = None
+    # Whether a data view may let the user pick the text and label columns and check the file again
+    # with ``workbench.core.data`` (one text, one label); other tasks' columns come from their reader.
+    data_view_column_choice: ClassVar[bool] = False
+
+    def data_preview(self) -> DataPreview | None:
+        """What ``prepare_data`` read of the training file, even when a check then failed; None when
+        it could not read the file at all."""
+        return self._preview
+
+    def describe_data(self, data: PreparedData) -> str:
+        """A sentence about the prepared data for a data view, beyond rows and columns (entity types
+        and tag scheme for tagging); empty when there is nothing to add."""
+        return ""
 
     @abstractmethod
     def load_preprocessor(self, backbone_path: str):

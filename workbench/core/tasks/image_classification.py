@@ -12,6 +12,7 @@ backbones) or ``workbench.core.image_models.load_image_classifier`` (the others)
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,15 @@ from ..data.images import (
     problem_findings,
     scan_image_folders,
 )
+from ..data.prepare import eval_split_of, hold_out, keep_known_labels, sample_train
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress, Warning_
 from ..image_sniff import sniff_image_folder
 from ..labels import build_label_map
 from .base import EncodedSplit, EvalResult, PreparedData, Task
+from .scoring import classification_result, classification_text, softmax
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,6 +73,7 @@ def _hf_preprocessing(folder: Path) -> tuple[int, tuple, tuple]:
 class ImageClassification(Task):
     name = "image-classification"
     title = "Image classification"
+    modality = "image"
     split_batches_by_length = False  # batch norm: a batch's statistics must come from the whole batch
     pipeline_tag = "image-classification"
 
@@ -143,8 +149,6 @@ class ImageClassification(Task):
     def prepare_data(self, cfg, seed, cache_dir, callbacks, cancel=NEVER) -> PreparedData:
         import datasets
 
-        from ..data.split import stratified_split
-
         self.callbacks = callbacks
         if self.preprocessing is None:  # used without configure(): the backbone's own defaults
             self.resolve_backbone(None if self.backbone is None else self.backbone.name)
@@ -167,8 +171,9 @@ class ImageClassification(Task):
 
         if cfg.sample and cfg.sample < len(items["train"]):
             # Sampled before decoding: a quick trial on a large folder decodes only what it uses.
-            _, kept = stratified_split(as_dataset(items["train"]), cfg.sample / len(items["train"]), seed)
-            items["train"] = items_of(kept, "train", items["train"])
+            sampled = {"train": as_dataset(items["train"])}
+            sample_train(sampled, cfg, seed, stratify=True)
+            items["train"] = items_of(sampled["train"], "train", items["train"])
 
         # Decode every image once, into one cache shared by all splits.
         order = [s for s in ("train", "validation", "test") if s in items]
@@ -195,12 +200,7 @@ class ImageClassification(Task):
         if len(splits["train"]) == 0:
             raise InputError("no training image could be read; see the skipped files in the validation report"
                              + "".join(f"; {f.message}" for f in findings if f.items)[:500], path=sources["train"])
-        if "test" not in splits and "validation" not in splits and cfg.test_fraction > 0:
-            splits["train"], splits["test"] = stratified_split(splits["train"], cfg.test_fraction, seed)
-            sources["test"] = sources["train"] + " (held out)"
-        if "validation" not in splits and cfg.val_fraction > 0:
-            splits["train"], splits["validation"] = stratified_split(splits["train"], cfg.val_fraction, seed + 1)
-            sources["validation"] = sources["train"] + " (held out)"
+        hold_out(splits, sources, cfg, seed, stratify=True)
 
         by_row = {k: it for k, it in enumerate(flat)}
         split_items = {s: [ImageItem(by_row[k].path, by_row[k].label, s) for k in _column(ds, "row")] for s, ds in splits.items()}
@@ -210,14 +210,8 @@ class ImageClassification(Task):
             raise InputError(report.error_message())
 
         self.label_map = build_label_map(_column(splits["train"], "label"))
-        for name in ("validation", "test"):
-            if name in splits:
-                ids = self.label_map.encode(_column(splits[name], "label"))
-                if (ids < 0).any():
-                    splits[name] = splits[name].select(np.flatnonzero(ids >= 0))
-                if len(splits[name]) == 0:
-                    raise InputError(f"no {name} image has a class seen in training", path=sources[name])
-        self.eval_split = "test" if "test" in splits else "validation" if "validation" in splits else "train"
+        keep_known_labels(splits, sources, self.label_map, unit="image")
+        self.eval_split = eval_split_of(splits)
         resolved = {
             "layout": found.layout,
             "sources": sources,
@@ -320,21 +314,14 @@ class ImageClassification(Task):
 
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, logits, split, loss, data) -> EvalResult:
-        from .text_classification import TextClassification
-
-        # The same metrics, per-class table and confusion matrix as text classification.
-        return TextClassification.evaluate(self, logits, split, loss, data)
+        return classification_result(split.labels, logits.argmax(-1), data.label_map.names, loss)
 
     def report_text(self, result: EvalResult) -> str:
-        from .text_classification import TextClassification
-
-        return TextClassification.report_text(self, result)
+        return classification_text(result)
 
     def write_predictions(self, path: Path, logits, split, data) -> None:
         names = data.label_map.names
-        shifted = logits - logits.max(-1, keepdims=True)
-        probs = np.exp(shifted)
-        probs /= probs.sum(-1, keepdims=True)
+        probs = softmax(logits)
         pred = probs.argmax(-1)
         paths = _column(split.rows, "path").tolist()
         with open(path, "w", encoding="utf-8") as f:
@@ -370,6 +357,7 @@ class ImageClassification(Task):
         try:
             export_onnx(model, folder / "model.onnx", size)
         except Exception as e:  # an architecture the exporter cannot trace: the model itself is still fine
+            log.warning("ONNX export failed; model.onnx was not written", exc_info=True)
             result = {"exported": False, "error": f"{type(e).__name__}: {e}"}
             self.callbacks.on_event(Warning_(f"ONNX export failed ({result['error'][:300]}); model.onnx was not written"))
         else:

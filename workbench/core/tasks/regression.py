@@ -17,14 +17,15 @@ import pyarrow.compute as pc
 
 from ..cancel import NEVER
 from ..data import read_table
-from ..data.holdout import random_split
+from ..data.prepare import eval_split_of, hold_out, matching_column, sample_train
 from ..data.pairs import TextColumns, build_text_dataset, choose_text_columns
 from ..data.sniffing import sample_table, score_column
 from ..data.tabular import arrow_table
 from ..data.validation import Finding, ValidationReport, blank_pair_findings, hash_strings
 from ..errors import InputError
 from ..events import PhaseChanged
-from .base import EncodedSplit, EvalResult, PreparedData, Task
+from ..metrics import LOSS, Metric
+from .base import EncodedSplit, EvalResult, PreparedData, Task, table_preview
 from .text_classification import _progress
 from .tokenize import tokenize_columns
 
@@ -35,9 +36,16 @@ class TextRegression(Task):
     name = "text-regression"
     title = "Text regression"
     pipeline_tag = "text-classification"
+    metrics = (
+        Metric("mse", "MSE", greater_is_better=False, bounded=False, plot=True, headline=True),
+        Metric("rmse", "RMSE", greater_is_better=False, bounded=False),
+        Metric("mae", "MAE", greater_is_better=False, bounded=False, headline=True),
+        Metric("pearson", "Pearson", plot=True, headline=True),
+        Metric("spearman", "Spearman", headline=True),
+        Metric("r2", "R²", bounded=False),
+        LOSS,
+    )
     default_metric = "mse"
-    metric_names = ("mse", "rmse", "mae", "pearson", "spearman", "r2", "loss")
-    greater_is_better = {"mse": False, "rmse": False, "mae": False, "loss": False}
 
     @classmethod
     def sniff(cls, path: Path) -> float:
@@ -52,22 +60,13 @@ class TextRegression(Task):
         table = read_table(path, delimiter=cfg.delimiter, has_header=cfg.has_header, cache_dir=cache_dir,
                            progress=_progress(callbacks, "reading"), cancel=cancel)
         if like is None:
-            self.train_table = table  # kept for the app's Data page preview, even when a check fails
+            self._preview = table_preview(table)  # before any check can refuse the file
             cols = choose_text_columns(table, cfg.text_column, cfg.text_pair_column, cfg.label_column,
                                        pair_required=False, numeric_label=True)
         else:
             train_table, train_cols = like
-
-            def same(col):
-                if col is None or (table.format.has_header and col in table.columns):
-                    return col
-                k = train_table.columns.index(col)
-                if k >= len(table.columns):
-                    raise InputError(f"has {len(table.columns)} columns but the training file's column '{col}' "
-                                     f"is at position {k}", path=table.path)
-                return table.columns[k]
-
-            cols = TextColumns(same(train_cols.text), same(train_cols.pair), same(train_cols.label))
+            cols = TextColumns(*(matching_column(table, train_table, c) for c in (train_cols.text, train_cols.pair,
+                                                                                  train_cols.label)))
         ds, problems = build_text_dataset(table, cols, numeric=True, skip_bad=cfg.skip_bad_rows, cancel=cancel)
         return table, cols, ds, problems
 
@@ -90,14 +89,8 @@ class TextRegression(Task):
             path, first = malformed[0]
             raise InputError(f"{len(malformed)} malformed row(s) ({first.problem}); fix the file, or pass "
                              "--skip-bad-rows to train without them", path=path, line=first.line)
-        if cfg.sample and cfg.sample < len(splits["train"]):
-            _, splits["train"] = random_split(splits["train"], cfg.sample / len(splits["train"]), seed)
-        if "test" not in splits and "validation" not in splits and cfg.test_fraction > 0:
-            splits["train"], splits["test"] = random_split(splits["train"], cfg.test_fraction, seed)
-            sources["test"] = sources["train"] + " (held out)"
-        if "validation" not in splits and cfg.val_fraction > 0:
-            splits["train"], splits["validation"] = random_split(splits["train"], cfg.val_fraction, seed + 1)
-            sources["validation"] = sources["train"] + " (held out)"
+        sample_train(splits, cfg, seed, stratify=False)
+        hold_out(splits, sources, cfg, seed, stratify=False)
 
         report = self._validate(splits, sources, problems, cancel)
         if report.errors:
@@ -117,7 +110,7 @@ class TextRegression(Task):
             "warnings": warnings,
         }
         return PreparedData(splits=splits, label_map=None, report=report, resolved=resolved,
-                            eval_split="test" if "test" in splits else "validation" if "validation" in splits else "train")
+                            eval_split=eval_split_of(splits))
 
     def _validate(self, splits, sources, problems, cancel) -> ValidationReport:
         findings: list[Finding] = []

@@ -11,20 +11,14 @@ import pyarrow.compute as pc
 from ..cancel import NEVER, CancelToken
 from ..config import DataConfig
 from ..data.tabular import arrow_table
-from ..data import (
-    build_label_map,
-    build_labeled,
-    choose_columns,
-    read_table,
-    stratified_split,
-    validate_classification,
-)
+from ..data import build_label_map, build_labeled, choose_columns, read_table, validate_classification
+from ..data.prepare import eval_split_of, hold_out, keep_known_labels, matching_column, sample_train
 from ..data.validation import SEVERITY_ORDER
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress
 from ..labels import LabelMap
-from .base import EncodedSplit, EvalResult, PreparedData, Task
-from .reporting import per_class_table
+from .base import EncodedSplit, EvalResult, PreparedData, Task, table_preview
+from .scoring import classification_result, classification_text, softmax
 from .tokenize import tokenize_columns
 
 
@@ -37,100 +31,80 @@ class TextClassification(Task):
     title = "Text classification"
     pipeline_tag = "text-classification"
 
+    data_view_column_choice = True
+
     # ---- data -----------------------------------------------------------------------------------
     def _read(self, path: str, cfg: DataConfig, cache_dir: Path, callbacks, cancel, like=None):
-        callbacks.on_event(PhaseChanged("reading", str(path)))
-        table = read_table(
-            path,
-            delimiter=cfg.delimiter,
-            has_header=cfg.has_header,
-            cache_dir=cache_dir,
-            progress=_progress(callbacks, "reading"),
-            cancel=cancel,
-        )
+        """(table, columns, dataset of row/text/label) for one file; ``like`` = (training table, its
+        columns) for a validation or test file, which then follows the training file's columns."""
+        table = self._read_table(path, cfg, cache_dir, callbacks, cancel, first=like is None)
         if like is None:
             choice = choose_columns(table, cfg.text_column, cfg.label_column)
         else:
-            # Validation and test files follow the training file's columns: by name when both have
-            # a header with those names, else by position.
             train_table, train_choice = like
-            def same(col):
-                if table.format.has_header and col in table.columns:
-                    return col
-                return train_table.columns.index(col)
-            choice = choose_columns(table, same(train_choice.text), same(train_choice.label))
+            choice = choose_columns(table, matching_column(table, train_table, train_choice.text),
+                                    matching_column(table, train_table, train_choice.label))
         return table, choice, build_labeled(table, choice, cancel=cancel)
 
+    def _read_table(self, path, cfg: DataConfig, cache_dir: Path, callbacks, cancel, first: bool):
+        callbacks.on_event(PhaseChanged("reading", str(path)))
+        table = read_table(path, delimiter=cfg.delimiter, has_header=cfg.has_header, cache_dir=cache_dir,
+                           progress=_progress(callbacks, "reading"), cancel=cancel)
+        if first:
+            self._preview = table_preview(table)  # before any check can refuse the file
+        return table
+
     def prepare_data(self, cfg, seed, cache_dir, callbacks, cancel=NEVER) -> PreparedData:
-        train_table, choice, train = self._read(cfg.train, cfg, cache_dir / "train", callbacks, cancel)
-        sources = {"train": (str(train_table.path), train_table.malformed)}
+        train_table, cols, train = self._read(cfg.train, cfg, cache_dir / "train", callbacks, cancel)
+        self.columns = cols
         splits = {"train": train}
-        like = (train_table, choice)
+        sources = {"train": str(train_table.path)}
+        malformed = {"train": train_table.malformed}
         warnings = list(train_table.warnings)
         for name, path in (("validation", cfg.val), ("test", cfg.test)):
             if path:
-                t, _, ds = self._read(path, cfg, cache_dir / name, callbacks, cancel, like=like)
-                splits[name] = ds
-                sources[name] = (str(t.path), t.malformed)
+                t, _, ds = self._read(path, cfg, cache_dir / name, callbacks, cancel, like=(train_table, cols))
+                splits[name], sources[name], malformed[name] = ds, str(t.path), t.malformed
                 warnings += t.warnings
 
         callbacks.on_event(PhaseChanged("validating"))
-        if cfg.sample and cfg.sample < len(splits["train"]):
-            _, splits["train"] = stratified_split(splits["train"], cfg.sample / len(splits["train"]), seed)
-        # Held-out parts come out of the training file only when the user gave none.
-        if "test" not in splits and "validation" not in splits and cfg.test_fraction > 0:
-            splits["train"], splits["test"] = stratified_split(splits["train"], cfg.test_fraction, seed)
-            sources["test"] = (sources["train"][0] + " (held out)", [])
-        if "validation" not in splits and cfg.val_fraction > 0:
-            splits["train"], splits["validation"] = stratified_split(splits["train"], cfg.val_fraction, seed + 1)
-            sources["validation"] = (sources["train"][0] + " (held out)", [])
+        sample_train(splits, cfg, seed, stratify=True)
+        hold_out(splits, sources, cfg, seed, stratify=True)
         report = validate_classification(
-            {k: (self._validation_view(splits[k]), sources[k][0], sources[k][1]) for k in splits}, cancel=cancel
+            {k: (self._validation_view(splits[k]), sources[k], malformed.get(k, [])) for k in splits}, cancel=cancel
         )
-        report.findings += [f for k in splits for f in self._text_findings(splits[k], sources[k][0], k)]
+        report.findings += [f for k in splits for f in self._text_findings(splits[k], sources[k], k)]
         report.findings.sort(key=lambda f: SEVERITY_ORDER.get(f.severity, 3))
         if report.errors:
             raise InputError(report.error_message())
-        malformed = [(sources[k][0], p) for k in sources for p in sources[k][1]]
-        if malformed and not cfg.skip_bad_rows:
-            path, first = malformed[0]
-            lines = ", ".join(str(p.line) for _, p in malformed[:10])
+        bad = [(sources[k], p) for k in malformed for p in malformed[k]]
+        if bad and not cfg.skip_bad_rows:
+            path, first = bad[0]
+            lines = ", ".join(str(p.line) for _, p in bad[:10])
             raise InputError(
-                f"{len(malformed)} malformed row(s) ({first.problem} at line {first.line}; lines {lines}"
-                f"{', ...' if len(malformed) > 10 else ''}). Fix the file, or pass --skip-bad-rows to train without them.",
+                f"{len(bad)} malformed row(s) ({first.problem} at line {first.line}; lines {lines}"
+                f"{', ...' if len(bad) > 10 else ''}). Fix the file, or pass --skip-bad-rows to train without them.",
                 path=path,
                 line=first.line,
             )
 
         label_map = build_label_map(pc.unique(arrow_table(splits["train"], ["label"]).column("label")).to_pylist())
-        # Rows whose label never occurs in training cannot be learned; the report names them and
-        # they are left out of evaluation rather than silently counted as errors.
-        for name in ("validation", "test"):
-            if name in splits:
-                ids = label_map.encode(arrow_table(splits[name], ["label"]).column("label").to_numpy(zero_copy_only=False))
-                if (ids < 0).any():
-                    splits[name] = splits[name].select(np.flatnonzero(ids >= 0))
-                if len(splits[name]) == 0:
-                    raise InputError(f"no {name} row has a label seen in training", path=sources[name][0])
+        keep_known_labels(splits, sources, label_map)
         resolved = {
-            "text_column": choice.text,
-            "label_column": choice.label,
+            "text_column": cols.text,
+            **({"text_pair_column": cols.pair} if getattr(cols, "pair", None) else {}),
+            "label_column": cols.label,
             "delimiter": train_table.format.delimiter,
             "has_header": train_table.format.has_header,
             "encoding": train_table.format.encoding,
-            "sources": {k: v[0] for k, v in sources.items()},
+            "sources": sources,
             "rows": {k: len(v) for k, v in splits.items()},
             "labels": label_map.names,
             "warnings": warnings,
         }
         self.label_map = label_map
-        return PreparedData(
-            splits=splits,
-            label_map=label_map,
-            report=report,
-            resolved=resolved,
-            eval_split="test" if "test" in splits else "validation" if "validation" in splits else "train",
-        )
+        return PreparedData(splits=splits, label_map=label_map, report=report, resolved=resolved,
+                            eval_split=eval_split_of(splits))
 
     def _text_findings(self, ds, path: str, split: str) -> list:
         """Checks of the texts themselves that the per-row checks cannot make (pairs: each text alone)."""
@@ -190,39 +164,11 @@ class TextClassification(Task):
 
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, logits, split, loss, data) -> EvalResult:
-        from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
-
-        names = data.label_map.names
-        gold = split.labels
-        pred = logits.argmax(-1)
-        ids = list(range(len(names)))
-        rep = classification_report(gold, pred, labels=ids, target_names=names, output_dict=True, zero_division=0)
-        metrics = {
-            "accuracy": float(accuracy_score(gold, pred)),
-            "macro_f1": float(f1_score(gold, pred, labels=ids, average="macro", zero_division=0)),
-            "weighted_f1": float(f1_score(gold, pred, labels=ids, average="weighted", zero_division=0)),
-            "macro_precision": float(rep["macro avg"]["precision"]),
-            "macro_recall": float(rep["macro avg"]["recall"]),
-            "loss": float(loss),
-        }
-        per_class = [
-            {
-                "label": n,
-                "precision": float(rep[n]["precision"]),
-                "recall": float(rep[n]["recall"]),
-                "f1": float(rep[n]["f1-score"]),
-                "support": int(rep[n]["support"]),
-            }
-            for n in names
-        ]
-        cm = confusion_matrix(gold, pred, labels=ids)
-        return EvalResult(metrics, {"labels": names, "per_class": per_class, "confusion_matrix": cm.tolist(), "n": int(len(gold))})
+        return classification_result(split.labels, logits.argmax(-1), data.label_map.names, loss)
 
     def write_predictions(self, path: Path, logits, split, data) -> None:
         names = data.label_map.names
-        shifted = logits - logits.max(-1, keepdims=True)
-        probs = np.exp(shifted)
-        probs /= probs.sum(-1, keepdims=True)
+        probs = softmax(logits)
         pred = probs.argmax(-1)
         row_ids = arrow_table(split.rows, ["row"]).column("row").to_numpy()
         texts = arrow_table(split.rows, ["text"]).column("text")
@@ -245,9 +191,4 @@ class TextClassification(Task):
                     }, ensure_ascii=False) + "\n")
 
     def report_text(self, result: EvalResult) -> str:
-        rep = result.report
-        lines = per_class_table(rep["per_class"])
-        m = result.metrics
-        lines.append("")
-        lines.append(f"accuracy {m['accuracy']:.4f}   macro F1 {m['macro_f1']:.4f}   weighted F1 {m['weighted_f1']:.4f}   n={rep['n']}")
-        return "\n".join(lines)
+        return classification_text(result)

@@ -13,16 +13,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..cancel import NEVER
-from ..data import read_table
 from ..data.columns import MAX_LABELS
 from ..data.pairs import TextColumns, build_text_dataset, choose_text_columns
+from ..data.prepare import matching_column
 from ..data.sniffing import continuous, pair_columns, sample_table, score_column
 from ..data.tabular import arrow_table, dataset_dir, iter_batches, write_arrow_dataset
 from ..data.validation import blank_pair_findings
 from ..errors import InputError
 from ..events import PhaseChanged
 from .base import EncodedSplit
-from .text_classification import TextClassification, _progress
+from .text_classification import TextClassification
 from .tokenize import tokenize_columns
 
 _VALIDATION_SCHEMA = pa.schema([("row", pa.int64()), ("text", pa.string()), ("label", pa.string())])
@@ -49,30 +49,17 @@ class TextPairClassification(TextClassification):
             return 0.0
         return 0.8 if sample.header else 0.6
 
+    data_view_column_choice = False
+
     def _read(self, path, cfg, cache_dir, callbacks, cancel, like=None):
-        callbacks.on_event(PhaseChanged("reading", str(path)))
-        table = read_table(path, delimiter=cfg.delimiter, has_header=cfg.has_header, cache_dir=cache_dir,
-                           progress=_progress(callbacks, "reading"), cancel=cancel)
+        table = self._read_table(path, cfg, cache_dir, callbacks, cancel, first=like is None)
         if like is None:
-            self.train_table = table  # kept for the app's Data page preview, even when a check fails
             cols = choose_text_columns(table, cfg.text_column, cfg.text_pair_column, cfg.label_column,
                                        pair_required=True, numeric_label=False)
-            self.columns = cols
         else:
-            # Validation and test files follow the training file's columns: by name when both
-            # have a header with those names, else by position.
             train_table, train_cols = like
-
-            def same(col):
-                if table.format.has_header and col in table.columns:
-                    return col
-                k = train_table.columns.index(col)
-                if k >= len(table.columns):
-                    raise InputError(f"has {len(table.columns)} columns but the training file's column '{col}' "
-                                     f"is at position {k}", path=table.path)
-                return table.columns[k]
-
-            cols = TextColumns(same(train_cols.text), same(train_cols.pair), same(train_cols.label))
+            cols = TextColumns(*(matching_column(table, train_table, c) for c in (train_cols.text, train_cols.pair,
+                                                                                  train_cols.label)))
         ds, _ = build_text_dataset(table, cols, numeric=False, cancel=cancel)
         labels = arrow_table(ds, ["label"]).column("label")
         distinct = pc.count_distinct(labels).as_py()
@@ -82,11 +69,6 @@ class TextPairClassification(TextClassification):
                 "free text or scores, not classes; for numeric scores use --task text-regression",
                 path=table.path)
         return table, cols, ds
-
-    def prepare_data(self, cfg, seed, cache_dir, callbacks, cancel=NEVER):
-        data = super().prepare_data(cfg, seed, cache_dir, callbacks, cancel)
-        data.resolved["text_pair_column"] = self.columns.pair
-        return data
 
     def _text_findings(self, ds, path, split):
         return blank_pair_findings(ds, path, split, (self.columns.text, self.columns.pair))

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +26,19 @@ import pyarrow.compute as pc
 
 from ..cancel import NEVER, CancelToken
 from ..data.conll import SENTENCE_SCHEMA, TaggedFile, read_tagged, sniff_tagged
-from ..data.holdout import random_split
+from ..data.prepare import eval_split_of, hold_out, sample_train
 from ..data.tabular import arrow_table, dataset_dir, iter_batches, write_arrow_dataset
 from ..data.tag_schemes import PLAIN, convert, detect_scheme, entity_types, invalid_transitions, resolve_target
 from ..data.validation import Finding, ValidationReport
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress, Warning_
 from ..labels import build_label_map
-from ..training.batching import RaggedColumn
-from .base import EncodedSplit, EvalResult, PreparedData, Task
-from .reporting import per_class_table
+from ..metrics import LOSS, Metric
+from ..data.ragged import RaggedColumn
+from .base import PREVIEW_ROWS, DataPreview, EncodedSplit, EvalResult, PreparedData, Task
+from .scoring import per_class_table, softmax
+
+log = logging.getLogger(__name__)
 
 IGNORE = -100
 CHUNK = 1000  # sentences tokenized per call
@@ -160,9 +164,32 @@ def _ranks(counts: np.ndarray) -> np.ndarray:
     return np.arange(total) - starts
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+def _tag_column_text(column: str) -> str:
+    if column == "last":
+        return "the last column"
+    if column.isdigit():
+        return f"column {int(column) + 1}"
+    return column.upper()  # CoNLL-U: UPOS or XPOS
+
+
+def sentence_preview(read: TaggedFile) -> DataPreview:
+    """A tagged file shown one sentence a row: its words, its tags and how many words."""
+    from ..data.tabular import LINE_COLUMN
+
+    n = len(read.dataset)
+    rows = arrow_table(read.dataset.select(range(min(n, PREVIEW_ROWS))), ["tokens", "tags", "lines"])
+    tokens, tags = rows.column("tokens").to_pylist(), rows.column("tags").to_pylist()
+    table = pa.table({  # in memory: the memory-mapped file it came from is in a scratch folder
+        "sentence": pa.array([" ".join(t) for t in tokens], pa.string()),
+        "tags": pa.array([" ".join(t) for t in tags], pa.string()),
+        "words": pa.array([len(t) for t in tokens], pa.int64()),
+        LINE_COLUMN: pa.array([ln[0] if ln else 0 for ln in rows.column("lines").to_pylist()], pa.int64()),
+    })
+    kind = "CoNLL-U" if read.format == "conllu" else "CoNLL"
+    return DataPreview(read.path, table, ["sentence", "tags", "words"], n, unit="sentences",
+                       description=f"{n:,} sentences, {read.n_tokens:,} tokens ({kind}, tags from "
+                                   f"{_tag_column_text(read.tag_column)})",
+                       malformed=list(read.malformed), counts_title="Tags")
 
 
 # ---------------------------------------------------------------------------- the task
@@ -172,8 +199,15 @@ class TokenClassification(Task):
     name = "token-classification"
     title = "Token classification"
     pipeline_tag = "token-classification"
+    metrics = (
+        Metric("f1", "Entity F1", plot=True, headline=True),
+        Metric("precision", "Entity precision", headline=True),
+        Metric("recall", "Entity recall", headline=True),
+        Metric("macro_f1", "Macro F1 (entity types)"),
+        Metric("accuracy", "Token accuracy", plot=True, headline=True),
+        LOSS,
+    )
     default_metric = "f1"
-    metric_names = ("f1", "precision", "recall", "macro_f1", "accuracy", "loss")
     token_level_loss = True
     # Random batches by default (on the CPU the loop still trains each as length-sorted
     # micro-batches, see TrainingLoop._forward_backward): length-grouped batches are 1.7x faster,
@@ -181,6 +215,20 @@ class TokenClassification(Task):
     # runs that cost accuracy (UD English EWT, 1 epoch of 2,001 sentences, 8 seeds: UPOS 0.9174
     # grouped, 0.9193 random, 0.9185 for transformers' Trainer). --group-by-length opts in.
     group_by_length_default = False
+
+    def metric_specs(self) -> tuple[Metric, ...]:
+        if getattr(self, "scheme", None) != PLAIN:
+            return self.metrics
+        # Part-of-speech and other plain tags: no entities; micro F1, precision and recall all equal
+        # token accuracy (one gold and one predicted tag per word).
+        return (
+            Metric("accuracy", "Token accuracy", plot=True, headline=True),
+            Metric("macro_f1", "Macro F1 (tags)", plot=True, headline=True),
+            Metric("f1", "Micro F1 (= token accuracy)"),
+            Metric("precision", "Micro precision (= token accuracy)"),
+            Metric("recall", "Micro recall (= token accuracy)"),
+            LOSS,
+        )
 
     @classmethod
     def sniff(cls, path: Path) -> float:
@@ -194,7 +242,7 @@ class TokenClassification(Task):
 
     def prepare_data(self, cfg, seed, cache_dir, callbacks, cancel=NEVER) -> PreparedData:
         files = {"train": self._read("train", cfg.train, cfg, cache_dir, callbacks, cancel)}
-        self.files = files  # kept for the app's Data page preview, even when a check fails
+        self._preview = sentence_preview(files["train"])  # before any check can refuse the file
         for name, path in (("validation", cfg.val), ("test", cfg.test)):
             if path:
                 files[name] = self._read(name, path, cfg, cache_dir, callbacks, cancel)
@@ -203,14 +251,8 @@ class TokenClassification(Task):
         warnings = [w for f in files.values() for w in f.warnings]
 
         callbacks.on_event(PhaseChanged("validating"))
-        if cfg.sample and cfg.sample < len(splits["train"]):
-            _, splits["train"] = random_split(splits["train"], cfg.sample / len(splits["train"]), seed)
-        if "test" not in splits and "validation" not in splits and cfg.test_fraction > 0:
-            splits["train"], splits["test"] = random_split(splits["train"], cfg.test_fraction, seed)
-            sources["test"] = sources["train"] + " (held out)"
-        if "validation" not in splits and cfg.val_fraction > 0:
-            splits["train"], splits["validation"] = random_split(splits["train"], cfg.val_fraction, seed + 1)
-            sources["validation"] = sources["train"] + " (held out)"
+        sample_train(splits, cfg, seed, stratify=False)
+        hold_out(splits, sources, cfg, seed, stratify=False)
 
         findings: list[Finding] = []
         detected = {k: self._detect(ds, cancel) for k, ds in splits.items()}
@@ -269,7 +311,15 @@ class TokenClassification(Task):
             "warnings": warnings,
         }
         return PreparedData(splits=splits, label_map=label_map, report=report, resolved=resolved,
-                            eval_split="test" if "test" in splits else "validation" if "validation" in splits else "train")
+                            eval_split=eval_split_of(splits))
+
+    def describe_data(self, data: PreparedData) -> str:
+        r = data.resolved
+        detected, target = r.get("tag_scheme_detected"), r.get("tag_scheme")
+        if r.get("entity_types"):
+            return (f"Entity types: {', '.join(r['entity_types'])}; tag scheme {detected}"
+                    + (f", trained as {target}." if target != detected else "."))
+        return f"{len(r.get('labels', [])):,} tags (plain tags, scored by token accuracy)."
 
     def _detect(self, ds, cancel: CancelToken) -> str:
         def sentences():
@@ -317,7 +367,8 @@ class TokenClassification(Task):
                              "needs one to map sub-words back to words")
         try:
             tok([["a"]], is_split_into_words=True)
-        except Exception:  # byte-level BPE (RoBERTa, GPT-2) needs a prefix space for pre-split words
+        except Exception as e:  # byte-level BPE (RoBERTa, GPT-2) needs a prefix space for pre-split words
+            log.info("tokenizer of %s needs add_prefix_space=True for pre-split words (%s)", backbone_path, e)
             tok = AutoTokenizer.from_pretrained(backbone_path, add_prefix_space=True)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self.specials = Specials.of(tok)

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ..cancel import NEVER, CancelToken
 from ..events import Callbacks, Progress
-from ..training.batching import RaggedColumn
+from ..data.ragged import RaggedColumn
 
 CHUNK = 2000
 
