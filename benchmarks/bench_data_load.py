@@ -85,7 +85,11 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from workbench.core.data import (
-        build_labeled, choose_columns, read_table, stratified_split, validate_classification,
+        build_labeled,
+        choose_columns,
+        read_table,
+        stratified_split,
+        validate_classification,
     )
 
     base = peak_rss_mb()

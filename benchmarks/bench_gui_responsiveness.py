@@ -207,9 +207,8 @@ def main() -> int:
         d, m = generated_data(Path(tempfile.mkdtemp(prefix="wb-responsive-data-")), max(a.rows, 400))
         data, model, what = str(d), str(m), f"a tiny BERT on {a.rows} generated rows (shared SST-2 not found)"
 
-    from PySide6.QtWidgets import QApplication
-
     import qasync
+    from PySide6.QtWidgets import QApplication
 
     app = QApplication(sys.argv[:1])
     from workbench.app.look import apply_style

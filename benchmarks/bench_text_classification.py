@@ -59,8 +59,13 @@ def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
     import numpy as np
     import pandas as pd
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from workbench.core.backbones import resolve_backbone
 

@@ -83,8 +83,13 @@ def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
     import numpy as np
     import torch
     from seqeval.metrics import f1_score
-    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                              Trainer, TrainingArguments)
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainingArguments,
+    )
 
     from workbench.core.backbones import resolve_backbone
     from workbench.core.data.conll import read_tagged

@@ -106,9 +106,8 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int,
 def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: str = "", lr: float | None = None) -> int:
     os.environ["WORKBENCH_COLOR_SCHEME"] = scheme
     os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="workbench-shots-"))
-    from PySide6.QtWidgets import QApplication
-
     import qasync
+    from PySide6.QtWidgets import QApplication
 
     app = QApplication(sys.argv[:1])
     app.setApplicationName("Workbench")

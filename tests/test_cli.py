@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import sentiment_rows, write_tsv
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from conftest import needs_shared, SHARED, sentiment_rows, write_tsv
+from conftest import SHARED, needs_shared, sentiment_rows, write_tsv
 from text_tasks_helpers import ner_sentences, write_conll
+
 from workbench.core.data.conll import read_tagged, sniff_tagged
 from workbench.core.errors import InputError
 

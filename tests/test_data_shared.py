@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from workbench.core.data import (
-    build_label_map, build_labeled, choose_columns, read_table, stratified_split, validate_classification,
+    build_label_map,
+    build_labeled,
+    choose_columns,
+    read_table,
+    stratified_split,
+    validate_classification,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from image_samples import write_broken_files, write_class_folder
+
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.run import run_training
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from image_samples import COLOURS, write_broken_files, write_class_folder, write_odd_images
+
 from workbench.core.config import DataConfig
 from workbench.core.data.image_transforms import center_crops, random_resized_crops, to_pixels
 from workbench.core.data.images import (

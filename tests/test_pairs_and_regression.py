@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import sentiment_rows, write_tsv
 from text_tasks_helpers import tiny_text_model  # noqa: F401 (fixture)
+
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import InputError
 from workbench.core.run import run_training
@@ -89,7 +89,6 @@ def test_pair_classification_end_to_end(pairs_tsv, tiny_text_model, tmp_path, ru
 
 
 def test_pairs_are_encoded_jointly(pairs_tsv, tiny_text_model, tmp_path):
-    from transformers import AutoTokenizer
 
     from workbench.core.events import Callbacks
     from workbench.core.tasks.text_pair import TextPairClassification

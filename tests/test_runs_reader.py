@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -59,9 +58,9 @@ PREDS = [
 
 def test_list_runs_newest_first_with_states(tmp_path):
     home = tmp_path / "runs"
-    older = make_run(home, "a-older")
+    make_run(home, "a-older")
     time.sleep(1.1)  # status.json's "started" has one-second resolution
-    failed = make_run(home, "b-failed", state="failed")
+    make_run(home, "b-failed", state="failed")
     time.sleep(1.1)
     killed = make_run(home, "c-killed", state="running")
     # As kill -9 leaves it: status "running" naming a process that is gone.

@@ -7,8 +7,21 @@ import itertools
 import pytest
 
 from workbench.core.data.tag_schemes import (
-    BILOU, IO, IOB1, IOB2, IOBES, PLAIN, SCHEMES, Span, convert, detect_scheme, from_spans, invalid_transitions,
-    is_span_tagset, resolve_target, to_spans,
+    BILOU,
+    IO,
+    IOB1,
+    IOB2,
+    IOBES,
+    PLAIN,
+    SCHEMES,
+    Span,
+    convert,
+    detect_scheme,
+    from_spans,
+    invalid_transitions,
+    is_span_tagset,
+    resolve_target,
+    to_spans,
 )
 
 # Two adjacent PER entities, a three-token ORG, a single LOC: every scheme writes these differently.

@@ -7,18 +7,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import needs_shared
-from text_tasks_helpers import (ner_sentences, pos_sentences, tiny_text_model, write_conll,  # noqa: F401 (fixture)
-                                write_conllu)
+from text_tasks_helpers import ner_sentences, pos_sentences, tiny_text_model, write_conll, write_conllu  # noqa: F401 (fixture)
+
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.data.conll import read_tagged
 from workbench.core.data.tag_schemes import IOBES, convert
 from workbench.core.events import Callbacks, Warning_
 from workbench.core.labels import build_label_map
 from workbench.core.run import run_training
-from workbench.core.tasks.token_classification import (IGNORE, Specials, TokenClassification, WindowStats,
-                                                        encode_sentences)
+from workbench.core.tasks.token_classification import (
+    IGNORE,
+    Specials,
+    TokenClassification,
+    WindowStats,
+    encode_sentences,
+)
 
 
 class Recorder(Callbacks):

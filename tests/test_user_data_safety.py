@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import sentiment_rows, write_tsv
 from test_cli import wb
 

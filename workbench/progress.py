@@ -5,8 +5,18 @@ from __future__ import annotations
 import logging
 import sys
 
-from .core.events import (Callbacks, EvalMetrics, Event, Finished, PhaseChanged, Progress, RunStarted, StepMetrics,
-                          TaskReady, Warning_)
+from .core.events import (
+    Callbacks,
+    EvalMetrics,
+    Event,
+    Finished,
+    PhaseChanged,
+    Progress,
+    RunStarted,
+    StepMetrics,
+    TaskReady,
+    Warning_,
+)
 from .core.metrics import CLASSIFICATION, specs_from, summary_text
 
 

@@ -105,7 +105,6 @@ def load_data(
     """Read ``path`` (a file, or a folder with train/dev/test files) and check it for training."""
     from ..core.data import read_table
     from ..core.data.tabular import LINE_COLUMN, arrow_table
-
     from ..core.tasks import detect_task
 
     say = phase or (lambda _: None)

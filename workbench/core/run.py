@@ -178,6 +178,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
          export_lock: ExportLock | None, data_paths: list[str]) -> RunResult:
     _quiet_libraries()
     import torch
+
     from .training.loop import TrainingLoop
 
     tc = config.train

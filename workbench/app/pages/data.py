@@ -24,6 +24,9 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -33,9 +36,6 @@ from PySide6.QtWidgets import (
     QStyle,
     QTableView,
     QToolButton,
-    QListView,
-    QListWidget,
-    QListWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -45,8 +45,8 @@ from ...core.errors import Cancelled, InputError
 from .. import aio, warmup
 from ..dataset import LoadedData, load_data, with_columns
 from ..state import AppState
-from ..widgets.bar_chart import ClassBarChart
 from ..views.images import DataPageImages
+from ..widgets.bar_chart import ClassBarChart
 from ..widgets.drop_zone import DropZone
 
 FILE_FILTER = "Data files (*.tsv *.csv *.tab *.txt);;All files (*)"

@@ -24,7 +24,6 @@ from ..events import Callbacks
 from ..labels import LabelMap
 from ..metrics import CLASSIFICATION, Metric
 
-
 # Model types whose position ids are offset by the padding index (RoBERTa and its descendants).
 _OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
                                "mpnet", "ibert", "roberta-prelayernorm", "luke", "xmod", "bart", "mbart"})

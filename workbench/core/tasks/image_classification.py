@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backbones import BackboneInfo, DEFAULT_IMAGE_BACKBONE, image_model_spec, resolve_image_backbone
+from ..backbones import DEFAULT_IMAGE_BACKBONE, BackboneInfo, image_model_spec, resolve_image_backbone
 from ..cancel import NEVER
 from ..config import DEFAULT_MODEL
 from ..data.image_transforms import ImagePreprocessing, center_crops, random_resized_crops, resize_for, to_pixels
@@ -337,8 +337,8 @@ class ImageClassification(Task):
 
     # ---- export ---------------------------------------------------------------------------------
     def save_model(self, model, preprocessor, folder: Path, max_length: int) -> None:
-        from ..image_models import ImageClassifier, save_image_classifier
         from ..image_export import check_onnx, export_onnx
+        from ..image_models import ImageClassifier, save_image_classifier
 
         if self._freeze_hook is not None:
             self._freeze_hook.remove()

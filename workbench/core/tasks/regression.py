@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 
 from ..cancel import NEVER
 from ..data import read_table
-from ..data.prepare import eval_split_of, hold_out, matching_column, sample_train
 from ..data.pairs import TextColumns, build_text_dataset, choose_text_columns
+from ..data.prepare import eval_split_of, hold_out, matching_column, sample_train
 from ..data.sniffing import sample_table, score_column
 from ..data.tabular import arrow_table
 from ..data.validation import Finding, ValidationReport, blank_pair_findings, hash_strings
@@ -279,6 +279,8 @@ def regression_metrics(gold: np.ndarray, pred: np.ndarray, loss: float) -> tuple
         "r2": float(r2_score(gold, pred)) if len(gold) > 1 else 0.0,
         "loss": float(loss),
     }
-    describe = lambda a: {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
+    def describe(a: np.ndarray) -> dict[str, float]:
+        return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
+
     report = {"n": int(len(gold)), "gold": describe(gold), "predicted": describe(pred)}
     return metrics, report

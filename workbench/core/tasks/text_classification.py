@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from ..cancel import NEVER, CancelToken
+from ..cancel import NEVER
 from ..config import DataConfig
-from ..data.tabular import arrow_table
 from ..data import build_label_map, build_labeled, choose_columns, read_table, validate_classification
 from ..data.prepare import eval_split_of, hold_out, keep_known_labels, matching_column, sample_train
+from ..data.tabular import arrow_table
 from ..data.validation import SEVERITY_ORDER
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress
-from ..labels import LabelMap
 from .base import EncodedSplit, EvalResult, PreparedData, Task, table_preview
 from .scoring import classification_result, classification_text, softmax
 from .tokenize import tokenize_columns

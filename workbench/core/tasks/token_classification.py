@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from ..cancel import NEVER, CancelToken
 from ..data.conll import SENTENCE_SCHEMA, TaggedFile, read_tagged, sniff_tagged
 from ..data.prepare import eval_split_of, hold_out, sample_train
+from ..data.ragged import RaggedColumn
 from ..data.tabular import arrow_table, dataset_dir, iter_batches, write_arrow_dataset
 from ..data.tag_schemes import PLAIN, convert, detect_scheme, entity_types, invalid_transitions, resolve_target
 from ..data.validation import Finding, ValidationReport
@@ -34,7 +35,6 @@ from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress, Warning_
 from ..labels import build_label_map
 from ..metrics import LOSS, Metric
-from ..data.ragged import RaggedColumn
 from .base import PREVIEW_ROWS, DataPreview, EncodedSplit, EvalResult, PreparedData, Task
 from .scoring import per_class_table, softmax
 

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..cancel import NEVER, CancelToken
-from ..events import Callbacks, Progress
 from ..data.ragged import RaggedColumn
+from ..events import Callbacks, Progress
 
 CHUNK = 2000
 

@@ -105,7 +105,7 @@ class TrainingLoop:
             return group(self.train_split.lengths, self.cfg.batch_size, rng)
         return random_batches(len(self.train_split), self.cfg.batch_size, rng)
 
-    def _forward_backward(self, rows: np.ndarray, scaler) -> "torch.Tensor":
+    def _forward_backward(self, rows: np.ndarray, scaler) -> "torch.Tensor":  # noqa: F821 - torch loads lazily
         """Loss and gradients of one batch; returns the (detached) batch loss.
 
         Random batches on the CPU go through as micro-batches of similar length: their short rows
@@ -209,7 +209,7 @@ class TrainingLoop:
         best_value, best_metrics, best_step, best_state = None, None, None, None
         bad_evals, stopped_early = 0, False
         running_loss = torch.zeros((), device=device)
-        running_n, log_samples, log_t0 = 0, 0, time.perf_counter()
+        running_n = 0
 
         def do_eval() -> bool:
             """Evaluate on the validation split; returns True when training should stop."""
@@ -244,7 +244,6 @@ class TrainingLoop:
                 running_loss += loss
                 running_n += 1
                 seen += len(rows)
-                log_samples += len(rows)
                 last_in_epoch = i == len(batches) - 1
                 if (i + 1) % cfg.grad_accum and not last_in_epoch:
                     continue
@@ -281,7 +280,7 @@ class TrainingLoop:
                         )
                     )
                     running_loss.zero_()
-                    running_n, log_samples, log_t0 = 0, 0, now
+                    running_n = 0
 
                 stop_now = step >= total_steps
                 at_epoch_end = last_in_epoch or stop_now
