@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from app_support import APP_MARKS, aloop, drop_files, load, wait_task, window  # noqa: F401 - fixtures
 from conftest import sentiment_rows, write_tsv
 

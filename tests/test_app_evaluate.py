@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("pytestqt")
+from conftest import sentiment_rows, write_tsv  # noqa: E402
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 
-from conftest import sentiment_rows, write_tsv  # noqa: E402
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from workbench.core.run import run_training  # noqa: E402
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from app_support import APP_MARKS, aloop, drop_files, window  # noqa: F401 - fixtures
 from image_samples import write_broken_files, write_class_folder
 

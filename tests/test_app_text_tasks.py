@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
-from PySide6.QtCore import Qt  # noqa: E402
-
 from conftest import write_tsv  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 from test_pairs_and_regression import pair_rows  # noqa: E402
 from text_tasks_helpers import ner_sentences, tiny_text_model, write_conll  # noqa: E402,F401 (fixture)
+
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from workbench.core.run import run_training  # noqa: E402
 

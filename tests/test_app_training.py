@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from app_support import APP_MARKS, aloop, load, use_tiny_model, window  # noqa: F401 - fixtures
 from conftest import write_tsv
 from test_pairs_and_regression import pair_rows

@@ -66,6 +66,8 @@ TRAIN_FLAGS = {
     "--metric": ("train", "metric", str, "metric choosing the best checkpoint, e.g. accuracy, macro_f1, weighted_f1 or loss (default: the task's, macro_f1 for classification)"),
     "--max-steps": ("train", "max_steps", int, "stop after N optimizer steps"),
     "--image-size": ("train", "image_size", int, "images: pixels per side fed to the model (default: the backbone's, 224 for efficientnet-lite0)"),
+    "--save-minutes": ("train", "save_minutes", float, "write a checkpoint (for --resume) every M minutes of training, besides one at each evaluation; 0: only at evaluations (default 10)"),
+    "--save-steps": ("train", "save_steps", int, "also write a checkpoint every N optimizer steps"),
 }
 
 
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("train", help="fine-tune a model headless", description="Fine-tune a model on DATA (a TSV or CSV file, or a CoNLL/CoNLL-U file for tagging).")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="go on with a paused, cancelled or crashed run from its last checkpoint, in its own folder "
+                        "(its settings come from RUN_DIR/config.json)")
     t.add_argument("data", nargs="?", help="training data: a .tsv/.csv file with a text (or two) and a label or score column, a CoNLL/CoNLL-U tagged file, or a folder of images in class sub-folders (or train/ val/ test/ folders of them)")
     t.add_argument("--config", help="repeat a run: RUN/config.json (options given here override it)")
     t.add_argument("--task", default=None, help="auto or a task name: " + ", ".join(task_names()[1:]) + " (default auto)")
@@ -91,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches of similar-length rows: less padding, faster on a CPU (default for all but tagging)")
     t.add_argument("--no-group-by-length", action="store_true",
                    help="random batches (default for token tagging: a little more accurate on short runs)")
+    t.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep RUN/checkpoints when the run finishes (they are removed by default: a finished run's "
+                        "model is exported)")
     t.add_argument("--freeze-backbone", action="store_true", help="images: train only the new head on the frozen pretrained backbone")
     t.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs home)")
     t.add_argument("--export", dest="export_dir",
@@ -140,6 +148,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.train.group_by_length = bool(args.group_by_length)
     if args.freeze_backbone:
         cfg.model.freeze_backbone = True
+    if args.keep_checkpoints:
+        cfg.train.keep_checkpoints = True
     if not args.config:
         _apply_task_suggestions(cfg, args)
     if args.run_dir:
@@ -153,8 +163,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
-def _run_and_report(cfg: RunConfig, quiet: bool, verbose: bool = False) -> int:
-    from .core.run import run_training
+def _check_resume_args(args: argparse.Namespace) -> None:
+    """--resume goes on with the run as it was configured: no data or training options beside it."""
+    given = [flag for flag in TRAIN_FLAGS if getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
+    given += [f"--{name.replace('_', '-')}" for name in ("config", "task", "run_dir", "export_dir")
+              if getattr(args, name)] + (["DATA"] if args.data else [])
+    given += [f"--{name.replace('_', '-')}" for name in ("header", "no_header", "skip_bad_rows", "group_by_length",
+                                                          "no_group_by_length", "freeze_backbone", "overwrite",
+                                                          "keep_checkpoints") if getattr(args, name)]
+    if given:
+        raise UsageError(f"workbench train: --resume goes on with the run's own settings (RUN_DIR/config.json); "
+                         f"leave out {', '.join(given)}")
+
+
+def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, resume: str | None = None) -> int:
+    from .core.run import resume_training, run_training
     from .progress import TerminalProgress, log_to_terminal
 
     cancel = CancelToken()
@@ -169,7 +192,7 @@ def _run_and_report(cfg: RunConfig, quiet: bool, verbose: bool = False) -> int:
     progress = TerminalProgress(enabled=not quiet)
     handler = log_to_terminal(progress, verbose)
     try:
-        result = run_training(cfg, progress, cancel)
+        result = resume_training(resume, progress, cancel) if resume else run_training(cfg, progress, cancel)
     except (Cancelled, KeyboardInterrupt):
         progress.close()
         where = f" ({progress.run_dir})" if progress.run_dir else ""
@@ -277,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command == "train":
+            if args.resume:
+                _check_resume_args(args)
+                return _run_and_report(None, args.quiet, args.verbose, resume=args.resume)
             return _run_and_report(config_from_args(args), args.quiet, args.verbose)
         if args.command == "models":
             return cmd_models()

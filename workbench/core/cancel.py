@@ -9,11 +9,22 @@ from .errors import Cancelled
 
 
 class CancelToken:
+    """Cancel stops a run at the next check; pause asks the training loop to write a checkpoint at
+    the end of the current optimizer step (the first one, when asked before training) and stop."""
+
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._pause = threading.Event()
 
     def cancel(self) -> None:
         self._event.set()
+
+    def pause(self) -> None:
+        self._pause.set()
+
+    @property
+    def pause_requested(self) -> bool:
+        return self._pause.is_set()
 
     @property
     def cancelled(self) -> bool:

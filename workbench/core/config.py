@@ -17,7 +17,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 # Settings that are real numbers, with the flag that sets each (for messages).
 _FLOAT_FLAGS = {"epochs": "--epochs", "lr": "--lr", "weight_decay": "--weight-decay", "warmup_ratio": "--warmup-ratio",
-                "max_grad_norm": "--max-grad-norm"}
+                "max_grad_norm": "--max-grad-norm", "save_minutes": "--save-minutes"}
 _DATA_FLOAT_FLAGS = {"val_fraction": "--val-fraction", "test_fraction": "--test-fraction"}
 
 
@@ -67,6 +67,11 @@ class TrainConfig:
     group_by_length: bool | None = None
     max_steps: int | None = None  # stop after this many optimizer steps (quick trials, tests)
     image_size: int | None = None  # image tasks: pixels per side fed to the model; None: the backbone's
+    # Checkpoints (RUN/checkpoints) for --resume: every this many minutes of training (0: off), every
+    # save_steps optimizer steps, and at each evaluation. Removed when the run finishes unless kept.
+    save_minutes: float = 10.0
+    save_steps: int | None = None
+    keep_checkpoints: bool = False
 
 
 @dataclass
@@ -102,6 +107,10 @@ class RunConfig:
             problems.append(f"--max-grad-norm must not be negative (0 turns clipping off), got {t.max_grad_norm}")
         if not 0 <= t.seed < 2**32:
             problems.append(f"--seed must be between 0 and 4294967295, got {t.seed}")
+        if t.save_minutes < 0:
+            problems.append(f"--save-minutes must not be negative (0 turns timed checkpoints off), got {t.save_minutes}")
+        if t.save_steps is not None and t.save_steps < 1:
+            problems.append(f"--save-steps must be at least 1, got {t.save_steps}")
         if t.eval_batch_size is not None and t.eval_batch_size < 1:
             problems.append(f"eval_batch_size must be at least 1, got {t.eval_batch_size}")
         if t.epochs <= 0:

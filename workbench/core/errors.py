@@ -43,6 +43,19 @@ class Cancelled(WorkbenchError):
         super().__init__(message)
 
 
+class Paused(WorkbenchError):
+    """The run stopped after writing a checkpoint (the user paused it); ``workbench train --resume
+    RUN`` carries on from there."""
+
+    def __init__(self, step: int, message: str = "paused"):
+        super().__init__(message)
+        self.step = step
+
+
+class OutOfMemory(WorkbenchError):
+    """A training step does not fit in memory even one row at a time."""
+
+
 class WriteFailed(WorkbenchError):
     """Writing failed for a reason outside Workbench and outside the data: the disk is full, a quota
     is reached, or the folder is read-only or not writable. The CLI exits with status 3."""

@@ -26,6 +26,21 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True)
+class Resumed(Event):
+    """A run goes on from its checkpoint at ``step`` (``workbench train --resume``, the app's Resume)."""
+
+    step: int
+    checkpoint: str = ""
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    step: int
+    path: str
+    disk_bytes: int  # all of the run's checkpoints together, on disk
+
+
+@dataclass(frozen=True)
 class TaskReady(Event):
     """The data is read and checked: which task this run trains and how it is scored. Front ends
     set up their displays from it (the metrics as ``workbench.core.metrics.Metric`` dicts)."""
@@ -98,6 +113,12 @@ class Failed(Event):
 @dataclass(frozen=True)
 class Cancelled(Event):
     step: int = 0
+
+
+@dataclass(frozen=True)
+class Paused(Event):
+    step: int = 0
+    message: str = ""
 
 
 class Callbacks:

@@ -10,9 +10,11 @@ cancelled and the exception re-raised for the front end to present.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import platform
+import shutil
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,14 +25,17 @@ from .backbones import model_load_error
 from .cancel import NEVER, CancelToken
 from .config import RunConfig
 from .device import resolve_device, resolve_precision
-from .errors import Cancelled, InputError, WorkbenchError, WriteFailed, write_failure
+from .errors import Cancelled, InputError, Paused, WorkbenchError, WriteFailed, write_failure
 from .events import CallbackList, Callbacks, Failed, Finished, PhaseChanged, RunStarted, TaskReady, Warning_
 from .events import Cancelled as CancelledEvent
+from .events import Paused as PausedEvent
+from .events import Resumed as ResumedEvent
 from .export import copy_export, export_model
 from .export_target import ExportLock, check_export_target
 from .paths import check_data_path
-from .rundir import RunDirectory
+from .rundir import RunDirectory, read_json_or_none
 from .tasks import get_task
+from .training.checkpoints import Checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,10 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER) -> RunResult:
+def _checked(config: RunConfig) -> tuple[RunConfig, Any, list[str]]:
+    """The config with absolute data paths and the task's choices pinned, its task, its data paths;
+    everything a user can get wrong is refused here, before a run directory exists (and before
+    anything opens the data: a named pipe would block), so a typo leaves nothing behind."""
     config = dataclasses.replace(
         config,
         data=dataclasses.replace(
@@ -87,8 +95,6 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
         ),
     )
     config.validate()
-    # Checked before a run directory exists (and before anything opens the data: a named pipe
-    # would block) so a typo leaves nothing behind.
     data_paths = [p for p in (config.data.train, config.data.val, config.data.test) if p]
     for path in data_paths:
         check_data_path(Path(path), folder_ok=True)
@@ -101,26 +107,66 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
     task.configure(config)
     if config.train.group_by_length is None:
         config.train.group_by_length = task.group_by_length_default
-    export_lock = None
-    if config.export_dir:
-        # Refused now, not after an hour of training; held until the run ends so that two runs
-        # cannot write one folder at once.
-        target = check_export_target(config.export_dir, overwrite=config.overwrite_export, data_paths=data_paths,
-                                     run_dir=config.run_dir)
-        config.export_dir = str(target)
-        export_lock = ExportLock(target).acquire()
+    return config, task, data_paths
+
+
+def _lock_export(config: RunConfig, data_paths: list[str]) -> ExportLock | None:
+    """Refuse a bad --export target now, not after an hour of training, and hold it until the run
+    ends so that two runs cannot write one folder at once."""
+    if not config.export_dir:
+        return None
+    target = check_export_target(config.export_dir, overwrite=config.overwrite_export, data_paths=data_paths,
+                                 run_dir=config.run_dir)
+    config.export_dir = str(target)
+    return ExportLock(target).acquire()
+
+
+def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER) -> RunResult:
+    config, task, data_paths = _checked(config)
+    export_lock = _lock_export(config, data_paths)
     try:
         rd = RunDirectory.create(config.run_dir, Path(config.data.train).stem, task.name)
     except BaseException:
         if export_lock is not None:
             export_lock.release()
         raise
-    cb = CallbackList(rd, callbacks)
+    return _execute(config, task, rd, CallbackList(rd, callbacks), cancel, export_lock, data_paths, None)
+
+
+def resume_training(run_dir: str | Path, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER) -> RunResult:
+    """Carry on a paused, cancelled, crashed or killed run from its last complete checkpoint, in its
+    own folder; the report and export are those of the whole run."""
+    plan = prepare_resume(run_dir)
+    config, task, data_paths = _checked(plan.config)
+    changed = [p for p, fp in data_fingerprints(data_paths).items() if plan.fingerprints.get(p) != fp]
+    if plan.fingerprints and changed:
+        raise InputError("the data changed since this run started, so it cannot go on where it stopped; start a new "
+                         "run (workbench train --config RUN/config.json)", path=changed[0])
+    export_lock = _lock_export(config, data_paths)
     try:
-        cb.on_event(RunStarted(str(rd.path)))
-        config.run_dir = str(rd.path)
-        rd.write_json("config.json", config.to_dict())
-        return _run(config, task, rd, cb, cancel, export_lock, data_paths)
+        rd = RunDirectory.reopen(plan.run_dir)
+    except BaseException:
+        if export_lock is not None:
+            export_lock.release()
+        raise
+    return _execute(config, task, rd, CallbackList(rd, callbacks), cancel, export_lock, data_paths, plan.checkpoint)
+
+
+def _execute(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: CancelToken,
+             export_lock: ExportLock | None, data_paths: list[str], resume: Path | None) -> RunResult:
+    """Run (or go on with) the run in ``rd``, and record how it ended whatever happens."""
+    try:
+        if resume is None:
+            cb.on_event(RunStarted(str(rd.path)))
+            config.run_dir = str(rd.path)
+            rd.write_json("config.json", config.to_dict())
+        else:
+            cb.on_event(ResumedEvent(Checkpoints.loop_state(resume).step, str(resume)))
+        return _run(config, task, rd, cb, cancel, export_lock, data_paths, resume)
+    except Paused as e:
+        _record(rd.set_status, "paused", step=e.step, message=str(e))
+        _record(cb.on_event, PausedEvent(e.step, str(e)))
+        raise
     except Cancelled:
         _record(rd.set_status, "cancelled")
         _record(cb.on_event, CancelledEvent())
@@ -130,12 +176,20 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
         if failure is not None:
             rd.release_reserve()  # room for status.json and error.txt
         message = str(failure or e) if isinstance(e, WorkbenchError) or failure else f"{type(e).__name__}: {e}"
-        if isinstance(e, InputError) and not rd.training_started:
+        checkpoint = Checkpoints(rd.checkpoints_dir).latest() if rd.training_started else None
+        if isinstance(e, InputError) and not rd.training_started and resume is None:
             # Bad input found before any training: nothing worth keeping, so leave nothing behind.
             rd.discard()
         elif isinstance(e, KeyboardInterrupt):
             _record(rd.set_status, "cancelled")
             _record(cb.on_event, CancelledEvent())
+        elif failure is not None and checkpoint is not None:
+            # A full disk: the run keeps its last checkpoint and can go on once there is room.
+            failure = WriteFailed(f"{failure} The run is paused at its checkpoint of step "
+                                  f"{Checkpoints.loop_state(checkpoint).step}: workbench train --resume {rd.path}",
+                                  path=failure.path)
+            _record(rd.set_status, "paused", message=str(failure))
+            _record(cb.on_event, PausedEvent(Checkpoints.loop_state(checkpoint).step, str(failure)))
         else:
             details = traceback.format_exc()
             _record(rd.write_text, "error.txt", details)
@@ -149,6 +203,76 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
         rd.remove_scratch()  # tokenized copies of the data; the report keeps the rest
         if export_lock is not None:
             export_lock.release()
+
+
+@dataclass
+class ResumePlan:
+    run_dir: Path
+    config: RunConfig
+    checkpoint: Path
+    step: int
+    fingerprints: dict[str, Any]
+
+
+def prepare_resume(run_dir: str | Path) -> ResumePlan:
+    """Check that the run in ``run_dir`` can go on, and cut its metrics.jsonl back to its last
+    checkpoint (steps logged after it are trained again). Quick: a front end calls it before it
+    shows the run's curves and starts the worker."""
+    from .processes import pid_alive
+    from .runs import _parse_time
+
+    path = Path(run_dir).expanduser().resolve()
+    if not (path / "config.json").is_file():
+        raise InputError("is not a Workbench run directory (it has no config.json)", path=path)
+    status = read_json_or_none(path / "status.json") or {}
+    state = status.get("state")
+    if state == "finished":
+        raise InputError(f"this run finished already; its model is in {path / 'model'}", path=path)
+    started = _parse_time(status.get("pid_started") or status.get("started"))
+    if state in ("running", "resumed") and pid_alive(status.get("pid"), started):
+        raise InputError(f"this run is still going (process {status.get('pid')})", path=path)
+    checkpoints = Checkpoints(path / "checkpoints")
+    checkpoints.sweep()
+    checkpoint = checkpoints.latest()
+    if checkpoint is None:
+        raise InputError("this run has no checkpoint to go on from: it stopped before its first one (checkpoints "
+                         "are written at each evaluation and every --save-minutes); start it again with "
+                         "workbench train --config RUN/config.json", path=path)
+    raw = read_json_or_none(path / "config.json")
+    if not isinstance(raw, dict):
+        raise InputError("config.json is not readable", path=path / "config.json")
+    resolved = raw.pop("resolved", {}) or {}
+    try:
+        config = RunConfig.from_dict(raw)
+    except TypeError as e:
+        raise InputError(f"invalid config ({e})", path=path / "config.json") from None
+    config.run_dir = str(path)
+    loop = Checkpoints.loop_state(checkpoint)
+    with open(path / "metrics.jsonl", "r+b") as f:  # what was logged after the checkpoint is logged again
+        f.truncate(loop.metrics_bytes)
+    return ResumePlan(path, config, checkpoint, loop.step, resolved.get("data_fingerprint") or {})
+
+
+def data_fingerprints(paths: list[str]) -> dict[str, Any]:
+    """What identifies each data file (size and content hash) or image folder (its files' names,
+    sizes and modification times), so that a resumed run knows its data is unchanged."""
+    out: dict[str, Any] = {}
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            h = hashlib.blake2b(digest_size=16)
+            for f in sorted(path.rglob("*")):
+                if f.is_file():
+                    st = f.stat()
+                    h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            out[p] = {"folder": h.hexdigest()}
+        else:
+            h = hashlib.blake2b(digest_size=16)
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            out[p] = {"size": path.stat().st_size, "blake2b": h.hexdigest()}
+    return out
 
 
 def _record(write, *args, **kwargs) -> None:
@@ -175,7 +299,7 @@ def _loading_model(folder: str):
 
 
 def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: CancelToken,
-         export_lock: ExportLock | None, data_paths: list[str]) -> RunResult:
+         export_lock: ExportLock | None, data_paths: list[str], resume: Path | None) -> RunResult:
     _quiet_libraries()
     import torch
 
@@ -231,6 +355,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         "python": platform.python_version(),
         "truncated": {k: v.truncated for k, v in encoded.items()},
         "metrics": metric_specs,
+        "data_fingerprint": data_fingerprints(data_paths),
     }
     rd.write_json("config.json", {**config.to_dict(), "resolved": resolved})
 
@@ -241,11 +366,13 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     n_params = sum(p.numel() for p in model.parameters())
     cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters on {device} ({precision})"))
 
+    checkpoints = Checkpoints(rd.checkpoints_dir)
     loop = TrainingLoop(
-        model, task, data, encoded["train"], encoded.get("validation"), tc, device, precision, cb, cancel
+        model, task, data, encoded["train"], encoded.get("validation"), tc, device, precision, cb, cancel,
+        checkpoints=checkpoints, metrics_position=rd.metrics_position,
     )
     rd.training_started = True
-    outcome = loop.run()
+    outcome = loop.run(resume)
 
     eval_name = data.eval_split
     cb.on_event(PhaseChanged("testing", eval_name))
@@ -309,6 +436,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         backbone={"name": backbone.name, "architecture": backbone.architecture, "parameters": n_params},
         export_error=export_error,
     )
+    if not tc.keep_checkpoints:  # a finished run cannot be resumed; its model is exported
+        shutil.rmtree(rd.checkpoints_dir, ignore_errors=True)
     rd.set_status("finished", metrics=result.metrics, export_dir=export_dir,
                   **({"export_error": str(export_error)} if export_error else {}))
     cb.on_event(Finished(result.metrics, outcome.samples_per_second, str(rd.path), export_dir))

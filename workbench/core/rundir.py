@@ -1,7 +1,8 @@
 """The run directory: the contract between the engine and every front end.
 
     RUN/config.json        the resolved config; `workbench train --config RUN/config.json` repeats it
-    RUN/status.json        running | finished | failed | cancelled, replaced atomically
+    RUN/status.json        running | resumed | paused | finished | failed | cancelled | interrupted,
+                           replaced atomically
     RUN/metrics.jsonl      every event, appended and flushed as it happens (survives kill -9)
     RUN/validation.json    the data validation report
     RUN/report.json        final metrics, per-class table, confusion matrix
@@ -9,6 +10,8 @@
     RUN/predictions.jsonl  one line per evaluated row
     RUN/model/             the fine-tuned model, in the export format
     RUN/error.txt          details of a failure
+    RUN/checkpoints/       step-N/ (the last two) and best/: what --resume goes on from; removed
+                           when the run finishes (TrainConfig.keep_checkpoints keeps them)
     RUN/cache/             tokenized or decoded data while the run works; removed when it ends
                            (and by the next run when its process was killed)
 """
@@ -20,7 +23,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +80,8 @@ class RunDirectory(Callbacks):
     path: Path
     training_started: bool = False
     created: bool = True  # False: the user made the (empty) folder, so it is kept if the run is discarded
+    # When this process took the run on: with the pid, it tells a live run from a reused pid.
+    opened: str = field(default_factory=lambda: datetime.now().isoformat(timespec="seconds"))
 
     @classmethod
     def create(cls, requested: str | None, data_stem: str, task: str) -> "RunDirectory":
@@ -104,6 +109,30 @@ class RunDirectory(Callbacks):
             rd.discard()
             raise (write_failure(e, path, permission_too=True) or e) from None
         return rd
+
+    @classmethod
+    def reopen(cls, path: str | Path) -> "RunDirectory":
+        """An existing run's folder, to go on with it (``--resume``): status "resumed", metrics.jsonl
+        appended to (``prepare_resume`` has cut it back to the checkpoint)."""
+        rd = cls(Path(path).resolve(), training_started=False, created=False)
+        try:
+            rd._reserve()
+            rd._metrics = open(rd.path / "metrics.jsonl", "a", encoding="utf-8")
+            rd.set_status("resumed", resumed=datetime.now().isoformat(timespec="seconds"))
+        except OSError as e:
+            rd.close()
+            rd.release_reserve()
+            raise (write_failure(e, path, permission_too=True) or e) from None
+        return rd
+
+    def metrics_position(self) -> int:
+        """The length of metrics.jsonl with every event so far written out (a checkpoint records it)."""
+        self._metrics.flush()
+        return self._metrics.tell()
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
 
     def _reserve(self) -> None:
         with open(self.path / RESERVE_NAME, "wb") as f:
@@ -142,7 +171,7 @@ class RunDirectory(Callbacks):
             except (OSError, ValueError):
                 current = {}
         current.setdefault("started", datetime.now().isoformat(timespec="seconds"))
-        current.update(state=state, pid=os.getpid(), **extra)
+        current.update(state=state, pid=os.getpid(), pid_started=self.opened, **extra)
         if state != "running":
             current["ended"] = datetime.now().isoformat(timespec="seconds")
         self._with_room(lambda: write_json_atomic(status_path, current))
@@ -213,11 +242,11 @@ def sweep_interrupted_runs(home: Path) -> list[Path]:
             status = json.loads(status_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(status, dict) or status.get("state") != "running":
+        if not isinstance(status, dict) or status.get("state") not in ("running", "resumed"):
             continue
         started = None
         try:
-            started = datetime.fromisoformat(status.get("started", ""))
+            started = datetime.fromisoformat(status.get("pid_started") or status.get("started", ""))
         except (TypeError, ValueError):
             pass
         if pid_alive(status.get("pid"), started):
@@ -235,6 +264,14 @@ def sweep_interrupted_runs(home: Path) -> list[Path]:
             continue
         swept.append(run)
     return swept
+
+
+def read_json_or_none(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing, half-written or not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -17,19 +17,11 @@ from typing import Any
 from .errors import InputError
 from .metrics import CLASSIFICATION, Metric, find, specs_from
 from .processes import pid_alive
-from .rundir import read_metrics, runs_home
+from .rundir import read_json_or_none, read_metrics, runs_home
 
 # Any of these marks a folder as a run directory; status.json is written first, config.json next.
 _MARKERS = ("status.json", "config.json", "metrics.jsonl")
 
-
-
-def _read_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or half-written."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -51,7 +43,8 @@ def effective_state(status: dict[str, Any] | None) -> str:
     if not status or not isinstance(status.get("state"), str):
         return "interrupted"  # a run folder whose status never got written or was damaged
     state = status["state"]
-    if state == "running" and not pid_alive(status.get("pid"), _parse_time(status.get("started"))):
+    started = _parse_time(status.get("pid_started") or status.get("started"))
+    if state in ("running", "resumed") and not pid_alive(status.get("pid"), started):
         return "interrupted"
     return state
 
@@ -105,8 +98,8 @@ def _backbone_name(config: dict[str, Any]) -> str | None:
 
 def summarize(path: str | Path) -> RunSummary:
     path = Path(path)
-    status = _read_json(path / "status.json")
-    config = _read_json(path / "config.json") or {}
+    status = read_json_or_none(path / "status.json")
+    config = read_json_or_none(path / "config.json") or {}
     status = status if isinstance(status, dict) else None
     config = config if isinstance(config, dict) else {}
     started = _parse_time((status or {}).get("started"))
@@ -117,7 +110,7 @@ def summarize(path: str | Path) -> RunSummary:
             started = None
     metrics = (status or {}).get("metrics")
     if not isinstance(metrics, dict):
-        report = _read_json(path / "report.json")
+        report = read_json_or_none(path / "report.json")
         metrics = report.get("metrics") if isinstance(report, dict) else None
     train_file = (config.get("data") or {}).get("train")
     return RunSummary(
@@ -251,11 +244,11 @@ def load_run(run_dir: str | Path) -> RunData:
     if not is_run_dir(path):
         raise InputError("not a Workbench run folder: it has no status.json, config.json or metrics.jsonl", path=path)
     path = path.resolve()
-    status = _read_json(path / "status.json")
+    status = read_json_or_none(path / "status.json")
     status = status if isinstance(status, dict) else {}
-    config = _read_json(path / "config.json")
-    report = _read_json(path / "report.json")
-    validation = _read_json(path / "validation.json")
+    config = read_json_or_none(path / "config.json")
+    report = read_json_or_none(path / "report.json")
+    validation = read_json_or_none(path / "validation.json")
 
     def text(name: str) -> str | None:
         try:

@@ -8,17 +8,25 @@ the best weights restored. The cancel token is checked before every micro-batch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..cancel import NEVER, CancelToken
 from ..config import TrainConfig
-from ..events import Callbacks, EvalMetrics, PhaseChanged, StepMetrics
+from ..errors import OutOfMemory, Paused
+from ..events import Callbacks, CheckpointSaved, EvalMetrics, PhaseChanged, StepMetrics, Warning_
 from ..tasks.base import EncodedSplit, EvalResult, PreparedData, Task
 from .batching import length_grouped_batches, random_batches, sorted_batches, split_by_length, token_balanced_batches
+from .checkpoints import Checkpoints, LoopState
+
+log = logging.getLogger(__name__)
 
 # The fixed cost of one forward and backward call on the CPU, in padded tokens' worth of work
 # (MiniLM-sized models): a random batch is split by length only where that saves more than this.
@@ -56,12 +64,19 @@ class TrainingLoop:
         precision: str,
         callbacks: Callbacks,
         cancel: CancelToken = NEVER,
+        checkpoints: Checkpoints | None = None,
+        metrics_position: Callable[[], int] | None = None,
     ) -> None:
         self.model, self.task, self.data = model, task, data
         self.train_split, self.val_split = train, validation
         self.cfg, self.device, self.precision = cfg, device, precision
         self.callbacks, self.cancel = callbacks, cancel
         self.metric = cfg.metric or task.default_metric
+        self.checkpoints = checkpoints  # None: no checkpoints (library use, tests of the loop alone)
+        self.metrics_position = metrics_position or (lambda: 0)
+        self.micro_batch: int | None = None  # set by an out-of-memory back-off
+        self._step = 0  # the optimizer step being computed, for fault injection
+        self._fault = _injected_oom()
 
     # ---- helpers --------------------------------------------------------------------------------
     def autocast(self):
@@ -117,6 +132,9 @@ class TrainingLoop:
             parts = split_by_length(rows, split.lengths[rows], SPLIT_OVERHEAD_TOKENS)
         else:
             parts = [rows]
+        if self.micro_batch:  # after running out of memory: at most this many rows per call
+            m = self.micro_batch
+            parts = [q[i:i + m] for q in parts for i in range(0, len(q), m)]
         host = [self.task.make_batch(split, p) for p in parts]
         if len(host) == 1:
             weights = [1.0]
@@ -125,6 +143,7 @@ class TrainingLoop:
             weights = [u / max(sum(units), 1) for u in units]
         total = None
         for h, w in zip(host, weights):
+            self._maybe_inject_oom(len(h["labels"]))
             batch = _to_device(h, self.device)
             labels = batch.pop("labels")
             with self.autocast():
@@ -136,6 +155,41 @@ class TrainingLoop:
             (scaler.scale(scaled) if scaler else scaled).backward()
             total = loss.detach() if total is None else total + loss.detach()
         return total
+
+    def _maybe_inject_oom(self, rows: int) -> None:
+        """WORKBENCH_FAULT_OOM=STEP raises once at that optimizer step, STEP:always at every size."""
+        step, always = self._fault
+        if step == self._step and (always or not getattr(self, "_fault_fired", False)):
+            self._fault_fired = True
+            raise MemoryError(f"injected out-of-memory at step {step} ({rows} rows)")
+
+    def _train_batch(self, rows: np.ndarray, scaler, window: list[np.ndarray]):
+        """``_forward_backward`` with out-of-memory back-off: the micro-batch is halved (the batch goes
+        through in more calls, the same gradient) until it fits, down to one row."""
+        import torch
+
+        window.append(rows)
+        while True:
+            try:
+                return self._forward_backward(rows, scaler)
+            except (MemoryError, torch.OutOfMemoryError) as e:
+                current = self.micro_batch or max(len(r) for r in window)
+                if current <= 1:
+                    raise OutOfMemory(f"out of memory even with one row per call at step {self._step + 1} ({e}); "
+                                      "lower --max-length or --batch-size, or train on a device with more "
+                                      "memory") from None
+                self.micro_batch = max(1, current // 2)
+                message = (f"out of memory at step {self._step + 1} with {current} rows per call; going on with "
+                           f"{self.micro_batch} (the same batch of {self.cfg.batch_size}, in more calls)")
+                log.warning(message)
+                self.callbacks.on_event(Warning_(message))
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                # The failed call may have left part of its gradient: rebuild this step's gradient
+                # from the batches of the accumulation window that went through before it.
+                self.model.zero_grad(set_to_none=True)
+                for earlier in window[:-1]:
+                    self._forward_backward(earlier, scaler)
 
     def _better(self, metric: str, new: float, old: float | None) -> bool:
         if old is None:
@@ -185,7 +239,9 @@ class TrainingLoop:
         return self.task.evaluate(logits, split, loss, self.data), logits
 
     # ---- training -------------------------------------------------------------------------------
-    def run(self) -> TrainOutcome:
+    def run(self, resume: Path | None = None) -> TrainOutcome:
+        """Train to the end (or early stopping); with ``resume``, from that checkpoint on, exactly as
+        the uninterrupted run would have gone on (same batches, dropout, optimizer state)."""
         import torch
 
         cfg, model, device = self.cfg, self.model, self.device
@@ -204,49 +260,73 @@ class TrainingLoop:
         # loss.item() forces a GPU sync; on GPUs read the loss only every few steps.
         log_every = 1 if device.type == "cpu" else 10
 
-        self.callbacks.on_event(PhaseChanged("training", f"{total_steps} steps"))
-        step, seen, train_time = 0, 0, 0.0
-        best_value, best_metrics, best_step, best_state = None, None, None, None
-        bad_evals, stopped_early = 0, False
+        s = LoopState()
+        best_state = None
+        if resume is not None:
+            s = self.checkpoints.load(resume, model, optimizer, scheduler, scaler)
+            best_state = self.checkpoints.best_weights()
+            self.micro_batch = s.micro_batch
+            self.callbacks.on_event(PhaseChanged("training", f"from step {s.step} of {total_steps}"))
+        else:
+            self.callbacks.on_event(PhaseChanged("training", f"{total_steps} steps"))
+        stopped_early = False
         running_loss = torch.zeros((), device=device)
         running_n = 0
+        last_save = time.monotonic()
+
+        def save(reason: str) -> None:
+            nonlocal last_save
+            if self.checkpoints is None:
+                return
+            s.micro_batch = self.micro_batch
+            s.metrics_bytes = self.metrics_position()
+            path = self.checkpoints.save(s, model, optimizer, scheduler, scaler)
+            last_save = time.monotonic()
+            self.callbacks.on_event(CheckpointSaved(s.step, str(path), self.checkpoints.disk_bytes()))
+            log.info("checkpoint at step %d (%s): %s", s.step, reason, path)
 
         def do_eval() -> bool:
             """Evaluate on the validation split; returns True when training should stop."""
-            nonlocal best_value, best_metrics, best_step, best_state, bad_evals
+            nonlocal best_state
             if self.val_split is None:
                 return False
             self.callbacks.on_event(PhaseChanged("evaluating", "validation"))
             result, _ = self.evaluate(self.val_split)
             value = result.metrics[self.metric]
-            improved = self._better(self.metric, value, best_value)
+            improved = self._better(self.metric, value, s.best_value)
             if improved:
-                best_value, best_metrics, best_step, bad_evals = value, result.metrics, step, 0
+                s.best_value, s.best_metrics, s.best_step, s.bad_evals = value, result.metrics, s.step, 0
                 # Kept on the CPU so the best weights survive later steps without a second GPU copy.
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if self.checkpoints is not None:
+                    self.checkpoints.save_best(s, best_state)
             else:
-                bad_evals += 1
+                s.bad_evals += 1
             self.callbacks.on_event(
-                EvalMetrics(step, step / steps_per_epoch, "validation", dict(result.metrics), improved)
+                EvalMetrics(s.step, s.step / steps_per_epoch, "validation", dict(result.metrics), improved)
             )
             self.callbacks.on_event(PhaseChanged("training"))
             patience = cfg.early_stopping_patience
-            return patience is not None and bad_evals >= patience
+            return patience is not None and s.bad_evals >= patience
 
-        epoch = 0
-        done = False
+        done = s.step >= total_steps
         while not done:
-            batches = self._batches(epoch)
+            batches = self._batches(s.epoch)
             t0 = time.perf_counter()
-            for i, rows in enumerate(batches):
+            window: list[np.ndarray] = []  # this optimizer step's batches (for the out-of-memory retry)
+            while s.batch < len(batches):
+                rows = batches[s.batch]
                 self.cancel.raise_if_cancelled()
-                loss = self._forward_backward(rows, scaler)
+                self._step = s.step
+                loss = self._train_batch(rows, scaler, window)
                 running_loss += loss
                 running_n += 1
-                seen += len(rows)
-                last_in_epoch = i == len(batches) - 1
-                if (i + 1) % cfg.grad_accum and not last_in_epoch:
+                s.seen += len(rows)
+                s.batch += 1
+                last_in_epoch = s.batch == len(batches)
+                if s.batch % cfg.grad_accum and not last_in_epoch:
                     continue
+                window = []
                 if scaler:
                     scaler.unscale_(optimizer)
                 grad_norm = None
@@ -259,51 +339,75 @@ class TrainingLoop:
                     optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                step += 1
+                s.step += 1
+                if last_in_epoch:  # the state says where training goes on: the next epoch's start
+                    s.epoch, s.batch = s.epoch + 1, 0
 
-                if step % log_every == 0 or step == total_steps:
+                if s.step % log_every == 0 or s.step == total_steps:
                     now = time.perf_counter()
-                    elapsed = train_time + (now - t0)
+                    elapsed = s.train_seconds + (now - t0)
                     mean_loss = float(running_loss) / max(running_n, 1)
-                    sps = seen / elapsed if elapsed > 0 else 0.0
+                    sps = s.seen / elapsed if elapsed > 0 else 0.0
                     self.callbacks.on_event(
                         StepMetrics(
-                            step=step,
+                            step=s.step,
                             total_steps=total_steps,
-                            epoch=step / steps_per_epoch,
+                            epoch=s.step / steps_per_epoch,
                             loss=mean_loss,
                             learning_rate=float(scheduler.get_last_lr()[0]),
                             samples_per_second=sps,
                             elapsed_s=elapsed,
-                            eta_s=(total_steps - step) * elapsed / step,
+                            eta_s=(total_steps - s.step) * elapsed / s.step,
                             grad_norm=float(grad_norm) if grad_norm is not None else None,
                         )
                     )
                     running_loss.zero_()
                     running_n = 0
 
-                stop_now = step >= total_steps
+                stop_now = s.step >= total_steps
                 at_epoch_end = last_in_epoch or stop_now
-                if (cfg.eval_steps and step % cfg.eval_steps == 0 and not at_epoch_end) or at_epoch_end:
-                    train_time += time.perf_counter() - t0
+                evaluated = False
+                if (cfg.eval_steps and s.step % cfg.eval_steps == 0 and not at_epoch_end) or at_epoch_end:
+                    s.train_seconds += time.perf_counter() - t0
+                    evaluated = True
                     if do_eval():
                         stopped_early = not stop_now
                         stop_now = True
                     t0 = time.perf_counter()
+                if not stop_now:
+                    paused = self.cancel.pause_requested
+                    due = (evaluated or paused or (cfg.save_steps and s.step % cfg.save_steps == 0)
+                           or (cfg.save_minutes and time.monotonic() - last_save >= cfg.save_minutes * 60))
+                    if due:
+                        s.train_seconds += time.perf_counter() - t0
+                        save("pause" if paused else "evaluation" if evaluated else "interval")
+                        t0 = time.perf_counter()
+                    if paused:
+                        raise Paused(s.step, f"paused at step {s.step} of {total_steps}")
                 if stop_now:
                     done = True
                     break
-            train_time += time.perf_counter() - t0
-            epoch += 1
+                if last_in_epoch:
+                    break
+            s.train_seconds += time.perf_counter() - t0
 
-        if best_state is not None and best_step != step:
+        if best_state is not None and s.best_step != s.step:
             model.load_state_dict(best_state)
         return TrainOutcome(
-            steps=step,
-            train_seconds=train_time,
-            samples_seen=seen,
-            samples_per_second=seen / train_time if train_time > 0 else 0.0,
-            best_step=best_step,
-            best_metrics=best_metrics,
+            steps=s.step,
+            train_seconds=s.train_seconds,
+            samples_seen=s.seen,
+            samples_per_second=s.seen / s.train_seconds if s.train_seconds > 0 else 0.0,
+            best_step=s.best_step,
+            best_metrics=s.best_metrics,
             stopped_early=stopped_early,
         )
+
+
+def _injected_oom() -> tuple[int | None, bool]:
+    """WORKBENCH_FAULT_OOM=STEP[:always]: a test hook that makes that optimizer step run out of memory."""
+    spec = os.environ.get("WORKBENCH_FAULT_OOM", "")
+    if not spec:
+        return None, False
+    step, _, mode = spec.partition(":")
+    return int(step) - 1, mode == "always"  # steps count from 1 for people, from 0 here
