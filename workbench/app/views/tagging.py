@@ -74,7 +74,9 @@ class TaggedSentences:
     def from_table(cls, table) -> "TaggedSentences":
         if table.num_rows == 0 or "tokens" not in table.column_names:
             return cls()
-        col = lambda name: table.column(name).to_pylist() if name in table.column_names else None
+        def col(name: str):
+            return table.column(name).to_pylist() if name in table.column_names else None
+
         tokens, gold, pred = col("tokens"), col("gold"), col("predicted")
         conf = col("confidence") or [[1.0] * len(t) for t in tokens]
         errors = np.array([sum(g != p for g, p in zip(gs, ps)) for gs, ps in zip(gold, pred)], dtype=np.int64)
