@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 from app_support import APP_MARKS, aloop, load, use_tiny_model, window  # noqa: F401 - fixtures
 from conftest import write_tsv
 from test_pairs_and_regression import pair_rows
@@ -230,3 +231,40 @@ def test_the_engines_log_reaches_the_train_page(qtbot, window):
     qtbot.waitUntil(lambda: "plug-in 'fancy' was skipped" in page.log.toPlainText(), timeout=5000)
     logging.getLogger("workbench.core.run").info("run /x: task text-classification")
     qtbot.waitUntil(lambda: "run /x: task" in page.log.toPlainText(), timeout=5000)
+
+
+def test_pause_then_resume_from_the_runs_page_goes_on_with_the_curve(qtbot, window, tiny_model_dir, tmp_path,
+                                                                     runs_home):
+    from conftest import sentiment_rows
+
+    data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows(600))
+    load(qtbot, window, data)
+    use_tiny_model(qtbot, window, tiny_model_dir, epochs=2.0, batch_size=8)
+    page = window.train_page
+    run_dir = _start(qtbot, window)
+    qtbot.waitUntil(lambda: len(page.series.step) >= 5, timeout=60000)
+    assert page.pause_button.isEnabled()
+    with qtbot.waitSignal(window.controller.paused, timeout=60000) as paused:
+        page.pause_button.click()
+    state = _status(run_dir)
+    assert state["state"] == "paused" and f"step {state['step']}" in paused.args[0]
+    assert page.phase.text() == "Paused" and page.resume_button.isVisible()
+    assert (Path(run_dir) / "checkpoints" / f"step-{state['step']}").is_dir()
+    before = list(page.series.step)
+
+    window.go_to("runs")
+    runs = window.runs_page
+    runs.refresh()
+    row = next(r for r in range(runs.proxy.rowCount()) if runs.proxy.index(r, 0).data(Qt.ItemDataRole.UserRole + 1)
+               == run_dir)
+    runs.table.selectRow(row)
+    assert runs.proxy.index(row, runs.model.COLUMNS.index("State")).data() == "paused"
+    assert runs.resume_button.isEnabled()
+    with qtbot.waitSignal(window.controller.started, timeout=10000):
+        runs.resume_button.click()
+    assert window.current_step() == "train"
+    assert page.series.step[:len(before)] == before[:state["step"]]  # the curve so far, replayed
+    with qtbot.waitSignal(window.controller.finished, timeout=180000):
+        pass
+    steps = page.series.step
+    assert steps == list(range(1, len(steps) + 1)) and _status(run_dir)["state"] == "finished"

@@ -13,18 +13,16 @@ from __future__ import annotations
 import copy
 import os
 import queue
-import re
 import sys
 import threading
 import traceback
-from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import QDeadlineTimer, QObject, QThread, QTimer, Signal, Slot
 
 from ..core.cancel import CancelToken
 from ..core.config import RunConfig
-from ..core.errors import Cancelled, WorkbenchError
+from ..core.errors import Cancelled, Paused, WorkbenchError
 from ..core.events import Callbacks, Event
 
 DRAIN_INTERVAL_MS = 100  # ~10 GUI updates a second, whatever the step rate
@@ -49,11 +47,13 @@ class _QueueCallbacks(Callbacks):
 
 
 class _EngineThread(QThread):
-    def __init__(self, config: RunConfig, events: queue.SimpleQueue, cancel: CancelToken, parent: QObject) -> None:
+    def __init__(self, config: RunConfig, events: queue.SimpleQueue, cancel: CancelToken, parent: QObject,
+                 resume_dir: str | None = None) -> None:
         super().__init__(parent)
         self.config = config
         self.events = events
         self.cancel = cancel
+        self.resume_dir = resume_dir  # go on with this run from its checkpoint instead of starting one
         self.outcome = "failed"
         self.result = None
         self.error: tuple[str, str] = ("", "")
@@ -64,11 +64,18 @@ class _EngineThread(QThread):
             from . import warmup
 
             warmup.wait()  # it imports what the run needs; importing alongside it is racy
-            from ..core.run import run_training
+            from ..core.run import resume_training, run_training
 
             _select_cuda_device(self.config.train.device)
-            self.result = run_training(self.config, _QueueCallbacks(self.events), self.cancel)
+            callbacks = _QueueCallbacks(self.events)
+            if self.resume_dir:
+                self.result = resume_training(self.resume_dir, callbacks, self.cancel)
+            else:
+                self.result = run_training(self.config, callbacks, self.cancel)
             self.outcome = "finished"
+        except Paused as e:  # a checkpoint is written: Resume goes on from it
+            self.outcome = "paused"
+            self.error = (str(e), "")
         except (Cancelled, KeyboardInterrupt):
             self.outcome = "cancelled"
         except WorkbenchError as e:  # bad input: the message says it all
@@ -100,19 +107,12 @@ def _select_cuda_device(device: str) -> None:
 
 
 def new_run_dir(config: RunConfig, detected_task: str | None = None) -> str:
-    """A fresh folder name under the runs home, so the app knows where a run writes from its start;
-    ``detected_task`` names the task a run of ``--task auto`` will train."""
-    from ..core.rundir import runs_home
+    """A fresh folder under the runs home (named as the engine names them), so the app knows where a
+    run writes from its start; ``detected_task`` names the task a run of ``--task auto`` will train."""
+    from ..core.rundir import default_run_path
 
-    stem = Path(config.data.train).stem or "run"
-    task = config.task if config.task != "auto" else (detected_task or "text-classification")
-    label = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{stem}-{task}").strip("-")[:40] or "run"
-    base = runs_home() / f"{datetime.now():%Y%m%d-%H%M%S}-{label}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return str(path)
+    task = config.task if config.task != "auto" else (detected_task or "run")
+    return str(default_run_path(Path(config.data.train).stem, task))
 
 
 class TrainingController(QObject):
@@ -121,10 +121,12 @@ class TrainingController(QObject):
     started = Signal(str)  # the run directory
     events = Signal(list)  # a batch of event dicts (the metrics.jsonl form), at most ~10 batches a second
     cancelling = Signal()
+    pausing = Signal()
+    paused = Signal(str)  # what the run says: "paused at step 120 of 400"
     finished = Signal(object)  # workbench.core.run.RunResult
     failed = Signal(str, str)  # message, details (a traceback for unexpected errors)
     cancelled = Signal()
-    stopped = Signal(str)  # "finished" | "failed" | "cancelled", after the signal of that name
+    stopped = Signal(str)  # "finished" | "failed" | "cancelled" | "paused", after the signal of that name
     running_changed = Signal(bool)
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -134,6 +136,7 @@ class TrainingController(QObject):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cancel: CancelToken | None = None
         self.run_dir: str = ""
+        self.resuming = False  # the current run goes on from a checkpoint (its earlier curve is in its folder)
         self._timer = QTimer(self)
         self._timer.setInterval(DRAIN_INTERVAL_MS)
         self._timer.timeout.connect(self._drain)
@@ -148,15 +151,29 @@ class TrainingController(QObject):
 
     def start(self, config: RunConfig, detected_task: str | None = None) -> str:
         """Start a run of a copy of ``config``; returns its run directory."""
-        if self._thread is not None:
-            raise RuntimeError("a run is already in progress")
         config = copy.deepcopy(config)  # the user may keep editing the original while this one trains
         if not config.run_dir:
             config.run_dir = new_run_dir(config, detected_task)
-        self.run_dir = config.run_dir
+        return self._start(config, None)
+
+    def resume(self, run_dir: str) -> str:
+        """Go on with a paused, cancelled or crashed run from its last checkpoint. Raises InputError
+        (with the reason) when it cannot: finished, still running, no checkpoint."""
+        from ..core.run import prepare_resume
+
+        if self._thread is not None:
+            raise RuntimeError("a run is already in progress")
+        plan = prepare_resume(run_dir)  # quick; cuts metrics.jsonl back to the checkpoint
+        return self._start(plan.config, str(plan.run_dir))
+
+    def _start(self, config: RunConfig, resume_dir: str | None) -> str:
+        if self._thread is not None:
+            raise RuntimeError("a run is already in progress")
+        self.run_dir = resume_dir or config.run_dir
+        self.resuming = resume_dir is not None
         self._queue = queue.SimpleQueue()
         self._cancel = CancelToken()
-        thread = _EngineThread(config, self._queue, self._cancel, self)
+        thread = _EngineThread(config, self._queue, self._cancel, self, resume_dir)
         thread.finished.connect(self._on_thread_finished)
         self._thread = thread
         thread.start(QThread.Priority.LowPriority if TRAIN_NICE > 0 else QThread.Priority.InheritPriority)
@@ -170,6 +187,13 @@ class TrainingController(QObject):
         if self._thread is not None and self._cancel is not None and not self._cancel.cancelled:
             self._cancel.cancel()
             self.cancelling.emit()
+
+    @Slot()
+    def pause(self) -> None:
+        """Write a checkpoint at the end of the current step and stop; ``resume`` goes on from it."""
+        if self._thread is not None and self._cancel is not None and not self._cancel.cancelled:
+            self._cancel.pause()
+            self.pausing.emit()
 
     def shutdown(self, timeout: float | None = 10.0) -> bool:
         """Cancel any run and wait up to ``timeout`` seconds (None: as long as it takes) for it to stop.
@@ -214,6 +238,8 @@ class TrainingController(QObject):
             self.finished.emit(thread.result)
         elif outcome == "cancelled":
             self.cancelled.emit()
+        elif outcome == "paused":
+            self.paused.emit(thread.error[0])
         else:
             self.failed.emit(*thread.error)
         self._cancel = None

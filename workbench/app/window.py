@@ -301,6 +301,7 @@ class MainWindow(QMainWindow):
             self.log_relay.record.connect(self.train_page.show_log_record)
             self.train_page.evaluate_requested.connect(lambda: self.go_to("evaluate"))
             self.train_page.go_to_data.connect(lambda: self.go_to("data"))
+            self.train_page.resume_requested.connect(self.resume_run)
             self.hosts["train"].set_page(self.train_page)
             self._refresh_steps()
         return self.train_page
@@ -317,6 +318,7 @@ class MainWindow(QMainWindow):
         self.export_page = ExportPage()
         self.runs_page = RunsPage()
         self.runs_page.run_opened.connect(self.open_run)
+        self.runs_page.resume_requested.connect(self.resume_run)
         self.hosts["evaluate"].set_page(self.evaluate_page)
         self.hosts["export"].set_page(self.export_page)
         self.hosts["runs"].set_page(self.runs_page)
@@ -421,7 +423,8 @@ class MainWindow(QMainWindow):
         if self.runs_page is not None:
             self.runs_page.refresh()
         if outcome != "finished":
-            self._status({"failed": "Training failed", "cancelled": "Training cancelled"}.get(outcome, outcome))
+            self._status({"failed": "Training failed", "cancelled": "Training cancelled",
+                          "paused": "Training paused: Resume goes on from its checkpoint"}.get(outcome, outcome))
         if self._closing:
             QTimer.singleShot(0, self.close)
 
@@ -433,6 +436,20 @@ class MainWindow(QMainWindow):
         self.evaluate_page.show_run(run_dir)
         self.export_page.show_run(run_dir)
         self._refresh_steps()
+
+    @Slot(str)
+    def resume_run(self, run_dir: str) -> None:
+        """Go on with a paused, cancelled or crashed run; its curve so far is shown on the Train page."""
+        from ..core.errors import InputError
+
+        if self.controller.running:
+            self._status("A run is in progress; resume this one when it has stopped.")
+            return
+        self.go_to("train")
+        try:
+            self.controller.resume(run_dir)
+        except InputError as e:
+            self.ensure_train_page().show_error("Cannot resume this run", str(e), "")
 
     @Slot(str)
     def open_run(self, run_dir: str) -> None:

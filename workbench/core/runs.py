@@ -24,6 +24,18 @@ _MARKERS = ("status.json", "config.json", "metrics.jsonl")
 
 
 
+RESUMABLE_STATES = ("paused", "cancelled", "interrupted", "failed")  # with a checkpoint, --resume goes on
+
+
+def resumable(run_dir: str | Path) -> bool:
+    """Whether the run in ``run_dir`` has a complete checkpoint to go on from (the state aside)."""
+    folder = Path(run_dir) / "checkpoints"
+    try:
+        return bool(str(run_dir)) and any(p.name.startswith("step-") for p in folder.iterdir())
+    except OSError:
+        return False
+
+
 def is_run_dir(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and any((p / m).is_file() for m in _MARKERS)

@@ -38,12 +38,13 @@ from PySide6.QtWidgets import (
 
 from ...core.metrics import in_sentence, summary_text
 from ...core.rundir import read_metrics, runs_home
-from ...core.runs import RunSummary, list_runs, summarize
+from ...core.runs import RESUMABLE_STATES, RunSummary, list_runs, resumable, summarize
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 
 STATE_COLOURS = {"failed": QColor("#d64541"), "interrupted": QColor("#d9822b"), "cancelled": QColor("#d9822b"),
+                 "paused": QColor("#1a73e8"),
                  "running": QColor("#2f7fd8")}
 # Distinct on light and dark backgrounds (Tableau 10).
 CURVE_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f")
@@ -275,6 +276,7 @@ def _short_label(run: RunSummary, runs: list[RunSummary]) -> str:
 class RunsPage(QWidget):
     run_opened = Signal(str)  # a run folder the user chose to open
     run_deleted = Signal(str)
+    resume_requested = Signal(str)  # a paused, cancelled or crashed run to go on with
 
     def __init__(self, parent: QWidget | None = None, home: str | Path | None = None) -> None:
         super().__init__(parent)
@@ -323,6 +325,10 @@ class RunsPage(QWidget):
         self.compare_button = QPushButton("Compare")
         self.compare_button.setToolTip("Overlay the selected runs' training loss and validation curves")
         self.compare_button.clicked.connect(self._compare_selected)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Go on with a paused, cancelled or crashed run from its last checkpoint, "
+                                      "with its curves so far on the Train page")
+        self.resume_button.clicked.connect(self._resume_selected)
         self.files_button = QPushButton("Show files")
         self.files_button.setToolTip("Open the run folder in the file manager")
         self.files_button.clicked.connect(self._show_files)
@@ -332,7 +338,7 @@ class RunsPage(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
         buttons = QHBoxLayout()
-        for b in (self.open_button, self.compare_button, self.files_button, self.delete_button):
+        for b in (self.open_button, self.resume_button, self.compare_button, self.files_button, self.delete_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.refresh_button)
@@ -437,6 +443,12 @@ class RunsPage(QWidget):
             self.compare(paths)
 
     @Slot()
+    def _resume_selected(self) -> None:
+        paths = self.selected_paths()
+        if len(paths) == 1:
+            self.resume_requested.emit(paths[0])
+
+    @Slot()
     def _compare_selected(self) -> None:
         self.compare(self.selected_paths())
 
@@ -479,7 +491,11 @@ class RunsPage(QWidget):
         return deleted
 
     def _update_buttons(self) -> None:
-        n = len(self.selected_paths())
+        paths = self.selected_paths()
+        n = len(paths)
+        by_path = {str(r.path): r for r in self.model.runs}
+        run = by_path.get(paths[0]) if n == 1 else None
+        self.resume_button.setEnabled(run is not None and run.state in RESUMABLE_STATES and resumable(paths[0]))
         self.open_button.setEnabled(n == 1)
         self.files_button.setEnabled(n == 1)
         self.compare_button.setEnabled(n >= 2)

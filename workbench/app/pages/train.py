@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.metrics import CLASSIFICATION, Metric, find, specs_from, summary_text
+from ...core.runs import resumable
 from ..controller import TrainingController
 from ..state import AppState
 from ..widgets.spinboxes import format_lr
@@ -96,6 +97,7 @@ class _Series:
 class TrainPage(QWidget):
     evaluate_requested = Signal()
     go_to_data = Signal()
+    resume_requested = Signal(str)  # the shown run's folder: go on with it from its checkpoint
 
     def __init__(self, state: AppState, controller: TrainingController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -134,6 +136,8 @@ class TrainPage(QWidget):
         controller.events.connect(self.on_events)
         controller.started.connect(self._on_started)
         controller.cancelling.connect(self._on_cancelling)
+        controller.pausing.connect(self._on_pausing)
+        controller.paused.connect(self._on_paused)
         controller.finished.connect(self._on_finished)
         controller.failed.connect(self._on_failed)
         controller.cancelled.connect(self._on_cancelled)
@@ -150,6 +154,14 @@ class TrainPage(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.controller.cancel)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Write a checkpoint at the end of this step and stop; Resume goes on from there")
+        self.pause_button.setEnabled(False)
+        self.pause_button.clicked.connect(self.controller.pause)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Go on with this run from its last checkpoint")
+        self.resume_button.setVisible(False)
+        self.resume_button.clicked.connect(lambda: self.resume_requested.emit(self._shown_run))
         texts = QVBoxLayout()
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -160,6 +172,8 @@ class TrainPage(QWidget):
         texts.addWidget(self.summary)
         texts.addWidget(self.reason)
         row.addWidget(self.start_button)
+        row.addWidget(self.pause_button)
+        row.addWidget(self.resume_button)
         row.addWidget(self.cancel_button)
         row.addSpacing(12)
         row.addLayout(texts, 1)
@@ -332,14 +346,14 @@ class TrainPage(QWidget):
         if self.controller.running:
             return None
         if not self._ready:
-            self._show_error("Cannot start training", self._reason, "")
+            self.show_error("Cannot start training", self._reason, "")
             return None
         from ...core.errors import InputError
 
         try:
             self.state.config.validate()
         except InputError as e:
-            self._show_error("Cannot start training", str(e), "")
+            self.show_error("Cannot start training", str(e), "")
             return None
         return self.controller.start(self.state.config, getattr(self.state.data, "task", None))
 
@@ -348,7 +362,15 @@ class TrainPage(QWidget):
         self._reset()
         self._shown_run = run_dir
         self._outcome = "running"
+        if self.controller.resuming:  # the curve so far, from the run's folder, then it goes on live
+            from ...core.rundir import read_metrics
+
+            self.on_events(read_metrics(run_dir))
+            self._log(f"Resuming from step {self._last_step}")
         self.start_button.setEnabled(False)
+        self.resume_button.setVisible(False)
+        self.pause_button.setEnabled(True)
+        self.pause_button.setText("Pause")
         self.cancel_button.setEnabled(True)
         self.cancel_button.setText("Cancel")
         self.reason.setText("")
@@ -358,7 +380,21 @@ class TrainPage(QWidget):
         self._log(f"Run folder: {run_dir}")
 
     @Slot()
+    def _on_pausing(self) -> None:
+        self.pause_button.setEnabled(False)
+        self.pause_button.setText("Pausing…")
+        self.phase.setText("Pausing…")
+        self._log("Pausing… (a checkpoint is written at the end of this step)")
+
+    @Slot(str)
+    def _on_paused(self, message: str) -> None:
+        self._stopped("paused")
+        self.result.setText(f"<b>Paused.</b> {_escape(message.capitalize())}; Resume goes on from there.")
+        self.resume_button.setVisible(True)
+
+    @Slot()
     def _on_cancelling(self) -> None:
+        self.pause_button.setEnabled(False)
         self.cancel_button.setEnabled(False)
         self.cancel_button.setText("Cancelling…")
         self.phase.setText("Cancelling…")
@@ -375,7 +411,7 @@ class TrainPage(QWidget):
     def _on_failed(self, message: str, details: str) -> None:
         self._stopped("failed")
         self.result.setText(f"<b>Failed:</b> {_escape(message)}")
-        self._show_error("Training failed", message, details)
+        self.show_error("Training failed", message, details)
 
     @Slot()
     def _on_cancelled(self) -> None:
@@ -386,8 +422,12 @@ class TrainPage(QWidget):
         self._outcome = outcome
         self.cancel_button.setEnabled(False)
         self.cancel_button.setText("Cancel")
+        self.pause_button.setEnabled(False)
+        self.pause_button.setText("Pause")
         self.start_button.setEnabled(self._ready)
-        self.phase.setText({"finished": "Finished", "failed": "Failed", "cancelled": "Cancelled"}[outcome])
+        self.phase.setText({"finished": "Finished", "failed": "Failed", "cancelled": "Cancelled",
+                            "paused": "Paused"}[outcome])
+        self.resume_button.setVisible(outcome != "finished" and resumable(self._shown_run))
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
@@ -395,7 +435,7 @@ class TrainPage(QWidget):
             self.progress.setValue(self.progress.maximum())
         self.rate.setText(self.rate.text().split(" · ETA")[0])
 
-    def _show_error(self, title: str, message: str, details: str) -> None:
+    def show_error(self, title: str, message: str, details: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self)
         if details and details != message:
             box.setDetailedText(details)
@@ -541,8 +581,9 @@ class TrainPage(QWidget):
         self.on_events(read_metrics(run_dir))
         state = _read_status(run_dir)
         outcome = state.get("state", "unknown")
-        self.phase.setText({"finished": "Finished", "failed": "Failed", "cancelled": "Cancelled",
+        self.phase.setText({"finished": "Finished", "failed": "Failed", "cancelled": "Cancelled", "paused": "Paused",
                             "running": "Running (or stopped abruptly)"}.get(outcome, outcome.capitalize()))
+        self.resume_button.setVisible(outcome != "finished" and resumable(run_dir))
         if self._total_steps:
             self.progress.setRange(0, self._total_steps)
             self.progress.setValue(self._last_step)
