@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
 from app_support import APP_MARKS, aloop, load, use_tiny_model, window  # noqa: F401 - fixtures
 from conftest import write_tsv
+from PySide6.QtCore import Qt
 from test_pairs_and_regression import pair_rows
 from text_tasks_helpers import ner_sentences, tiny_text_model, write_conll  # noqa: F401 - fixture
 
