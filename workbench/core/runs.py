@@ -178,6 +178,20 @@ class RunData:
         return (self.report or {}).get("task") or self.config.get("task")
 
     @property
+    def metric_specs(self) -> tuple[Metric, ...]:
+        """The run's metrics as its task declared them: recorded in config.json, else (runs made
+        before they were recorded) the task's declaration."""
+        recorded = (self.config.get("resolved") or {}).get("metrics")
+        if recorded:
+            return specs_from(recorded)
+        try:
+            from .tasks import task_class
+
+            return task_class(self.task).metrics if self.task else CLASSIFICATION
+        except (KeyError, ImportError):
+            return CLASSIFICATION
+
+    @property
     def model_dir(self) -> Path | None:
         """The exported model, when the run got as far as writing it completely."""
         folder = self.path / "model"

@@ -7,7 +7,6 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -24,28 +23,8 @@ from ...core.runs import RunData
 from .confusion import ConfusionView
 from .predictions_model import PredictionColumns, PredictionsModel
 from .report_table import PerClassTable
+from .tiles import MetricTile, MetricTiles
 from .try_it import TryItBox
-
-# Shown as tiles above the tables, in this order, when the report has them.
-SUMMARY = (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("weighted_f1", "Weighted F1"))
-
-
-class MetricTile(QFrame):
-    def __init__(self, title: str, parent=None) -> None:
-        super().__init__(parent)
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.value = QLabel("-")
-        font = self.value.font()
-        font.setPointSizeF(font.pointSizeF() * 1.6)
-        font.setBold(True)
-        self.value.setFont(font)
-        self.title = QLabel(title)
-        self.title.setEnabled(False)  # the palette's dimmed text, in light and dark themes alike
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 6, 12, 6)
-        layout.setSpacing(0)
-        layout.addWidget(self.value)
-        layout.addWidget(self.title)
 
 
 def _section(title: str, *widgets: QWidget, hint: str = "") -> QGroupBox:
@@ -71,12 +50,8 @@ class ClassificationView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         # Scores
-        self.tiles = {key: MetricTile(title) for key, title in SUMMARY}
         self.examples = MetricTile("Examples")
-        tiles = QHBoxLayout()
-        for tile in (*self.tiles.values(), self.examples):
-            tiles.addWidget(tile)
-        tiles.addStretch(1)
+        self.score_tiles = MetricTiles(self.examples)
 
         # Per-class report, confusion matrix, try it
         self.per_class = PerClassTable()
@@ -157,7 +132,7 @@ class ClassificationView(QWidget):
         top_w = QWidget()
         tl = QVBoxLayout(top_w)
         tl.setContentsMargins(0, 0, 0, 0)
-        tl.addLayout(tiles)
+        tl.addWidget(self.score_tiles)
         tl.addWidget(top, 1)
         split.addWidget(top_w)
         split.addWidget(predictions_box)
@@ -167,13 +142,14 @@ class ClassificationView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(split)
 
+    @property
+    def tiles(self) -> dict[str, MetricTile]:
+        return self.score_tiles.tiles
+
     # ---- content --------------------------------------------------------------------------------
     def show_run(self, run: RunData, columns: PredictionColumns) -> None:
         report = run.report or {}
-        metrics = report.get("metrics", {})
-        for key, tile in self.tiles.items():
-            value = metrics.get(key)
-            tile.value.setText(f"{value:.3f}" if isinstance(value, (int, float)) else "-")
+        self.score_tiles.show_metrics(run.metric_specs, report.get("metrics", {}))
         self.examples.value.setText(f"{report.get('n', columns.n):,}")
         self.examples.title.setText(f"{str(report.get('split') or 'evaluated').capitalize()} examples")
         self.per_class.set_rows(report.get("per_class", []))
@@ -188,8 +164,7 @@ class ClassificationView(QWidget):
             self.try_it.set_model(None, "This run has no exported model (it did not finish), so there is nothing to try.")
 
     def clear(self) -> None:
-        for tile in (*self.tiles.values(), self.examples):
-            tile.value.setText("-")
+        self.score_tiles.clear()
         self.per_class.set_rows([])
         self.confusion.set_matrix([], [])
         self._on_cell_cleared()

@@ -35,10 +35,9 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.runs import RunData
-from ..evaluation.classification import MetricTile, _section
+from ..evaluation.classification import _section
 from ..evaluation.predictions_model import PAIR_SEPARATOR
-
-SUMMARY = (("mse", "MSE"), ("rmse", "RMSE"), ("mae", "MAE"), ("pearson", "Pearson"), ("spearman", "Spearman"), ("r2", "R\u00b2"))
+from ..evaluation.tiles import MetricTile, MetricTiles
 
 
 @dataclass
@@ -302,12 +301,8 @@ class RegressionView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.tiles = {key: MetricTile(title) for key, title in SUMMARY}
         self.examples = MetricTile("Examples")
-        tiles = QHBoxLayout()
-        for tile in (*self.tiles.values(), self.examples):
-            tiles.addWidget(tile)
-        tiles.addStretch(1)
+        self.score_tiles = MetricTiles(self.examples)
         self.scatter = ScatterPlot()
         self.try_it = ScoreTryIt()
         top = QSplitter(Qt.Orientation.Horizontal)
@@ -335,7 +330,7 @@ class RegressionView(QWidget):
         top_w = QWidget()
         tl = QVBoxLayout(top_w)
         tl.setContentsMargins(0, 0, 0, 0)
-        tl.addLayout(tiles)
+        tl.addWidget(self.score_tiles)
         tl.addWidget(top, 1)
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
@@ -345,12 +340,13 @@ class RegressionView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(split)
 
+    @property
+    def tiles(self) -> dict[str, MetricTile]:
+        return self.score_tiles.tiles
+
     def show_run(self, run: RunData, rows: ScoredRows) -> None:
         report = run.report or {}
-        metrics = report.get("metrics", {})
-        for key, tile in self.tiles.items():
-            value = metrics.get(key)
-            tile.value.setText(f"{value:.4g}" if isinstance(value, (int, float)) else "-")
+        self.score_tiles.show_metrics(run.metric_specs, report.get("metrics", {}), ".4g")
         self.examples.value.setText(f"{report.get('n', len(rows)):,}")
         self.scatter.set_points(rows.gold, rows.predicted)
         self.model.set_rows(rows)
@@ -360,8 +356,7 @@ class RegressionView(QWidget):
             self.try_it.set_model(None, "This run has no exported model (it did not finish), so there is nothing to try.")
 
     def clear(self) -> None:
-        for tile in (*self.tiles.values(), self.examples):
-            tile.value.setText("-")
+        self.score_tiles.clear()
         self.scatter.set_points(np.zeros(0), np.zeros(0))
         self.model.set_rows(ScoredRows())
         self.try_it.set_model(None, "")

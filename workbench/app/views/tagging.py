@@ -43,9 +43,10 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.runs import RunData
-from ..evaluation.classification import MetricTile, _section
+from ..evaluation.classification import _section
 from ..evaluation.confusion import ConfusionView
 from ..evaluation.report_table import PerClassTable
+from ..evaluation.tiles import MetricTile, MetricTiles
 
 # Background colours for entity types (first type, second, ...), light enough for dark text.
 SPAN_COLOURS = ("#ffe08a", "#a8e6a1", "#9fd3ff", "#f7b2d9", "#d4c2ff", "#ffc59e", "#b8f0ec", "#e6e6a1")
@@ -353,10 +354,9 @@ class TaggingView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._types: list[str] = []
-        self.tiles: dict[str, MetricTile] = {}
-        self.tile_row = QHBoxLayout()
         self.sentences_tile = MetricTile("Sentences")
         self.errors_tile = MetricTile("Sentences with errors")
+        self.score_tiles = MetricTiles(self.sentences_tile, self.errors_tile)
 
         self.per_class = PerClassTable()
         self.per_class_box = _section("Per entity", self.per_class)
@@ -426,7 +426,7 @@ class TaggingView(QWidget):
         top_w = QWidget()
         tl = QVBoxLayout(top_w)
         tl.setContentsMargins(0, 0, 0, 0)
-        tl.addLayout(self.tile_row)
+        tl.addWidget(self.score_tiles)
         tl.addWidget(top, 1)
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
@@ -438,31 +438,15 @@ class TaggingView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(split)
 
-    def _set_tiles(self, keys: list[tuple[str, str]], metrics: dict) -> None:
-        while self.tile_row.count():
-            item = self.tile_row.takeAt(0)
-            if item.widget() and item.widget() not in (self.sentences_tile, self.errors_tile):
-                item.widget().deleteLater()
-        self.tiles = {}
-        for key, title in keys:
-            tile = MetricTile(title)
-            value = metrics.get(key)
-            tile.value.setText(f"{value:.3f}" if isinstance(value, (int, float)) else "-")
-            self.tiles[key] = tile
-            self.tile_row.addWidget(tile)
-        self.tile_row.addWidget(self.sentences_tile)
-        self.tile_row.addWidget(self.errors_tile)
-        self.tile_row.addStretch(1)
+    @property
+    def tiles(self) -> dict[str, MetricTile]:
+        return self.score_tiles.tiles
 
     def show_run(self, run: RunData, sentences: TaggedSentences) -> None:
         report = run.report or {}
         metrics = report.get("metrics", {})
         spans = report.get("tag_kind") == "spans"
-        if spans:
-            keys = [("f1", "Entity F1"), ("precision", "Precision"), ("recall", "Recall"), ("accuracy", "Token accuracy")]
-        else:
-            keys = [("accuracy", "Token accuracy"), ("macro_f1", "Macro F1 (tags)")]
-        self._set_tiles(keys, metrics)
+        self.score_tiles.show_metrics(run.metric_specs, metrics)
         self.sentences_tile.value.setText(f"{report.get('n', len(sentences)):,}")
         self.errors_tile.value.setText(f"{int((sentences.errors > 0).sum()):,}")
         self.per_class_box.setTitle("Per entity type" if spans else "Per tag")
@@ -480,9 +464,8 @@ class TaggingView(QWidget):
             self.try_it.set_model(None, "This run has no exported model (it did not finish), so there is nothing to try.")
 
     def clear(self) -> None:
-        self._set_tiles([], {})
-        self.sentences_tile.value.setText("-")
-        self.errors_tile.value.setText("-")
+        self.score_tiles.show_metrics((), {})
+        self.score_tiles.clear()
         self.per_class.set_rows([])
         self.confusion.set_matrix([], [])
         self.model.set_sentences(TaggedSentences())
