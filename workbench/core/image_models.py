@@ -159,6 +159,12 @@ def preprocess_images(images: Sequence[Any], preprocessing: dict[str, Any]) -> n
 def classify_images(folder: str | Path, images: Sequence[Any], top_k: int = 3) -> list[list[dict[str, Any]]]:
     """Top-k ``{"label", "score"}`` for each image (file paths or PIL images), like a pipeline."""
     model, config = load_image_classifier(folder)
+    return classify_with(model, config, images, top_k)
+
+
+def classify_with(model: ImageClassifier, config: dict[str, Any], images: Sequence[Any],
+                  top_k: int = 3) -> list[list[dict[str, Any]]]:
+    """``classify_images`` with a model already loaded by ``load_image_classifier`` (kept for many calls)."""
     pixels = torch.from_numpy(preprocess_images(images, config["preprocessing"]))
     with torch.inference_mode():
         probs = model(pixels).softmax(-1).numpy()
