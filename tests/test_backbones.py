@@ -34,6 +34,7 @@ def test_bad_names_give_one_clear_error(tmp_path):
         resolve_backbone("bert-base-uncased")  # conftest sets HF_HUB_OFFLINE=1
 
 
+@pytest.mark.slow
 def test_short_run_with_real_minilm(sentiment_tsv, tmp_path, runs_home):
     from transformers import pipeline
 

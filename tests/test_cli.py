@@ -22,6 +22,7 @@ def wb(args, env_home, timeout=300, **kw):
                           timeout=timeout, env=env, **kw)
 
 
+@pytest.mark.slow
 def test_train_prints_json_summary_last(sentiment_tsv, tiny_model_dir, tmp_path):
     export = tmp_path / "out"
     p = wb(["train", sentiment_tsv, "--model", tiny_model_dir, "--epochs", 3, "--lr", "3e-3", "--batch-size", 16,
@@ -55,6 +56,7 @@ BAD_INPUTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_exits_2_with_a_clear_message(case, tmp_path, tiny_model_dir):
     content, expected = BAD_INPUTS[case]
@@ -72,6 +74,7 @@ def test_bad_input_exits_2_with_a_clear_message(case, tmp_path, tiny_model_dir):
     assert not runs.exists() or list(runs.iterdir()) == []  # nothing half-written
 
 
+@pytest.mark.slow
 def test_missing_named_column(sentiment_tsv, tiny_model_dir, tmp_path):
     p = wb(["train", sentiment_tsv, "--model", tiny_model_dir, "--text-column", "review"], tmp_path / "home")
     assert p.returncode == 2
@@ -87,6 +90,7 @@ def test_usage_errors_exit_2(tmp_path):
     assert p.returncode == 2
 
 
+@pytest.mark.slow
 def test_offline_hub_id_names_offline_choices(sentiment_tsv, tmp_path):
     p = wb(["train", sentiment_tsv, "--model", "some-org/not-cached-model"], tmp_path / "home")
     assert p.returncode == 2
@@ -115,6 +119,7 @@ def _start_long_run(tmp_path, tiny_model_dir):
     pytest.fail("training did not start in time")
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_with_consistent_run_dir(tmp_path, tiny_model_dir):
     proc, run_dir = _start_long_run(tmp_path, tiny_model_dir)
     proc.send_signal(signal.SIGINT)
@@ -127,6 +132,7 @@ def test_ctrl_c_exits_130_with_consistent_run_dir(tmp_path, tiny_model_dir):
     assert json.loads(lines[-1])["event"] == "Cancelled"
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_readable_metrics(tmp_path, tiny_model_dir):
     from workbench.core.rundir import read_metrics
 

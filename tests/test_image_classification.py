@@ -148,6 +148,7 @@ def test_lite0_weights_predict_imagenet_classes_on_real_photos():
     assert flower[0] == 985  # daisy
 
 
+@pytest.mark.slow
 def test_cli_trains_on_an_image_folder(photo_folder, tmp_path):
     from test_cli import wb
 

@@ -171,6 +171,7 @@ def test_regression_rejects_a_constant_target_and_text_labels(tmp_path, tiny_tex
         run_training(_with_task(config(words, tiny_text_model), "text-regression"))
 
 
+@pytest.mark.slow
 def test_regression_metric_choice_via_cli(scores_tsv, tiny_text_model, tmp_path):
     from test_cli import wb
 

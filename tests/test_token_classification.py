@@ -261,6 +261,7 @@ def test_unseen_test_tags_are_reported(tmp_path, tiny_text_model, runs_home):
     assert "B-MISC" in report["confusion_labels"] and "B-MISC" not in report["labels"]
 
 
+@pytest.mark.slow
 def test_cli_trains_a_conll_file(tmp_path, tiny_text_model):
     from test_cli import wb
 
@@ -279,6 +280,7 @@ def test_cli_trains_a_conll_file(tmp_path, tiny_text_model):
     assert both.returncode == 2 and "contradict" in both.stderr
 
 
+@pytest.mark.slow
 def test_short_run_with_real_minilm(tmp_path, runs_home):
     from transformers import pipeline
 
@@ -294,6 +296,7 @@ def test_short_run_with_real_minilm(tmp_path, runs_home):
 
 
 @needs_shared("conll2003", "train.txt")
+@pytest.mark.slow
 def test_real_conll2003_sample_runs(tmp_path, tiny_text_model, runs_home):
     from conftest import SHARED
 

@@ -60,6 +60,7 @@ def status(run_dir) -> dict:
 # ---------------------------------------------------------------------------- export targets
 
 
+@pytest.mark.slow
 def test_export_into_a_folder_of_user_files_is_refused_before_training(sentiment_tsv, tiny_model_dir, tmp_path):
     thesis = tmp_path / "thesis"
     (thesis / "figures").mkdir(parents=True)
