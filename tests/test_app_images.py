@@ -118,6 +118,43 @@ def test_try_it_takes_a_dropped_image(qtbot, evaluate_page, image_run):
     assert abs(sum(s for _, s in scores) - 1) < 1e-4
 
 
+def test_try_it_decodes_off_the_gui_thread_and_loads_the_model_once(qtbot, evaluate_page, image_run, monkeypatch,
+                                                                      tmp_path):
+    import threading
+
+    import workbench.core.data.images as images
+    import workbench.core.image_models as image_models
+    from workbench.app.model_cache import MODELS
+
+    decoded_on: list[threading.Thread] = []
+    decode, load = images.decode_file, image_models.load_image_classifier
+
+    def recording_decode(*args, **kwargs):
+        decoded_on.append(threading.current_thread())
+        return decode(*args, **kwargs)
+
+    loads: list[str] = []
+    monkeypatch.setattr(images, "decode_file", recording_decode)
+    monkeypatch.setattr(image_models, "load_image_classifier", lambda folder: loads.append(str(folder)) or load(folder))
+    MODELS.clear()
+    box = evaluate_page.view.try_it
+    preds = [json.loads(l) for l in (image_run / "predictions.jsonl").read_text().splitlines()]
+    for target in preds[:3]:
+        with qtbot.waitSignal(box.predicted, timeout=60000) as got:
+            drop_files(box, target["path"])
+            assert not decoded_on or threading.main_thread() not in decoded_on
+        assert got.args[0][0][0] == target["predicted"]
+        assert not box.picture.pixmap().isNull()  # the preview the worker decoded
+    assert decoded_on and threading.main_thread() not in decoded_on
+    assert len(loads) == 1  # one load for three predictions
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    drop_files(box, broken)
+    qtbot.waitUntil(lambda: "not an image the model can read" in box.status.text(), timeout=30000)
+    assert box.picture.text() == "Not a readable image" and box.top_label() is None
+
+
 def test_model_page_follows_an_image_folder_and_a_run_uses_its_settings(qtbot, window, tmp_path):
     """Dropping an image folder lists image backbones, shows the image settings, and applies the
     task's suggested learning rate, never over one the user typed; a run started from the app

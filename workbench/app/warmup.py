@@ -9,8 +9,10 @@ the GUI thread paying for the import. ``WORKBENCH_WARMUP=0`` turns it off. Qt-fr
 
 Importing transformers' lazy modules while another thread uses them is racy (datasets looks up
 ``transformers.PreTrainedTokenizerBase`` whenever transformers is in ``sys.modules``), so the app's
-other background jobs run ``serialized`` (one module import at most stands between them and the
-lock), and a run waits for the warm-up to finish: it needs those same modules anyway.
+other background jobs run ``serialized``: once the warm-up has imported those modules nothing is
+left to race, so a job waits for it to finish and then runs beside any other. Only without a
+warm-up thread (disabled, or not started yet) do jobs take ``lock`` and run one at a time. A run
+waits for the warm-up too: it needs those same modules anyway.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ MODULES = (
 )
 
 done = threading.Event()
-lock = threading.RLock()  # held while one module imports, and by the app's background jobs
+lock = threading.RLock()  # held while one module imports, and by jobs while no warm-up thread runs
 seconds: float | None = None
 _finished: set[str] = set()
 _thread: threading.Thread | None = None
+_local = threading.local()  # ``holding``: this thread runs a job under ``lock``
 
 
 def enabled() -> bool:
@@ -77,12 +80,25 @@ def _run() -> None:
 
 
 def serialized(fn: Callable[..., T]) -> Callable[..., T]:
-    """``fn`` made to run between the warm-up's imports, never during one."""
+    """``fn`` made to run after the warm-up's imports, never during one (see the module docstring).
+
+    The lock is held for a whole job only when there is no warm-up thread to wait for; otherwise a
+    long job (reading a large file) would hold up every other page's jobs.
+    """
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with lock:
+        if getattr(_local, "holding", False):  # nested in a job that holds the lock: waiting could deadlock
             return fn(*args, **kwargs)
+        if _thread is not None:
+            done.wait()
+            return fn(*args, **kwargs)
+        with lock:
+            _local.holding = True
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _local.holding = False
 
     return run
 

@@ -1,17 +1,16 @@
 """The "try it" box: type a text, see what the run's model says, without blocking the window.
 
 The model is loaded with ``transformers.pipeline`` on a worker thread the first time it is needed
-and kept, so later predictions take milliseconds. torch and transformers are imported there too,
-never at startup.
+and kept in the app's model cache, so later predictions take milliseconds. torch and transformers
+are imported there too, never at startup.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import os
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
@@ -24,37 +23,30 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..jobs import Jobs, describe
+from ..model_cache import MODELS
+
 MAX_BARS = 8  # the best few labels; a 50-class model would otherwise list 50 bars
 
-_cache: OrderedDict[tuple[str, float], object] = OrderedDict()
-_cache_lock = threading.Lock()
+
+def load_pipeline(folder: Path, task: str = "text-classification", **options):
+    """A transformers pipeline for an exported model, on the CPU; a loader for ``MODELS.get``."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import pipeline
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()  # "Loading weights" bars belong in a terminal, not the app's stderr
+    return pipeline(task, model=str(folder), device="cpu", **options)
+
+
+def _load_classifier(folder: Path):
+    return load_pipeline(folder, top_k=None)
 
 
 def classification_pipeline(model_dir: str | Path):
-    """A cached text-classification pipeline for ``model_dir``; reloaded if the folder was rewritten."""
-    model_dir = Path(model_dir).resolve()
-    key = (str(model_dir), (model_dir / "config.json").stat().st_mtime)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-        import os
-
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from .. import warmup
-
-        with warmup.lock:  # importing transformers from two threads at once is racy
-            from transformers import pipeline
-            from transformers.utils import logging
-
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()  # "Loading weights" bars belong in a terminal, not the app's stderr
-        with warmup.lock:
-            clf = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")
-        _cache[key] = clf
-        while len(_cache) > 2:  # a model each for the last two runs looked at
-            _cache.popitem(last=False)
-        return clf
+    """The cached text-classification pipeline for ``model_dir``; reloaded if the folder was rewritten."""
+    return MODELS.get("text-classification", model_dir, _load_classifier)
 
 
 def predict_scores(model_dir: str | Path, text: str, text_pair: str | None = None) -> list[tuple[str, float]]:
@@ -66,26 +58,6 @@ def predict_scores(model_dir: str | Path, text: str, text_pair: str | None = Non
     return sorted(((d["label"], float(d["score"])) for d in out), key=lambda x: -x[1])
 
 
-class _Signals(QObject):
-    done = Signal(int, object)
-    failed = Signal(int, str)
-
-
-class _PredictJob(QRunnable):
-    def __init__(self, model_dir: str, text: str, text_pair: str | None, request: int, signals: _Signals) -> None:
-        super().__init__()
-        self.model_dir, self.text, self.text_pair = model_dir, text, text_pair
-        self.request, self.signals = request, signals
-
-    def run(self) -> None:
-        try:
-            scores = predict_scores(self.model_dir, self.text, self.text_pair)
-        except Exception as e:  # every failure reaches the user as a message in the box
-            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
-        else:
-            self.signals.done.emit(self.request, scores)
-
-
 class TryItBox(QWidget):
     """A text field, a Predict button and one bar per label."""
 
@@ -94,13 +66,8 @@ class TryItBox(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._model_dir: str | None = None
-        self._request = 0
         # One thread: predictions run in order and the pipeline is never used by two at once.
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._signals = _Signals()
-        self._signals.done.connect(self._on_done)
-        self._signals.failed.connect(self._on_failed)
+        self.jobs = Jobs(self)
 
         self.input = QLineEdit()
         self.input.setPlaceholderText("Type a sentence and press Enter to see what the model says")
@@ -139,7 +106,7 @@ class TryItBox(QWidget):
         self.input.setPlaceholderText(
             "First text of the pair" if pair else "Type a sentence and press Enter to see what the model says"
         )
-        self._request += 1  # answers still on their way belong to the previous model
+        self.jobs.cancel()  # answers still on their way belong to the previous model
         self._clear_bars()
         enabled = self._model_dir is not None
         self.input.setEnabled(enabled)
@@ -152,35 +119,22 @@ class TryItBox(QWidget):
         text_pair = self.input_pair.text().strip() if self._pair else None
         if not self._model_dir or not text or (self._pair and not text_pair):
             return
-        self._request += 1
-        self.status.setText("Predicting..." if self._loaded() else "Loading the model (first time only)...")
+        loaded = MODELS.holds("text-classification", self._model_dir)
+        self.status.setText("Predicting..." if loaded else "Loading the model (first time only)...")
         self.button.setEnabled(False)
-        self._pool.start(_PredictJob(self._model_dir, text, text_pair, self._request, self._signals))
+        self.jobs.submit(predict_scores, self._model_dir, text, text_pair, on_done=self._on_done,
+                         on_error=self._on_failed)
 
-    def _loaded(self) -> bool:
-        try:
-            key = (str(Path(self._model_dir).resolve()), (Path(self._model_dir) / "config.json").stat().st_mtime)
-        except OSError:
-            return False
-        with _cache_lock:
-            return key in _cache
-
-    @Slot(int, object)
-    def _on_done(self, request: int, scores) -> None:
-        if request != self._request:
-            return
+    def _on_done(self, scores) -> None:
         self.button.setEnabled(True)
         self.status.setText("")
         self._show_bars(scores)
         self.predicted.emit(scores)
 
-    @Slot(int, str)
-    def _on_failed(self, request: int, message: str) -> None:
-        if request != self._request:
-            return
+    def _on_failed(self, error: Exception) -> None:
         self.button.setEnabled(self._model_dir is not None)
         self._clear_bars()
-        self.status.setText(f"Could not run the model: {message}")
+        self.status.setText(f"Could not run the model: {describe(error)}")
 
     def _clear_bars(self) -> None:
         while self._bars.count():
@@ -219,5 +173,4 @@ class TryItBox(QWidget):
         return item.widget().text() if item and item.widget() else None
 
     def shutdown(self, timeout_ms: int = 5000) -> None:
-        self._request += 1
-        self._pool.waitForDone(timeout_ms)
+        self.jobs.shutdown(timeout_ms)

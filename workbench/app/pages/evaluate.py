@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QUrl, Signal, Slot
+from PySide6.QtCore import Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QFontDatabase
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from ...core.runs import RunData, load_run
 from ..evaluation.classification import ClassificationView
+from ..jobs import Jobs, describe
 from ..views.images import ImageClassificationView
 from ..views.regression import RegressionView
 from ..views.tagging import TaggingView
@@ -87,25 +88,11 @@ class ReportTextView(QWidget):
         pass
 
 
-class _LoadSignals(QObject):
-    done = Signal(int, object, object, object)  # request, run, view class, prepared
-    failed = Signal(int, str)
-
-
-class _LoadJob(QRunnable):
-    def __init__(self, run_dir: str, request: int, signals: _LoadSignals) -> None:
-        super().__init__()
-        self.run_dir, self.request, self.signals = run_dir, request, signals
-
-    def run(self) -> None:
-        try:
-            run = load_run(self.run_dir)
-            view_class = view_for(run)
-            prepared = view_class.prepare(run)
-        except Exception as e:  # shown on the page; the app stays usable
-            self.signals.failed.emit(self.request, str(e))
-        else:
-            self.signals.done.emit(self.request, run, view_class, prepared)
+def _read_run(run_dir: str) -> tuple[RunData, type, object]:
+    """The run, the view class that shows it and what that view prepared (on a worker thread)."""
+    run = load_run(run_dir)
+    view_class = view_for(run)
+    return run, view_class, view_class.prepare(run)
 
 
 def view_for(run: RunData) -> type:
@@ -125,13 +112,8 @@ class EvaluatePage(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.run: RunData | None = None
-        self._request = 0
         self._views: dict[type, QWidget] = {}
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._signals = _LoadSignals()
-        self._signals.done.connect(self._on_loaded)
-        self._signals.failed.connect(self._on_failed)
+        self.jobs = Jobs(self)
 
         self.title = QLabel()
         font = self.title.font()
@@ -171,14 +153,13 @@ class EvaluatePage(QWidget):
 
     # ---- public ---------------------------------------------------------------------------------
     def show_run(self, run_dir: str) -> None:
-        self._request += 1
         self.title.setText(Path(run_dir).name)
         self.subtitle.setText("")
         self._show_message("Loading the run...")
-        self._pool.start(_LoadJob(str(run_dir), self._request, self._signals))
+        self.jobs.submit(_read_run, str(run_dir), on_done=self._on_loaded, on_error=self._on_load_error)
 
     def clear(self) -> None:
-        self._request += 1  # a load still on its way is no longer wanted
+        self.jobs.cancel()  # a load still on its way is no longer wanted
         self.run = None
         for view in self._views.values():
             view.clear()
@@ -195,8 +176,7 @@ class EvaluatePage(QWidget):
 
     def shutdown(self) -> None:
         """Wait for background work; the window calls this when it closes."""
-        self._request += 1
-        self._pool.waitForDone(5000)
+        self.jobs.shutdown(5000)
         for view in self._views.values():
             view.shutdown()
 
@@ -212,10 +192,8 @@ class EvaluatePage(QWidget):
             self.stack.addWidget(view)
         return self._views[view_class]
 
-    @Slot(int, object, object, object)
-    def _on_loaded(self, request: int, run: RunData, view_class: type, prepared) -> None:
-        if request != self._request:
-            return
+    def _on_loaded(self, loaded: tuple[RunData, type, object]) -> None:
+        run, view_class, prepared = loaded
         self.run = run
         self.title.setText(run.name)
         self.subtitle.setText(_describe(run))
@@ -225,15 +203,15 @@ class EvaluatePage(QWidget):
             view.show_run(run, prepared)
         except Exception as e:  # a damaged report.json: say so, keep the app usable
             view.clear()
-            self._on_failed(request, f"{run.path / 'report.json'}: cannot be shown ({type(e).__name__}: {e})")
+            self._show_failure(f"{run.path / 'report.json'}: cannot be shown ({type(e).__name__}: {e})")
             return
         self.stack.setCurrentWidget(view)
         self.loaded.emit(str(run.path))
 
-    @Slot(int, str)
-    def _on_failed(self, request: int, message: str) -> None:
-        if request != self._request:
-            return
+    def _on_load_error(self, error: Exception) -> None:
+        self._show_failure(describe(error))
+
+    def _show_failure(self, message: str) -> None:
         self.run = None
         self.open_folder.setEnabled(False)
         self._show_message(f"Could not open this run.\n\n{message}")

@@ -9,9 +9,10 @@ leaves half a bundle.
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QUrl, Signal, Slot
+from PySide6.QtCore import Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QFontDatabase
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -33,6 +34,7 @@ from ...core.errors import InputError, WorkbenchError
 from ...core.export import copy_export
 from ...core.export_target import TargetCheck, inspect_target, is_export
 from ...core.runs import RunData, load_run
+from ..jobs import Jobs, describe
 
 EXPORTS_HOME = Path.home() / "workbench-models"
 
@@ -70,28 +72,17 @@ def describe_files(folder: Path) -> str:
     return "  \u00b7  ".join(rows)
 
 
-class _Signals(QObject):
-    done = Signal(int, str)
-    failed = Signal(int, str)
+def _copy(run: RunData, target: Path, replace: bool) -> str:
+    """Write the bundle (on a worker thread); the folder written."""
+    return str(copy_export(run.model_dir, target, overwrite=replace, data_paths=_data_paths(run), run_dir=run.path))
 
 
-class _CopyJob(QRunnable):
-    def __init__(self, run: RunData, target: Path, replace: bool, request: int, signals: _Signals) -> None:
-        super().__init__()
-        self.source, self.target, self.replace, self.request, self.signals = run, target, replace, request, signals
-
-    def run(self) -> None:
-        try:
-            written = copy_export(self.source.model_dir, self.target, overwrite=self.replace,
-                                  data_paths=_data_paths(self.source), run_dir=self.source.path)
-        except WorkbenchError as e:  # a refused target, a full disk, another process exporting there
-            self.signals.failed.emit(self.request, str(e))
-        except OSError as e:
-            self.signals.failed.emit(self.request, f"{e.strerror or e}: {e.filename or self.target}")
-        except Exception as e:  # shown to the user; the page stays usable
-            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
-        else:
-            self.signals.done.emit(self.request, str(written))
+def _copy_failure(error: Exception, target: Path) -> str:
+    if isinstance(error, WorkbenchError):  # a refused target, a full disk, another process exporting there
+        return str(error)
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}: {error.filename or target}"
+    return describe(error)
 
 
 class ExportPage(QWidget):
@@ -104,12 +95,7 @@ class ExportPage(QWidget):
         super().__init__(parent)
         self.run: RunData | None = None
         self.last_export: Path | None = None
-        self._request = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._signals = _Signals()
-        self._signals.done.connect(self._on_done)
-        self._signals.failed.connect(self._on_failed)
+        self.jobs = Jobs(self)
 
         self.title = QLabel("Export")
         font = self.title.font()
@@ -186,7 +172,7 @@ class ExportPage(QWidget):
 
     # ---- public ---------------------------------------------------------------------------------
     def show_run(self, run_dir: str) -> None:
-        self._request += 1
+        self.jobs.cancel()  # a copy still on its way belongs to the previous run
         try:
             run = load_run(run_dir)
         except InputError as e:
@@ -214,7 +200,7 @@ class ExportPage(QWidget):
         self._update_usage()
 
     def clear(self) -> None:
-        self._request += 1
+        self.jobs.cancel()
         self.run = None
         self.last_export = None
         self.title.setText("Export")
@@ -239,17 +225,17 @@ class ExportPage(QWidget):
         if problem:
             self._fail(problem)
             return False
-        self._request += 1
         self.target.setText(str(target))
         self.export_button.setEnabled(False)
         self.choose.setEnabled(False)
         self.open_button.setVisible(False)
         self._set_status(f"Writing {target} ...")
-        self._pool.start(_CopyJob(self.run, target, replace, self._request, self._signals))
+        self.jobs.submit(_copy, self.run, target, replace, on_done=self._on_done,
+                         on_error=partial(self._on_failed, target))
         return True
 
     def shutdown(self) -> None:
-        self._pool.waitForDone(30000)  # a copy in flight finishes: it is moved into place atomically
+        self.jobs.shutdown(30000)  # a copy in flight finishes: it is moved into place atomically
 
     # ---- slots ----------------------------------------------------------------------------------
     @Slot()
@@ -288,10 +274,7 @@ class ExportPage(QWidget):
         self.export_button.setEnabled(bool(text.strip()) and self.run is not None)
         self._update_usage()
 
-    @Slot(int, str)
-    def _on_done(self, request: int, folder: str) -> None:
-        if request != self._request:
-            return
+    def _on_done(self, folder: str) -> None:
         self.last_export = Path(folder)
         self.export_button.setEnabled(True)
         self.choose.setEnabled(True)
@@ -299,13 +282,10 @@ class ExportPage(QWidget):
         self.open_button.setVisible(True)
         self.exported.emit(folder)
 
-    @Slot(int, str)
-    def _on_failed(self, request: int, message: str) -> None:
-        if request != self._request:
-            return
+    def _on_failed(self, target: Path, error: Exception) -> None:
         self.export_button.setEnabled(True)
         self.choose.setEnabled(True)
-        self._fail(f"Export failed: {message}")
+        self._fail(f"Export failed: {_copy_failure(error, target)}")
 
     def _set_status(self, text: str) -> None:
         self.status.setText(text)

@@ -4,27 +4,19 @@ images with gold, predicted and confidence, and whose "try it" takes a dropped i
 
 Thumbnails are decoded on a thread pool by the engine's own decoder (EXIF orientation, every colour
 mode) and cached; the grid asks only for the items it shows, so a folder of 10,000 photos opens at once.
+The "try it" image is decoded and scored on a worker thread, with the model from the app's cache.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import (
-    QAbstractListModel,
-    QModelIndex,
-    QObject,
-    QPersistentModelIndex,
-    QRunnable,
-    QSize,
-    Qt,
-    QThreadPool,
-    Signal,
-    Slot,
-)
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -44,6 +36,11 @@ from PySide6.QtWidgets import (
 
 from ..evaluation.classification import ClassificationView
 from ..evaluation.predictions_model import PredictionColumns
+from ..evaluation.try_it import load_pipeline
+from ..jobs import Jobs, describe
+from ..model_cache import MODELS
+
+log = logging.getLogger(__name__)
 
 THUMB = 112  # thumbnail side in pixels
 MAX_BARS = 8
@@ -53,31 +50,25 @@ PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 # ---------------------------------------------------------------------------- thumbnails
 
 
-def thumbnail_image(path: str, side: int = THUMB) -> QImage:
-    """A QImage thumbnail of ``path`` (no longer than ``side``), or a null QImage for a file the
-    engine would skip. Safe on any thread: QImage, unlike QPixmap, is not tied to the GUI thread."""
-    from ...core.data.images import ImageProblem, decode_file
+def decode_preview(path: str, side: int) -> QImage:
+    """``path`` as a QImage no longer than ``side``; raises the engine's ImageProblem for a file it
+    would skip. For worker threads: QImage, unlike QPixmap, is not tied to the GUI thread."""
+    from ...core.data.images import decode_file
 
-    try:
-        im = decode_file(Path(path), side)
-    except ImageProblem:
-        return QImage()
+    im = decode_file(Path(path), side)
     im.thumbnail((side, side))
     data = im.tobytes()
     return QImage(data, im.width, im.height, 3 * im.width, QImage.Format.Format_RGB888).copy()
 
 
-class _ThumbSignals(QObject):
-    ready = Signal(str, QImage)
+def thumbnail_image(path: str, side: int = THUMB) -> QImage:
+    """A thumbnail of ``path``, or a null QImage for a file the engine would skip."""
+    from ...core.data.images import ImageProblem
 
-
-class _ThumbJob(QRunnable):
-    def __init__(self, path: str, side: int, signals: _ThumbSignals) -> None:
-        super().__init__()
-        self.path, self.side, self.signals = path, side, signals
-
-    def run(self) -> None:
-        self.signals.ready.emit(self.path, thumbnail_image(self.path, self.side))
+    try:
+        return decode_preview(path, side)
+    except ImageProblem:
+        return QImage()
 
 
 @dataclass
@@ -102,10 +93,7 @@ class ImageGridModel(QAbstractListModel):
         self._cache: OrderedDict[str, QPixmap] = OrderedDict()
         self._cache_size = cache_size
         self._pending: set[str] = set()
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(2)
-        self._signals = _ThumbSignals()
-        self._signals.ready.connect(self._on_ready)
+        self.jobs = Jobs(self, threads=2, latest_only=False)  # every thumbnail asked for is wanted
         self._placeholder = QPixmap(side, side)
         self._placeholder.fill(QColor(128, 128, 128, 60))
 
@@ -143,10 +131,14 @@ class ImageGridModel(QAbstractListModel):
             return pix
         if path not in self._pending:
             self._pending.add(path)
-            self._pool.start(_ThumbJob(path, self.side, self._signals))
+            self.jobs.submit(thumbnail_image, path, self.side, on_done=partial(self._on_ready, path),
+                             on_error=partial(self._on_failed, path))
         return self._placeholder
 
-    @Slot(str, QImage)
+    def _on_failed(self, path: str, error: Exception) -> None:
+        log.warning("Could not show a thumbnail of %s: %s", path, describe(error))
+        self._on_ready(path, QImage())  # the red tile: the file cannot be shown
+
     def _on_ready(self, path: str, image: QImage) -> None:
         self._pending.discard(path)
         if image.isNull():
@@ -168,8 +160,7 @@ class ImageGridModel(QAbstractListModel):
         return bool(self._pending)
 
     def shutdown(self, timeout_ms: int = 5000) -> None:
-        self._pool.clear()
-        self._pool.waitForDone(timeout_ms)
+        self.jobs.shutdown(timeout_ms)
 
 
 class ImageGrid(QListView):
@@ -200,26 +191,10 @@ class ImageGrid(QListView):
 # ---------------------------------------------------------------------------- Data page
 
 
-class _ScanSignals(QObject):
-    done = Signal(int, object)
-    failed = Signal(int, str)
+def _scan(path: str):
+    from ...core.data.images import scan_image_folders
 
-
-class _ScanJob(QRunnable):
-    def __init__(self, path: str, request: int, signals: _ScanSignals) -> None:
-        super().__init__()
-        self.path, self.request, self.signals = path, request, signals
-
-    def run(self) -> None:
-        from ...core.data.images import scan_image_folders
-        from ...core.errors import InputError
-
-        try:
-            self.signals.done.emit(self.request, scan_image_folders(self.path))
-        except InputError as e:
-            self.signals.failed.emit(self.request, str(e))
-        except Exception as e:  # noqa: BLE001 - shown to the user, never swallowed
-            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
+    return scan_image_folders(path)
 
 
 class ImageFolderView(QWidget):
@@ -232,12 +207,7 @@ class ImageFolderView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.folders = None
-        self._request = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._signals = _ScanSignals()
-        self._signals.done.connect(self._on_done)
-        self._signals.failed.connect(self._on_failed)
+        self.jobs = Jobs(self)
 
         self.title = QLabel()
         f = self.title.font()
@@ -273,22 +243,16 @@ class ImageFolderView(QWidget):
 
     def load(self, path: str) -> None:
         """Scan ``path`` on a worker thread; ``loaded`` or ``failed`` follows."""
-        self._request += 1
         self.title.setText(Path(path).name)
         self.info.setText("Reading the folder…")
-        self._pool.start(_ScanJob(str(path), self._request, self._signals))
+        self.jobs.submit(_scan, str(path), on_done=self._on_done, on_error=self._on_failed)
 
-    @Slot(int, object)
-    def _on_done(self, request: int, folders) -> None:
-        if request != self._request:
-            return
+    def _on_done(self, folders) -> None:
         self.show_folders(folders)
         self.loaded.emit(folders)
 
-    @Slot(int, str)
-    def _on_failed(self, request: int, message: str) -> None:
-        if request != self._request:
-            return
+    def _on_failed(self, error: Exception) -> None:
+        message = describe(error)
         self.info.setText(f"⚠ {message}")
         self.failed.emit(message)
 
@@ -335,8 +299,7 @@ class ImageFolderView(QWidget):
                 return
 
     def shutdown(self) -> None:
-        self._request += 1
-        self._pool.waitForDone(5000)
+        self.jobs.shutdown(5000)
         self.grid.shutdown()
 
 
@@ -436,39 +399,34 @@ class DataPageImages(QObject):
 # ---------------------------------------------------------------------------- Evaluate page
 
 
+def _load_image_classifier(folder: Path):
+    """A function image path -> [(label, probability)], best first: Workbench's loader for its own
+    architectures, the transformers pipeline for Hugging Face ones. A loader for ``MODELS.get``."""
+    from ...core.image_models import classify_with, load_image_classifier, read_image_config
+
+    if read_image_config(folder) is not None:
+        model, config = load_image_classifier(folder)
+
+        def classify(path: str) -> list[tuple[str, float]]:
+            return [(t["label"], t["score"]) for t in classify_with(model, config, [path], top_k=10_000)[0]]
+    else:
+        pipe = load_pipeline(folder, task="image-classification")
+
+        def classify(path: str) -> list[tuple[str, float]]:
+            return [(o["label"], float(o["score"])) for o in pipe(path, top_k=None)]
+    return classify
+
+
 def predict_image(model_dir: str | Path, path: str) -> list[tuple[str, float]]:
-    """(label, probability) for every class, best first, from an exported image model: Workbench's
-    loader for its own architectures, the transformers pipeline for Hugging Face ones."""
-    from ...core.image_models import classify_images, read_image_config
-
-    if read_image_config(model_dir) is not None:
-        top = classify_images(model_dir, [path], top_k=10_000)[0]
-        return [(t["label"], t["score"]) for t in top]
-    from .. import warmup
-
-    with warmup.lock:  # importing transformers from two threads at once is racy
-        from transformers import pipeline
-
-        pipe = pipeline("image-classification", model=str(model_dir))
-    out = pipe(path, top_k=None)
-    return [(o["label"], float(o["score"])) for o in out]
+    """(label, probability) for every class, best first, from an exported image model."""
+    return MODELS.get("image-classifier", model_dir, _load_image_classifier)(path)
 
 
-class _TrySignals(QObject):
-    done = Signal(int, object)
-    failed = Signal(int, str)
-
-
-class _TryJob(QRunnable):
-    def __init__(self, model_dir: str, path: str, request: int, signals: _TrySignals) -> None:
-        super().__init__()
-        self.model_dir, self.path, self.request, self.signals = model_dir, path, request, signals
-
-    def run(self) -> None:
-        try:
-            self.signals.done.emit(self.request, predict_image(self.model_dir, self.path))
-        except Exception as e:  # noqa: BLE001 - shown in the box
-            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
+def _try_image(state, model_dir: str, path: str) -> list[tuple[str, float]]:
+    """The try-it job: the preview first (as progress, so it shows while the model works), then the scores."""
+    state.progress(decode_preview(path, 2 * THUMB))  # raises ImageProblem for a file the model cannot read
+    # The model decodes the file again at its own size, as evaluation did, so the scores match the run's.
+    return predict_image(model_dir, path)
 
 
 class ImageTryIt(QWidget):
@@ -480,12 +438,8 @@ class ImageTryIt(QWidget):
         super().__init__(parent)
         self.setAcceptDrops(True)
         self._model_dir: str | None = None
-        self._request = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._signals = _TrySignals()
-        self._signals.done.connect(self._on_done)
-        self._signals.failed.connect(self._on_failed)
+        self._path = ""
+        self.jobs = Jobs(self)  # decoding and scoring, in order, off the GUI thread
         self.picture = QLabel("Drop an image here")
         self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.picture.setMinimumSize(THUMB, THUMB)
@@ -507,7 +461,7 @@ class ImageTryIt(QWidget):
 
     def set_model(self, model_dir: str | Path | None, why_not: str = "", pair: bool = False) -> None:
         self._model_dir = str(model_dir) if model_dir else None
-        self._request += 1
+        self.jobs.cancel()  # answers still on their way belong to the previous model
         self._clear_bars()
         self.choose.setEnabled(self._model_dir is not None)
         self.status.setText("" if self._model_dir else (why_not or "This run has no exported model to try."))
@@ -531,21 +485,17 @@ class ImageTryIt(QWidget):
     def predict(self, path: str) -> None:
         if not self._model_dir:
             return
-        self._request += 1
-        image = thumbnail_image(path, 2 * THUMB)
-        if image.isNull():
-            self.picture.setText("Not a readable image")
-            self.status.setText(f"{Path(path).name} is not an image the model can read.")
-            self._clear_bars()
-            return
-        self.picture.setPixmap(QPixmap.fromImage(image))
-        self.status.setText("Predicting…")
-        self._pool.start(_TryJob(self._model_dir, path, self._request, self._signals))
+        self._path = path
+        self._clear_bars()
+        loaded = MODELS.holds("image-classifier", self._model_dir)
+        self.status.setText("Predicting…" if loaded else "Loading the model (first time only)…")
+        self.jobs.submit(_try_image, self._model_dir, path, state=True, on_progress=self._on_preview,
+                         on_done=self._on_done, on_error=self._on_failed)
 
-    @Slot(int, object)
-    def _on_done(self, request: int, scores) -> None:
-        if request != self._request:
-            return
+    def _on_preview(self, image: QImage) -> None:
+        self.picture.setPixmap(QPixmap.fromImage(image))
+
+    def _on_done(self, scores) -> None:
         self.status.setText("")
         self._clear_bars()
         for i, (label, score) in enumerate(scores[:MAX_BARS]):
@@ -565,11 +515,15 @@ class ImageTryIt(QWidget):
             self._bars.addWidget(QLabel(f"{score:.1%}"), i, 2)
         self.predicted.emit(scores)
 
-    @Slot(int, str)
-    def _on_failed(self, request: int, message: str) -> None:
-        if request == self._request:
-            self._clear_bars()
-            self.status.setText(f"Could not run the model: {message}")
+    def _on_failed(self, error: Exception) -> None:
+        from ...core.data.images import ImageProblem
+
+        self._clear_bars()
+        if isinstance(error, ImageProblem):
+            self.picture.setText("Not a readable image")
+            self.status.setText(f"{Path(self._path).name} is not an image the model can read ({error}).")
+        else:
+            self.status.setText(f"Could not run the model: {describe(error)}")
 
     def _clear_bars(self) -> None:
         while self._bars.count():
@@ -582,8 +536,7 @@ class ImageTryIt(QWidget):
         return item.widget().text() if item and item.widget() else None
 
     def shutdown(self, timeout_ms: int = 5000) -> None:
-        self._request += 1
-        self._pool.waitForDone(timeout_ms)
+        self.jobs.shutdown(timeout_ms)
 
 
 class CellImagesDialog(QDialog):

@@ -4,22 +4,11 @@ errors (largest first), and a box that scores typed text (or a typed pair)."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QObject,
-    QPersistentModelIndex,
-    QRunnable,
-    Qt,
-    QThreadPool,
-    Signal,
-    Slot,
-)
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal, Slot
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -38,6 +27,9 @@ from ...core.runs import RunData
 from ..evaluation.classification import _section
 from ..evaluation.predictions_model import PAIR_SEPARATOR
 from ..evaluation.tiles import MetricTile, MetricTiles
+from ..evaluation.try_it import load_pipeline
+from ..jobs import Jobs, describe
+from ..model_cache import MODELS
 
 
 @dataclass
@@ -163,48 +155,19 @@ class ScatterPlot(QWidget):
 
 # ---------------------------------------------------------------------------- try it
 
-_pipes: dict[tuple[str, float], object] = {}
-_pipes_lock = threading.Lock()
+
+def _load_scorer(folder: Path):
+    return load_pipeline(folder, function_to_apply="none")  # the raw output is the number
 
 
 def predict_value(model_dir: str | Path, text: str, text_pair: str | None = None) -> float:
     """The exported regression model's number for ``text`` (and ``text_pair``), in the user's units."""
-    model_dir = Path(model_dir).resolve()
-    key = (str(model_dir), (model_dir / "config.json").stat().st_mtime)
-    with _pipes_lock:
-        if key not in _pipes:
-            from .. import warmup
-
-            _pipes.clear()
-            with warmup.lock:  # importing transformers from two threads at once is racy
-                from transformers import pipeline
-
-                _pipes[key] = pipeline("text-classification", model=str(model_dir), function_to_apply="none", device="cpu")
-        pipe = _pipes[key]
+    pipe = MODELS.get("text-regression", model_dir, _load_scorer)
     inputs = {"text": text, "text_pair": text_pair} if text_pair is not None else text
     out = pipe(inputs, truncation=True)
     if isinstance(out, list):
         out = out[0]
     return float(out["score"])
-
-
-class _Signals(QObject):
-    done = Signal(int, float)
-    failed = Signal(int, str)
-
-
-class _Job(QRunnable):
-    def __init__(self, model_dir, text, pair, request, signals) -> None:
-        super().__init__()
-        self.args, self.request, self.signals = (model_dir, text, pair), request, signals
-
-    def run(self) -> None:
-        try:
-            value = predict_value(*self.args)
-        except Exception as e:  # shown in the box; the app stays usable
-            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
-        else:
-            self.signals.done.emit(self.request, value)
 
 
 class ScoreTryIt(QWidget):
@@ -214,12 +177,7 @@ class ScoreTryIt(QWidget):
         super().__init__(parent)
         self._model_dir: str | None = None
         self._pair = False
-        self._request = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._signals = _Signals()
-        self._signals.done.connect(self._on_done)
-        self._signals.failed.connect(self._on_failed)
+        self.jobs = Jobs(self)  # one thread: the pipeline is never used by two at once
         self.input = QLineEdit()
         self.input.setClearButtonEnabled(True)
         self.input.returnPressed.connect(self.predict)
@@ -250,7 +208,7 @@ class ScoreTryIt(QWidget):
     def set_model(self, model_dir, why_not: str = "", pair: bool = False) -> None:
         self._model_dir = str(model_dir) if model_dir else None
         self._pair = pair
-        self._request += 1
+        self.jobs.cancel()  # answers still on their way belong to the previous model
         self.input_pair.setVisible(pair)
         self.input.setPlaceholderText("First text of the pair" if pair else "Type a text and press Enter to score it")
         enabled = self._model_dir is not None
@@ -265,30 +223,23 @@ class ScoreTryIt(QWidget):
         pair = self.input_pair.text().strip() if self._pair else None
         if not self._model_dir or not text or (self._pair and not pair):
             return
-        self._request += 1
-        self.status.setText("Predicting...")
+        loaded = MODELS.holds("text-regression", self._model_dir)
+        self.status.setText("Predicting..." if loaded else "Loading the model (first time only)...")
         self.button.setEnabled(False)
-        self._pool.start(_Job(self._model_dir, text, pair, self._request, self._signals))
+        self.jobs.submit(predict_value, self._model_dir, text, pair, on_done=self._on_done, on_error=self._on_failed)
 
-    @Slot(int, float)
-    def _on_done(self, request: int, value: float) -> None:
-        if request != self._request:
-            return
+    def _on_done(self, value: float) -> None:
         self.button.setEnabled(True)
         self.status.setText("")
         self.value.setText(f"{value:.4g}")
         self.predicted.emit(value)
 
-    @Slot(int, str)
-    def _on_failed(self, request: int, message: str) -> None:
-        if request != self._request:
-            return
+    def _on_failed(self, error: Exception) -> None:
         self.button.setEnabled(self._model_dir is not None)
-        self.status.setText(f"Could not run the model: {message}")
+        self.status.setText(f"Could not run the model: {describe(error)}")
 
     def shutdown(self, timeout_ms: int = 5000) -> None:
-        self._request += 1
-        self._pool.waitForDone(timeout_ms)
+        self.jobs.shutdown(timeout_ms)
 
 
 # ---------------------------------------------------------------------------- the view

@@ -10,22 +10,11 @@ it) on a worker thread, loaded once per model.
 from __future__ import annotations
 
 import html
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QObject,
-    QPersistentModelIndex,
-    QRunnable,
-    Qt,
-    QThreadPool,
-    Signal,
-    Slot,
-)
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -47,6 +36,8 @@ from ..evaluation.classification import _section
 from ..evaluation.confusion import ConfusionView
 from ..evaluation.report_table import PerClassTable
 from ..evaluation.tiles import MetricTile, MetricTiles
+from ..jobs import Jobs, describe
+from ..model_cache import MODELS
 
 # Background colours for entity types (first type, second, ...), light enough for dark text.
 SPAN_COLOURS = ("#ffe08a", "#a8e6a1", "#9fd3ff", "#f7b2d9", "#d4c2ff", "#ffc59e", "#b8f0ec", "#e6e6a1")
@@ -226,40 +217,20 @@ class SentencesModel(QAbstractTableModel):
 
 # ---------------------------------------------------------------------------- try it
 
-_taggers: dict[tuple[str, float], object] = {}
-_taggers_lock = threading.Lock()
+
+def _load_tagger(folder: Path):
+    from ...core.tasks.token_classification import Tagger
+
+    return Tagger(folder)
 
 
 def tagger_for(model_dir: str | Path):
-    """A cached engine Tagger for ``model_dir``; reloaded when the folder was rewritten."""
-    from ...core.tasks.token_classification import Tagger
-
-    model_dir = Path(model_dir).resolve()
-    key = (str(model_dir), (model_dir / "config.json").stat().st_mtime)
-    with _taggers_lock:
-        if key not in _taggers:
-            _taggers.clear()  # one model at a time is plenty for a try-it box
-            _taggers[key] = Tagger(model_dir)
-        return _taggers[key]
+    """The cached engine Tagger for ``model_dir``; reloaded when the folder was rewritten."""
+    return MODELS.get("tagger", model_dir, _load_tagger)
 
 
-class _TagSignals(QObject):
-    done = Signal(int, object)
-    failed = Signal(int, str)
-
-
-class _TagJob(QRunnable):
-    def __init__(self, model_dir: str, text: str, request: int, signals: _TagSignals) -> None:
-        super().__init__()
-        self.model_dir, self.text, self.request, self.signals = model_dir, text, request, signals
-
-    def run(self) -> None:
-        try:
-            tagged = tagger_for(self.model_dir).tag(self.text)
-        except Exception as e:  # shown in the box; the app stays usable
-            self.signals.failed.emit(self.request, f"{type(e).__name__}: {e}")
-        else:
-            self.signals.done.emit(self.request, tagged)
+def tag_text(model_dir: str | Path, text: str) -> list[dict]:
+    return tagger_for(model_dir).tag(text)
 
 
 class TagTryIt(QWidget):
@@ -271,12 +242,7 @@ class TagTryIt(QWidget):
         super().__init__(parent)
         self._model_dir: str | None = None
         self._types: list[str] = []
-        self._request = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._signals = _TagSignals()
-        self._signals.done.connect(self._on_done)
-        self._signals.failed.connect(self._on_failed)
+        self.jobs = Jobs(self)  # one thread: the tagger is never used by two at once
         self.input = QLineEdit()
         self.input.setPlaceholderText("Type a sentence and press Enter to tag it")
         self.input.setClearButtonEnabled(True)
@@ -300,7 +266,7 @@ class TagTryIt(QWidget):
     def set_model(self, model_dir: str | Path | None, why_not: str = "", types: list[str] | None = None) -> None:
         self._model_dir = str(model_dir) if model_dir else None
         self._types = list(types or [])
-        self._request += 1
+        self.jobs.cancel()  # answers still on their way belong to the previous model
         self.result.clear()
         enabled = self._model_dir is not None
         self.input.setEnabled(enabled)
@@ -312,15 +278,12 @@ class TagTryIt(QWidget):
         text = self.input.text().strip()
         if not self._model_dir or not text:
             return
-        self._request += 1
-        self.status.setText("Tagging...")
+        loaded = MODELS.holds("tagger", self._model_dir)
+        self.status.setText("Tagging..." if loaded else "Loading the model (first time only)...")
         self.button.setEnabled(False)
-        self._pool.start(_TagJob(self._model_dir, text, self._request, self._signals))
+        self.jobs.submit(tag_text, self._model_dir, text, on_done=self._on_done, on_error=self._on_failed)
 
-    @Slot(int, object)
-    def _on_done(self, request: int, tagged) -> None:
-        if request != self._request:
-            return
+    def _on_done(self, tagged) -> None:
         self.button.setEnabled(True)
         self.status.setText("")
         words = [t["word"] for t in tagged]
@@ -329,16 +292,12 @@ class TagTryIt(QWidget):
             f"<br>{html.escape(t['word'])} &rarr; {html.escape(t['tag'])} ({t['confidence']:.0%})" for t in tagged))
         self.tagged.emit(tagged)
 
-    @Slot(int, str)
-    def _on_failed(self, request: int, message: str) -> None:
-        if request != self._request:
-            return
+    def _on_failed(self, error: Exception) -> None:
         self.button.setEnabled(self._model_dir is not None)
-        self.status.setText(f"Could not run the model: {message}")
+        self.status.setText(f"Could not run the model: {describe(error)}")
 
     def shutdown(self, timeout_ms: int = 5000) -> None:
-        self._request += 1
-        self._pool.waitForDone(timeout_ms)
+        self.jobs.shutdown(timeout_ms)
 
 
 # ---------------------------------------------------------------------------- the view
