@@ -4,8 +4,8 @@
 
 all-MiniLM-L6-v2 on the first ROWS rows of SST-2 (../shared/datasets/sst2/train.tsv), batch 16, max length
 64, on the CPU. First an uninterrupted reference run; then the same run, killed with SIGKILL at a
-random moment (1 to 12 s after the process started: start-up, reading, training, writing a
-checkpoint, evaluating) and resumed with `workbench train --resume`,
+random moment (mostly 0-6 s after the resumed process trained its first step, else 0.5-8 s into
+its start-up: imports, reading, tokenizing, loading) and resumed with `workbench train --resume`,
 KILLS times, then left to finish. Prints: kills recovered / tried, steps lost per kill (the steps
 logged before the kill that had to be trained again: at most one save interval), and whether the
 final per-step training losses equal the reference's, bit for bit.
@@ -90,11 +90,20 @@ def main() -> int:
                 if proc.poll() is not None:
                     break
                 time.sleep(0.05)
-        time.sleep(rng.uniform(1.0, 12.0))
+        if rng.random() < 0.7:  # mostly while it trains: after a step logged by this process
+            started = time.time()
+            while proc.poll() is None and not any(e.get("event") == "StepMetrics" and e.get("time", 0) >= started - 0.5
+                                                  for e in events(run_dir)[-5:]):
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 6.0))
+        else:  # anywhere in start-up: imports, reading, tokenizing, loading the model
+            time.sleep(rng.uniform(0.5, 8.0))
         if proc.poll() is not None:
             print(f"kill {kill}: the run had already finished; stopping the kills")
             break
         logged = max((s for s, _ in step_losses(run_dir)), default=0)
+        phase = next((e.get("phase") or e.get("event") for e in reversed(events(run_dir))
+                      if e.get("event") in ("PhaseChanged", "StepMetrics", "CheckpointSaved", "Resumed")), "start-up")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_at = time.time()
@@ -118,7 +127,8 @@ def main() -> int:
             continue
         recovered += 1
         lost.append(max(0, logged - resumed_at))
-        print(f"kill {kill}: at step {logged}, resumed from step {resumed_at} ({logged - resumed_at} steps again)")
+        print(f"kill {kill}: at step {logged} (last event: {phase}), resumed from step {resumed_at} "
+              f"({logged - resumed_at} steps again)")
     code = proc.wait()
     final = step_losses(run_dir)
     same = final == reference

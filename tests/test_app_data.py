@@ -39,6 +39,7 @@ def test_cli_opens_the_app_for_no_command_or_a_path(monkeypatch):
     assert cli.main(["a.tsv", "b.tsv"]) == 2  # one path only; options belong to `workbench train`
 
 
+@pytest.mark.slow  # waits for the whole warm-up of imports
 def test_a_path_given_at_launch_is_loaded(qtbot, aloop, runs_home, sentiment_tsv):
     from workbench.app.window import MainWindow
 
