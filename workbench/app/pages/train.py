@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt, QUrl, Signal, Slot
+from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QColor, QDesktopServices, QFont, QPalette
 from PySide6.QtWidgets import (
     QFrame,
@@ -47,6 +47,11 @@ PHASES = {
     "exporting": "Exporting the model",
 }
 LOG_LINES = 5000
+# While a run goes on, the curves are redrawn at most this often. Painting three pyqtgraph plots
+# (axes, antialiased lines) costs the GUI thread a good part of a core, which on a 2-core laptop
+# comes out of training: at 10 redraws a second the app trained MiniLM 25% slower than the CLI.
+# The numbers (progress, rate, log) still follow every event batch.
+PLOT_INTERVAL_S = 1.0
 SERIES_COLORS = {"val_loss": "#e8710a", "lr": "#12b5cb"}
 METRIC_COLORS = ("#1e8e3e", "#9334e6", "#d93025", "#f9ab00")  # the task's plotted metrics, in declaration order
 METRIC_SYMBOLS = ("o", "s", "t", "d")
@@ -106,6 +111,11 @@ class TrainPage(QWidget):
         self.series = _Series()
         self.metric_specs: tuple[Metric, ...] = CLASSIFICATION  # the shown run's, from its TaskReady event
         self.metric_curves: dict[str, pg.PlotDataItem] = {}
+        self._plotted_at = 0.0  # time.monotonic() of the last redraw
+        self._stale = [False, False]  # steps, evaluations: changed since the last redraw
+        self._plot_timer = QTimer(self)
+        self._plot_timer.setSingleShot(True)
+        self._plot_timer.timeout.connect(self._redraw_stale)
         self.redraws = 0  # setData rounds, for the tests and the responsiveness benchmark
         self.error_dialog: QMessageBox | None = None
         self._shown_run = ""
@@ -420,6 +430,7 @@ class TrainPage(QWidget):
 
     def _stopped(self, outcome: str) -> None:
         self._outcome = outcome
+        self._redraw_stale()  # the last points, whatever the interval
         self.cancel_button.setEnabled(False)
         self.cancel_button.setText("Cancel")
         self.pause_button.setEnabled(False)
@@ -543,7 +554,23 @@ class TrainPage(QWidget):
             self.progress.setFormat(f"{PHASES.get(e.get('phase', ''), e.get('phase', ''))} %p%")
 
     def _redraw(self, steps: bool = True, evals: bool = True) -> None:
-        """One setData per changed curve; a plot whose curves did not change is not repainted."""
+        """One setData per changed curve; a plot whose curves did not change is not repainted. During
+        a run, at most once per PLOT_INTERVAL_S (the rest is caught up by a timer)."""
+        self._stale[0] |= steps
+        self._stale[1] |= evals
+        wait = PLOT_INTERVAL_S - (time.monotonic() - self._plotted_at)
+        if self.controller.running and wait > 0:
+            if not self._plot_timer.isActive():
+                self._plot_timer.start(int(wait * 1000) + 1)
+            return
+        self._redraw_stale()
+
+    @Slot()
+    def _redraw_stale(self) -> None:
+        self._plot_timer.stop()
+        steps, evals = self._stale
+        self._stale = [False, False]
+        self._plotted_at = time.monotonic()
         s = self.series
         if steps:
             self.raw_curve.setData(s.step, s.loss)
