@@ -152,6 +152,10 @@ class TrainingLoop:
             if w != 1.0:
                 loss = loss * w
             scaled = loss / self.cfg.grad_accum
+            # Cancel between forward and backward too: a step's first call can take seconds (the
+            # first batch is the longest, and the CPU kernels are set up then). A cancelled run's
+            # half-made gradient is never used; a pause waits for the step's end.
+            self.cancel.raise_if_cancelled()
             (scaler.scale(scaled) if scaler else scaled).backward()
             total = loss.detach() if total is None else total + loss.detach()
         return total
@@ -327,6 +331,7 @@ class TrainingLoop:
                 if s.batch % cfg.grad_accum and not last_in_epoch:
                     continue
                 window = []
+                self.cancel.raise_if_cancelled()
                 if scaler:
                     scaler.unscale_(optimizer)
                 grad_norm = None
