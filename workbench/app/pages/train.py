@@ -399,7 +399,8 @@ class TrainPage(QWidget):
     @Slot(str)
     def _on_paused(self, message: str) -> None:
         self._stopped("paused")
-        self.result.setText(f"<b>Paused.</b> {_escape(message.capitalize())}; Resume goes on from there.")
+        where = message[len("paused "):] if message.startswith("paused ") else message
+        self.result.setText(f"<b>Paused</b> {_escape(where)}; Resume goes on from there.")
         self.resume_button.setVisible(True)
 
     @Slot()
