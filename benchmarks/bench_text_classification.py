@@ -37,12 +37,17 @@ def make_data(rows: int, out: Path) -> tuple[Path, Path]:
     return path, SST2 / "test.tsv"
 
 
-def run_ours(train: Path, test: Path, args, run_dir: Path) -> dict:
+def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = False) -> dict:
+    """Workbench on the Trainer's rows (no hold-out), or with its defaults: only --test given, so it
+    holds a tenth of the training file out for validation (and, on a set this small, refits)."""
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from workbench.core.run import run_training
 
+    data = DataConfig(train=str(train), test=str(test), text_column="sentence", label_column="label")
+    if not defaults:
+        data.val_fraction = 0.0
     cfg = RunConfig(
-        data=DataConfig(train=str(train), test=str(test), val_fraction=0.0, text_column="sentence", label_column="label"),
+        data=data,
         model=ModelConfig(name="all-MiniLM-L6-v2"),
         train=TrainConfig(epochs=1, batch_size=32, lr=5e-5, warmup_ratio=0.06, weight_decay=0.01, max_length=64,
                           seed=args.seed, device=args.device),
@@ -95,38 +100,62 @@ def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
             "train_seconds": res.metrics["train_runtime"], "wall_seconds": time.perf_counter() - t0}
 
 
+SYSTEMS = {
+    "tuned": "Workbench, the Trainer's rows (--val-fraction 0)",
+    "defaults": "Workbench with its defaults (only --test given)",
+    "trainer": "transformers.Trainer",
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--systems", default="tuned,defaults,trainer",
+                    help="which to run, comma-separated: " + ", ".join(SYSTEMS))
     args = ap.parse_args()
+    systems = [k for k in args.systems.split(",") if k]
     if not SST2.exists():
         sys.exit(f"needs {SST2} (the shared datasets)")
     import torch
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")
-    results = {"workbench": [], "trainer": []}
+    results = {k: [] for k in systems}
+    base_seed = args.seed
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         train, test = make_data(args.rows, tmp)
         for i in range(args.repeats):
-            ours = run_ours(train, test, args, tmp / f"run-{i}")
-            print(f"[{i}] workbench: {ours['samples_per_second']:.1f} samples/s, accuracy {ours['accuracy']:.4f}", flush=True)
-            base = run_trainer(train, test, args, tmp / f"trainer-{i}")
-            print(f"[{i}] Trainer:   {base['samples_per_second']:.1f} samples/s, accuracy {base['accuracy']:.4f}", flush=True)
-            results["workbench"].append(ours)
-            results["trainer"].append(base)
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("samples_per_second", "accuracy")} for k, v in results.items()}
-    ratio = med["workbench"]["samples_per_second"] / med["trainer"]["samples_per_second"]
-    delta = 100 * (med["workbench"]["accuracy"] - med["trainer"]["accuracy"])
+            # Repeat i: seed + i for every system (paired), the same rows.
+            args.seed = base_seed + i
+            for k in systems:
+                if k == "trainer":
+                    r = run_trainer(train, test, args, tmp / f"trainer-{i}")
+                else:
+                    r = run_ours(train, test, args, tmp / f"{k}-{i}", defaults=k == "defaults")
+                print(f"[{i}] seed {args.seed} {k}: {r['samples_per_second']:.1f} samples/s, accuracy {r['accuracy']:.4f} "
+                      f"(train {r['train_seconds']:.0f}s, wall {r['wall_seconds']:.0f}s)", flush=True)
+                results[k].append(r)
+    keys = ("samples_per_second", "accuracy", "wall_seconds")
+    med = {k: {m: statistics.median(r[m] for r in v) for m in keys} for k, v in results.items()}
     print()
-    print(f"{'':10} {'train samples/s':>16} {'test accuracy':>14}   (medians of {args.repeats})")
-    for k in ("workbench", "trainer"):
-        print(f"{k:10} {med[k]['samples_per_second']:16.1f} {med[k]['accuracy']:14.4f}")
-    print(f"speed ratio workbench/Trainer: {ratio:.2f}x; accuracy difference: {delta:+.2f} points")
-    print(json.dumps({"medians": med, "ratio": ratio, "accuracy_delta_points": delta, "runs": results}))
+    print(f"{'':10} {'train samples/s':>16} {'test accuracy':>14} {'wall s':>8}   (medians of {args.repeats} paired seeds)")
+    for k in systems:
+        print(f"{k:10} {med[k]['samples_per_second']:16.1f} {med[k]['accuracy']:14.4f} {med[k]['wall_seconds']:8.0f}   "
+              f"{SYSTEMS[k]}")
+    summary = {"medians": med, "runs": results}
+    if "trainer" in results:
+        for k in systems:
+            if k == "trainer":
+                continue
+            ratio = med[k]["samples_per_second"] / med["trainer"]["samples_per_second"]
+            diffs = [100 * (o["accuracy"] - b["accuracy"]) for o, b in zip(results[k], results["trainer"])]
+            print(f"{k} vs Trainer: speed {ratio:.2f}x; accuracy {100 * (med[k]['accuracy'] - med['trainer']['accuracy']):+.2f} "
+                  f"points (medians); per seed " + ", ".join(f"{d:+.2f}" for d in diffs))
+            summary[f"{k}_vs_trainer"] = {"ratio": ratio, "paired_delta_points": diffs}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -61,13 +61,30 @@ def make_train(source: Path, sentences: int, out: Path, seed: int) -> Path:
     return path
 
 
-def run_ours(train: Path, test: Path, args, run_dir: Path) -> dict:
+def make_test(source: Path, sentences: int, out: Path) -> Path:
+    """The first ``sentences`` sentences of the test file (0: the file itself)."""
+    if not sentences:
+        return source
+    from workbench.core.data.conll import read_tagged
+
+    ds = read_tagged(source, cache_dir=out / "read-test").dataset
+    ds = ds.select(range(min(sentences, len(ds))))
+    path = out / f"test-{len(ds)}.conll"
+    with open(path, "w", encoding="utf-8") as f:
+        for row in ds:
+            f.writelines(f"{t}\t{g}\n" for t, g in zip(row["tokens"], row["tags"]))
+            f.write("\n")
+    return path
+
+
+def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = False) -> dict:
+    """Workbench on the Trainer's sentences (no hold-out), or with its defaults: only --test given."""
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from workbench.core.run import run_training
 
     cfg = RunConfig(
         task="token-classification",
-        data=DataConfig(train=str(train), test=str(test), val_fraction=0.0),
+        data=DataConfig(train=str(train), test=str(test), val_fraction=DataConfig.val_fraction if defaults else 0.0),
         model=ModelConfig(name="all-MiniLM-L6-v2"),
         train=TrainConfig(**HP, seed=args.seed, device=args.device, group_by_length=args.group_by_length),
         run_dir=str(run_dir),
@@ -155,16 +172,32 @@ def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
             "words_not_seen": unseen}
 
 
+SYSTEMS = {
+    "tuned": "Workbench, the Trainer's sentences (--val-fraction 0)",
+    "defaults": "Workbench with its defaults (only --test given)",
+    "trainer": "transformers.Trainer",
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="conll2003")
     ap.add_argument("--sentences", type=int, default=None, help="training sentences (default 3000 for conll2003, all for ud-ewt)")
+    ap.add_argument("--test-sentences", type=int, default=0, help="score on the first N test sentences (default: all)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--sample-seed", type=int, default=42, help="seed of the random sample of training sentences")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--epochs", type=float, default=HP["epochs"])
+    ap.add_argument("--batch-size", type=int, default=HP["batch_size"])
+    ap.add_argument("--lr", type=float, default=HP["lr"])
+    ap.add_argument("--systems", default="tuned,defaults,trainer",
+                    help="which to run, comma-separated: " + ", ".join(SYSTEMS))
     ap.add_argument("--group-by-length", action="store_true", default=None,
                     help="Workbench on length-grouped (token-balanced) batches instead of tagging's default random ones")
     args = ap.parse_args()
+    HP.update(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    systems = [k for k in args.systems.split(",") if k]
     source, test, args.metric, metric_name = DATASETS[args.dataset]
     if not source.exists():
         sys.exit(f"needs {source} (the shared datasets)")
@@ -172,44 +205,51 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")
-    results = {"workbench": [], "trainer": []}
+    results = {k: [] for k in systems}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        train = make_train(source, sentences, tmp, args.seed)
+        train = make_train(source, sentences, tmp, args.sample_seed)
+        test = make_test(test, args.test_sentences, tmp)
         n_train = int(train.stem.split("-")[-1])
         batches = "length-grouped" if args.group_by_length else "random"
-        print(f"{args.dataset}: train on {n_train:,} sentences of {source.name}, test on all of {test.name}; "
+        print(f"{args.dataset}: train on {n_train:,} sentences of {source.name}, test on {test.name}; "
               f"all-MiniLM-L6-v2, {HP}; Workbench on {batches} batches; metric: {metric_name}", flush=True)
         base_seed = args.seed
         for i in range(args.repeats):
             # Same sentences every time; each repeat a new seed (head initialisation, batch order)
-            # for both systems: one epoch of a few thousand sentences varies by a few F1 points.
+            # for every system: a few thousand sentences vary by a few F1 points from seed to seed.
             args.seed = base_seed + i
-            ours = run_ours(train, test, args, tmp / f"run-{i}")
-            print(f"[{i}] seed {args.seed} workbench: {ours['samples_per_second']:.1f} samples/s, {metric_name} {ours['metric']:.4f} "
-                  f"(train {ours['train_seconds']:.0f}s, wall {ours['wall_seconds']:.0f}s)", flush=True)
-            base = run_trainer(train, test, args, tmp / f"trainer-{i}")
-            print(f"[{i}] seed {args.seed} Trainer:   {base['samples_per_second']:.1f} samples/s, {metric_name} {base['metric']:.4f} "
-                  f"(train {base['train_seconds']:.0f}s, wall {base['wall_seconds']:.0f}s; "
-                  f"{base['words_not_seen']} test words beyond its max length)", flush=True)
-            results["workbench"].append(ours)
-            results["trainer"].append(base)
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("samples_per_second", "metric")} for k, v in results.items()}
-    ratio = med["workbench"]["samples_per_second"] / med["trainer"]["samples_per_second"]
-    delta = 100 * (med["workbench"]["metric"] - med["trainer"]["metric"])
-    print()
-    print(f"{'':10} {'train samples/s':>16} {metric_name:>16}   (medians of {args.repeats})")
-    for k in ("workbench", "trainer"):
-        print(f"{k:10} {med[k]['samples_per_second']:16.1f} {med[k]['metric']:16.4f}")
-    print(f"speed ratio workbench/Trainer: {ratio:.2f}x; {metric_name} difference: {delta:+.2f} points")
-    # Same seed, same sentences: the per-seed differences say more than the medians on few repeats.
-    diffs = [100 * (o["metric"] - b["metric"]) for o, b in zip(results["workbench"], results["trainer"])]
+            for k in systems:
+                if k == "trainer":
+                    r = run_trainer(train, test, args, tmp / f"trainer-{i}")
+                    extra = f"; {r['words_not_seen']} test words beyond its max length"
+                else:
+                    r = run_ours(train, test, args, tmp / f"{k}-{i}", defaults=k == "defaults")
+                    extra = ""
+                print(f"[{i}] seed {args.seed} {k}: {r['samples_per_second']:.1f} samples/s, {metric_name} "
+                      f"{r['metric']:.4f} (train {r['train_seconds']:.0f}s, wall {r['wall_seconds']:.0f}s{extra})", flush=True)
+                results[k].append(r)
+    keys = ("samples_per_second", "metric", "wall_seconds")
+    med = {k: {m: statistics.median(r[m] for r in v) for m in keys} for k, v in results.items()}
     means = {k: statistics.fmean(r["metric"] for r in v) for k, v in results.items()}
-    print(f"means: workbench {means['workbench']:.4f}, Trainer {means['trainer']:.4f}; per-seed differences "
-          + ", ".join(f"{d:+.2f}" for d in diffs) + " points")
-    print(json.dumps({"dataset": args.dataset, "train_sentences": n_train, "hyper": HP, "medians": med, "ratio": ratio,
-                      "metric_delta_points": delta, "means": means, "paired_delta_points": diffs,
-                      "runs": results}))
+    print()
+    print(f"{'':10} {'train samples/s':>16} {metric_name:>16} {'mean':>8} {'wall s':>8}   (medians of {args.repeats} paired seeds)")
+    for k in systems:
+        print(f"{k:10} {med[k]['samples_per_second']:16.1f} {med[k]['metric']:16.4f} {means[k]:8.4f} "
+              f"{med[k]['wall_seconds']:8.0f}   {SYSTEMS[k]}")
+    summary = {"dataset": args.dataset, "train_sentences": n_train, "hyper": HP, "medians": med, "means": means,
+               "runs": results}
+    if "trainer" in results:
+        for k in systems:
+            if k == "trainer":
+                continue
+            ratio = med[k]["samples_per_second"] / med["trainer"]["samples_per_second"]
+            # Same seed, same sentences: the per-seed differences say more than the medians.
+            diffs = [100 * (o["metric"] - b["metric"]) for o, b in zip(results[k], results["trainer"])]
+            print(f"{k} vs Trainer: speed {ratio:.2f}x; {metric_name} {100 * (med[k]['metric'] - med['trainer']['metric']):+.2f} "
+                  f"points (medians); per seed " + ", ".join(f"{d:+.2f}" for d in diffs))
+            summary[f"{k}_vs_trainer"] = {"ratio": ratio, "paired_delta_points": diffs}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

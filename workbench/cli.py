@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches of similar-length rows: less padding, faster on a CPU (default for all but tagging)")
     t.add_argument("--no-group-by-length", action="store_true",
                    help="random batches (default for token tagging: a little more accurate on short runs)")
+    t.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                   help="without --val: once the held-out validation part has chosen the number of epochs, train the "
+                        "final model again on all rows, that part included (default: on up to 10,000 rows; about "
+                        "doubles the training time)")
     t.add_argument("--keep-checkpoints", action="store_true",
                    help="keep RUN/checkpoints when the run finishes (they are removed by default: a finished run's "
                         "model is exported)")
@@ -150,6 +154,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.model.freeze_backbone = True
     if args.keep_checkpoints:
         cfg.train.keep_checkpoints = True
+    if args.refit is not None:
+        cfg.train.refit = args.refit
     if not args.config:
         _apply_task_suggestions(cfg, args)
     if args.run_dir:

@@ -72,6 +72,9 @@ class TrainConfig:
     save_minutes: float = 10.0
     save_steps: int | None = None
     keep_checkpoints: bool = False
+    # Without a validation file, train the final model again on the training and held-out rows for
+    # the number of epochs the hold-out chose (workbench/core/refit.py). None: auto, on for small sets.
+    refit: bool | None = None
 
 
 @dataclass

@@ -33,6 +33,17 @@ from .events import Resumed as ResumedEvent
 from .export import copy_export, export_model
 from .export_target import ExportLock, check_export_target
 from .paths import check_data_path
+from .refit import (
+    AfterFirstPass,
+    RefitPlan,
+    describe,
+    merged_rows,
+    plan_refit,
+    refit_config,
+    refit_stop,
+    steps_per_epoch,
+    wants_refit,
+)
 from .rundir import RunDirectory, read_json_or_none
 from .tasks import get_task
 from .training.checkpoints import Checkpoints
@@ -346,8 +357,15 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     for key in ("text_column", "label_column", "text_pair_column", "tag_column", "delimiter", "has_header"):
         if key in data.resolved:
             setattr(config.data, key, data.resolved[key])
+    rows = {k: len(v) for k, v in data.splits.items()}
+    tc.refit, refit_reason = wants_refit(tc.refit, data.resolved.get("sources", {}), rows)
+    if tc.refit:
+        cb.on_event(PhaseChanged("planning", f"after choosing the number of epochs on the held-out validation "
+                                             f"split, the final model trains again on all {rows['train'] + rows['validation']:,} "
+                                             f"{task.row_unit} ({refit_reason}; --no-refit turns it off)"))
     resolved = {
         **data.resolved,
+        "refit_reason": refit_reason,
         "device": str(device),
         "precision": precision,
         "backbone": dataclasses.asdict(backbone),
@@ -372,13 +390,27 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         checkpoints=checkpoints, metrics_position=rd.metrics_position,
     )
     rd.training_started = True
-    outcome = loop.run(resume)
+    outcome = first = loop.run(resume)
+    plan = None
+    if tc.refit:
+        plan = plan_refit(first, steps_per_epoch(len(encoded["train"]), tc.batch_size, tc.grad_accum), rows)
+        del model, loop  # the first pass's model (and its best weights) are done with
+        model, loop, second = _second_pass(task, data, tc, plan, first, backbone, preprocessor, device, precision, rd,
+                                           cb, cancel)
+        outcome = dataclasses.replace(
+            second, steps=first.steps + second.steps, train_seconds=first.train_seconds + second.train_seconds,
+            samples_seen=first.samples_seen + second.samples_seen, best_step=first.best_step,
+            best_metrics=first.best_metrics, stopped_early=first.stopped_early,
+            samples_per_second=(first.samples_seen + second.samples_seen)
+            / max(first.train_seconds + second.train_seconds, 1e-9))
 
     eval_name = data.eval_split
     cb.on_event(PhaseChanged("testing", eval_name))
     result, logits = loop.evaluate(encoded[eval_name])
     cb.on_event(_eval_event(outcome, eval_name, result.metrics))
     report_text = task.report_text(result)
+    if plan is not None:
+        report_text += "\n" + describe(plan, task.row_unit).capitalize() + "."
     rd.write_json(
         "report.json",
         {
@@ -386,7 +418,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             "split": eval_name,
             "metrics": result.metrics,
             **result.report,
-            "training": dataclasses.asdict(outcome),
+            "training": dataclasses.asdict(first),
+            "trained_on": _trained_on(rows, plan, task.row_unit),
         },
     )
     rd.write_text("report.txt", f"{task.title}, {eval_name} split ({data.resolved['sources'].get(eval_name)})\n\n{report_text}\n")
@@ -442,6 +475,37 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
                   **({"export_error": str(export_error)} if export_error else {}))
     cb.on_event(Finished(result.metrics, outcome.samples_per_second, str(rd.path), export_dir))
     return run_result
+
+
+def _second_pass(task, data, tc, plan: RefitPlan, first, backbone, preprocessor, device, precision, rd, cb, cancel):
+    """Train the final model from the backbone on the training and held-out rows together."""
+    import torch
+
+    from .training.loop import TrainingLoop
+
+    cb.on_event(PhaseChanged("refitting", describe(plan, task.row_unit)))
+    # Its own cache folder: the first pass's token files stay mapped while this one is written.
+    split = task.encode("train", merged_rows(data.splits), preprocessor, tc.max_length, rd.cache_dir / "refit", cb,
+                        cancel)
+    cancel.raise_if_cancelled()
+    torch.manual_seed(tc.seed)
+    with _loading_model(backbone.path):
+        model = task.build_model(backbone.path, data)
+    # No checkpoints: a run stopped in this pass goes on from the first pass's last one and trains
+    # this pass again (it is short: refit is for small sets).
+    stop = refit_stop(plan, steps_per_epoch(len(split), tc.batch_size, tc.grad_accum))
+    loop = TrainingLoop(model, task, data, split, None, refit_config(tc, plan), device, precision,
+                        AfterFirstPass(cb, first.steps, plan.first_pass_epochs, first.train_seconds),
+                        cancel, checkpoints=None, metrics_position=rd.metrics_position, stop_at=stop)
+    return model, loop, loop.run()
+
+
+def _trained_on(rows: dict[str, int], plan: RefitPlan | None, unit: str) -> dict[str, Any]:
+    """Which rows trained the model that was tested and exported."""
+    if plan is None:
+        return {"splits": ["train"], "rows": rows.get("train", 0), "unit": unit, "refit": False}
+    return {"splits": ["train", "validation"], "rows": plan.rows, "unit": unit, "refit": True,
+            **dataclasses.asdict(plan)}
 
 
 def _eval_event(outcome, split: str, metrics: dict[str, float]):

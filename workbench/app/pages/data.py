@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 
 from ...core.cancel import CancelToken
 from ...core.errors import Cancelled, InputError
+from ...core.refit import decide_refit
 from .. import aio, warmup
 from ..dataset import LoadedData, load_data, with_columns
 from ..state import AppState
@@ -658,7 +659,16 @@ class DataPage(QWidget):
             parts.append(f"{test:,} to test")
         elif d.val:
             parts.append("the report uses the validation file")
-        return "With these settings: " + ", ".join(parts) + "."
+        text = "With these settings: " + ", ".join(parts) + "."
+        refit, _ = decide_refit(self.state.config.train.refit, held_out=bool(val), given_validation=bool(d.val),
+                                tested_apart=bool(test or d.test), rows=train + val)
+        if refit:
+            text += (f" The validation rows choose the number of epochs; then the final model trains again on all "
+                     f"{train + val:,} rows (refit: small sets gain from every row; it about doubles the training "
+                     "time, and the Model page can turn it off).")
+        elif val:
+            text += " The final model is the best one on the validation rows, which it never trains on."
+        return text
 
     def sync_from_config(self) -> None:
         """Show the split settings held in the state's config (after a reset or a preset)."""

@@ -42,6 +42,8 @@ PHASES = {
     "loading_model": "Loading the backbone",
     "model_ready": "Model ready",
     "training": "Training",
+    "planning": "Planning",
+    "refitting": "Training on all rows",
     "evaluating": "Evaluating",
     "testing": "Testing",
     "exporting": "Exporting the model",

@@ -102,6 +102,7 @@ class Task(ABC):
     metrics: ClassVar[tuple[Metric, ...]] = CLASSIFICATION
     default_metric: ClassVar[str] = "macro_f1"  # picks the best checkpoint unless --metric says otherwise
     modality: ClassVar[str] = "text"  # what its data and backbones are: "text" or "image"
+    row_unit: ClassVar[str] = "rows"  # what one example of its data is, in messages: rows, sentences, images
     # Derived from ``metrics`` for every subclass (``__init_subclass__``); not declared by hand.
     metric_names: ClassVar[tuple[str, ...]] = tuple(m.name for m in CLASSIFICATION)
     greater_is_better: ClassVar[dict[str, bool]] = {m.name: m.greater_is_better for m in CLASSIFICATION}

@@ -199,6 +199,7 @@ class TokenClassification(Task):
     name = "token-classification"
     title = "Token classification"
     pipeline_tag = "token-classification"
+    row_unit = "sentences"
     metrics = (
         Metric("f1", "Entity F1", plot=True, headline=True),
         Metric("precision", "Entity precision", headline=True),

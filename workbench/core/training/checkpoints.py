@@ -47,6 +47,7 @@ class LoopState:
     best_step: int | None = None
     best_metrics: dict[str, float] | None = None
     bad_evals: int = 0  # evaluations without improvement (early stopping)
+    evaluations: list = field(default_factory=list)  # [step, metric value, loss] of each validation
     micro_batch: int | None = None  # the most rows per forward call after an out-of-memory back-off
     metrics_bytes: int = 0  # the length of metrics.jsonl when this state was reached
     extra: dict[str, Any] = field(default_factory=dict)

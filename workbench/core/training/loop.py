@@ -8,6 +8,7 @@ the best weights restored. The cancel token is checked before every micro-batch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -42,6 +43,7 @@ class TrainOutcome:
     best_step: int | None
     best_metrics: dict[str, float] | None
     stopped_early: bool
+    evaluations: list = dataclasses.field(default_factory=list)  # [step, metric value, loss] per validation
 
 
 def _to_device(batch: dict[str, np.ndarray], device) -> dict:
@@ -66,7 +68,11 @@ class TrainingLoop:
         cancel: CancelToken = NEVER,
         checkpoints: Checkpoints | None = None,
         metrics_position: Callable[[], int] | None = None,
+        stop_at: int | None = None,
     ) -> None:
+        # ``stop_at``: stop at that step of the configured run, its learning-rate schedule unchanged
+        # (a refit repeats the first pass on all rows and stops where the validation split chose).
+        self.stop_at = stop_at
         self.model, self.task, self.data = model, task, data
         self.train_split, self.val_split = train, validation
         self.cfg, self.device, self.precision = cfg, device, precision
@@ -255,11 +261,14 @@ class TrainingLoop:
         total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
         if cfg.max_steps:
             total_steps = min(total_steps, cfg.max_steps)
+        schedule_steps = total_steps
+        if self.stop_at:
+            total_steps = min(total_steps, self.stop_at)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # the current device is per thread; the app trains in a worker thread
         model.to(device)
         model.train()
-        optimizer, scheduler = self._optimizer(total_steps)
+        optimizer, scheduler = self._optimizer(schedule_steps)
         scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         # loss.item() forces a GPU sync; on GPUs read the loss only every few steps.
         log_every = 1 if device.type == "cpu" else 10
@@ -297,6 +306,7 @@ class TrainingLoop:
             self.callbacks.on_event(PhaseChanged("evaluating", "validation"))
             result, _ = self.evaluate(self.val_split)
             value = result.metrics[self.metric]
+            s.evaluations.append([s.step, value, result.metrics.get("loss")])
             improved = self._better(self.metric, value, s.best_value)
             if improved:
                 s.best_value, s.best_metrics, s.best_step, s.bad_evals = value, result.metrics, s.step, 0
@@ -406,6 +416,7 @@ class TrainingLoop:
             best_step=s.best_step,
             best_metrics=s.best_metrics,
             stopped_early=stopped_early,
+            evaluations=list(s.evaluations),
         )
 
 

@@ -1,0 +1,111 @@
+"""Refit: without a validation file, small sets train the final model on every row, for the number
+of epochs the held-out part chose (workbench/core/refit.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tests.conftest import sentiment_rows, write_tsv
+from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from workbench.core.data.prepare import HELD_OUT
+from workbench.core.events import Callbacks, PhaseChanged, StepMetrics
+from workbench.core.refit import REFIT_MAX_ROWS, plan_refit, wants_refit
+from workbench.core.run import run_training
+from workbench.core.training.loop import TrainOutcome
+
+
+class Recorder(Callbacks):
+    def __init__(self):
+        self.events = []
+
+    def on_event(self, event):
+        self.events.append(event)
+
+
+def _config(tmp_path, model_dir, **train):
+    train_file = write_tsv(tmp_path / "train.tsv", sentiment_rows(200, seed=1))
+    test_file = write_tsv(tmp_path / "test.tsv", sentiment_rows(40, seed=2))
+    return RunConfig(data=DataConfig(train=str(train_file), test=str(test_file)), model=ModelConfig(name=str(model_dir)),
+                     train=TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, seed=3, **train),
+                     run_dir=str(tmp_path / "run"))
+
+
+def test_the_decision():
+    held = {"train": "t.tsv", "validation": "t.tsv" + HELD_OUT, "test": "test.tsv"}
+    assert wants_refit(None, held, {"train": 900, "validation": 100})[0]
+    assert not wants_refit(None, held, {"train": REFIT_MAX_ROWS, "validation": 1})[0]
+    assert wants_refit(True, held, {"train": REFIT_MAX_ROWS, "validation": 1})[0]
+    assert not wants_refit(False, held, {"train": 90, "validation": 10})[0]
+    # A validation file the user gave is never trained on, even with --refit.
+    given = {"train": "t.tsv", "validation": "v.tsv", "test": "test.tsv"}
+    assert not wants_refit(True, given, {"train": 90, "validation": 10})[0]
+    # Nor is a held-out part that is also the split the report is computed on.
+    assert not wants_refit(True, {"train": "t.tsv", "validation": "t.tsv" + HELD_OUT}, {"train": 90, "validation": 10})[0]
+
+
+def test_ties_go_to_the_lowest_validation_loss():
+    evals = [[10, 0.5, 0.69], [20, 1.0, 0.48], [30, 1.0, 0.14], [40, 1.0, 0.20]]
+    outcome = TrainOutcome(steps=40, train_seconds=1, samples_seen=1, samples_per_second=1, best_step=20,
+                           best_metrics={}, stopped_early=False, evaluations=evals)
+    assert plan_refit(outcome, 10, {"train": 9, "validation": 1}).chosen_step == 30
+
+
+def test_the_chosen_length_is_the_best_step_in_epochs():
+    outcome = TrainOutcome(steps=30, train_seconds=1, samples_seen=1, samples_per_second=1, best_step=20,
+                           best_metrics={}, stopped_early=False)
+    plan = plan_refit(outcome, steps_per_epoch=10, rows={"train": 90, "validation": 10})
+    assert (plan.epochs, plan.rows, plan.chosen_step, plan.first_pass_epochs) == (2.0, 100, 20, 3.0)
+
+
+def test_small_sets_refit_on_every_row(tmp_path, tiny_model_dir):
+    rec = Recorder()
+    result = run_training(_config(tmp_path, tiny_model_dir), rec)
+    run = tmp_path / "run"
+    report = json.loads((run / "report.json").read_text())
+    trained = report["trained_on"]
+    assert trained["refit"] and trained["rows"] == 200 and trained["validation_rows"] == 20
+    assert trained["splits"] == ["train", "validation"]
+    # The first pass: 180 rows (12 steps an epoch) for 2 epochs; the second: 200 rows (13 steps an
+    # epoch) for the epochs chosen, numbered after the first pass's.
+    steps = [e for e in rec.events if isinstance(e, StepMetrics)]
+    first = [e for e in steps if e.total_steps == 24]
+    second = [e for e in steps if e.total_steps != 24]
+    assert [e.step for e in first] == list(range(1, 25))
+    chosen = trained["epochs"]
+    assert second and second[0].step == 25 and second[-1].step == second[-1].total_steps == 24 + math.ceil(round(13 * chosen, 6))
+    assert any(isinstance(e, PhaseChanged) and e.phase == "refitting" for e in rec.events)
+    assert "trained on all 200 rows" in (run / "report.txt").read_text()
+    assert "trained on all 200 rows" in (run / "model" / "README.md").read_text()
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["refit"] is True and "200 rows" in config["resolved"]["refit_reason"]
+    assert result.metrics["accuracy"] >= 0  # tested on the test file, with the refitted model
+    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_refit_on_all_rows_repeats_a_run_without_hold_out(tmp_path, tiny_model_dir):
+    """When the hold-out chooses the whole run, the refit is exactly the run on every row."""
+    cfg = _config(tmp_path, tiny_model_dir, metric="loss")
+    cfg.train.epochs = 1  # one evaluation: the chosen length is the whole first pass
+    refitted = run_training(cfg)
+    cfg = _config(tmp_path, tiny_model_dir, metric="loss")
+    cfg.train.epochs = 1
+    cfg.data.val_fraction = 0.0
+    cfg.run_dir = str(tmp_path / "plain")
+    plain = run_training(cfg)
+    assert refitted.metrics == pytest.approx(plain.metrics, abs=1e-6)
+
+
+@pytest.mark.parametrize("flags", [dict(refit=False), dict()])
+def test_no_refit_or_a_validation_file(tmp_path, tiny_model_dir, flags):
+    cfg = _config(tmp_path, tiny_model_dir, **flags)
+    if not flags:
+        cfg.data.val = str(write_tsv(tmp_path / "val.tsv", sentiment_rows(30, seed=4)))
+    rec = Recorder()
+    run_training(cfg, rec)
+    trained = json.loads((tmp_path / "run" / "report.json").read_text())["trained_on"]
+    assert not trained["refit"] and trained["rows"] == (180 if "refit" in flags else 200)
+    assert not any(isinstance(e, PhaseChanged) and e.phase == "refitting" for e in rec.events)
