@@ -6,7 +6,12 @@ Same data (N rows of SST-2 train drawn with pandas sample(frac=1, random_state=0
 SST-2 `test.tsv` (the labelled GLUE dev set). Runs alternate (ours, Trainer, ours, ...) so machine
 noise hits both; the summary quotes medians and the ratio of medians.
 
-    python benchmarks/bench_text_classification.py [--repeats 3] [--rows 4000] [--device auto]
+Systems (``--systems``, comma-separated): ``tuned`` (Workbench on the Trainer's rows, no hold-out),
+``defaults`` (Workbench with only --test given: it holds out a validation tenth and, on a set this
+small, refits on every row), ``trainer``; for precision, ``tuned-fp32``, ``tuned-bf16`` and
+``trainer-bf16`` (the Trainer with ``bf16=True``). Repeat i uses seed + i for every system.
+
+    python benchmarks/bench_text_classification.py [--repeats 3] [--rows 4000] [--device auto] [--systems ...]
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def make_data(rows: int, out: Path) -> tuple[Path, Path]:
     return path, SST2 / "test.tsv"
 
 
-def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = False) -> dict:
+def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = False, precision: str = "auto") -> dict:
     """Workbench on the Trainer's rows (no hold-out), or with its defaults: only --test given, so it
     holds a tenth of the training file out for validation (and, on a set this small, refits)."""
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -50,7 +55,7 @@ def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = Fals
         data=data,
         model=ModelConfig(name="all-MiniLM-L6-v2"),
         train=TrainConfig(epochs=1, batch_size=32, lr=5e-5, warmup_ratio=0.06, weight_decay=0.01, max_length=64,
-                          seed=args.seed, device=args.device),
+                          seed=args.seed, device=args.device, precision=precision),
         run_dir=str(run_dir),
     )
     t0 = time.perf_counter()
@@ -59,7 +64,7 @@ def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = Fals
             "train_seconds": r.train_seconds, "wall_seconds": time.perf_counter() - t0}
 
 
-def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
+def run_trainer(train: Path, test: Path, args, out: Path, bf16: bool | None = None) -> dict:
     import datasets
     import numpy as np
     import pandas as pd
@@ -89,7 +94,7 @@ def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
         output_dir=str(out), per_device_train_batch_size=32, per_device_eval_batch_size=64, num_train_epochs=1,
         learning_rate=5e-5, warmup_steps=0.06, weight_decay=0.01, max_grad_norm=1.0, seed=args.seed,
         save_strategy="no", eval_strategy="no", logging_steps=50, report_to=[], disable_tqdm=True,
-        use_cpu=not on_gpu, bf16=on_gpu, dataloader_num_workers=0,
+        use_cpu=not on_gpu, bf16=on_gpu if bf16 is None else bf16, dataloader_num_workers=0,
     )
     trainer = Trainer(model=model, args=targs, train_dataset=tr, data_collator=DataCollatorWithPadding(tok))
     t0 = time.perf_counter()
@@ -104,6 +109,9 @@ SYSTEMS = {
     "tuned": "Workbench, the Trainer's rows (--val-fraction 0)",
     "defaults": "Workbench with its defaults (only --test given)",
     "trainer": "transformers.Trainer",
+    "tuned-fp32": "Workbench, the Trainer's rows, --precision fp32",
+    "tuned-bf16": "Workbench, the Trainer's rows, --precision bf16",
+    "trainer-bf16": "transformers.Trainer with bf16=True",
 }
 
 
@@ -131,10 +139,11 @@ def main() -> None:
             # Repeat i: seed + i for every system (paired), the same rows.
             args.seed = base_seed + i
             for k in systems:
-                if k == "trainer":
-                    r = run_trainer(train, test, args, tmp / f"trainer-{i}")
+                if k.startswith("trainer"):
+                    r = run_trainer(train, test, args, tmp / f"{k}-{i}", bf16=True if k == "trainer-bf16" else None)
                 else:
-                    r = run_ours(train, test, args, tmp / f"{k}-{i}", defaults=k == "defaults")
+                    r = run_ours(train, test, args, tmp / f"{k}-{i}", defaults=k == "defaults",
+                                 precision=k.split("-")[1] if "-" in k else "auto")
                 print(f"[{i}] seed {args.seed} {k}: {r['samples_per_second']:.1f} samples/s, accuracy {r['accuracy']:.4f} "
                       f"(train {r['train_seconds']:.0f}s, wall {r['wall_seconds']:.0f}s)", flush=True)
                 results[k].append(r)

@@ -32,6 +32,7 @@ def _start(qtbot, window):
 def test_train_a_tiny_model_to_the_finished_signal(qtbot, window, sentiment_tsv, tiny_model_dir, runs_home):
     load(qtbot, window, sentiment_tsv)
     use_tiny_model(qtbot, window, tiny_model_dir, epochs=2.0)
+    assert "trains again on all" in window.data_page.split_summary.text()  # 240 rows: refit
     batches = []
     window.controller.events.connect(lambda b: batches.append((time.monotonic(), len(b))))
     t0 = time.monotonic()
@@ -60,6 +61,17 @@ def test_train_a_tiny_model_to_the_finished_signal(qtbot, window, sentiment_tsv,
     assert window.current_step() == "evaluate"
     log = page.log.toPlainText()
     assert "Training" in log and "Validation at step" in log and "Finished" in log
+    assert "Training on all rows" in log and "trained on all" in window.evaluate_page.subtitle.text()
+
+
+def test_the_model_page_turns_refit_off(qtbot, window, sentiment_tsv):
+    load(qtbot, window, sentiment_tsv)
+    combo = window.model_page.refit
+    combo.setCurrentIndex(combo.findData(False))
+    assert window.state.config.train.refit is False
+    assert "which it never trains on" in window.data_page.split_summary.text()
+    combo.setCurrentIndex(combo.findData(None))
+    assert window.state.config.train.refit is None and "trains again" in window.data_page.split_summary.text()
 
 
 def test_cancel_mid_run_then_a_second_run_works(qtbot, window, sentiment_tsv, tiny_model_dir):

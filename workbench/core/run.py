@@ -24,7 +24,7 @@ from typing import Any
 from .backbones import model_load_error
 from .cancel import NEVER, CancelToken
 from .config import RunConfig
-from .device import resolve_device, resolve_precision
+from .device import choose_precision, resolve_device
 from .errors import Cancelled, InputError, Paused, WorkbenchError, WriteFailed, write_failure
 from .events import CallbackList, Callbacks, Failed, Finished, PhaseChanged, RunStarted, TaskReady, Warning_
 from .events import Cancelled as CancelledEvent
@@ -318,9 +318,9 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
 
     tc = config.train
     device = resolve_device(tc.device)
-    precision = resolve_precision(tc.precision, device)
-    log.info("run %s: task %s, device %s (asked for %s), precision %s (asked for %s)", rd.path, task.name, device,
-             tc.device, precision, tc.precision)
+    precision, precision_reason = choose_precision(tc.precision, device)
+    log.info("run %s: task %s, device %s (asked for %s), precision %s (%s)", rd.path, task.name, device,
+             tc.device, precision, precision_reason)
 
     data = task.prepare_data(config.data, tc.seed, rd.cache_dir, cb, cancel)
     rd.write_json("validation.json", data.report.to_dict())
@@ -368,6 +368,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         "refit_reason": refit_reason,
         "device": str(device),
         "precision": precision,
+        "precision_reason": precision_reason,
         "backbone": dataclasses.asdict(backbone),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -382,7 +383,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     with _loading_model(backbone.path):
         model = task.build_model(backbone.path, data)
     n_params = sum(p.numel() for p in model.parameters())
-    cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters on {device} ({precision})"))
+    cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters on {device} ({precision}: {precision_reason})"))
 
     checkpoints = Checkpoints(rd.checkpoints_dir)
     loop = TrainingLoop(

@@ -123,6 +123,8 @@ class DataPage(QWidget):
         self._model = None
         self._setting = False  # True while widgets are filled from code, so change handlers stay quiet
         self._opened_path: str | None = None
+        # The split summary says whether the final model refits, a Model-page setting.
+        state.config_changed.connect(lambda: self.split_summary.setText(self._split_text()))
 
         self.stack = QStackedWidget()
         self.stack.addWidget(self._build_empty())

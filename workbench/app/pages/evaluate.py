@@ -244,6 +244,9 @@ def _describe(run: RunData) -> str:
         parts.append(run.task)
     if run.report and run.report.get("split"):
         parts.append(f"scored on the {run.report['split']} split")
+    trained = (run.report or {}).get("trained_on") or {}
+    if trained.get("refit"):
+        parts.append(f"trained on all {trained['rows']:,} {trained.get('unit', 'rows')} (refit)")
     state = run.state
     ended = run.status.get("ended") or run.status.get("started")
     parts.append(f"{state} {str(ended).replace('T', ' ')}" if ended else state)

@@ -89,6 +89,7 @@ class ModelPage(QWidget):
         # The learning rate last suggested for the task and backbone: while the setting still holds
         # it, a new suggestion replaces it; a rate the user typed is never overwritten.
         self._suggested_lr = TrainConfig.lr
+        self._cpu_bf16: tuple[bool, str] = (False, "not checked yet")
         self._closed = False
 
         content = QWidget()
@@ -224,8 +225,9 @@ class ModelPage(QWidget):
         self.device.addItem("Automatic", "auto")
         self.device.addItem("Detecting devices…", None)
         self.precision = QComboBox()
-        self.precision.setToolTip("Number format on a GPU: bf16/fp16 halve memory and speed training up; the CPU "
-                                  "always trains in fp32.")
+        self.precision.setToolTip("Number format of the matrix products: bf16/fp16 halve memory and speed training up "
+                                  "on a GPU; on the CPU, automatic picks bf16 where the CPU has bf16 units (AMX, "
+                                  "AVX512-BF16) and fp32 elsewhere. Weights and the optimizer stay fp32.")
         for text, value in (("Automatic", "auto"), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")):
             self.precision.addItem(text, value)
         self.device_note = QLabel()
@@ -352,8 +354,7 @@ class ModelPage(QWidget):
     def _update_precision(self) -> None:
         dev = self.device.currentData() or "auto"
         gpu = dev.startswith(("cuda", "mps")) or (dev == "auto" and self._auto_is_gpu())
-        self.precision.setEnabled(gpu)
-        if not gpu and self.precision.currentData() != "auto":
+        if not gpu and self.precision.currentData() == "fp16":  # fp16 autocast is for GPUs
             _select_data(self.precision, "auto")
 
     def _auto_is_gpu(self) -> bool:
@@ -500,6 +501,7 @@ class ModelPage(QWidget):
         from ...core.device import available_devices
 
         devices = await self._in_thread(warmup.serialized(available_devices))
+        self._cpu_bf16 = await self._in_thread(warmup.serialized(_cpu_bf16_units))
         self._setting = True
         try:
             current = self.state.config.train.device
@@ -513,9 +515,12 @@ class ModelPage(QWidget):
             self._setting = False
         self.devices_loaded = True
         gpus = [d for d in devices if d.name != "cpu"]
+        units, why = self._cpu_bf16
+        cpu = (f"On the CPU, automatic precision is bf16 ({why})." if units else
+               f"On the CPU, automatic precision is fp32 ({why}; bf16 would be slower there).")
         self.device_note.setText(
-            "GPU: " + ", ".join(d.description for d in gpus) if gpus
-            else "No GPU found: training runs on the CPU. Small backbones (like the default) suit it.")
+            ("GPU: " + ", ".join(d.description for d in gpus) if gpus
+             else "No GPU found: training runs on the CPU. Small backbones (like the default) suit it.") + " " + cpu)
         self._update_precision()
 
     def _add_backbone(self, info, note: str = "") -> QTreeWidgetItem:
@@ -597,6 +602,12 @@ class ModelPage(QWidget):
     def shutdown(self) -> None:
         self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _cpu_bf16_units() -> tuple[bool, str]:
+    from ...core.device import cpu_bf16_units
+
+    return cpu_bf16_units()
 
 
 def _select_data(combo: QComboBox, value) -> bool:

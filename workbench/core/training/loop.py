@@ -1,6 +1,6 @@
 """The generic training loop. It knows the Task interface and nothing about any model or task.
 
-AdamW (fused on CUDA and the CPU), linear warm-up then decay, bf16/fp16 autocast on GPUs, gradient
+AdamW (fused on CUDA and the CPU), linear warm-up then decay, bf16/fp16 autocast on GPUs (bf16 on CPUs with bf16 units), gradient
 accumulation and clipping, evaluation each epoch and optionally every N steps, early stopping with
 the best weights restored. The cancel token is checked before every micro-batch.
 """
@@ -91,6 +91,9 @@ class TrainingLoop:
         if self.precision in ("bf16", "fp16") and self.device.type in ("cuda", "mps"):
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             return torch.autocast(self.device.type, dtype=dtype)
+        if self.precision == "bf16" and self.device.type == "cpu":
+            # Matrix products in bf16 on the CPU's bf16 units; weights, optimizer and loss stay fp32.
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _optimizer(self, total_steps: int):
