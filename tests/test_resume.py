@@ -89,6 +89,24 @@ def test_pause_then_resume_is_bit_exact(data, tiny_model_dir, tmp_path, referenc
         resume_training(run_dir)
 
 
+def test_pause_while_refitting_then_resume_is_bit_exact(data, tiny_model_dir, tmp_path, reference, runs_home):
+    """A pause in the refit (which keeps no checkpoints of its own) goes on from the first pass's
+    last checkpoint and ends as the uninterrupted run did."""
+    ref_result, ref_losses = reference
+    first_pass = max(e["step"] for e in read_metrics(ref_result.run_dir) if e["event"] == "EvalMetrics"
+                     and e["split"] == "validation")
+    assert len(ref_losses) > first_pass + 3  # the reference refitted
+    run_dir = tmp_path / "paused-refit"
+    cancel = CancelToken()
+    with pytest.raises(Paused, match="while training on all rows"):
+        run_training(config(data, tiny_model_dir, run_dir), PauseAt(cancel, first_pass + 2), cancel)
+    s = status(run_dir)
+    latest = Checkpoints(run_dir / "checkpoints").latest()
+    assert s["state"] == "paused" and s["step"] == Checkpoints.loop_state(latest).step < first_pass
+    result = resume_training(run_dir)
+    assert step_losses(run_dir) == ref_losses and result.metrics == ref_result.metrics
+
+
 def test_resume_after_a_kill_while_a_checkpoint_was_being_written(data, tiny_model_dir, tmp_path, reference,
                                                                  runs_home):
     _, ref_losses = reference

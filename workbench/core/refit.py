@@ -92,9 +92,15 @@ def merged_rows(splits: dict[str, Any]):
     """The training and held-out validation rows as one split, in file order (the order a run
     without a hold-out sees them in, so a refit of the whole run repeats that run)."""
     import datasets
+    import numpy as np
+
+    from .data.tabular import arrow_table
 
     merged = datasets.concatenate_datasets([splits["train"], splits["validation"]])
-    return merged.sort("row") if "row" in merged.column_names else merged
+    if "row" not in merged.column_names:
+        return merged
+    rows = arrow_table(merged, ["row"]).column("row").to_numpy()
+    return merged.select(np.argsort(rows, kind="stable"))
 
 
 def refit_config(tc, plan: RefitPlan):

@@ -498,7 +498,13 @@ def _second_pass(task, data, tc, plan: RefitPlan, first, backbone, preprocessor,
     loop = TrainingLoop(model, task, data, split, None, refit_config(tc, plan), device, precision,
                         AfterFirstPass(cb, first.steps, plan.first_pass_epochs, first.train_seconds),
                         cancel, checkpoints=None, metrics_position=rd.metrics_position, stop_at=stop)
-    return model, loop, loop.run()
+    try:
+        return model, loop, loop.run()
+    except Paused as e:
+        last = Checkpoints(rd.checkpoints_dir).latest()
+        at = Checkpoints.loop_state(last).step if last else 0
+        raise Paused(at, f"paused while training on all rows (step {first.steps + e.step}); it goes on from the "
+                         f"checkpoint at step {at} and trains the final model again") from None
 
 
 def _trained_on(rows: dict[str, int], plan: RefitPlan | None, unit: str) -> dict[str, Any]:
