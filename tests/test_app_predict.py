@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from app_support import APP_MARKS, aloop, drop_files, window  # noqa: F401 - fixtures
 from conftest import sentiment_rows, write_tsv
-from export_samples import WORDS, train  # noqa: F401
+from export_samples import WORDS, train
 from text_tasks_helpers import build_tiny_bert
 
 pytestmark = [*APP_MARKS, pytest.mark.timeout(600)]

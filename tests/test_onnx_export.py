@@ -7,16 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from export_samples import (  # noqa: F401 (fixtures)
-    WORDS,
-    image_export,
-    pair_export,
-    regression_export,
-    tagging_export,
-    text_export,
-    tiny_bert,
-    train,
-)
+from export_samples import train
 
 from workbench.core.onnx_export import INT8_TOLERANCE, open_session, run_session
 

@@ -10,14 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from export_samples import (  # noqa: F401 (fixtures)
-    image_export,
-    pair_export,
-    regression_export,
-    tagging_export,
-    text_export,
-    tiny_bert,
-)
 from image_samples import coloured
 
 from workbench.cli import main

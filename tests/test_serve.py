@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from export_samples import image_export, tagging_export, text_export, tiny_bert  # noqa: F401 (fixtures)
 from image_samples import coloured
 
 from workbench.serve import make_server
