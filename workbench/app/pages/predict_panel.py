@@ -125,6 +125,7 @@ class PredictPanel(QGroupBox):
         self.open_button.setVisible(False)
         self.table = QTableWidget()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)  # the "line" (or "path") column says where each row came from
         self.table.setVisible(False)
         self.table.setMinimumHeight(140)
 
