@@ -6,6 +6,8 @@
     python packaging/screenshots.py --scheme light --prefix tagging- --steps 150 --lr 1e-4 \
         --data ../shared/datasets/conll2003/train.txt
     python packaging/screenshots.py --scheme light --prefix images- --steps 12 --data ../shared/datasets/hymenoptera
+    # the Export page's Predict section on a finished run (no training): a file of INPUT's first rows
+    python packaging/screenshots.py --scheme light --predict RUN_DIR --data INPUT.tsv
 
 Data: the shared SST-2 training file when present, else the bundled tweets sample. The run fine-
 tunes the default backbone (all-MiniLM-L6-v2) for a few dozen steps on a few hundred rows, so the
@@ -103,7 +105,33 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int,
         shot(f"{i:02d}-{key}")
 
 
-def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: str = "", lr: float | None = None) -> int:
+async def predict_walk(window, run_dir: str, data: str, out: Path, scheme: str, prefix: str = "") -> None:
+    """The Export page of a finished run, after predicting the first rows of ``data`` (copied to a
+    temporary folder: the shot never writes beside the user's data)."""
+    await settle(1.0)
+    window.open_run(run_dir)
+    window.go_to("export")
+    await settle(1.0)
+    panel = window.export_page.predict_panel
+    work = Path(tempfile.mkdtemp(prefix="workbench-shots-predict-"))
+    source = work / Path(data).name
+    with open(data, encoding="utf-8") as f, open(source, "w", encoding="utf-8") as g:
+        for _, line in zip(range(300), f):
+            g.write(line)
+    panel.set_source(source)
+    done = signal_future(panel.finished)
+    panel.start()
+    await done
+    await settle(1.0)
+    window.export_page.body.setSizes([260, 420, 120])
+    await settle(0.5)
+    path = out / f"{prefix}09-export-predict-{scheme}.png"
+    window.grab().save(str(path))
+    print(f"wrote {path}", flush=True)
+
+
+def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: str = "", lr: float | None = None,
+            predict: str | None = None) -> int:
     os.environ["WORKBENCH_COLOR_SCHEME"] = scheme
     os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="workbench-shots-"))
     import qasync
@@ -124,7 +152,10 @@ def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: st
     window.ensure_pages()
     out.mkdir(parents=True, exist_ok=True)
     with loop:
-        loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr))
+        if predict:
+            loop.run_until_complete(predict_walk(window, predict, data, out, scheme, prefix))
+        else:
+            loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr))
     window.close()
     return 0
 
@@ -138,9 +169,11 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=40, help="optimizer steps of the short training run")
     p.add_argument("--prefix", default="", help="prefix of the file names (another task's set of screenshots)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-4 for text, the app's for images)")
+    p.add_argument("--predict", metavar="RUN_DIR", help="only the Export page's Predict section on this finished run, "
+                   "predicting the first rows of --data")
     a = p.parse_args()
     data = a.data or default_data()
-    if a.scheme == "both":
+    if a.scheme == "both" and not a.predict:
         for scheme in ("light", "dark"):  # one process each: the palette is chosen at start-up
             args = [sys.executable, __file__, "--scheme", scheme, "--data", data, "--out", a.out,
                     "--rows", str(a.rows), "--steps", str(a.steps), "--prefix", a.prefix]
@@ -150,7 +183,8 @@ def main() -> int:
             if rc:
                 return rc
         return 0
-    return run_one(a.scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr)
+    scheme = "light" if a.scheme == "both" else a.scheme
+    return run_one(scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr, a.predict)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Tiny trained exports of every task, shared by the ONNX, predict, serve and app tests (one training each).
+pytest_plugins = ["export_samples"]
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 POSITIVE = "good great excellent wonderful superb lovely brilliant delightful".split()

@@ -62,7 +62,7 @@ def test_small_cnn_trains_exports_and_reloads(photo_folder, runs_home, tmp_path)
     assert [t[0]["label"] for t in top] == [p["predicted"] for p in preds]  # the loader preprocesses as evaluation did
     assert [round(t[0]["score"], 3) for t in top] == pytest.approx([round(p["confidence"], 3) for p in preds], abs=2e-3)
     check = json.loads((model_dir / "onnx_check.json").read_text())
-    assert check["exported"] and check["images"] == 12 and check["top1_agreement"] == 1.0
+    assert check["exported"] and check["rows"] == 12 and check["top1_agreement"] == 1.0
     assert "load_image_classifier" in (model_dir / "README.md").read_text()
 
     # ONNX Runtime on the exported file, fed by the exported transformers image processor.

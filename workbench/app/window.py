@@ -78,6 +78,16 @@ def _badge(text: str, color: QColor, size: int = 22) -> QIcon:
 
 
 
+def _owns_file_drops(widget: QWidget | None) -> bool:
+    """Whether a drop on ``widget`` is for the widget (a drop zone with the "ownsFileDrops" property, e.g.
+    the Export page's Predict section) rather than a file to open as data."""
+    while widget is not None:
+        if widget.property("ownsFileDrops"):
+            return True
+        widget = widget.parentWidget()
+    return False
+
+
 # `workbench --sample`: open the bundled real dataset (the tweets corpus) with quick-trial settings.
 SAMPLE = ":sample:"
 
@@ -259,7 +269,7 @@ class MainWindow(QMainWindow):
             self._painted = True
             QTimer.singleShot(0, self._after_first_paint)
         elif t in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop, QEvent.Type.DragLeave):
-            if isinstance(obj, QWidget) and obj.window() is self:
+            if isinstance(obj, QWidget) and obj.window() is self and not _owns_file_drops(obj):
                 return self._drag_event(event)
         return False
 

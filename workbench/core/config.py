@@ -87,6 +87,7 @@ class RunConfig:
     export_dir: str | None = None
     overwrite_export: bool = False  # replace an earlier Workbench export in export_dir (never other files)
     name: str | None = None
+    quantize: str | None = None  # "int8": also write model.int8.onnx, measured against fp32 (onnx_export.py)
 
     def validate(self) -> None:
         t = self.train
@@ -138,6 +139,8 @@ class RunConfig:
             v = getattr(self.data, name)
             if not 0 <= v < 0.9:
                 problems.append(f"{name} must be in [0, 0.9), got {v}")
+        if self.quantize not in (None, "int8"):
+            problems.append(f"--quantize must be int8, got {self.quantize!r}")
         if self.data.sample is not None and self.data.sample < 10:
             problems.append(f"--sample must be at least 10 rows, got {self.data.sample}")
         if problems:
@@ -160,7 +163,8 @@ class RunConfig:
             data=build(DataConfig, d.pop("data", {})),
             model=build(ModelConfig, d.pop("model", {})),
             train=build(TrainConfig, d.pop("train", {})),
-            **{k: v for k, v in d.items() if k in {"task", "run_dir", "export_dir", "overwrite_export", "name"}},
+            **{k: v for k, v in d.items() if k in {"task", "run_dir", "export_dir", "overwrite_export", "name",
+                                                  "quantize"}},
         )
 
     @classmethod

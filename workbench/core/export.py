@@ -110,12 +110,15 @@ def _drop_auto_map(folder: Path) -> None:
 
 
 def export_model(task, model, preprocessor, target: str | Path, card: str, meta: dict[str, Any], max_length: int,
-                 cancel: CancelToken = NEVER) -> Path:
+                 cancel: CancelToken = NEVER, onnx: Callable[[Path], Any] | None = None) -> Path:
     """Write the model folder a run keeps (RUN/model). ``workbench.json`` lists the files, so a later
-    export into the same place knows exactly what it may replace."""
+    export into the same place knows exactly what it may replace. ``onnx(folder)`` adds the ONNX
+    files (see ``onnx_export.export_with_onnx``) once the PyTorch model is written."""
     def write(folder: Path) -> None:
         task.save_model(model, preprocessor, folder, max_length)
         _drop_auto_map(folder)
+        if onnx is not None:
+            onnx(folder)
         (folder / "README.md").write_text(card, encoding="utf-8")
         files = sorted(p.name for p in folder.iterdir()) + [MARKER]
         (folder / MARKER).write_text(json.dumps({**meta, "files": sorted(set(files))}, indent=2, ensure_ascii=False),

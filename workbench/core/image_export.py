@@ -1,63 +1,12 @@
-"""The parts of an image-model export that text models do not have: the ONNX file, its check with
-ONNX Runtime against PyTorch, and the model card that says how to load what was written."""
+"""The model card of an image-model export, which says how to load what was written (the ONNX file
+and its check are every task's: workbench/core/onnx_export.py)."""
 
 from __future__ import annotations
 
 import json
-import warnings
-from pathlib import Path
-from typing import Any, Iterable
-
-import numpy as np
+from typing import Any
 
 from .escaping import md_cell, md_code, md_fence, one_line
-
-
-def export_onnx(model, path: Path, image_size: int) -> Path:
-    """Write ``model`` as ONNX: input ``pixel_values`` (N, 3, size, size) float32, output ``logits``;
-    the batch dimension is dynamic."""
-    import torch
-
-    class LogitsOnly(torch.nn.Module):
-        # Hugging Face models return an output object; ONNX wants plain tensors.
-        def __init__(self, inner) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, pixel_values):
-            out = self.inner(pixel_values=pixel_values)
-            return out.logits if hasattr(out, "logits") else out
-
-    wrapped = LogitsOnly(model).eval()
-    example = torch.zeros(1, 3, image_size, image_size)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer notes about Python ints in shape arithmetic
-        # The TorchScript exporter: the dynamo one needs onnxscript and gains nothing for CNNs.
-        torch.onnx.export(wrapped, (example,), str(path), dynamo=False, input_names=["pixel_values"],
-                          output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=17)
-    return path
-
-
-def check_onnx(path: Path, model, batches: Iterable[np.ndarray]) -> dict[str, Any]:
-    """Run the ONNX file with ONNX Runtime and the PyTorch model on the same pixels; compare top-1."""
-    import onnxruntime as ort
-    import torch
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    n = agree = 0
-    max_diff = 0.0
-    model.eval()
-    with torch.inference_mode():
-        for pixels in batches:
-            ours = model(pixel_values=torch.from_numpy(pixels))
-            ours = (ours.logits if hasattr(ours, "logits") else ours).float().numpy()
-            theirs = session.run(["logits"], {"pixel_values": pixels})[0]
-            n += len(pixels)
-            agree += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
-            max_diff = max(max_diff, float(np.abs(ours - theirs).max()))
-    return {"images": n, "top1_agreement": agree / n if n else 1.0, "max_abs_diff": max_diff,
-            "onnxruntime": ort.__version__}
 
 
 def image_model_card(*, task_title: str, backbone: str, data: dict[str, Any], hyper: dict[str, Any],

@@ -18,6 +18,7 @@ import shutil
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ from .events import Paused as PausedEvent
 from .events import Resumed as ResumedEvent
 from .export import copy_export, export_model
 from .export_target import ExportLock, check_export_target
+from .onnx_export import export_with_onnx
 from .paths import check_data_path
+from .predict.inputs import prediction_inputs
 from .refit import (
     AfterFirstPass,
     RefitPlan,
@@ -441,8 +444,11 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         eval_split=eval_name,
     )
     meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
-            "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics}
-    export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel)
+            "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics,
+            "inputs": prediction_inputs(data.resolved)}
+    onnx = partial(export_with_onnx, task, model, split=encoded[eval_name], data=data, quantize=config.quantize,
+                   callbacks=cb, cancel=cancel, batch_size=tc.eval_batch_size or 2 * tc.batch_size)
+    export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel, onnx=onnx)
     export_dir, export_error = None, None
     if config.export_dir:
         cb.on_event(PhaseChanged("exporting", config.export_dir))

@@ -15,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QFontDatabase
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -35,6 +36,7 @@ from ...core.export import copy_export
 from ...core.export_target import TargetCheck, inspect_target, is_export
 from ...core.runs import RunData, load_run
 from ..jobs import Jobs, describe
+from .predict_panel import PredictPanel
 
 EXPORTS_HOME = Path.home() / "workbench-models"
 
@@ -72,9 +74,50 @@ def describe_files(folder: Path) -> str:
     return "  \u00b7  ".join(rows)
 
 
-def _copy(run: RunData, target: Path, replace: bool) -> str:
-    """Write the bundle (on a worker thread); the folder written."""
+def _copy(run: RunData, target: Path, replace: bool, int8: bool = False) -> str:
+    """Write the bundle (on a worker thread); the folder written. With ``int8``, RUN/model gets its
+    int8 ONNX model first (measured on the run's evaluation split) if it has none yet."""
+    from ...core.onnx_export import INT8_FILE
+
+    if int8 and not (run.model_dir / INT8_FILE).is_file():
+        from ...core.quantize import add_int8
+
+        add_int8(run.path)
     return str(copy_export(run.model_dir, target, overwrite=replace, data_paths=_data_paths(run), run_dir=run.path))
+
+
+def onnx_summary(model_dir: Path) -> str:
+    """What onnx_check.json says, in a line or two of HTML (the int8 comparison flagged in red)."""
+    from ...core.onnx_export import read_check
+
+    check = read_check(model_dir)
+    if check is None:
+        return "No ONNX model in this export."
+    if not check.get("exported"):
+        return f"<span style='color:#d64541'>ONNX export failed: {_html(str(check.get('error', '')))[:300]}</span>"
+    parts = [f"model.onnx {_mb(check.get('size_bytes'))}"]
+    if check.get("top1_agreement") is not None:
+        parts.append(f"ONNX Runtime agrees with PyTorch on {check['top1_agreement']:.1%} of {check.get('rows', 0):,} "
+                     f"{_html(str(check.get('split', '')))} rows")
+    parts.append(f"max logit difference {check.get('max_abs_diff', 0):.2g}")
+    line = ", ".join(parts)
+    q = check.get("int8")
+    if not q:
+        return line + "<br>No int8 model (tick int8 to add one)."
+    if not q.get("written"):
+        return line + f"<br><span style='color:#d64541'>int8 failed: {_html(str(q.get('error', '')))[:300]}</span>"
+    metric, sizes, lat = q["metric"].replace("_", " "), q["size_bytes"], q["latency_ms_per_example"]
+    text = (f"int8 {_mb(sizes['int8'])} ({sizes['int8'] / sizes['fp32']:.0%} of fp32): {metric} {q['int8']:.4f} "
+            f"vs {q['fp32']:.4f} fp32 ({q['delta'] * 100:+.2f} points) on {q['rows']:,} {_html(q['split'])} rows; "
+            f"{lat['int8']:.3g} ms vs {lat['fp32']:.3g} ms per example")
+    if q.get("flagged"):
+        text = (f"<span style='color:#d64541'>{text}. The int8 model loses more than {q['tolerance'] * 100:.0f} "
+                "point; prefer model.onnx.</span>")
+    return line + "<br>" + text
+
+
+def _mb(size) -> str:
+    return f"{size / 1e6:.1f} MB" if isinstance(size, (int, float)) else "?"
 
 
 def _copy_failure(error: Exception, target: Path) -> str:
@@ -121,12 +164,16 @@ class ExportPage(QWidget):
         self.target.textChanged.connect(self._on_target_changed)
         self.choose = QPushButton("Choose...")
         self.choose.clicked.connect(self._choose_folder)
+        self.int8 = QCheckBox("int8")
+        self.int8.setToolTip("Also write model.int8.onnx: dynamically quantized, smaller and usually faster on a "
+                             "CPU; measured against fp32 on the run's evaluation split")
         self.export_button = QPushButton("Export")
         self.export_button.setDefault(True)
         self.export_button.clicked.connect(self._export_clicked)
         where = QHBoxLayout()
         where.addWidget(self.target, 1)
         where.addWidget(self.choose)
+        where.addWidget(self.int8)
         where.addWidget(self.export_button)
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -149,6 +196,10 @@ class ExportPage(QWidget):
         form = QFormLayout(form_box)
         form.addRow("Model:", self.model_info)
         form.addRow("Files:", self.files)
+        self.onnx_info = QLabel()
+        self.onnx_info.setWordWrap(True)
+        self.onnx_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow("ONNX:", self.onnx_info)
         form.addRow("Folder:", where)
         form.addRow("", self.done_row)
         form.addRow("Use it:", self.usage)
@@ -160,7 +211,9 @@ class ExportPage(QWidget):
 
         self.body = QSplitter(Qt.Orientation.Vertical)
         self.body.setChildrenCollapsible(False)
+        self.predict_panel = PredictPanel()
         self.body.addWidget(form_box)
+        self.body.addWidget(self.predict_panel)
         self.body.addWidget(card_box)
         self.body.setStretchFactor(1, 1)
 
@@ -195,12 +248,16 @@ class ExportPage(QWidget):
         self.body.setVisible(True)
         self.model_info.setText(_model_summary(run))
         self.files.setText(describe_files(run.model_dir))
+        self.onnx_info.setText(onnx_summary(run.model_dir))
+        self.int8.setChecked((run.model_dir / "model.int8.onnx").is_file())
+        self.predict_panel.set_model(run.model_dir)
         self.target.setText(str(default_target(run)))
         self.card.setMarkdown(_strip_front_matter(_read(run.model_dir / "README.md")))
         self._update_usage()
 
     def clear(self) -> None:
         self.jobs.cancel()
+        self.predict_panel.set_model(None)
         self.run = None
         self.last_export = None
         self.title.setText("Export")
@@ -229,12 +286,15 @@ class ExportPage(QWidget):
         self.export_button.setEnabled(False)
         self.choose.setEnabled(False)
         self.open_button.setVisible(False)
-        self._set_status(f"Writing {target} ...")
-        self.jobs.submit(_copy, self.run, target, replace, on_done=self._on_done,
+        int8 = self.int8.isChecked()
+        self._set_status(f"Measuring the int8 model on the {self.run.name} evaluation split, then writing {target} ..."
+                         if int8 and not (self.run.model_dir / "model.int8.onnx").is_file() else f"Writing {target} ...")
+        self.jobs.submit(_copy, self.run, target, replace, int8, on_done=self._on_done,
                          on_error=partial(self._on_failed, target))
         return True
 
     def shutdown(self) -> None:
+        self.predict_panel.shutdown()
         self.jobs.shutdown(30000)  # a copy in flight finishes: it is moved into place atomically
 
     # ---- slots ----------------------------------------------------------------------------------
@@ -276,6 +336,9 @@ class ExportPage(QWidget):
 
     def _on_done(self, folder: str) -> None:
         self.last_export = Path(folder)
+        if self.run is not None and self.run.model_dir is not None:  # an int8 model may have been added
+            self.files.setText(describe_files(self.run.model_dir))
+            self.onnx_info.setText(onnx_summary(self.run.model_dir))
         self.export_button.setEnabled(True)
         self.choose.setEnabled(True)
         self._set_status(f"Exported to <b>{_html(folder)}</b>")

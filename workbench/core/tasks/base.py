@@ -12,6 +12,7 @@ Adding a task: subclass ``Task``, implement the abstract methods, register the c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -114,11 +115,18 @@ class Task(ABC):
     # mean over ``loss_units``, so the parts' losses weigh back to the batch's exactly). Not for
     # models whose batch statistics matter (batch norm).
     split_batches_by_length: ClassVar[bool] = True
+    # ONNX export (workbench/core/onnx_export.py): logits per token rather than per row; whether the
+    # outputs are classes (top-1 agreement is checked) or values; the metric an int8 model is judged by.
+    per_token_outputs: ClassVar[bool] = False
+    has_classes: ClassVar[bool] = True
+    quantize_metric: ClassVar[str | None] = None  # None: ``default_metric``
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         cls.metric_names = tuple(m.name for m in cls.metrics)
         cls.greater_is_better = {m.name: m.greater_is_better for m in cls.metrics}
+        if cls.quantize_metric is None or cls.quantize_metric not in cls.metric_names:
+            cls.quantize_metric = cls.default_metric
         if cls.default_metric not in cls.metric_names:
             raise TypeError(f"{cls.__name__}.default_metric {cls.default_metric!r} is not one of its metrics")
 
@@ -230,6 +238,23 @@ class Task(ABC):
             # The pipeline then truncates like training did when called with truncation=True.
             preprocessor.model_max_length = max_length
         preprocessor.save_pretrained(folder)
+
+    @contextmanager
+    def export_state(self, model):
+        """The model with the weights exactly as exported (regression folds its target scale in); every
+        file of the export (safetensors, ONNX) is written inside this."""
+        yield model
+
+    def onnx_example(self, split: EncodedSplit) -> dict[str, np.ndarray]:
+        """A small batch of model inputs (no labels) for tracing the ONNX export."""
+        batch = self.make_batch(split, np.arange(min(len(split), 2)))
+        batch.pop("labels", None)
+        return batch
+
+    def onnx_outputs_as_logits(self, outputs: np.ndarray) -> np.ndarray:
+        """The exported model's outputs as ``evaluate`` takes logits (the same, unless the export
+        rescales them, as regression does)."""
+        return outputs
 
     def model_card(self, **fields) -> str:
         """The export's README.md; ``fields`` are those of ``workbench.core.export.model_card``."""

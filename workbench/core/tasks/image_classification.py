@@ -31,7 +31,7 @@ from ..data.images import (
 )
 from ..data.prepare import eval_split_of, hold_out, keep_known_labels, sample_train
 from ..errors import InputError
-from ..events import Callbacks, PhaseChanged, Progress, Warning_
+from ..events import Callbacks, PhaseChanged, Progress
 from ..image_sniff import sniff_image_folder
 from ..labels import build_label_map
 from .base import EncodedSplit, EvalResult, PreparedData, Task
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ONNX_CHECK_IMAGES = 1000  # the ONNX Runtime check runs on at most this many evaluation images
 
 
 def _column(ds, name: str) -> np.ndarray:
@@ -338,7 +337,6 @@ class ImageClassification(Task):
 
     # ---- export ---------------------------------------------------------------------------------
     def save_model(self, model, preprocessor, folder: Path, max_length: int) -> None:
-        from ..image_export import check_onnx, export_onnx
         from ..image_models import ImageClassifier, save_image_classifier
 
         if self._freeze_hook is not None:
@@ -351,26 +349,6 @@ class ImageClassification(Task):
             model.save_pretrained(folder, safe_serialization=True)
         # A transformers image processor doing what evaluation did, for both kinds of model.
         self.preprocessing.save_pretrained(folder)
-
-        self.callbacks.on_event(PhaseChanged("exporting", "ONNX"))
-        size = self.preprocessing.image_size
-        result: dict[str, Any]
-        try:
-            export_onnx(model, folder / "model.onnx", size)
-        except Exception as e:  # an architecture the exporter cannot trace: the model itself is still fine
-            log.warning("ONNX export failed; model.onnx was not written", exc_info=True)
-            result = {"exported": False, "error": f"{type(e).__name__}: {e}"}
-            self.callbacks.on_event(Warning_(f"ONNX export failed ({result['error'][:300]}); model.onnx was not written"))
-        else:
-            split = self.encoded.get(self.eval_split)
-            rows = np.arange(min(len(split), ONNX_CHECK_IMAGES)) if split is not None else np.arange(0)
-            batches = (self.make_batch(split, rows[i:i + 32])["pixel_values"] for i in range(0, len(rows), 32))
-            result = {"exported": True, "split": self.eval_split, **check_onnx(folder / "model.onnx", model, batches)}
-            if result["images"] and result["top1_agreement"] < 1.0:
-                self.callbacks.on_event(Warning_(
-                    f"ONNX Runtime agrees with PyTorch on the top class of {result['top1_agreement']:.1%} of "
-                    f"{result['images']} {self.eval_split} images (max logit difference {result['max_abs_diff']:.2g})"))
-        (folder / "onnx_check.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
     def model_card(self, *, task_title, pipeline_tag, backbone, data, hyper, metrics, report_table, eval_split) -> str:
         from ..image_export import image_model_card

@@ -10,6 +10,7 @@ function_to_apply="none")`) outputs numbers in the user's own units.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +235,12 @@ class TextRegression(Task):
                 f"predicted mean {r['predicted']['mean']:.4g} (std {r['predicted']['std']:.4g})")
 
     # ---- export ---------------------------------------------------------------------------------
-    def save_model(self, model, preprocessor, folder: Path, max_length: int) -> None:
+    has_classes = False
+    quantize_metric = "pearson"  # bounded, so "one point" means the same whatever the target's scale
+
+    @contextmanager
+    def export_state(self, model):
+        """The head's last layer scaled to the user's units while the export is written, then put back."""
         import torch
 
         head = _output_layer(model)
@@ -243,11 +249,18 @@ class TextRegression(Task):
             head.weight.mul_(self.std)
             head.bias.mul_(self.std).add_(self.mean)
         try:
-            super().save_model(model, preprocessor, folder, max_length)
+            yield model
         finally:
             with torch.no_grad():
                 head.weight.copy_(saved[0])
                 head.bias.copy_(saved[1])
+
+    def save_model(self, model, preprocessor, folder: Path, max_length: int) -> None:
+        with self.export_state(model):
+            super().save_model(model, preprocessor, folder, max_length)
+
+    def onnx_outputs_as_logits(self, outputs: np.ndarray) -> np.ndarray:
+        return (outputs.astype(np.float64) - self.mean) / self.std  # back to the standardised scale
 
 
 def _output_layer(model):

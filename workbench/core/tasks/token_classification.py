@@ -210,6 +210,7 @@ class TokenClassification(Task):
     )
     default_metric = "f1"
     token_level_loss = True
+    per_token_outputs = True
     # Random batches by default (on the CPU the loop still trains each as length-sorted
     # micro-batches, see TrainingLoop._forward_backward): length-grouped batches are 1.7x faster,
     # but batches of same-length sentences are also batches of one kind of sentence, and on short

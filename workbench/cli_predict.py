@@ -1,0 +1,97 @@
+"""`workbench predict` and `workbench serve`: using an exported model from the command line.
+
+    workbench predict EXPORT_DIR INPUT [-o OUT.tsv] [--backend onnx|torch] [--batch-size N]
+    workbench serve EXPORT_DIR [--port 8000] [--host 127.0.0.1]
+
+``predict`` streams INPUT (a TSV/CSV file, a CoNLL or plain-text file for tagging, a folder of images)
+into a TSV; bad rows are reported on stderr by line or path and skipped; the last stdout line is a
+JSON summary. Exit status as for ``train``: 0 done (even with skipped rows), 2 bad input, 3 the
+output could not be written, 130 interrupted (nothing is left behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("predict", help="label a file or a folder of images with an exported model",
+                       description="Predict every row of INPUT (a .tsv/.csv file; a CoNLL or plain-text file, one "
+                                   "sentence a line, for tagging; a folder of images, searched recursively) with "
+                                   "the model in EXPORT_DIR, into a TSV.")
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="RUN/model, or a folder written by --export or the Export page")
+    p.add_argument("input", metavar="INPUT", help="the file or folder to predict")
+    p.add_argument("-o", "--output", help="the TSV to write (default: INPUT's name + .predictions.tsv, beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="ONNX Runtime (model.onnx) or PyTorch; default auto: ONNX when the export has it")
+    p.add_argument("--int8", action="store_true", help="use the int8 model (model.int8.onnx, see train --quantize)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per model call (default 32)")
+    p.add_argument("--text-column", help="the text column (default: the one the model was trained on, or the only one)")
+    p.add_argument("--text-pair-column", help="sentence pairs: the second text column (default: as in training)")
+    p.add_argument("--format", choices=("auto", "conll", "conllu", "text"), default="auto",
+                   help="tagging: how INPUT holds its sentences (default: detected; text = one sentence a line)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("serve", help="answer prediction requests over HTTP on this machine",
+                       description="Serve the model in EXPORT_DIR: POST /predict with {\"inputs\": [...]} answers "
+                                   "{\"predictions\": [...]}; GET /health says it is up.")
+    s.add_argument("export_dir", metavar="EXPORT_DIR")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    s.add_argument("--int8", action="store_true", help="serve model.int8.onnx")
+    s.add_argument("--max-inputs", type=int, default=256, help="most inputs in one request (default 256)")
+    s.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024, help="largest request body (default 10 MiB)")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .cli import EXIT_INTERRUPTED, EXIT_OK, UsageError
+    from .core.cancel import CancelToken
+    from .core.errors import Cancelled
+    from .core.predict.batch import predict_file
+    from .core.predict.predictor import Predictor
+    from .progress import TerminalProgress
+
+    if args.batch_size < 1:
+        raise UsageError("workbench predict: --batch-size must be at least 1")
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    progress = TerminalProgress(enabled=not args.quiet)
+
+    def report(problem) -> None:  # a line of the input file, or an image's path
+        where = f"{args.input}, line {problem.where}" if isinstance(problem.where, int) else problem.where
+        progress.write(f"skipped: {where}: {problem.message}")
+
+    try:
+        predictor = Predictor(args.export_dir, backend=args.backend, int8=args.int8)
+        summary = predict_file(predictor, args.input, args.output, overwrite=args.overwrite,
+                               batch_size=args.batch_size, fmt=args.format, text_column=args.text_column,
+                               pair_column=args.text_pair_column, callbacks=progress, cancel=cancel, on_problem=report)
+    except Cancelled:
+        progress.close()
+        print("workbench: cancelled; no output was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        progress.close()
+        signal.signal(signal.SIGINT, previous)
+    if summary.skipped:
+        print(f"workbench: {summary.skipped:,} bad row(s) skipped (listed above); {summary.rows:,} predicted",
+              file=sys.stderr)
+    print(f"predictions: {summary.output}", file=sys.stderr)
+    print(json.dumps(summary.to_dict()))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .cli import EXIT_OK, UsageError
+    from .serve import serve
+
+    if args.max_inputs < 1 or args.max_bytes < 1024:
+        raise UsageError("workbench serve: --max-inputs must be at least 1 and --max-bytes at least 1024")
+    serve(args.export_dir, host=args.host, port=args.port, backend=args.backend, int8=args.int8,
+          max_inputs=args.max_inputs, max_bytes=args.max_bytes)
+    return EXIT_OK

@@ -1,0 +1,231 @@
+"""Batch prediction of a file or a folder into a TSV, streaming.
+
+Rows are read ``CHUNK_ROWS`` at a time, predicted and written before the next chunk is read, so
+memory stays flat whatever the input's size. The output is written beside its target under a
+temporary name and moved into place at the end: an interrupted or failed job leaves no half-written
+file, and an existing file is only replaced when the caller says so. Bad rows and broken images are
+reported (``on_problem``) and skipped; the job goes on.
+
+Output columns: ``line`` (or ``path`` for images), the input (``text`` and ``text_pair``, or
+``tokens``), then ``label``, ``score`` and ``p_<label>`` per class (classification), ``score``
+(regression) or ``tags`` (tagging; tokens and tags separated by spaces).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..cancel import NEVER, CancelToken
+from ..errors import InputError, write_failure
+from ..events import Callbacks, Progress
+from .inputs import (
+    Item,
+    Problem,
+    count_images,
+    image_files,
+    read_sentences,
+    read_table_rows,
+    table_layout,
+    tagged_format,
+)
+from .predictor import Predictor
+
+CHUNK_ROWS = 1024  # rows (sentences, images) held at once: bounds memory, and batches sort by length within it
+MAX_REPORTED = 1000  # problems kept in the summary; all of them are passed to on_problem
+PHASE = "predicting"
+
+
+@dataclass
+class PredictSummary:
+    input: str
+    output: str
+    task: str
+    backend: str
+    model_file: str
+    rows: int = 0  # predicted and written
+    skipped: int = 0  # bad rows or images, reported and left out
+    seconds: float = 0.0
+    problems: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_REPORTED: {"where", "problem"}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rows_per_second"] = round(self.rows / self.seconds, 1) if self.seconds else None
+        d["seconds"] = round(self.seconds, 3)
+        d.pop("problems")
+        return d
+
+
+def default_output(source: str | Path) -> Path:
+    """Beside the input: ``reviews.tsv`` -> ``reviews.predictions.tsv``; a folder ``photos`` ->
+    ``photos.predictions.tsv`` next to it (not inside, where it is no image and no business)."""
+    p = Path(source).expanduser().resolve()
+    stem = p.name if p.is_dir() else p.stem
+    return p.parent / f"{stem}.predictions.tsv"
+
+
+def check_output(output: str | Path, source: str | Path, overwrite: bool) -> Path:
+    out = Path(output).expanduser().resolve()
+    src = Path(source).expanduser().resolve()
+    if out == src:
+        raise InputError("is the input itself; write the predictions to another file", path=out)
+    if src.is_dir() and src in out.parents:
+        raise InputError("is inside the image folder being predicted; write it outside the folder", path=out)
+    if out.is_dir():
+        raise InputError("is a folder; give a file name for the predictions", path=out)
+    if out.exists() and not overwrite:
+        raise InputError("already exists; pass --overwrite to replace it, or choose another file with -o", path=out)
+    if not out.parent.is_dir():
+        raise InputError("the folder to write it in does not exist", path=out)
+    return out
+
+
+def _columns(p: Predictor, source_kind: str) -> list[str]:
+    if source_kind == "images":
+        head = ["path"]
+    elif p.kind == "tags":
+        head = ["line", "tokens"]
+    else:
+        head = ["line", "text"] + (["text_pair"] if p.pairs else [])
+    if p.kind == "classes":
+        return head + ["label", "score"] + [f"p_{name}" for name in p.labels]
+    if p.kind == "values":
+        return head + ["score"]
+    return head + ["tags"]
+
+
+def _cell(text: str) -> str:
+    # Bytes that were not UTF-8 never reach here (those rows are skipped); a lone surrogate would.
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+class _Source:
+    """Items of the input and how far through it the reading is."""
+
+    def __init__(self, p: Predictor, source: Path, fmt: str, text_column: str | None, pair_column: str | None) -> None:
+        self.position = [0]
+        if p.modality == "image":
+            self.kind, self.total = "images", count_images(source)
+            self.items: Iterator[Item | Problem] = (Item(str(f), f) for f in image_files(source))
+        elif p.kind == "tags":
+            self.kind, self.total = "sentences", source.stat().st_size
+            self.items = read_sentences(source, tagged_format(source, fmt), self.position)
+        else:
+            self.kind, self.total = "rows", source.stat().st_size
+            layout = table_layout(source, p.inputs, text_column, pair_column)
+            self.items = read_table_rows(source, layout, self.position)
+
+    def done(self, items_done: int) -> int:
+        return items_done if self.kind == "images" else self.position[0]
+
+
+def predict_file(predictor: Predictor, source: str | Path, output: str | Path | None = None, *,
+                 overwrite: bool = False, batch_size: int = 32, fmt: str = "auto", text_column: str | None = None,
+                 pair_column: str | None = None, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER,
+                 on_problem: Callable[[Problem], None] | None = None, chunk_rows: int = CHUNK_ROWS) -> PredictSummary:
+    """Predict every row (sentence, image) of ``source`` into the TSV ``output`` (default: beside the input)."""
+    callbacks = callbacks or Callbacks()
+    src = Path(source).expanduser().resolve()
+    out = check_output(output or default_output(src), src, overwrite)
+    reader = _Source(predictor, src, fmt, text_column, pair_column)
+    summary = PredictSummary(str(src), str(out), predictor.task, predictor.backend, predictor.model_file)
+    start = time.perf_counter()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.writing-{os.getpid()}-", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+            writer.writerow(_columns(predictor, reader.kind))
+            chunk: list[Item] = []
+            seen = 0
+
+            def flush() -> None:
+                nonlocal chunk
+                if chunk:
+                    _write_chunk(predictor, chunk, writer, batch_size, summary, on_problem)
+                    chunk = []
+                callbacks.on_event(Progress(PHASE, min(reader.done(seen), reader.total), reader.total))
+
+            for entry in reader.items:
+                cancel.raise_if_cancelled()
+                seen += 1
+                if isinstance(entry, Problem):
+                    _report(entry, summary, on_problem)
+                    continue
+                chunk.append(entry)
+                if len(chunk) >= chunk_rows:
+                    flush()
+            flush()
+        if summary.rows == 0 and summary.skipped:
+            raise InputError(f"no row could be predicted: all {summary.skipped:,} were bad (first: "
+                             f"{summary.problems[0]['where']}: {summary.problems[0]['problem']})", path=src)
+        cancel.raise_if_cancelled()
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, out)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        failure = write_failure(e, out, permission_too=True)
+        if failure is not None:
+            raise failure from e
+        raise
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _report(problem: Problem, summary: PredictSummary, on_problem) -> None:
+    summary.skipped += 1
+    if len(summary.problems) < MAX_REPORTED:
+        summary.problems.append({"where": problem.where, "problem": problem.message})
+    if on_problem is not None:
+        on_problem(problem)
+
+
+def _write_chunk(p: Predictor, chunk: list[Item], writer, batch_size: int, summary: PredictSummary, on_problem) -> None:
+    if p.modality == "image":
+        from ..data.images import ImageProblem
+
+        good, pixels = [], []
+        for item in chunk:
+            try:
+                pixels.append(p.pixels(item.value))
+                good.append(item)
+            except ImageProblem as e:
+                _report(Problem(item.where, str(e)), summary, on_problem)
+        chunk = good
+        if not chunk:
+            return
+        answers = p.answers(p.image_logits(np.stack(pixels), batch_size))
+        heads = [[item.where] for item in chunk]
+    elif p.kind == "tags":
+        tagged = p.tag([item.value for item in chunk], batch_size)
+        for item, tags in zip(chunk, tagged):
+            writer.writerow([item.where, _cell(" ".join(item.value)), " ".join(t for t, _ in tags)])
+        summary.rows += len(chunk)
+        return
+    else:
+        if p.pairs:
+            texts, pairs = [item.value[0] for item in chunk], [item.value[1] for item in chunk]
+            heads = [[item.where, _cell(a), _cell(b)] for item, a, b in zip(chunk, texts, pairs)]
+        else:
+            texts, pairs = [item.value for item in chunk], None
+            heads = [[item.where, _cell(t)] for item, t in zip(chunk, texts)]
+        answers = p.answers(p.text_logits(texts, pairs, batch_size))
+    for head, a in zip(heads, answers):
+        if p.kind == "values":
+            writer.writerow(head + [f"{a['score']:.6g}"])
+        else:
+            writer.writerow(head + [a["label"], f"{a['score']:.6f}"] + [f"{a['probabilities'][n]:.6f}" for n in p.labels])
+    summary.rows += len(chunk)
