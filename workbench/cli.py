@@ -4,6 +4,8 @@
     workbench train DATA [options]     fine-tune headless; last stdout line is a JSON summary
     workbench models                   list the backbones usable offline
     workbench demo                     fine-tune the default backbone on a bundled real dataset
+    workbench label-issues DATA        rank the training rows whose label is probably wrong
+    workbench compare RUN_A RUN_B      what changed between two runs on the same test data
 
 Exit status: 0 success; 1 an internal error (details written to the run directory's error.txt); 2 bad
 input or usage (message on stderr); 3 a file could not be written (disk full, no permission), including
@@ -116,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rows", type=int, default=3000, help="training rows drawn from the corpus (default 3000)")
     d.add_argument("--epochs", type=float, default=1.0)
     d.add_argument("--quiet", "-q", action="store_true")
+
+    from .cli_analysis import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -273,7 +279,7 @@ def cmd_demo(args) -> int:
     return _run_and_report(cfg, args.quiet)
 
 
-SUBCOMMANDS = ("train", "models", "demo")
+SUBCOMMANDS = ("train", "models", "demo", "label-issues", "compare")
 
 
 def open_app(path: str | None) -> int:
@@ -308,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_models()
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command in ("label-issues", "compare"):
+            from .cli_analysis import run_analysis
+
+            return run_analysis(args)
         parser.print_help()
         return EXIT_OK
     except UsageError as e:

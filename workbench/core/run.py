@@ -357,6 +357,10 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         "metrics": metric_specs,
         "data_fingerprint": data_fingerprints(data_paths),
     }
+    from .corrections import read_corrections
+
+    if (corrected := read_corrections(config.data.train)) is not None:
+        resolved["corrected_from"] = corrected  # a corrected copy: its original and every decision
     rd.write_json("config.json", {**config.to_dict(), "resolved": resolved})
 
     cancel.raise_if_cancelled()
