@@ -383,6 +383,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     result, logits = loop.evaluate(encoded[eval_name])
     cb.on_event(_eval_event(outcome, eval_name, result.metrics))
     report_text = task.report_text(result)
+    calibration = _calibration(task, loop, encoded, eval_name, logits, cb)
     rd.write_json(
         "report.json",
         {
@@ -391,6 +392,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             "metrics": result.metrics,
             **result.report,
             "training": dataclasses.asdict(outcome),
+            **({"calibration": calibration} if calibration else {}),
         },
     )
     rd.write_text("report.txt", f"{task.title}, {eval_name} split ({data.resolved['sources'].get(eval_name)})\n\n{report_text}\n")
@@ -412,6 +414,9 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     )
     meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
             "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics}
+    if calibration and calibration.get("temperature"):
+        # Divide the logits by it for calibrated probabilities; transformers' pipeline ignores it.
+        meta["temperature"] = calibration["temperature"]
     export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel)
     export_dir, export_error = None, None
     if config.export_dir:
@@ -446,6 +451,20 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
                   **({"export_error": str(export_error)} if export_error else {}))
     cb.on_event(Finished(result.metrics, outcome.samples_per_second, str(rd.path), export_dir))
     return run_result
+
+
+def _calibration(task, loop, encoded, eval_name: str, logits, cb) -> dict[str, Any] | None:
+    """ECE and reliability bins of the evaluation split, with a temperature fitted on validation."""
+    if not task.calibrated or getattr(logits, "ndim", 0) != 2 or len(logits) == 0:
+        return None
+    from .calibration import calibration_report
+
+    val = encoded.get("validation")
+    val_logits = None
+    if val is not None and len(val):
+        cb.on_event(PhaseChanged("calibrating", "temperature on the validation split"))
+        val_logits = logits if eval_name == "validation" else loop.predict(val, "calibrating")[0]
+    return calibration_report(logits, encoded[eval_name].labels, val_logits, val.labels if val is not None else None)
 
 
 def _eval_event(outcome, split: str, metrics: dict[str, float]):

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSizePolicy,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -238,7 +239,9 @@ class ImageFolderView(QWidget):
         lay.addLayout(head)
         lay.addWidget(self.info)
         lay.addLayout(bar)
-        lay.addWidget(self.grid, 1)
+        self.tabs = QTabWidget()  # the grid; DataPageImages adds "Suspicious labels"
+        self.tabs.addTab(self.grid, "Images")
+        lay.addWidget(self.tabs, 1)
         lay.addWidget(self.findings)
 
     def load(self, path: str) -> None:
@@ -365,6 +368,17 @@ class DataPageImages(QObject):
         self.view.failed.connect(self._on_failed)
         page.stack.addWidget(self.view)
         self._path = ""
+        from .label_issues import LabelIssuesView
+
+        self.label_issues = LabelIssuesView(page.state)
+        self.label_issues.show_image.connect(self._show_image)
+        self.label_issues.corrected.connect(page.open_path)  # the copy (a folder of links) is the training data now
+        self.view.tabs.addTab(self.label_issues, "Suspicious labels")
+
+    def _show_image(self, path: str, label: str) -> None:
+        self.view.tabs.setCurrentIndex(0)
+        self.view.show_class(label)
+        self.page.status.emit(path)
 
     @staticmethod
     def handles(path: str | Path) -> bool:
@@ -375,6 +389,8 @@ class DataPageImages(QObject):
 
     def open(self, path: str | Path) -> None:
         self.page.cancel_loading()
+        self.label_issues.clear()
+        self.view.tabs.setCurrentIndex(0)
         self._path = str(path)
         self.view.load(self._path)
         self.page.stack.setCurrentWidget(self.view)
@@ -394,6 +410,7 @@ class DataPageImages(QObject):
 
     def shutdown(self) -> None:
         self.view.shutdown()
+        self.label_issues.shutdown()
 
 
 # ---------------------------------------------------------------------------- Evaluate page

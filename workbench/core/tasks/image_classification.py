@@ -76,6 +76,7 @@ class ImageClassification(Task):
     modality = "image"
     split_batches_by_length = False  # batch norm: a batch's statistics must come from the whole batch
     pipeline_tag = "image-classification"
+    calibrated = True
 
     def __init__(self) -> None:
         self.label_map = None
