@@ -50,3 +50,59 @@ def test_suspicious_labels_view_saves_a_corrected_copy(qtbot, window, tmp_path, 
     assert hashlib.sha256(data.read_bytes()).hexdigest() == before  # the original is never touched
     assert window.state.config.data.train == str(copy.resolve())
     assert len(copy.read_text().splitlines()) == 201 - 1  # one row left out, one relabelled
+
+
+def test_runs_page_diff_view_lists_fixed_and_broken(qtbot, tmp_path):
+    from test_compare import make_run
+
+    from workbench.app.pages.runs import RunsPage
+
+    home = tmp_path / "runs"
+    gold = ["pos", "neg"] * 30
+    a, b = list(gold), list(gold)
+    for i in (1, 2, 7):
+        a[i] = "neg" if gold[i] == "pos" else "pos"
+    b[10] = "neg"
+    make_run(home / "20260101-a", a, gold)
+    make_run(home / "20260102-b", b, gold)
+    page = RunsPage(home=home)
+    qtbot.addWidget(page)
+    page.show()
+    page.select_paths([home / "20260101-a", home / "20260102-b"])
+    assert page.diff_button.isEnabled()
+    dialog = page.diff(str(home / "20260101-a"), str(home / "20260102-b"))
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.diff is not None, timeout=30000)
+    assert dialog.examples.rowCount() == 4
+    assert "fixed 3" in dialog.head.text() and "broke 1" in dialog.head.text()
+    dialog.kind.setCurrentIndex(2)  # broken only
+    assert [e["row"] for e in dialog.shown_examples()] == [12]
+    dialog.kind.setCurrentIndex(0)
+    cells = [dialog.cell.itemData(i) for i in range(1, dialog.cell.count())]
+    dialog.cell.setCurrentIndex(1 + cells.index(("neg", "pos", "neg")))  # gold neg, A said pos, B right
+    assert {e["row"] for e in dialog.shown_examples()} == {3, 9}
+    assert dialog.examples.rowCount() == 2
+    metrics = {dialog.metrics.item(r, 0).text(): dialog.metrics.item(r, 4).text()
+               for r in range(dialog.metrics.rowCount())}
+    assert metrics["Accuracy"]  # a p-value is shown
+    dialog.close()
+
+
+def test_reliability_view_shows_ece_and_temperature(qtbot):
+    import numpy as np
+
+    from workbench.app.evaluation.calibration import ReliabilityView
+    from workbench.core.calibration import calibration_report
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    logits = rng.normal(size=(400, 2)) * 4
+    logits[np.arange(400), labels] += 2
+    cal = calibration_report(logits, labels, logits[:200], labels[:200])
+    view = ReliabilityView()
+    qtbot.addWidget(view)
+    view.set_calibration(cal)
+    assert f"{cal['ece']:.3f}" in view.note.text() and "temperature" in view.note.text()
+    assert view.plot is not None and view.plot.isVisibleTo(view)
+    view.set_calibration(None)
+    assert "No calibration" in view.note.text()
