@@ -67,8 +67,9 @@ def bootstrap_delta(stat_a: np.ndarray, stat_b: np.ndarray, observed: float) -> 
     if observed == 0:
         p = 1.0
     else:
-        opposite = (deltas <= 0).mean() if observed > 0 else (deltas >= 0).mean()
-        p = float(min(1.0, 2 * opposite))
+        opposite = int((deltas <= 0).sum() if observed > 0 else (deltas >= 0).sum())
+        # (count + 1) / (resamples + 1): never 0 from a finite number of resamples
+        p = float(min(1.0, 2 * (opposite + 1) / (len(deltas) + 1)))
     return p, (float(np.percentile(deltas, 2.5)), float(np.percentile(deltas, 97.5)))
 
 

@@ -10,11 +10,21 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 
 def calibration_text(cal: dict) -> str:
-    text = f"Expected calibration error {cal['ece']:.3f} over {cal.get('n', 0):,} examples"
+    """A short line for the page; the tooltip says the rest."""
+    text = f"ECE {cal['ece']:.3f}"
     t = cal.get("temperature")
     if t:
-        text += (f"; {cal['ece_scaled']:.3f} with temperature {t:.2f} fitted on the validation split "
-                 f"(stored in the export's workbench.json)")
+        text += f" → {cal['ece_scaled']:.3f} at T = {t:.2f} (orange)"
+    return text
+
+
+def calibration_tooltip(cal: dict) -> str:
+    text = (f"Expected calibration error over {cal.get('n', 0):,} {cal.get('bins_count', 15)}-bin examples: the "
+            "share-weighted gap between each confidence bin's accuracy (bars) and its confidence (the diagonal).")
+    if cal.get("temperature"):
+        text += (f" Dividing the logits by the temperature {cal['temperature']:.3f}, fitted on the validation split, "
+                 f"gives {cal['ece_scaled']:.3f}; it is stored in the export's workbench.json (transformers' "
+                 "pipeline ignores it).")
     return text
 
 
@@ -28,6 +38,7 @@ class ReliabilityView(QWidget):
         self._lay = QVBoxLayout(self)
         self._lay.setContentsMargins(0, 0, 0, 0)
         self._lay.addWidget(self.note)
+        self.note.setWordWrap(True)
         self.calibration: dict | None = None
 
     def _ensure_plot(self):
@@ -40,9 +51,8 @@ class ReliabilityView(QWidget):
             self.plot.setXRange(0, 1, padding=0.02)
             self.plot.setYRange(0, 1, padding=0.02)
             self.plot.setMouseEnabled(False, False)
-            self.plot.addLegend(offset=(8, 8))
             self.plot.setMinimumHeight(160)
-            self._lay.insertWidget(0, self.plot, 1)
+            self._lay.addWidget(self.plot, 1)
         return self.plot
 
     def set_calibration(self, cal: dict | None) -> None:
@@ -51,7 +61,8 @@ class ReliabilityView(QWidget):
             if self.plot is not None:
                 self.plot.clear()
                 self.plot.hide()
-            self.note.setText("No calibration for this run (runs record it from this version on, for classifiers).")
+            self.note.setText("No calibration recorded for this run.")
+            self.note.setToolTip("Classification runs record it from this version on.")
             return
         import pyqtgraph as pg
 
@@ -72,3 +83,5 @@ class ReliabilityView(QWidget):
             plot.plot(sx, sy, pen=pg.mkPen((220, 120, 30), width=2), symbol="o", symbolSize=5,
                       symbolBrush=(220, 120, 30), name=f"T = {cal['temperature']:.2f}")
         self.note.setText(calibration_text(cal))
+        self.note.setToolTip(calibration_tooltip(cal))
+        plot.setToolTip(calibration_tooltip(cal))

@@ -75,12 +75,12 @@ class ClassificationView(QWidget):
         from .calibration import ReliabilityView
 
         self.reliability = ReliabilityView()
-        top.addWidget(_section("Calibration", self.reliability,
-                               hint="Accuracy per confidence bin: a calibrated model follows the diagonal."))
+        top.addWidget(_section("Calibration", self.reliability))
+        self.reliability.setToolTip("Accuracy per confidence bin: a calibrated model follows the diagonal.")
         top.setStretchFactor(0, 3)
         top.setStretchFactor(1, 3)
         top.setStretchFactor(2, 3)
-        top.setStretchFactor(3, 3)
+        top.setStretchFactor(3, 2)
 
         # Predictions
         self.predictions_model = PredictionsModel(self)

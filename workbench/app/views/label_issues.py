@@ -215,7 +215,7 @@ class LabelIssuesView(QWidget):
             text.setToolTip(r.text)
             if image and r.line in self._thumbs:
                 text.setIcon(QIcon(QPixmap.fromImage(self._thumbs[r.line])))
-            score = QTableWidgetItem(f"{r.score:.3f}")
+            score = QTableWidgetItem(f"{r.score:.3g}")
             score.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             suggested = QTableWidgetItem(f"{r.suggested} ({r.suggested_probability:.0%})")
             if r.flagged:
