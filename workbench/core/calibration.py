@@ -80,7 +80,7 @@ def calibration_report(eval_logits: np.ndarray, eval_labels: np.ndarray, val_log
     if val_logits is not None and len(val_logits):
         t = fit_temperature(val_logits, val_labels)
         scaled = reliability(softmax(np.asarray(eval_logits) / t), eval_labels)
-        out.update({"temperature": t, "fitted_on": "validation",
+        out.update({"temperature": t, "fitted_on": "validation", "validation_n": int(len(val_logits)),
                     "validation_nll": nll(val_logits, val_labels), "validation_nll_scaled": nll(val_logits, val_labels, t),
                     "ece_scaled": scaled["ece"], "bins_scaled": scaled["bins"], "nll_scaled": nll(eval_logits, eval_labels, t)})
     else:

@@ -15,6 +15,9 @@ def calibration_text(cal: dict) -> str:
     t = cal.get("temperature")
     if t:
         text += f" → {cal['ece_scaled']:.3f} at T = {t:.2f} (orange)"
+        if cal["ece_scaled"] > cal["ece"]:
+            n = cal.get("validation_n")
+            text += f"; no help here ({n:,} validation examples)" if n else "; no help here"
     return text
 
 
@@ -40,6 +43,7 @@ class ReliabilityView(QWidget):
         self._lay.addWidget(self.note)
         self.note.setWordWrap(True)
         self.calibration: dict | None = None
+        self.setMinimumWidth(240)  # bins of 1/15 need room to read
 
     def _ensure_plot(self):
         if self.plot is None:
