@@ -331,3 +331,15 @@ def test_sentence_pair_predictions_show_both_texts(qtbot):
     assert model.row_record(0)["text"] == f"a man sleeps{PAIR_SEPARATOR}nobody sleeps"
     model.set_query("animal")  # the second text is searched too
     assert [r["row"] for r in map(model.row_record, range(model.rowCount()))] == [3]
+
+
+def test_try_it_explains_with_token_shading(qtbot, evaluate_page, trained_run):
+    example = max(_predictions(trained_run), key=lambda p: p["confidence"])
+    box = evaluate_page.view.try_it
+    box.input.setText(example["text"])
+    qtbot.mouseClick(box.explain_button, Qt.MouseButton.LeftButton)
+    assert not box.explain_button.isEnabled()  # computed off the GUI thread
+    qtbot.waitUntil(box.explanation.isVisible, timeout=60000)
+    shown = box.explanation.text()
+    assert f"<b>{example['predicted']}</b>" in shown and "background-color" in shown
+    assert evaluate_page.view.reliability.calibration["ece"] >= 0  # the run recorded its calibration

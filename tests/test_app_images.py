@@ -116,6 +116,11 @@ def test_try_it_takes_a_dropped_image(qtbot, evaluate_page, image_run):
     assert scores[0][0] == target["predicted"] == view.try_it.top_label()
     assert scores[0][1] == pytest.approx(target["confidence"], abs=2e-3)
     assert abs(sum(s for _, s in scores) - 1) < 1e-4
+    # The saliency overlay, computed off the GUI thread, replaces the preview
+    before = view.try_it.picture.pixmap().toImage()
+    view.try_it.saliency.click()
+    qtbot.waitUntil(lambda: "Where the model looked" in view.try_it.status.text(), timeout=60000)
+    assert view.try_it.picture.pixmap().toImage() != before
 
 
 def test_try_it_decodes_off_the_gui_thread_and_loads_the_model_once(qtbot, evaluate_page, image_run, monkeypatch,

@@ -6,6 +6,8 @@
     workbench demo                     fine-tune the default backbone on a bundled real dataset
     workbench predict EXPORT INPUT     label a file or a folder of images with an exported model
     workbench serve EXPORT             answer prediction requests over HTTP (POST /predict)
+    workbench label-issues DATA        rank the training rows whose label is probably wrong
+    workbench compare RUN_A RUN_B      what changed between two runs on the same test data
 
 Exit status: 0 success; 1 an internal error (details written to the run directory's error.txt); 2 bad
 input or usage (message on stderr); 3 a file could not be written (disk full, no permission), including
@@ -125,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=float, default=1.0)
     d.add_argument("--quiet", "-q", action="store_true")
 
+    from .cli_analysis import add_parsers
     from .cli_predict import add_commands
 
     add_commands(sub)  # predict, serve
+    add_parsers(sub)  # label-issues, compare
     return p
 
 
@@ -289,7 +293,7 @@ def cmd_demo(args) -> int:
     return _run_and_report(cfg, args.quiet)
 
 
-SUBCOMMANDS = ("train", "models", "demo", "predict", "serve")
+SUBCOMMANDS = ("train", "models", "demo", "predict", "serve", "label-issues", "compare")
 
 
 def open_app(path: str | None) -> int:
@@ -328,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_predict import cmd_predict, cmd_serve
 
             return cmd_predict(args) if args.command == "predict" else cmd_serve(args)
+        if args.command in ("label-issues", "compare"):
+            from .cli_analysis import run_analysis
+
+            return run_analysis(args)
         parser.print_help()
         return EXIT_OK
     except UsageError as e:

@@ -379,6 +379,10 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         "metrics": metric_specs,
         "data_fingerprint": data_fingerprints(data_paths),
     }
+    from .corrections import read_corrections
+
+    if (corrected := read_corrections(config.data.train)) is not None:
+        resolved["corrected_from"] = corrected  # a corrected copy: its original and every decision
     rd.write_json("config.json", {**config.to_dict(), "resolved": resolved})
 
     cancel.raise_if_cancelled()
@@ -395,9 +399,11 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     )
     rd.training_started = True
     outcome = first = loop.run(resume)
-    plan = None
+    plan, first_pass_val_logits = None, None
     if tc.refit:
         plan = plan_refit(first, steps_per_epoch(len(encoded["train"]), tc.batch_size, tc.grad_accum), rows)
+        if task.calibrated:  # for the temperature: the refitted model will have seen these rows
+            first_pass_val_logits = loop.predict(encoded["validation"], "calibrating")[0]
         del model, loop  # the first pass's model (and its best weights) are done with
         model, loop, second = _second_pass(task, data, tc, plan, first, backbone, preprocessor, device, precision, rd,
                                            cb, cancel)
@@ -415,6 +421,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     report_text = task.report_text(result)
     if plan is not None:
         report_text += "\n" + describe(plan, task.row_unit).capitalize() + "."
+    calibration = _calibration(task, loop, encoded, eval_name, logits, cb, first_pass_val_logits)
     rd.write_json(
         "report.json",
         {
@@ -424,6 +431,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             **result.report,
             "training": dataclasses.asdict(first),
             "trained_on": _trained_on(rows, plan, task.row_unit),
+            **({"calibration": calibration} if calibration else {}),
         },
     )
     rd.write_text("report.txt", f"{task.title}, {eval_name} split ({data.resolved['sources'].get(eval_name)})\n\n{report_text}\n")
@@ -446,6 +454,9 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
             "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics,
             "inputs": prediction_inputs(data.resolved)}
+    if calibration and calibration.get("temperature"):
+        # Divide the logits by it for calibrated probabilities; transformers' pipeline ignores it.
+        meta["temperature"] = calibration["temperature"]
     onnx = partial(export_with_onnx, task, model, split=encoded[eval_name], data=data, quantize=config.quantize,
                    callbacks=cb, cancel=cancel, batch_size=tc.eval_batch_size or 2 * tc.batch_size)
     export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel, onnx=onnx)
@@ -519,6 +530,23 @@ def _trained_on(rows: dict[str, int], plan: RefitPlan | None, unit: str) -> dict
         return {"splits": ["train"], "rows": rows.get("train", 0), "unit": unit, "refit": False}
     return {"splits": ["train", "validation"], "rows": plan.rows, "unit": unit, "refit": True,
             **dataclasses.asdict(plan)}
+
+
+def _calibration(task, loop, encoded, eval_name: str, logits, cb, first_pass_val_logits=None) -> dict[str, Any] | None:
+    """ECE and reliability bins of the evaluation split, with a temperature fitted on validation.
+
+    After a refit the final model has trained on the validation rows, so the temperature is fitted
+    on the first pass's predictions of them (a model that never saw them, trained the same way)."""
+    if not task.calibrated or getattr(logits, "ndim", 0) != 2 or len(logits) == 0:
+        return None
+    from .calibration import calibration_report
+
+    val = encoded.get("validation")
+    val_logits = first_pass_val_logits
+    if val_logits is None and val is not None and len(val):
+        cb.on_event(PhaseChanged("calibrating", "temperature on the validation split"))
+        val_logits = logits if eval_name == "validation" else loop.predict(val, "calibrating")[0]
+    return calibration_report(logits, encoded[eval_name].labels, val_logits, val.labels if val is not None else None)
 
 
 def _eval_event(outcome, split: str, metrics: dict[str, float]):

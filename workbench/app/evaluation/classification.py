@@ -72,9 +72,15 @@ class ClassificationView(QWidget):
         top.addWidget(_section("Per class", self.per_class))
         top.addWidget(_section("Confusion matrix", confusion_box, hint="Click a cell to list its examples below."))
         top.addWidget(_section("Try it", self.try_it))
+        from .calibration import ReliabilityView
+
+        self.reliability = ReliabilityView()
+        top.addWidget(_section("Calibration", self.reliability))
+        self.reliability.setToolTip("Accuracy per confidence bin: a calibrated model follows the diagonal.")
         top.setStretchFactor(0, 3)
         top.setStretchFactor(1, 3)
         top.setStretchFactor(2, 3)
+        top.setStretchFactor(3, 2)
 
         # Predictions
         self.predictions_model = PredictionsModel(self)
@@ -153,6 +159,7 @@ class ClassificationView(QWidget):
         self.examples.value.setText(f"{report.get('n', columns.n):,}")
         self.examples.title.setText(f"{str(report.get('split') or 'evaluated').capitalize()} examples")
         self.per_class.set_rows(report.get("per_class", []))
+        self.reliability.set_calibration(report.get("calibration"))
         labels = report.get("labels") or [r["label"] for r in report.get("per_class", [])]
         self.confusion.set_matrix(labels, report.get("confusion_matrix") or [[0] * len(labels) for _ in labels])
         self._on_cell_cleared()
@@ -167,6 +174,7 @@ class ClassificationView(QWidget):
         self.score_tiles.clear()
         self.per_class.set_rows([])
         self.confusion.set_matrix([], [])
+        self.reliability.set_calibration(None)
         self._on_cell_cleared()
         self.predictions_model.set_columns(PredictionColumns.empty())
         self.try_it.set_model(None, "")

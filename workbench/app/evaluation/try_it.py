@@ -58,6 +58,31 @@ def predict_scores(model_dir: str | Path, text: str, text_pair: str | None = Non
     return sorted(((d["label"], float(d["score"])) for d in out), key=lambda x: -x[1])
 
 
+def explain_scores(model_dir: str | Path, text: str, text_pair: str | None = None, steps: int = 48):
+    """(integrated-gradients attribution, its HTML shading) of the predicted class, with the cached model."""
+    from ...core.explain import attribution_html, integrated_gradients
+
+    pipe = classification_pipeline(model_dir)
+    att = integrated_gradients(pipe.model, pipe.tokenizer, text, text_pair, steps=steps)
+    html = attribution_html(att, text)
+    if text_pair is not None:
+        html += " ⟶ " + attribution_pair_html(att, text_pair)
+    return att, html
+
+
+def attribution_pair_html(att, text_pair: str) -> str:
+    """The second text's shading: its tokens follow the first [SEP] in the attribution."""
+    from dataclasses import replace
+
+    from ...core.explain import attribution_html
+
+    seps = [i for i, sp in enumerate(att.special) if sp]
+    first_sep = seps[1] if len(seps) > 1 else len(att.tokens)
+    keep = [i > first_sep for i in range(len(att.tokens))]
+    masked = replace(att, special=[sp or not k for sp, k in zip(att.special, keep)])
+    return attribution_html(masked, text_pair)
+
+
 class TryItBox(QWidget):
     """A text field, a Predict button and one bar per label."""
 
@@ -79,6 +104,15 @@ class TryItBox(QWidget):
         self.input_pair.returnPressed.connect(self.predict)
         self.button = QPushButton("Predict")
         self.button.clicked.connect(self.predict)
+        self.explain_button = QPushButton("Explain")
+        self.explain_button.setToolTip("Shade each word by how much it pushed the model towards its answer "
+                                       "(integrated gradients, 48 steps): green for, red against")
+        self.explain_button.clicked.connect(self.explain)
+        self.explanation = QLabel()
+        self.explanation.setWordWrap(True)
+        self.explanation.setTextFormat(Qt.TextFormat.RichText)
+        self.explanation.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.explanation.hide()
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -89,11 +123,13 @@ class TryItBox(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.input, 1)
         row.addWidget(self.button)
+        row.addWidget(self.explain_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
         layout.addWidget(self.input_pair)
         layout.addLayout(self._bars)
+        layout.addWidget(self.explanation)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.set_model(None)
@@ -111,6 +147,8 @@ class TryItBox(QWidget):
         enabled = self._model_dir is not None
         self.input.setEnabled(enabled)
         self.button.setEnabled(enabled)
+        self.explain_button.setEnabled(enabled)
+        self.explanation.hide()
         self.status.setText("" if enabled else (why_not or "This run has no exported model to try."))
 
     @Slot()
@@ -125,6 +163,25 @@ class TryItBox(QWidget):
         self.jobs.submit(predict_scores, self._model_dir, text, text_pair, on_done=self._on_done,
                          on_error=self._on_failed)
 
+    @Slot()
+    def explain(self) -> None:
+        """Integrated gradients of the predicted class over the tokens, on the worker thread."""
+        text = self.input.text().strip()
+        text_pair = self.input_pair.text().strip() if self._pair else None
+        if not self._model_dir or not text or (self._pair and not text_pair):
+            return
+        self.status.setText("Explaining (integrated gradients)...")
+        self.explain_button.setEnabled(False)
+        self.jobs.submit(explain_scores, self._model_dir, text, text_pair, on_done=self._on_explained,
+                         on_error=self._on_failed)
+
+    def _on_explained(self, answer) -> None:
+        att, html = answer
+        self.explain_button.setEnabled(True)
+        self.status.setText("")
+        self.explanation.setText(f"Why <b>{att.label}</b>: {html}")
+        self.explanation.show()
+
     def _on_done(self, scores) -> None:
         self.button.setEnabled(True)
         self.status.setText("")
@@ -133,6 +190,7 @@ class TryItBox(QWidget):
 
     def _on_failed(self, error: Exception) -> None:
         self.button.setEnabled(self._model_dir is not None)
+        self.explain_button.setEnabled(self._model_dir is not None)
         self._clear_bars()
         self.status.setText(f"Could not run the model: {describe(error)}")
 

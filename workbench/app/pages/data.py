@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QStyle,
     QTableView,
+    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -210,7 +211,16 @@ class DataPage(QWidget):
         vh.setDefaultSectionSize(self.fontMetrics().height() + 8)
         vh.setDefaultAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.preview.horizontalHeader().setHighlightSections(False)
-        split.addWidget(self.preview)
+        # The rows as read, and the ranked rows whose label is probably wrong (views/label_issues.py).
+        from ..views.label_issues import LabelIssuesView
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.preview, "Rows")
+        self.label_issues = LabelIssuesView(self.state)
+        self.label_issues.jump_to_line.connect(self._show_line)
+        self.label_issues.corrected.connect(self._train_on_copy)
+        self.tabs.addTab(self.label_issues, "Suspicious labels")
+        split.addWidget(self.tabs)
 
         side = QWidget()
         side_lay = QVBoxLayout(side)
@@ -434,6 +444,7 @@ class DataPage(QWidget):
         from ..widgets.arrow_model import ArrowTableModel
 
         table = loaded.table
+        self.label_issues.clear()  # a ranking belongs to the file it was made for
         self.banner.hide()
         self.drop_zone.set_message("")
         self.file_title.setText(loaded.path.name)
@@ -582,6 +593,15 @@ class DataPage(QWidget):
                              f"line {self._model.line_of_row(row)}")
         return row
 
+    def _show_line(self, line: int) -> None:
+        self.tabs.setCurrentWidget(self.preview)
+        self.jump_to_line(line)
+
+    def _train_on_copy(self, copy: str) -> None:
+        """A corrected copy was saved: it becomes the training file (config.json records its original)."""
+        self.tabs.setCurrentWidget(self.preview)
+        self.open_path(copy)
+
     @property
     def preview_model(self):
         return self._model
@@ -688,6 +708,7 @@ class DataPage(QWidget):
     # ---- closing ------------------------------------------------------------------------------------
     def shutdown(self) -> None:
         self.images.shutdown()
+        self.label_issues.shutdown()
         if self._token is not None:
             self._token.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)

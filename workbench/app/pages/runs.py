@@ -325,6 +325,10 @@ class RunsPage(QWidget):
         self.compare_button = QPushButton("Compare")
         self.compare_button.setToolTip("Overlay the selected runs' training loss and validation curves")
         self.compare_button.clicked.connect(self._compare_selected)
+        self.diff_button = QPushButton("Diff")
+        self.diff_button.setToolTip("Two runs scored on the same test data: metric deltas with p-values and the "
+                                    "examples the newer run fixed or broke")
+        self.diff_button.clicked.connect(self._diff_selected)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Go on with a paused, cancelled or crashed run from its last checkpoint, "
                                       "with its curves so far on the Train page")
@@ -338,7 +342,8 @@ class RunsPage(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
         buttons = QHBoxLayout()
-        for b in (self.open_button, self.resume_button, self.compare_button, self.files_button, self.delete_button):
+        for b in (self.open_button, self.resume_button, self.compare_button, self.diff_button, self.files_button,
+                  self.delete_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.refresh_button)
@@ -453,6 +458,24 @@ class RunsPage(QWidget):
         self.compare(self.selected_paths())
 
     @Slot()
+    def _diff_selected(self) -> None:
+        paths = self.selected_paths()
+        if len(paths) == 2:
+            self.diff(*paths)
+
+    def diff(self, first: str, second: str):
+        """Open the diff of two runs, the older as A; returns the dialog (views/run_diff.py)."""
+        from ..views.run_diff import RunDiffView
+
+        by_path = {str(r.path): r for r in self.model.runs}
+        a, b = sorted((first, second), key=lambda p: (getattr(by_path.get(p), "started", None) is None,
+                                                      str(getattr(by_path.get(p), "started", "")), p))
+        dialog = RunDiffView(a, b, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
+
+    @Slot()
     def _show_files(self) -> None:
         for p in self.selected_paths()[:1]:
             QDesktopServices.openUrl(QUrl.fromLocalFile(p))
@@ -499,4 +522,5 @@ class RunsPage(QWidget):
         self.open_button.setEnabled(n == 1)
         self.files_button.setEnabled(n == 1)
         self.compare_button.setEnabled(n >= 2)
+        self.diff_button.setEnabled(n == 2)
         self.delete_button.setEnabled(n >= 1)

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSizePolicy,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -238,7 +239,9 @@ class ImageFolderView(QWidget):
         lay.addLayout(head)
         lay.addWidget(self.info)
         lay.addLayout(bar)
-        lay.addWidget(self.grid, 1)
+        self.tabs = QTabWidget()  # the grid; DataPageImages adds "Suspicious labels"
+        self.tabs.addTab(self.grid, "Images")
+        lay.addWidget(self.tabs, 1)
         lay.addWidget(self.findings)
 
     def load(self, path: str) -> None:
@@ -365,6 +368,17 @@ class DataPageImages(QObject):
         self.view.failed.connect(self._on_failed)
         page.stack.addWidget(self.view)
         self._path = ""
+        from .label_issues import LabelIssuesView
+
+        self.label_issues = LabelIssuesView(page.state)
+        self.label_issues.show_image.connect(self._show_image)
+        self.label_issues.corrected.connect(page.open_path)  # the copy (a folder of links) is the training data now
+        self.view.tabs.addTab(self.label_issues, "Suspicious labels")
+
+    def _show_image(self, path: str, label: str) -> None:
+        self.view.tabs.setCurrentIndex(0)
+        self.view.show_class(label)
+        self.page.status.emit(path)
 
     @staticmethod
     def handles(path: str | Path) -> bool:
@@ -375,6 +389,8 @@ class DataPageImages(QObject):
 
     def open(self, path: str | Path) -> None:
         self.page.cancel_loading()
+        self.label_issues.clear()
+        self.view.tabs.setCurrentIndex(0)
         self._path = str(path)
         self.view.load(self._path)
         self.page.stack.setCurrentWidget(self.view)
@@ -394,6 +410,7 @@ class DataPageImages(QObject):
 
     def shutdown(self) -> None:
         self.view.shutdown()
+        self.label_issues.shutdown()
 
 
 # ---------------------------------------------------------------------------- Evaluate page
@@ -429,6 +446,20 @@ def _try_image(state, model_dir: str, path: str) -> list[tuple[str, float]]:
     return predict_image(model_dir, path)
 
 
+def _saliency_image(model_dir: str, path: str) -> tuple[QImage, str]:
+    """The image as the model saw it with its gradient saliency over it (core/explain.py), as a QImage."""
+    import numpy as np
+
+    from ...core.explain import explain_image, overlay
+
+    seen, saliency, label = explain_image(model_dir, path)
+    shown = np.ascontiguousarray(overlay(seen, saliency))
+    h, w, _ = shown.shape
+    image = QImage(shown.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()  # owns its pixels
+    side = 2 * THUMB
+    return image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation), label
+
+
 class ImageTryIt(QWidget):
     """Drop an image (or choose one) and see the exported model's scores for it."""
 
@@ -446,6 +477,11 @@ class ImageTryIt(QWidget):
         self.picture.setFrameShape(QLabel.Shape.StyledPanel)
         self.choose = QPushButton("Choose Image…")
         self.choose.clicked.connect(self._choose)
+        self.saliency = QPushButton("Show Saliency")
+        self.saliency.setToolTip("Overlay where the pixels most change the predicted class's score (gradient "
+                                 "saliency); Workbench image models")
+        self.saliency.clicked.connect(self.explain)
+        self.saliency.setEnabled(False)
         self.status = QLabel()
         self.status.setWordWrap(True)
         self._bars = QGridLayout()
@@ -453,7 +489,10 @@ class ImageTryIt(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.picture)
-        lay.addWidget(self.choose)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.choose)
+        buttons.addWidget(self.saliency)
+        lay.addLayout(buttons)
         lay.addLayout(self._bars)
         lay.addWidget(self.status)
         lay.addStretch(1)
@@ -495,8 +534,23 @@ class ImageTryIt(QWidget):
     def _on_preview(self, image: QImage) -> None:
         self.picture.setPixmap(QPixmap.fromImage(image))
 
+    def explain(self) -> None:
+        if not self._model_dir or not self._path:
+            return
+        self.saliency.setEnabled(False)
+        self.status.setText("Computing the saliency map…")
+        self.jobs.submit(_saliency_image, self._model_dir, self._path, on_done=self._on_explained,
+                         on_error=self._on_failed)
+
+    def _on_explained(self, answer) -> None:
+        image, label = answer
+        self.picture.setPixmap(QPixmap.fromImage(image))
+        self.status.setText(f"Where the model looked for “{label}” (brighter = more influence)")
+        self.saliency.setEnabled(True)
+
     def _on_done(self, scores) -> None:
         self.status.setText("")
+        self.saliency.setEnabled(True)
         self._clear_bars()
         for i, (label, score) in enumerate(scores[:MAX_BARS]):
             name = QLabel(label)

@@ -109,6 +109,9 @@ class Task(ABC):
     greater_is_better: ClassVar[dict[str, bool]] = {m.name: m.greater_is_better for m in CLASSIFICATION}
     # The loss averages over tokens, not rows (tagging): length-grouped batches then balance tokens.
     token_level_loss: ClassVar[bool] = False
+    # One class per row from softmax logits: the run reports calibration (ECE, reliability bins) and
+    # fits a temperature on the validation split (workbench/core/calibration.py).
+    calibrated: ClassVar[bool] = False
     # Length-grouped batches unless --group-by-length/--no-group-by-length says otherwise.
     group_by_length_default: ClassVar[bool] = True
     # Whether the loop may train a batch as several micro-batches of similar length (``loss`` is a

@@ -76,6 +76,7 @@ class ImageClassification(Task):
     split_batches_by_length = False  # batch norm: a batch's statistics must come from the whole batch
     pipeline_tag = "image-classification"
     row_unit = "images"
+    calibrated = True
 
     def __init__(self) -> None:
         self.label_map = None

@@ -31,6 +31,7 @@ class TextClassification(Task):
     pipeline_tag = "text-classification"
 
     data_view_column_choice = True
+    calibrated = True
 
     # ---- data -----------------------------------------------------------------------------------
     def _read(self, path: str, cfg: DataConfig, cache_dir: Path, callbacks, cancel, like=None):

@@ -1,0 +1,176 @@
+"""The Runs page's diff of two runs: metric deltas with paired p-values, per-class deltas, and the
+examples the newer run fixed or broke, filterable by kind and by confusion cell (gold, A's answer,
+B's answer). Regression adds a scatter of A's errors against B's. Computed on a worker thread
+(``workbench.core.compare``), the same numbers as `workbench compare`."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..jobs import Jobs, describe
+
+ALL = "All cells"
+
+
+def _table(headers) -> QTableWidget:
+    t = QTableWidget(0, len(headers))
+    t.setHorizontalHeaderLabels(headers)
+    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    t.verticalHeader().hide()
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    return t
+
+
+def _num(value, fmt="{:.4f}") -> QTableWidgetItem:
+    item = QTableWidgetItem("" if value is None else fmt.format(value))
+    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return item
+
+
+class RunDiffView(QDialog):
+    def __init__(self, run_a: str, run_b: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from pathlib import Path
+
+        self.setWindowTitle(f"{Path(run_a).name} → {Path(run_b).name}")
+        self.resize(1100, 760)
+        self.diff = None
+        self.jobs = Jobs(self)
+        self.head = QLabel("Comparing…")
+        self.head.setWordWrap(True)
+        self.head.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.metrics = _table(("Metric", "A", "B", "B − A", "p-value", "test"))
+        self.per_class = _table(("Class", "F1 A", "F1 B", "B − A", "support"))
+        self.kind = QComboBox()
+        self.kind.addItems(["Fixed and broken", "Fixed", "Broken"])
+        self.cell = QComboBox()
+        self.cell.setToolTip("A confusion cell: the gold label, A's answer and B's answer")
+        self.count = QLabel()
+        for combo in (self.kind, self.cell):
+            combo.currentIndexChanged.connect(self._fill_examples)
+        self.examples = _table(("Change", "Row", "Gold", "A said", "B said", "Text"))
+        self.examples.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.scatter = None  # regression: A's error against B's
+
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.metrics)
+        top.addWidget(self.per_class)
+        filters = QHBoxLayout()
+        filters.addWidget(QLabel("Show:"))
+        filters.addWidget(self.kind)
+        filters.addWidget(self.cell, 1)
+        filters.addWidget(self.count)
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.addLayout(filters)
+        bl.addWidget(self.examples, 1)
+        self.split = QSplitter(Qt.Orientation.Vertical)
+        self.split.addWidget(top)
+        self.split.addWidget(bottom)
+        self.split.setSizes([260, 480])
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.head)
+        lay.addWidget(self.split, 1)
+        from ...core.compare import compare_runs
+
+        self.jobs.submit(compare_runs, run_a, run_b, on_done=self.show_diff, on_error=self._failed)
+
+    def _failed(self, error: Exception) -> None:
+        self.head.setText(f"⚠ {describe(error)}")
+
+    def show_diff(self, diff) -> None:
+        self.diff = diff
+        from pathlib import Path
+
+        self.head.setText(
+            f"A: {Path(diff.run_a).name}    B: {Path(diff.run_b).name}    {diff.split} split, {diff.n:,} {diff.unit} "
+            f"scored by both.  B fixed {len(diff.fixed):,} and broke {len(diff.broken):,}."
+            + "".join(f"\n{n}" for n in diff.notes))
+        rows = [m for m in diff.metrics if m.a is not None and m.b is not None]
+        self.metrics.setRowCount(len(rows))
+        for i, m in enumerate(rows):
+            delta = _num(m.delta, "{:+.4f}")
+            better = (m.delta > 0) == m.greater_is_better if m.delta else None
+            significant = m.p_value is not None and m.p_value < 0.05
+            if better is not None and significant:
+                delta.setForeground(QColor(30, 140, 60) if better else QColor(200, 50, 40))
+            for col, item in enumerate((QTableWidgetItem(m.title), _num(m.a), _num(m.b), delta,
+                                        _num(m.p_value, "{:.3g}"), QTableWidgetItem(m.test))):
+                self.metrics.setItem(i, col, item)
+        self.per_class.setVisible(bool(diff.per_class))
+        self.per_class.setRowCount(len(diff.per_class))
+        for i, r in enumerate(diff.per_class):
+            for col, item in enumerate((QTableWidgetItem(str(r["label"])), _num(r["f1_a"]), _num(r["f1_b"]),
+                                        _num(r["delta"], "{:+.4f}"), _num(r["support"], "{:,}"))):
+                self.per_class.setItem(i, col, item)
+        self.cell.blockSignals(True)
+        self.cell.clear()
+        self.cell.addItem(ALL)
+        if diff.task != "text-regression" and diff.task != "token-classification":
+            cells = sorted({(e["gold"], e["a"], e["b"]) for e in diff.changed})
+            for gold, a, b in cells:
+                self.cell.addItem(f"gold {gold}: A {a}, B {b}", (gold, a, b))
+        self.cell.setVisible(self.cell.count() > 1)
+        self.cell.blockSignals(False)
+        if diff.errors is not None:
+            self._add_scatter(diff.errors)
+        self._fill_examples()
+
+    def shown_examples(self) -> list[dict]:
+        if self.diff is None:
+            return []
+        kind = {0: None, 1: "fixed", 2: "broken"}[self.kind.currentIndex()]
+        cell = self.cell.currentData()
+        return [e for e in self.diff.changed if (kind is None or e["change"] == kind)
+                and (cell is None or (e["gold"], e["a"], e["b"]) == tuple(cell))]
+
+    def _fill_examples(self) -> None:
+        from ...core.escaping import one_line
+
+        shown = self.shown_examples()
+        self.count.setText(f"{len(shown):,} {self.diff.unit if self.diff else 'examples'}")
+        shown = shown[:5000]
+        self.examples.setRowCount(len(shown))
+        fmt = (lambda v: f"{v:.3f}") if self.diff is not None and self.diff.task == "text-regression" else str
+        for i, e in enumerate(shown):
+            change = QTableWidgetItem(e["change"])
+            change.setForeground(QColor(30, 140, 60) if e["change"] == "fixed" else QColor(200, 50, 40))
+            text = QTableWidgetItem(one_line(str(e["text"])))
+            text.setToolTip(str(e["text"]))
+            for col, item in enumerate((change, _num(e["row"], "{}"), QTableWidgetItem(fmt(e["gold"])),
+                                        QTableWidgetItem(fmt(e["a"])), QTableWidgetItem(fmt(e["b"])), text)):
+                self.examples.setItem(i, col, item)
+
+    def _add_scatter(self, errors) -> None:
+        import numpy as np
+        import pyqtgraph as pg
+
+        plot = pg.PlotWidget(background="w")
+        plot.setLabel("bottom", "error of A (predicted − gold)")
+        plot.setLabel("left", "error of B")
+        a, b = np.asarray(errors["a"]), np.asarray(errors["b"])
+        plot.plot(a, b, pen=None, symbol="o", symbolSize=4, symbolBrush=(40, 90, 200, 120), symbolPen=None)
+        lim = float(max(np.abs(a).max(initial=0), np.abs(b).max(initial=0), 1e-6))
+        plot.plot([-lim, lim], [-lim, lim], pen=pg.mkPen((150, 150, 150), style=Qt.PenStyle.DashLine))
+        self.scatter = plot
+        self.split.insertWidget(1, plot)
+
+    def done(self, result: int) -> None:
+        self.jobs.shutdown(2000)
+        super().done(result)

@@ -1,0 +1,187 @@
+"""A corrected copy of a training file: rows left out or relabelled, the original never touched.
+
+Delimited files: the copy is the original byte for byte except the excluded rows (dropped with all
+their physical lines) and the relabelled ones (re-written with the file's own delimiter and line
+ending, only the label cell changed). Image folders: the copy is a folder that mirrors the original
+with symbolic links (copies where links cannot be made), an excluded image left out and a
+relabelled one linked under its new class folder; the images themselves are never copied or moved.
+
+Beside the copy, ``<copy>.corrections.json`` (inside the folder for images) records the original,
+its fingerprint and every decision; a run on the copy records that in its config.json
+(``resolved.corrected_from``), so a model trained on a corrected copy says where its data came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, write_failure
+
+SIDECAR_SUFFIX = ".corrections.json"
+FOLDER_SIDECAR = ".workbench-corrections.json"  # hidden: the image scan skips it
+
+
+def sidecar_of(copy: str | Path) -> Path:
+    p = Path(copy)
+    return p / FOLDER_SIDECAR if p.is_dir() else p.with_name(p.name + SIDECAR_SUFFIX)
+
+
+def read_corrections(train: str | Path) -> dict[str, Any] | None:
+    """What a corrected copy records about its original, or None for any other data."""
+    try:
+        data = json.loads(sidecar_of(train).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "original" in data else None
+
+
+def default_copy_path(original: str | Path) -> Path:
+    """``reviews.tsv`` -> ``reviews-corrected.tsv`` (then -corrected-2, ...), beside the original."""
+    p = Path(original)
+    stem, suffix = (p.name, "") if p.is_dir() else (p.stem, p.suffix)
+    for i in range(1, 1000):
+        candidate = p.with_name(f"{stem}-corrected{'' if i == 1 else f'-{i}'}{suffix}")
+        if not candidate.exists():
+            return candidate
+    raise InputError("too many corrected copies beside it already", path=p)
+
+
+def write_corrected_copy(issues, decisions: dict[int, str | None], target: str | Path | None = None,
+                         overwrite: bool = False) -> Path:
+    """Write the copy of ``issues.path`` (a ``label_issues.LabelIssues``) with ``decisions``: line ->
+    a new label, or None to leave the row out. Returns the copy's path."""
+    from .run import data_fingerprints
+
+    source = Path(issues.path)
+    target = Path(target).expanduser().resolve() if target else default_copy_path(source)
+    if target == source.resolve():
+        raise InputError("the corrected copy must not replace the original; choose another name", path=target)
+    if target.exists() and not overwrite:
+        raise InputError("exists already; choose another name (or allow overwriting)", path=target)
+    unknown = [label for label in decisions.values() if label is not None and label not in issues.labels]
+    if unknown:
+        raise InputError(f"unknown label {unknown[0]!r}; the labels are {', '.join(issues.labels)}")
+    by_line = {r.line: r for r in issues.rows}
+    missing = [line for line in decisions if line not in by_line]
+    if missing:
+        raise InputError(f"line {missing[0]} is not a training row of this file", path=source, line=missing[0])
+    changes = {line: label for line, label in decisions.items() if label is None or label != by_line[line].given}
+    record = {
+        "original": str(source),
+        "original_fingerprint": data_fingerprints([str(source)])[str(source)],
+        "excluded": sorted(line for line, label in changes.items() if label is None),
+        "relabeled": {str(line): {"from": by_line[line].given, "to": label}
+                      for line, label in sorted(changes.items()) if label is not None},
+        "task": issues.task,
+    }
+    try:
+        if issues.task == "image-classification":
+            _image_copy(source, target, {Path(by_line[k].text): v for k, v in changes.items()}, record, overwrite)
+        else:
+            _text_copy(source, target, changes, issues.resolved, record)
+    except OSError as e:
+        raise (write_failure(e, target, permission_too=True) or e) from e
+    return target
+
+
+def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resolved: dict, record: dict) -> None:
+    from .data import read_table
+
+    delimiter, has_header = resolved.get("delimiter"), resolved.get("has_header")
+    encoding = resolved.get("encoding") or "utf-8"
+    with tempfile.TemporaryDirectory(prefix="workbench-correct-") as tmp:
+        table = read_table(source, delimiter=delimiter, has_header=has_header, encoding=encoding, cache_dir=tmp)
+        from .data.tabular import LINE_COLUMN, arrow_table
+
+        starts = arrow_table(table.dataset, [LINE_COLUMN]).column(LINE_COLUMN).to_pylist()
+        label_index = table.columns.index(str(resolved["label_column"]))
+    codec = "latin-1" if encoding == "latin-1" else ("utf-8" if encoding == "utf-8" else encoding)
+    lines = source.read_bytes().splitlines(keepends=True)  # bytes split on \n, \r\n, \r: csv's physical lines
+    # Each row spans from its start line to the line before the next row (or unparsed line) starts.
+    boundaries = sorted(set(starts) | {p.line for p in table.malformed} | {len(lines) + 1})
+    next_start = {s: boundaries[i + 1] for i, s in enumerate(boundaries[:-1])}
+    drop: set[int] = set()
+    replace: dict[int, bytes] = {}
+    for line, label in changes.items():
+        end = next_start[line]
+        span = range(line, end)
+        if label is None:
+            drop.update(span)
+            continue
+        raw = b"".join(lines[i - 1] for i in span)
+        body = raw.rstrip(b"\r\n")
+        ending = raw[len(body):]
+        bom = b"\xef\xbb\xbf" if line == 1 and body.startswith(b"\xef\xbb\xbf") else b""
+        fields = next(csv.reader(io.StringIO(body[len(bom):].decode(codec), newline=""), delimiter=table.format.delimiter))
+        fields[label_index] = label
+        out = io.StringIO()
+        csv.writer(out, delimiter=table.format.delimiter, lineterminator="").writerow(fields)
+        replace[line] = bom + out.getvalue().encode(codec) + (ending or b"")
+        drop.update(span[1:])
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            for i, raw in enumerate(lines, 1):
+                if i in replace:
+                    f.write(replace[i])
+                elif i not in drop:
+                    f.write(raw)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write_json_atomic(sidecar_of(target), {**record, "copy": str(target)})
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.symlink(src, dst)
+    except OSError:  # no symlinks here (Windows without the privilege, some file systems): a copy
+        shutil.copy2(src, dst)
+
+
+def _image_copy(source: Path, target: Path, changes: dict[Path, str | None], record: dict, overwrite: bool) -> None:
+    from .image_sniff import is_image_name
+
+    changes = {p.resolve(): v for p, v in changes.items()}
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for path in sorted(source.rglob("*")):
+            if not path.is_file() or any(part.startswith(".") for part in path.relative_to(source).parts):
+                continue
+            rel = path.relative_to(source)
+            resolved = path.resolve()
+            if resolved in changes:
+                label = changes[resolved]
+                if label is None:
+                    continue
+                rel = rel.parent.parent / label / rel.name  # the class folder is the image's parent
+                if (staging / rel).exists():
+                    rel = rel.with_name(f"{rel.stem}-{len(rel.parts)}{abs(hash(str(path))) % 10**6}{rel.suffix}")
+            elif not is_image_name(path.name):
+                continue
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            _link(path.resolve(), staging / rel)
+        (staging / FOLDER_SIDECAR).write_text(json.dumps({**record, "copy": str(target)}, indent=2), encoding="utf-8")
+        if target.exists() and overwrite:
+            if read_corrections(target) is None:
+                raise InputError("exists and is not a corrected copy made by Workbench; choose another name", path=target)
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
