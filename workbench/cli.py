@@ -50,6 +50,11 @@ TRAIN_FLAGS = {
     "--val-fraction": ("data", "val_fraction", float, "share of DATA held out for validation when no --val (default 0.1; 0 for none)"),
     "--test-fraction": ("data", "test_fraction", float, "share of DATA held out for testing when neither --val nor --test (default 0.1)"),
     "--model": ("model", "name", str, f"backbone: a local folder, an installed packaged model or a hub id (default {DEFAULT_MODEL})"),
+    "--method": ("model", "method", str, "what trains: full (every weight, default), frozen (only the new head), "
+                 "lora or adalora (low-rank adapters and the head; larger default --lr, 5e-4)"),
+    "--lora-rank": ("model", "lora_rank", int, "lora/adalora: adapter rank r (default 8; adalora: the rank kept on average)"),
+    "--lora-alpha": ("model", "lora_alpha", float, "lora/adalora: scaling alpha; updates scale by alpha/r (default 16)"),
+    "--lora-dropout": ("model", "lora_dropout", float, "lora/adalora: dropout on the adapter input (default 0.1)"),
     "--epochs": ("train", "epochs", float, "passes over the training data (default 3)"),
     "--batch-size": ("train", "batch_size", int, "examples per step (default 32)"),
     "--lr": ("train", "lr", float, "peak learning rate (default 5e-5)"),
@@ -99,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--keep-checkpoints", action="store_true",
                    help="keep RUN/checkpoints when the run finishes (they are removed by default: a finished run's "
                         "model is exported)")
-    t.add_argument("--freeze-backbone", action="store_true", help="images: train only the new head on the frozen pretrained backbone")
+    t.add_argument("--lora-targets", help="lora/adalora: comma-separated module names the adapters go on (default: "
+                   "peft's for the architecture, e.g. query,value for BERT-family models)")
+    t.add_argument("--export-adapter", action="store_true", help="lora/adalora: also save the adapter alone in "
+                   "RUN/model/adapter (loads with peft's PeftModel.from_pretrained on the backbone); the model "
+                   "itself is exported with the adapters merged either way")
+    t.add_argument("--freeze-backbone", action="store_true", help="the same as --method frozen")
     t.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs home)")
     t.add_argument("--export", dest="export_dir",
                    help="also write the fine-tuned model to this folder: a new or empty one, or an earlier export "
@@ -147,7 +157,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.group_by_length or args.no_group_by_length:
         cfg.train.group_by_length = bool(args.group_by_length)
     if args.freeze_backbone:
-        cfg.model.freeze_backbone = True
+        if args.method not in (None, "frozen"):
+            raise UsageError(f"workbench train: --freeze-backbone means --method frozen, not {args.method}")
+        cfg.model.method = "frozen"
+    if args.lora_targets is not None:
+        cfg.model.lora_targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
+    if args.export_adapter:
+        cfg.model.export_adapter = True
     if args.keep_checkpoints:
         cfg.train.keep_checkpoints = True
     if not args.config:
@@ -170,7 +186,7 @@ def _check_resume_args(args: argparse.Namespace) -> None:
               if getattr(args, name)] + (["DATA"] if args.data else [])
     given += [f"--{name.replace('_', '-')}" for name in ("header", "no_header", "skip_bad_rows", "group_by_length",
                                                           "no_group_by_length", "freeze_backbone", "overwrite",
-                                                          "keep_checkpoints") if getattr(args, name)]
+                                                          "keep_checkpoints", "export_adapter", "lora_targets") if getattr(args, name)]
     if given:
         raise UsageError(f"workbench train: --resume goes on with the run's own settings (RUN_DIR/config.json); "
                          f"leave out {', '.join(given)}")

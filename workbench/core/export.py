@@ -110,11 +110,14 @@ def _drop_auto_map(folder: Path) -> None:
 
 
 def export_model(task, model, preprocessor, target: str | Path, card: str, meta: dict[str, Any], max_length: int,
-                 cancel: CancelToken = NEVER) -> Path:
+                 cancel: CancelToken = NEVER, extra: Callable[[Path], None] | None = None) -> Path:
     """Write the model folder a run keeps (RUN/model). ``workbench.json`` lists the files, so a later
-    export into the same place knows exactly what it may replace."""
+    export into the same place knows exactly what it may replace. ``extra(folder)`` adds files of
+    its own (a LoRA run's adapter)."""
     def write(folder: Path) -> None:
         task.save_model(model, preprocessor, folder, max_length)
+        if extra is not None:
+            extra(folder)
         _drop_auto_map(folder)
         (folder / "README.md").write_text(card, encoding="utf-8")
         files = sorted(p.name for p in folder.iterdir()) + [MARKER]

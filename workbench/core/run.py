@@ -52,10 +52,15 @@ class RunResult:
     eval_split: str
     backbone: dict[str, Any]
     export_error: Exception | None = None  # --export could not be written; the model is in RUN/model
+    method: str = "full"
+    trainable_parameters: int | None = None
+    metrics_before: dict[str, float] | None = None  # tasks that evaluate before training (masked-LM)
 
     def summary(self) -> dict[str, Any]:
         return {
             "task": self.task,
+            "method": self.method,
+            "trainable_parameters": self.trainable_parameters,
             "metrics": self.metrics,
             "eval_split": self.eval_split,
             "samples_per_second": round(self.samples_per_second, 2),
@@ -303,7 +308,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     _quiet_libraries()
     import torch
 
-    from .training.loop import TrainingLoop
+    from .training.loop import TrainingLoop, planned_steps
+    from .training.methods import apply_method
 
     tc = config.train
     device = resolve_device(tc.device)
@@ -364,12 +370,15 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     with _loading_model(backbone.path):
         model = task.build_model(backbone.path, data)
     n_params = sum(p.numel() for p in model.parameters())
-    cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters on {device} ({precision})"))
+    architecture = type(model).__name__
+    model, method = apply_method(model, config.model, planned_steps(len(encoded["train"]), tc)[1])
+    log.info("training method: %s", method.describe())
+    cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {architecture}, {method.describe()}, on {device} ({precision})"))
 
     checkpoints = Checkpoints(rd.checkpoints_dir)
     loop = TrainingLoop(
         model, task, data, encoded["train"], encoded.get("validation"), tc, device, precision, cb, cancel,
-        checkpoints=checkpoints, metrics_position=rd.metrics_position,
+        checkpoints=checkpoints, metrics_position=rd.metrics_position, method=method,
     )
     rd.training_started = True
     outcome = loop.run(resume)
@@ -387,6 +396,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             "metrics": result.metrics,
             **result.report,
             "training": dataclasses.asdict(outcome),
+            "method": method.summary(),
         },
     )
     rd.write_text("report.txt", f"{task.title}, {eval_name} split ({data.resolved['sources'].get(eval_name)})\n\n{report_text}\n")
@@ -395,6 +405,14 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     cancel.raise_if_cancelled()
     cb.on_event(PhaseChanged("exporting", str(rd.model_dir)))
     model.to("cpu")
+    extra = None
+    merge_check = None
+    if method.uses_adapters:
+        extra = _save_adapter(method, model, preprocessor, rd, backbone) if config.model.export_adapter else None
+        model, merge_check = _merge_adapters(task, model, method, encoded[eval_name])
+        if merge_check["max_abs_diff"] > 1e-3 * max(1.0, merge_check["max_abs_output"]):
+            cb.on_event(Warning_(f"the merged model's outputs differ from the trained adapters' by up to "
+                                 f"{merge_check['max_abs_diff']:.3g} on {merge_check['rows']} {eval_name} rows"))
     hyper = {k: v for k, v in dataclasses.asdict(tc).items() if v is not None}
     card = task.model_card(
         task_title=task.title,
@@ -407,8 +425,9 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         eval_split=eval_name,
     )
     meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
-            "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics}
-    export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel)
+            "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics,
+            **method.summary(), **({"merge_check": merge_check} if merge_check else {})}
+    export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel, extra=extra)
     export_dir, export_error = None, None
     if config.export_dir:
         cb.on_event(PhaseChanged("exporting", config.export_dir))
@@ -435,6 +454,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         eval_split=eval_name,
         backbone={"name": backbone.name, "architecture": backbone.architecture, "parameters": n_params},
         export_error=export_error,
+        method=method.name,
+        trainable_parameters=method.trainable,
     )
     if not tc.keep_checkpoints:  # a finished run cannot be resumed; its model is exported
         shutil.rmtree(rd.checkpoints_dir, ignore_errors=True)
@@ -442,6 +463,42 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
                   **({"export_error": str(export_error)} if export_error else {}))
     cb.on_event(Finished(result.metrics, outcome.samples_per_second, str(rd.path), export_dir))
     return run_result
+
+
+def _save_adapter(method, model, preprocessor, rd: RunDirectory, backbone):
+    """Save the adapter now (merging changes the model in place); returns what copies it into the
+    export as ``adapter/``."""
+    scratch = rd.cache_dir / "adapter"
+    shutil.rmtree(scratch, ignore_errors=True)
+    method.save_adapter(model, scratch, backbone.path)
+    if hasattr(preprocessor, "save_pretrained"):
+        preprocessor.save_pretrained(str(scratch))
+    return lambda folder: shutil.copytree(scratch, folder / "adapter")
+
+
+def _merge_adapters(task, model, method, split, rows: int = 32):
+    """The adapters merged into a plain model, and how far its outputs moved on a few evaluation rows
+    (they should not: merging is exact up to rounding)."""
+    import numpy as np
+    import torch
+
+    sample = np.arange(min(len(split), rows))
+
+    def outputs(m):
+        if not len(sample):
+            return None
+        batch = {k: torch.from_numpy(v) for k, v in task.make_batch(split, sample).items()}
+        labels = batch.pop("labels")
+        m.eval()
+        with torch.inference_mode():
+            return task.kept_outputs(task.forward(m, batch), labels).float()
+
+    before = outputs(model)
+    merged = method.merged(model)
+    after = outputs(merged)
+    diff = float((before - after).abs().max()) if before is not None else 0.0
+    scale = float(before.abs().max()) if before is not None else 0.0
+    return merged, {"rows": int(len(sample)), "max_abs_diff": diff, "max_abs_output": scale}
 
 
 def _eval_event(outcome, split: str, metrics: dict[str, float]):

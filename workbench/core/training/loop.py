@@ -51,6 +51,16 @@ def _to_device(batch: dict[str, np.ndarray], device) -> dict:
     return {k: torch.from_numpy(v).to(device, non_blocking=non_blocking) for k, v in batch.items()}
 
 
+def planned_steps(n_rows: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(optimizer steps per epoch, optimizer steps in all) for ``n_rows`` training rows."""
+    n_batches = math.ceil(n_rows / cfg.batch_size)
+    steps_per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
+    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    return steps_per_epoch, total_steps
+
+
 class TrainingLoop:
     def __init__(
         self,
@@ -66,6 +76,7 @@ class TrainingLoop:
         cancel: CancelToken = NEVER,
         checkpoints: Checkpoints | None = None,
         metrics_position: Callable[[], int] | None = None,
+        method=None,
     ) -> None:
         self.model, self.task, self.data = model, task, data
         self.train_split, self.val_split = train, validation
@@ -74,6 +85,7 @@ class TrainingLoop:
         self.metric = cfg.metric or task.default_metric
         self.checkpoints = checkpoints  # None: no checkpoints (library use, tests of the loop alone)
         self.metrics_position = metrics_position or (lambda: 0)
+        self.method = method  # TrainingMethod (training/methods.py): AdaLoRA's hooks; None: plain training
         self.micro_batch: int | None = None  # set by an out-of-memory back-off
         self._step = 0  # the optimizer step being computed, for fault injection
         self._fault = _injected_oom()
@@ -151,6 +163,9 @@ class TrainingLoop:
             loss = self.task.loss(logits, labels)
             if w != 1.0:
                 loss = loss * w
+            extra = self.method.regularization(self.model) if self.method is not None else None
+            if extra is not None:
+                loss = loss + extra * w
             scaled = loss / self.cfg.grad_accum
             # Cancel between forward and backward too: a step's first call can take seconds (the
             # first batch is the longest, and the CPU kernels are set up then). A cancelled run's
@@ -221,7 +236,7 @@ class TrainingLoop:
                     logits = self.task.forward(model, batch)
                 loss_sum += float(self.task.loss(logits, labels)) * len(rows)
                 n += len(rows)
-                outs.append(logits.float().cpu().numpy())
+                outs.append(self.task.kept_outputs(logits, labels).float().cpu().numpy())
                 order.append(rows)
         if was_training:
             model.train()
@@ -250,11 +265,7 @@ class TrainingLoop:
 
         cfg, model, device = self.cfg, self.model, self.device
         torch.manual_seed(cfg.seed)
-        n_batches = math.ceil(len(self.train_split) / cfg.batch_size)
-        steps_per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
-        total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-        if cfg.max_steps:
-            total_steps = min(total_steps, cfg.max_steps)
+        steps_per_epoch, total_steps = planned_steps(len(self.train_split), cfg)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # the current device is per thread; the app trains in a worker thread
         model.to(device)
@@ -342,6 +353,8 @@ class TrainingLoop:
                     scaler.update()
                 else:
                     optimizer.step()
+                if self.method is not None:
+                    self.method.after_optimizer_step(s.step)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 s.step += 1
