@@ -111,6 +111,10 @@ class TrainConfig:
     save_minutes: float = 10.0
     save_steps: int | None = None
     keep_checkpoints: bool = False
+    # Masked-LM adaptation (workbench adapt): the share of tokens (or words) masked, and whether
+    # whole words are masked with all their sub-words.
+    mlm_probability: float = 0.15
+    whole_word_mask: bool = False
 
 
 @dataclass
@@ -176,6 +180,8 @@ class RunConfig:
                 problems.append(f"{name} must be in [0, 0.9), got {v}")
         if self.data.sample is not None and self.data.sample < 10:
             problems.append(f"--sample must be at least 10 rows, got {self.data.sample}")
+        if not 0 < t.mlm_probability < 1:
+            problems.append(f"mlm_probability must be between 0 and 1, got {t.mlm_probability}")
         problems += self.model.problems()
         if problems:
             raise InputError("; ".join(problems))

@@ -380,6 +380,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         model, task, data, encoded["train"], encoded.get("validation"), tc, device, precision, cb, cancel,
         checkpoints=checkpoints, metrics_position=rd.metrics_position, method=method,
     )
+    before = _evaluate_before(task, loop, encoded[data.eval_split], rd, cb, resume)
     rd.training_started = True
     outcome = loop.run(resume)
 
@@ -397,6 +398,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             **result.report,
             "training": dataclasses.asdict(outcome),
             "method": method.summary(),
+            **({"before_training": before} if before is not None else {}),
         },
     )
     rd.write_text("report.txt", f"{task.title}, {eval_name} split ({data.resolved['sources'].get(eval_name)})\n\n{report_text}\n")
@@ -426,6 +428,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     )
     meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
             "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics,
+            "trained_on": data.resolved.get("sources", {}).get("train"),
+            **({"metrics_before_training": before} if before is not None else {}),
             **method.summary(), **({"merge_check": merge_check} if merge_check else {})}
     export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel, extra=extra)
     export_dir, export_error = None, None
@@ -456,6 +460,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         export_error=export_error,
         method=method.name,
         trainable_parameters=method.trainable,
+        metrics_before=before,
     )
     if not tc.keep_checkpoints:  # a finished run cannot be resumed; its model is exported
         shutil.rmtree(rd.checkpoints_dir, ignore_errors=True)
@@ -463,6 +468,22 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
                   **({"export_error": str(export_error)} if export_error else {}))
     cb.on_event(Finished(result.metrics, outcome.samples_per_second, str(rd.path), export_dir))
     return run_result
+
+
+def _evaluate_before(task, loop, split, rd: RunDirectory, cb: CallbackList, resume: Path | None):
+    """The untrained model's metrics, for tasks that compare before and after (masked-LM adaptation);
+    plotted at step 0. A resumed run reads what its first start measured."""
+    from .events import EvalMetrics
+
+    if not task.evaluate_before_training:
+        return None
+    if resume is not None:
+        return read_json_or_none(rd.path / "before_training.json")
+    cb.on_event(PhaseChanged("evaluating", "before training"))
+    result, _ = loop.evaluate(split)
+    rd.write_json("before_training.json", result.metrics)
+    cb.on_event(EvalMetrics(0, 0.0, split.name, dict(result.metrics), False))
+    return result.metrics
 
 
 def _save_adapter(method, model, preprocessor, rd: RunDirectory, backbone):

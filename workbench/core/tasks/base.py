@@ -115,6 +115,8 @@ class Task(ABC):
     # mean over ``loss_units``, so the parts' losses weigh back to the batch's exactly). Not for
     # models whose batch statistics matter (batch norm).
     split_batches_by_length: ClassVar[bool] = True
+    # Evaluate the untrained model too, for a before/after comparison (masked-LM adaptation).
+    evaluate_before_training: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
