@@ -6,23 +6,22 @@ unlabelled texts, then fine-tune on it (Gururangan et al. 2020, "Don't Stop Pret
 
 A run like any other (``workbench.core.run``) of the masked-LM task (tasks/masked_lm.py): a run
 directory with live curves, checkpoints and --resume. Its model folder (RUN/model, or a copy in
-``export_dir``) is the adapted backbone; each one is remembered so that the backbone catalog lists it
-as "M adapted on FILE".
+``export_dir``) is the adapted backbone; each one is remembered (core/adapted.py) so that the backbone
+catalog lists it as "M adapted on FILE".
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
+from .adapted import TASK, remember
 from .cancel import NEVER, CancelToken
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .events import Callbacks
-from .export_target import MARKER
 
-TASK = "masked-lm"
+__all__ = ["TASK", "adaptation_config", "adapted_summary", "backbone_dir", "remember", "run_adaptation"]
+
 HELD_OUT_FRACTION = 0.05
 
 
@@ -57,47 +56,3 @@ def adapted_summary(result) -> dict[str, Any]:
             "accuracy_before": before.get("accuracy"), "accuracy_after": after.get("accuracy"),
             "samples_per_second": round(result.samples_per_second, 2), "train_seconds": round(result.train_seconds, 2),
             "backbone": result.backbone, "export_error": str(result.export_error) if result.export_error else None}
-
-
-# ---------------------------------------------------------------------------- the catalog's memory
-def _registry() -> Path:
-    from .rundir import runs_home
-
-    return runs_home().parent / "adapted-backbones.json"
-
-
-def adapted_info(folder: str | Path) -> dict[str, Any] | None:
-    """What a folder's Workbench marker says of an adapted backbone (None: it is not one)."""
-    try:
-        meta = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("task") == TASK else None
-
-
-def adapted_name(meta: dict[str, Any]) -> str:
-    source = Path(str(meta.get("trained_on") or "texts")).name
-    return f"{meta.get('backbone', 'backbone')} adapted on {source}"
-
-
-def remember(folder: str | Path) -> None:
-    """Add an adapted backbone to the list the catalog reads (written atomically; best effort: a
-    read-only home only means the catalog does not list it)."""
-    from .rundir import write_json_atomic
-
-    path = _registry()
-    known = [p for p in remembered() if p != str(Path(folder).resolve())]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, [str(Path(folder).resolve()), *known])
-    except OSError:
-        pass
-
-
-def remembered() -> list[str]:
-    """Adapted backbone folders that still exist, newest first."""
-    try:
-        paths = json.loads(_registry().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return [p for p in paths if isinstance(p, str) and os.path.isdir(p) and adapted_info(p) is not None]

@@ -182,7 +182,7 @@ def offline_backbones(modality: str = "text") -> list[BackboneInfo]:
 
 def adapted_backbones() -> list[BackboneInfo]:
     """Backbones adapted to the user's texts by `workbench adapt` (or the app), newest first."""
-    from .adapt import remembered
+    from .adapted import remembered
 
     out = []
     for folder in remembered():
@@ -195,7 +195,7 @@ def adapted_backbones() -> list[BackboneInfo]:
 
 def _describe_local(folder: Path) -> BackboneInfo:
     """A local model folder; an adapted backbone is named for what it was adapted from and on."""
-    from .adapt import adapted_info, adapted_name
+    from .adapted import adapted_info, adapted_name
 
     meta = adapted_info(folder)
     if meta is None:
