@@ -20,7 +20,8 @@ from .cancel import NEVER, CancelToken
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .events import Callbacks
 
-__all__ = ["TASK", "adaptation_config", "adapted_summary", "backbone_dir", "remember", "run_adaptation"]
+__all__ = ["TASK", "adapt_then_train", "adaptation_config", "adapted_summary", "backbone_dir", "remember",
+           "run_adaptation"]
 
 HELD_OUT_FRACTION = 0.05
 
@@ -56,3 +57,20 @@ def adapted_summary(result) -> dict[str, Any]:
             "accuracy_before": before.get("accuracy"), "accuracy_after": after.get("accuracy"),
             "samples_per_second": round(result.samples_per_second, 2), "train_seconds": round(result.train_seconds, 2),
             "backbone": result.backbone, "export_error": str(result.export_error) if result.export_error else None}
+
+
+def adapt_then_train(adapt: RunConfig, train: RunConfig, callbacks: Callbacks | None = None,
+                     cancel: CancelToken = NEVER):
+    """Two stages, each a run of its own: adapt ``train``'s backbone to ``adapt``'s texts, then
+    fine-tune the adapted backbone as ``train`` says. Returns the fine-tuning's RunResult; a cancel
+    stops either stage."""
+    from .events import StageStarted
+    from .run import run_training
+
+    callbacks = callbacks or Callbacks()
+    adapt.model.name = train.model.name
+    callbacks.on_event(StageStarted(1, 2, "Adapting the backbone to your texts", adapt.run_dir or ""))
+    adapted = run_adaptation(adapt, callbacks, cancel)
+    train.model.name = backbone_dir(adapted)
+    callbacks.on_event(StageStarted(2, 2, "Fine-tuning the adapted backbone", train.run_dir or ""))
+    return run_training(train, callbacks, cancel)

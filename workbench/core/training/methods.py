@@ -219,3 +219,29 @@ def _linear_names(model) -> set[str]:
     import torch
 
     return {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def estimate_method(task_name: str, backbone, cfg: ModelConfig, num_labels: int = 2) -> TrainingMethod:
+    """What ``cfg.method`` would train on ``backbone`` (a BackboneInfo) for ``task_name``, without
+    loading any weights (the model is built on torch's meta device): for a front end's settings page."""
+    import torch
+
+    with torch.device("meta"):
+        if backbone.source in ("package", "builtin") and backbone.model_type in ("efficientnet-lite0", "small-cnn"):
+            from ..image_models import ImageClassifier
+
+            model = ImageClassifier(backbone.model_type, num_labels)
+        else:
+            from transformers import (
+                AutoConfig,
+                AutoModelForImageClassification,
+                AutoModelForSequenceClassification,
+                AutoModelForTokenClassification,
+            )
+
+            auto = {"token-classification": AutoModelForTokenClassification,
+                    "image-classification": AutoModelForImageClassification}.get(task_name,
+                                                                                  AutoModelForSequenceClassification)
+            labels = 1 if task_name == "text-regression" else num_labels
+            model = auto.from_config(AutoConfig.from_pretrained(backbone.path, num_labels=labels))
+    return apply_method(model, cfg, total_steps=100)[1]
