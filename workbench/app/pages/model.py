@@ -558,7 +558,7 @@ class ModelPage(QWidget):
             self.state.touch_config()
         self._suggested_lr = lr
         self.lr_note.setText("" if lr == TrainConfig.lr else
-                             f"Suggested for this backbone: {self.lr.textFromValue(lr)}.")
+                             f"Suggested for this backbone and method: {self.lr.textFromValue(lr)}.")
         self._train_form.setRowVisible(self.lr_note, bool(self.lr_note.text()))
 
     def refresh_trainable(self):
