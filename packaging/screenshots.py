@@ -52,7 +52,7 @@ async def settle(seconds: float = 0.6) -> None:
 
 
 async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int, prefix: str = "",
-               lr: float | None = None) -> None:
+               lr: float | None = None, methods: bool = False) -> None:
     def shot(name: str) -> None:
         path = out / f"{prefix}{name}-{scheme}.png"
         window.grab().save(str(path))
@@ -87,6 +87,14 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int,
     window.state.touch_config()
     await settle()
     shot("03-model")
+    if methods:  # the Model page with LoRA and adaptation chosen, then stop (no training run)
+        page = window.model_page
+        page.method.setCurrentIndex(page.method.findData("lora"))
+        page.adapt.setChecked(True)
+        await page.refresh_trainable()
+        await settle()
+        shot("03-model-lora-adapt")
+        return
 
     window.go_to("train")
     finished = signal_future(window.controller.stopped)
@@ -131,7 +139,7 @@ async def predict_walk(window, run_dir: str, data: str, out: Path, scheme: str, 
 
 
 def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: str = "", lr: float | None = None,
-            predict: str | None = None) -> int:
+            predict: str | None = None, methods: bool = False) -> int:
     os.environ["WORKBENCH_COLOR_SCHEME"] = scheme
     os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="workbench-shots-"))
     import qasync
@@ -155,7 +163,7 @@ def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: st
         if predict:
             loop.run_until_complete(predict_walk(window, predict, data, out, scheme, prefix))
         else:
-            loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr))
+            loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr, methods))
     window.close()
     return 0
 
@@ -171,6 +179,8 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-4 for text, the app's for images)")
     p.add_argument("--predict", metavar="RUN_DIR", help="only the Export page's Predict section on this finished run, "
                    "predicting the first rows of --data")
+    p.add_argument("--methods", action="store_true", help="only the Model page with LoRA and domain adaptation "
+                   "chosen (03-model-lora-adapt), no training run")
     a = p.parse_args()
     data = a.data or default_data()
     if a.scheme == "both" and not a.predict:
@@ -179,12 +189,14 @@ def main() -> int:
                     "--rows", str(a.rows), "--steps", str(a.steps), "--prefix", a.prefix]
             if a.lr is not None:
                 args += ["--lr", str(a.lr)]
+            if a.methods:
+                args.append("--methods")
             rc = subprocess.call(args)
             if rc:
                 return rc
         return 0
     scheme = "light" if a.scheme == "both" else a.scheme
-    return run_one(scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr, a.predict)
+    return run_one(scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr, a.predict, a.methods)
 
 
 if __name__ == "__main__":

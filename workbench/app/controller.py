@@ -48,9 +48,10 @@ class _QueueCallbacks(Callbacks):
 
 class _EngineThread(QThread):
     def __init__(self, config: RunConfig, events: queue.SimpleQueue, cancel: CancelToken, parent: QObject,
-                 resume_dir: str | None = None) -> None:
+                 resume_dir: str | None = None, adapt: RunConfig | None = None) -> None:
         super().__init__(parent)
         self.config = config
+        self.adapt = adapt  # adapt the backbone with this run first (two stages)
         self.events = events
         self.cancel = cancel
         self.resume_dir = resume_dir  # go on with this run from its checkpoint instead of starting one
@@ -70,6 +71,10 @@ class _EngineThread(QThread):
             callbacks = _QueueCallbacks(self.events)
             if self.resume_dir:
                 self.result = resume_training(self.resume_dir, callbacks, self.cancel)
+            elif self.adapt is not None:
+                from ..core.adapt import adapt_then_train
+
+                self.result = adapt_then_train(self.adapt, self.config, callbacks, self.cancel)
             else:
                 self.result = run_training(self.config, callbacks, self.cancel)
             self.outcome = "finished"
@@ -149,12 +154,16 @@ class TrainingController(QObject):
     def is_cancelling(self) -> bool:
         return self._cancel is not None and self._cancel.cancelled
 
-    def start(self, config: RunConfig, detected_task: str | None = None) -> str:
-        """Start a run of a copy of ``config``; returns its run directory."""
+    def start(self, config: RunConfig, detected_task: str | None = None, adapt: RunConfig | None = None) -> str:
+        """Start a run of a copy of ``config``; returns its run directory. With ``adapt`` (a masked-LM
+        adaptation run), that run adapts the backbone first and ``config`` fine-tunes the result."""
         config = copy.deepcopy(config)  # the user may keep editing the original while this one trains
         if not config.run_dir:
             config.run_dir = new_run_dir(config, detected_task)
-        return self._start(config, None)
+        if adapt is not None:
+            adapt = copy.deepcopy(adapt)
+            adapt.run_dir = adapt.run_dir or new_run_dir(adapt)
+        return self._start(config, None, adapt)
 
     def resume(self, run_dir: str) -> str:
         """Go on with a paused, cancelled or crashed run from its last checkpoint. Raises InputError
@@ -166,14 +175,14 @@ class TrainingController(QObject):
         plan = prepare_resume(run_dir)  # quick; cuts metrics.jsonl back to the checkpoint
         return self._start(plan.config, str(plan.run_dir))
 
-    def _start(self, config: RunConfig, resume_dir: str | None) -> str:
+    def _start(self, config: RunConfig, resume_dir: str | None, adapt: RunConfig | None = None) -> str:
         if self._thread is not None:
             raise RuntimeError("a run is already in progress")
         self.run_dir = resume_dir or config.run_dir
         self.resuming = resume_dir is not None
         self._queue = queue.SimpleQueue()
         self._cancel = CancelToken()
-        thread = _EngineThread(config, self._queue, self._cancel, self, resume_dir)
+        thread = _EngineThread(config, self._queue, self._cancel, self, resume_dir, adapt)
         thread.finished.connect(self._on_thread_finished)
         self._thread = thread
         thread.start(QThread.Priority.LowPriority if TRAIN_NICE > 0 else QThread.Priority.InheritPriority)

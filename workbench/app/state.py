@@ -34,6 +34,10 @@ class AppState(QObject):
         self.run_dir: str = ""
         self.running = False
         self.backbone_parameters: int | None = None  # of the selected backbone, for the Train page summary
+        # Adapt the backbone to unlabelled texts (masked-LM) before fine-tuning: a run of two stages.
+        self.adapt_first = False
+        self.adapt_texts: str | None = None  # None: the training file's own texts
+        self.adapt_epochs = 1.0
 
     # ---- data ---------------------------------------------------------------------------------------
     @property
@@ -72,6 +76,25 @@ class AppState(QObject):
         d.label_column = data.choice.label if data.choice else None
 
     # ---- config and runs ----------------------------------------------------------------------------
+    def adaptation_config(self) -> RunConfig | None:
+        """The adaptation stage's run for the config being edited (None: no adaptation): the chosen
+        texts, or the training file's own read as training reads it; the fine-tuning's length,
+        batch, seed and device."""
+        image = "image-classification" in (self.config.task, getattr(self.data, "task", None))
+        if not self.adapt_first or image:
+            return None
+        from ..core.adapt import adaptation_config
+
+        c = self.config
+        own = not self.adapt_texts or self.adapt_texts == c.data.train
+        train = TrainConfig(epochs=self.adapt_epochs, batch_size=c.train.batch_size, max_length=c.train.max_length,
+                            seed=c.train.seed, device=c.train.device, precision=c.train.precision)
+        cfg = adaptation_config(c.data.train if own else self.adapt_texts, c.model.name,
+                                text_column=c.data.text_column if own else None, train=train)
+        if own:
+            cfg.data.delimiter, cfg.data.has_header = c.data.delimiter, c.data.has_header
+        return cfg
+
     def touch_config(self) -> None:
         self.config_changed.emit()
 

@@ -53,7 +53,7 @@ KNOWN_PACKAGES: tuple[PackagedModel, ...] = (
 @dataclass(frozen=True)
 class BackboneInfo:
     name: str  # the name shown to people
-    source: str  # "package" | "local" | "hub-cache" | "hub"
+    source: str  # "package" | "local" | "adapted" | "hub-cache" | "hub"
     path: str  # a local folder holding config.json and weights
     architecture: str | None = None
     model_type: str | None = None
@@ -170,12 +170,41 @@ def offline_backbones(modality: str = "text") -> list[BackboneInfo]:
         folder = _folder_of(pm)
         if folder is not None:
             out.append(describe_folder(folder, pm.names[0], "package", pm.summary or f"from the {pm.distribution} package"))
+    if modality == "text":
+        out += adapted_backbones()
     for repo_id, folder in _cached_hub_models():
         try:
             out.append(describe_folder(folder, repo_id, "hub-cache", "in the Hugging Face cache"))
         except BackboneError:
             continue
     return out
+
+
+def adapted_backbones() -> list[BackboneInfo]:
+    """Backbones adapted to the user's texts by `workbench adapt` (or the app), newest first."""
+    from .adapted import remembered
+
+    out = []
+    for folder in remembered():
+        try:
+            out.append(_describe_local(Path(folder)))
+        except BackboneError:
+            continue
+    return out
+
+
+def _describe_local(folder: Path) -> BackboneInfo:
+    """A local model folder; an adapted backbone is named for what it was adapted from and on."""
+    from .adapted import adapted_info, adapted_name
+
+    meta = adapted_info(folder)
+    if meta is None:
+        return describe_folder(folder, folder.name, "local")
+    before = (meta.get("metrics_before_training") or {}).get("perplexity")
+    after = (meta.get("metrics") or {}).get("perplexity")
+    change = f"; held-out perplexity {before:.1f} -> {after:.1f}" if before and after else ""
+    return describe_folder(folder, adapted_name(meta), "adapted",
+                           f"masked-LM adaptation of {meta.get('backbone')} on {meta.get('trained_on')}{change}")
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -278,7 +307,7 @@ def resolve_backbone(name: str | None) -> BackboneInfo:
         if not (p / "config.json").is_file():
             raise BackboneError(f"{p} is not a Hugging Face model folder: it has no config.json")
         check_model_folder(p.resolve())
-        return describe_folder(p.resolve(), p.name, "local")
+        return _describe_local(p.resolve())
 
     # 2. A model carried by an installed package.
     for pm in _packaged_models():

@@ -39,10 +39,49 @@ class DataConfig:
     skip_bad_rows: bool = False  # otherwise malformed rows stop the run before training
 
 
+METHODS = ("full", "frozen", "lora", "adalora")
+
+
 @dataclass
 class ModelConfig:
     name: str = DEFAULT_MODEL
-    freeze_backbone: bool = False  # train only the new head on a frozen pretrained backbone (image tasks)
+    # What fine-tuning trains: every weight (full), only the new head on a frozen backbone (frozen),
+    # or small low-rank adapters plus the head (lora, adalora: the peft library).
+    method: str = "full"
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_targets: list[str] | None = None  # module names adapters go on; None: the architecture's defaults
+    export_adapter: bool = False  # lora/adalora: also save the adapter alone (RUN/model/adapter)
+
+    @property
+    def uses_adapters(self) -> bool:
+        return self.method in ("lora", "adalora")
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.method not in METHODS:
+            out.append(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 1 <= self.lora_rank <= 1024:
+            out.append(f"--lora-rank must be between 1 and 1024, got {self.lora_rank}")
+        if not (isinstance(self.lora_alpha, (int, float)) and math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            out.append(f"--lora-alpha must be a positive number, got {self.lora_alpha}")
+        if not (isinstance(self.lora_dropout, (int, float)) and 0 <= self.lora_dropout < 1):
+            out.append(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_targets is not None and (not self.lora_targets or not all(
+                isinstance(t, str) and t.strip() for t in self.lora_targets)):
+            out.append("--lora-targets must name at least one module, e.g. query,value")
+        if self.export_adapter and not self.uses_adapters:
+            out.append("--export-adapter needs --method lora or adalora")
+        return out
+
+    @staticmethod
+    def upgrade(values: dict[str, Any]) -> dict[str, Any]:
+        """Settings of configs written before ``method`` existed: freeze_backbone became method=frozen."""
+        values = dict(values)
+        if values.pop("freeze_backbone", False) and values.get("method", "full") == "full":
+            values["method"] = "frozen"
+        return values
 
 
 @dataclass
@@ -75,6 +114,10 @@ class TrainConfig:
     # Without a validation file, train the final model again on the training and held-out rows for
     # the number of epochs the hold-out chose (workbench/core/refit.py). None: auto, on for small sets.
     refit: bool | None = None
+    # Masked-LM adaptation (workbench adapt): the share of tokens (or words) masked, and whether
+    # whole words are masked with all their sub-words.
+    mlm_probability: float = 0.15
+    whole_word_mask: bool = False
 
 
 @dataclass
@@ -143,6 +186,9 @@ class RunConfig:
             problems.append(f"--quantize must be int8, got {self.quantize!r}")
         if self.data.sample is not None and self.data.sample < 10:
             problems.append(f"--sample must be at least 10 rows, got {self.data.sample}")
+        if not 0 < t.mlm_probability < 1:
+            problems.append(f"mlm_probability must be between 0 and 1, got {t.mlm_probability}")
+        problems += self.model.problems()
         if problems:
             raise InputError("; ".join(problems))
 
@@ -161,7 +207,7 @@ class RunConfig:
         d = dict(d)
         return cls(
             data=build(DataConfig, d.pop("data", {})),
-            model=build(ModelConfig, d.pop("model", {})),
+            model=build(ModelConfig, ModelConfig.upgrade(d.pop("model", {}))),
             train=build(TrainConfig, d.pop("train", {})),
             **{k: v for k, v in d.items() if k in {"task", "run_dir", "export_dir", "overwrite_export", "name",
                                                   "quantize"}},

@@ -26,6 +26,17 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True)
+class StageStarted(Event):
+    """A run of several stages (adapting the backbone, then fine-tuning) starts stage ``index`` of
+    ``count``, a run of its own in ``run_dir``."""
+
+    index: int
+    count: int
+    title: str
+    run_dir: str = ""
+
+
+@dataclass(frozen=True)
 class Resumed(Event):
     """A run goes on from its checkpoint at ``step`` (``workbench train --resume``, the app's Resume)."""
 

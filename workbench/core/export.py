@@ -110,12 +110,16 @@ def _drop_auto_map(folder: Path) -> None:
 
 
 def export_model(task, model, preprocessor, target: str | Path, card: str, meta: dict[str, Any], max_length: int,
-                 cancel: CancelToken = NEVER, onnx: Callable[[Path], Any] | None = None) -> Path:
+                 cancel: CancelToken = NEVER, onnx: Callable[[Path], Any] | None = None,
+                 extra: Callable[[Path], None] | None = None) -> Path:
     """Write the model folder a run keeps (RUN/model). ``workbench.json`` lists the files, so a later
     export into the same place knows exactly what it may replace. ``onnx(folder)`` adds the ONNX
-    files (see ``onnx_export.export_with_onnx``) once the PyTorch model is written."""
+    files (see ``onnx_export.export_with_onnx``) once the PyTorch model is written; ``extra(folder)``
+    adds files of its own (a LoRA run's adapter)."""
     def write(folder: Path) -> None:
         task.save_model(model, preprocessor, folder, max_length)
+        if extra is not None:
+            extra(folder)
         _drop_auto_map(folder)
         if onnx is not None:
             onnx(folder)

@@ -135,6 +135,3 @@ def describe(plan: RefitPlan, unit: str = "rows") -> str:
             f"{plan.validation_rows:,} held out for validation) for {epochs} epoch{'s' if epochs != '1' else ''}, "
             f"the length the validation split chose (best at step {plan.chosen_step} of {plan.first_pass_steps})")
 
-
-def steps_per_epoch(n_rows: int, batch_size: int, grad_accum: int) -> int:
-    return max(1, math.ceil(math.ceil(n_rows / batch_size) / grad_accum))

@@ -44,7 +44,6 @@ from .refit import (
     plan_refit,
     refit_config,
     refit_stop,
-    steps_per_epoch,
     wants_refit,
 )
 from .rundir import RunDirectory, read_json_or_none
@@ -66,10 +65,15 @@ class RunResult:
     eval_split: str
     backbone: dict[str, Any]
     export_error: Exception | None = None  # --export could not be written; the model is in RUN/model
+    method: str = "full"
+    trainable_parameters: int | None = None
+    metrics_before: dict[str, float] | None = None  # tasks that evaluate before training (masked-LM)
 
     def summary(self) -> dict[str, Any]:
         return {
             "task": self.task,
+            "method": self.method,
+            "trainable_parameters": self.trainable_parameters,
             "metrics": self.metrics,
             "eval_split": self.eval_split,
             "samples_per_second": round(self.samples_per_second, 2),
@@ -317,7 +321,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     _quiet_libraries()
     import torch
 
-    from .training.loop import TrainingLoop
+    from .training.loop import TrainingLoop, planned_steps
+    from .training.methods import apply_method
 
     tc = config.train
     device = resolve_device(tc.device)
@@ -390,23 +395,28 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     with _loading_model(backbone.path):
         model = task.build_model(backbone.path, data)
     n_params = sum(p.numel() for p in model.parameters())
-    cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {type(model).__name__}, {n_params / 1e6:.1f}M parameters on {device} ({precision}: {precision_reason})"))
+    architecture = type(model).__name__
+    model, method = apply_method(model, config.model, planned_steps(len(encoded["train"]), tc)[1])
+    log.info("training method: %s", method.describe())
+    cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {architecture}, {method.describe()}, on {device} "
+                                            f"({precision}: {precision_reason})"))
 
     checkpoints = Checkpoints(rd.checkpoints_dir)
     loop = TrainingLoop(
         model, task, data, encoded["train"], encoded.get("validation"), tc, device, precision, cb, cancel,
-        checkpoints=checkpoints, metrics_position=rd.metrics_position,
+        checkpoints=checkpoints, metrics_position=rd.metrics_position, method=method,
     )
+    before = _evaluate_before(task, loop, encoded[data.eval_split], rd, cb, resume)
     rd.training_started = True
     outcome = first = loop.run(resume)
     plan, first_pass_val_logits = None, None
     if tc.refit:
-        plan = plan_refit(first, steps_per_epoch(len(encoded["train"]), tc.batch_size, tc.grad_accum), rows)
+        plan = plan_refit(first, planned_steps(len(encoded["train"]), tc)[0], rows)
         if task.calibrated:  # for the temperature: the refitted model will have seen these rows
             first_pass_val_logits = loop.predict(encoded["validation"], "calibrating")[0]
         del model, loop  # the first pass's model (and its best weights) are done with
-        model, loop, second = _second_pass(task, data, tc, plan, first, backbone, preprocessor, device, precision, rd,
-                                           cb, cancel)
+        model, loop, second, method = _second_pass(task, data, tc, config.model, plan, first, backbone, preprocessor,
+                                                   device, precision, rd, cb, cancel)
         outcome = dataclasses.replace(
             second, steps=first.steps + second.steps, train_seconds=first.train_seconds + second.train_seconds,
             samples_seen=first.samples_seen + second.samples_seen, best_step=first.best_step,
@@ -432,6 +442,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             "training": dataclasses.asdict(first),
             "trained_on": _trained_on(rows, plan, task.row_unit),
             **({"calibration": calibration} if calibration else {}),
+            "method": method.summary(),
+            **({"before_training": before} if before is not None else {}),
         },
     )
     rd.write_text("report.txt", f"{task.title}, {eval_name} split ({data.resolved['sources'].get(eval_name)})\n\n{report_text}\n")
@@ -440,6 +452,14 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     cancel.raise_if_cancelled()
     cb.on_event(PhaseChanged("exporting", str(rd.model_dir)))
     model.to("cpu")
+    extra = None
+    merge_check = None
+    if method.uses_adapters:
+        extra = _save_adapter(method, model, preprocessor, rd, backbone) if config.model.export_adapter else None
+        model, merge_check = _merge_adapters(task, model, method, encoded[eval_name])
+        if merge_check["max_abs_diff"] > 1e-3 * max(1.0, merge_check["max_abs_output"]):
+            cb.on_event(Warning_(f"the merged model's outputs differ from the trained adapters' by up to "
+                                 f"{merge_check['max_abs_diff']:.3g} on {merge_check['rows']} {eval_name} rows"))
     hyper = {k: v for k, v in dataclasses.asdict(tc).items() if v is not None}
     card = task.model_card(
         task_title=task.title,
@@ -453,13 +473,16 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     )
     meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
             "max_length": tc.max_length, "backbone": backbone.name, "metrics": result.metrics,
-            "inputs": prediction_inputs(data.resolved)}
+            "inputs": prediction_inputs(data.resolved),
+            "trained_on": data.resolved.get("sources", {}).get("train"),
+            **({"metrics_before_training": before} if before is not None else {}),
+            **method.summary(), **({"merge_check": merge_check} if merge_check else {})}
     if calibration and calibration.get("temperature"):
         # Divide the logits by it for calibrated probabilities; transformers' pipeline ignores it.
         meta["temperature"] = calibration["temperature"]
     onnx = partial(export_with_onnx, task, model, split=encoded[eval_name], data=data, quantize=config.quantize,
                    callbacks=cb, cancel=cancel, batch_size=tc.eval_batch_size or 2 * tc.batch_size)
-    export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel, onnx=onnx)
+    export_model(task, model, preprocessor, rd.model_dir, card, meta, tc.max_length, cancel, onnx=onnx, extra=extra)
     export_dir, export_error = None, None
     if config.export_dir:
         cb.on_event(PhaseChanged("exporting", config.export_dir))
@@ -486,6 +509,9 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         eval_split=eval_name,
         backbone={"name": backbone.name, "architecture": backbone.architecture, "parameters": n_params},
         export_error=export_error,
+        method=method.name,
+        trainable_parameters=method.trainable,
+        metrics_before=before,
     )
     if not tc.keep_checkpoints:  # a finished run cannot be resumed; its model is exported
         shutil.rmtree(rd.checkpoints_dir, ignore_errors=True)
@@ -495,11 +521,14 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     return run_result
 
 
-def _second_pass(task, data, tc, plan: RefitPlan, first, backbone, preprocessor, device, precision, rd, cb, cancel):
-    """Train the final model from the backbone on the training and held-out rows together."""
+def _second_pass(task, data, tc, model_cfg, plan: RefitPlan, first, backbone, preprocessor, device, precision, rd,
+                 cb, cancel):
+    """Train the final model from the backbone on the training and held-out rows together, by the
+    same method (full, frozen, LoRA)."""
     import torch
 
-    from .training.loop import TrainingLoop
+    from .training.loop import TrainingLoop, planned_steps
+    from .training.methods import apply_method
 
     cb.on_event(PhaseChanged("refitting", describe(plan, task.row_unit)))
     # Its own cache folder: the first pass's token files stay mapped while this one is written.
@@ -511,12 +540,15 @@ def _second_pass(task, data, tc, plan: RefitPlan, first, backbone, preprocessor,
         model = task.build_model(backbone.path, data)
     # No checkpoints: a run stopped in this pass goes on from the first pass's last one and trains
     # this pass again (it is short: refit is for small sets).
-    stop = refit_stop(plan, steps_per_epoch(len(split), tc.batch_size, tc.grad_accum))
-    loop = TrainingLoop(model, task, data, split, None, refit_config(tc, plan), device, precision,
+    refit_tc = refit_config(tc, plan)
+    per_epoch, total = planned_steps(len(split), refit_tc)
+    model, method = apply_method(model, model_cfg, total)
+    loop = TrainingLoop(model, task, data, split, None, refit_tc, device, precision,
                         AfterFirstPass(cb, first.steps, plan.first_pass_epochs, first.train_seconds),
-                        cancel, checkpoints=None, metrics_position=rd.metrics_position, stop_at=stop)
+                        cancel, checkpoints=None, metrics_position=rd.metrics_position,
+                        stop_at=refit_stop(plan, per_epoch), method=method)
     try:
-        return model, loop, loop.run()
+        return model, loop, loop.run(), method
     except Paused as e:
         last = Checkpoints(rd.checkpoints_dir).latest()
         at = Checkpoints.loop_state(last).step if last else 0
@@ -547,6 +579,58 @@ def _calibration(task, loop, encoded, eval_name: str, logits, cb, first_pass_val
         cb.on_event(PhaseChanged("calibrating", "temperature on the validation split"))
         val_logits = logits if eval_name == "validation" else loop.predict(val, "calibrating")[0]
     return calibration_report(logits, encoded[eval_name].labels, val_logits, val.labels if val is not None else None)
+
+
+def _evaluate_before(task, loop, split, rd: RunDirectory, cb: CallbackList, resume: Path | None):
+    """The untrained model's metrics, for tasks that compare before and after (masked-LM adaptation);
+    plotted at step 0. A resumed run reads what its first start measured."""
+    from .events import EvalMetrics
+
+    if not task.evaluate_before_training:
+        return None
+    if resume is not None:
+        return read_json_or_none(rd.path / "before_training.json")
+    cb.on_event(PhaseChanged("evaluating", "before training"))
+    result, _ = loop.evaluate(split)
+    rd.write_json("before_training.json", result.metrics)
+    cb.on_event(EvalMetrics(0, 0.0, split.name, dict(result.metrics), False))
+    return result.metrics
+
+
+def _save_adapter(method, model, preprocessor, rd: RunDirectory, backbone):
+    """Save the adapter now (merging changes the model in place); returns what copies it into the
+    export as ``adapter/``."""
+    scratch = rd.cache_dir / "adapter"
+    shutil.rmtree(scratch, ignore_errors=True)
+    method.save_adapter(model, scratch, backbone.path)
+    if hasattr(preprocessor, "save_pretrained"):
+        preprocessor.save_pretrained(str(scratch))
+    return lambda folder: shutil.copytree(scratch, folder / "adapter")
+
+
+def _merge_adapters(task, model, method, split, rows: int = 32):
+    """The adapters merged into a plain model, and how far its outputs moved on a few evaluation rows
+    (they should not: merging is exact up to rounding)."""
+    import numpy as np
+    import torch
+
+    sample = np.arange(min(len(split), rows))
+
+    def outputs(m):
+        if not len(sample):
+            return None
+        batch = {k: torch.from_numpy(v) for k, v in task.make_batch(split, sample).items()}
+        labels = batch.pop("labels")
+        m.eval()
+        with torch.inference_mode():
+            return task.kept_outputs(task.forward(m, batch), labels).float()
+
+    before = outputs(model)
+    merged = method.merged(model)
+    after = outputs(merged)
+    diff = float((before - after).abs().max()) if before is not None else 0.0
+    scale = float(before.abs().max()) if before is not None else 0.0
+    return merged, {"rows": int(len(sample)), "max_abs_diff": diff, "max_abs_output": scale}
 
 
 def _eval_event(outcome, split: str, metrics: dict[str, float]):

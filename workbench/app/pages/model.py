@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -35,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import DEFAULT_MODEL, TrainConfig
+from ...core.config import DEFAULT_MODEL, ModelConfig, TrainConfig
 from ...core.errors import InputError
 from ...core.metrics import CLASSIFICATION
 from .. import aio, warmup
@@ -43,7 +44,10 @@ from ..state import AppState
 from ..widgets.spinboxes import LearningRateSpinBox
 
 INFO_ROLE = Qt.ItemDataRole.UserRole + 1
-SOURCE_TITLES = {"package": "installed package", "local": "local folder", "hub-cache": "Hugging Face cache",
+METHOD_CHOICES = (("Full fine-tuning", "full"), ("New head only (frozen backbone)", "frozen"),
+                  ("LoRA adapters", "lora"), ("AdaLoRA adapters", "adalora"))
+SOURCE_TITLES = {"package": "installed package", "local": "local folder", "adapted": "adapted here",
+                 "hub-cache": "Hugging Face cache",
                  "hub": "Hugging Face Hub", "builtin": "built in"}
 
 
@@ -98,7 +102,8 @@ class ModelPage(QWidget):
         grid.setHorizontalSpacing(16)
         grid.addWidget(self._build_task(), 0, 0)
         grid.addWidget(self._build_backbones(), 1, 0)
-        grid.addWidget(self._build_training(), 0, 1, 2, 1)
+        grid.addWidget(self._build_adaptation(), 2, 0)
+        grid.addWidget(self._build_training(), 0, 1, 3, 1)
         grid.setColumnStretch(0, 3)
         grid.setColumnStretch(1, 2)
         grid.setRowStretch(1, 1)
@@ -168,6 +173,65 @@ class ModelPage(QWidget):
         self.backbone_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.backbone_note)
         return box
+
+    def _build_adaptation(self) -> QGroupBox:
+        box = QGroupBox("Domain adaptation")
+        form = QFormLayout(box)
+        self.adapt = QCheckBox("Adapt the backbone to my texts first")
+        self.adapt.setToolTip("Before fine-tuning, continue the backbone's masked-language-model pretraining on "
+                              "unlabelled texts of your domain (15% of the tokens hidden and predicted). It helps "
+                              "most when the texts differ from everyday English and labels are few. The run then "
+                              "has two stages: adaptation, then fine-tuning of the adapted backbone.")
+        self.adapt_texts = QLineEdit()
+        self.adapt_texts.setReadOnly(True)
+        self.adapt_texts.setPlaceholderText("the training file's own texts")
+        self.adapt_texts.setToolTip("Unlabelled texts: a .txt file (one text per line), a TSV/CSV file (its text "
+                                    "column) or a CoNLL file (its sentences)")
+        choose = QPushButton("Choose…")
+        choose.clicked.connect(self.browse_adapt_texts)
+        self.adapt_clear = QPushButton("Own Texts")
+        self.adapt_clear.setToolTip("Adapt on the training file's own texts")
+        self.adapt_clear.clicked.connect(lambda: self.set_adapt_texts(None))
+        row = QHBoxLayout()
+        row.addWidget(self.adapt_texts, 1)
+        row.addWidget(choose)
+        row.addWidget(self.adapt_clear)
+        self.adapt_epochs = QDoubleSpinBox()
+        self.adapt_epochs.setRange(0.1, 100)
+        self.adapt_epochs.setDecimals(1)
+        self.adapt_epochs.setToolTip("Passes of masked-LM training over the texts; 1 to 3 is usual")
+        self.adapt_note = QLabel()
+        self.adapt_note.setWordWrap(True)
+        self.adapt_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        form.addRow(self.adapt)
+        form.addRow("Texts:", row)
+        form.addRow("Epochs:", self.adapt_epochs)
+        form.addRow(self.adapt_note)
+        self._adapt_form = form
+        self.adapt.toggled.connect(self._adapt_edited)
+        self.adapt_epochs.valueChanged.connect(self._adapt_edited)
+        self._adapt_box = box
+        return box
+
+    def browse_adapt_texts(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose unlabelled texts", "",
+                                              "Texts (*.txt *.tsv *.csv *.conll *.conllu);;All files (*)")
+        if path:
+            self.set_adapt_texts(path)
+
+    def set_adapt_texts(self, path: str | None) -> None:
+        self.state.adapt_texts = path
+        self.adapt_texts.setText(path or "")
+        self.state.touch_config()
+
+    def _adapt_edited(self, *_args) -> None:
+        if self._setting:
+            return
+        self.state.adapt_first = self.adapt.isChecked()
+        self.state.adapt_epochs = self.adapt_epochs.value()
+        for w in (self.adapt_texts, self.adapt_epochs, self.adapt_clear):
+            w.setEnabled(self.adapt.isChecked())
+        self.state.touch_config()
 
     def _build_training(self) -> QGroupBox:
         box = QGroupBox("Training")
@@ -245,9 +309,22 @@ class ModelPage(QWidget):
                               "validation curves and choose the number of epochs. Refit then trains the final model "
                               "again on all rows, that part included, for that many epochs: small sets gain from "
                               "every row, at about twice the training time.")
-        self.freeze = QCheckBox("Train only the new head")
-        self.freeze.setToolTip("Keep the pretrained backbone frozen and train only the new classification layer: "
-                               "much faster, and often as good with a few hundred images.")
+        self.method = QComboBox()
+        self.method.setToolTip("What fine-tuning trains. Full: every weight (the most accurate with enough data). "
+                               "New head only: the backbone stays frozen; much faster, a baseline. LoRA: small "
+                               "low-rank adapters in the attention layers and the head; a fraction of the "
+                               "parameters, a small adapter to ship. AdaLoRA: LoRA that moves its rank to the layers "
+                               "that need it.")
+        for text, value in METHOD_CHOICES:
+            self.method.addItem(text, value)
+        self.lora_rank = spin(1, 256, "LoRA rank r: the size of each adapter. 4 to 16 is usual.")
+        self.lora_alpha = dspin(1, 1024, 1, 0, "LoRA alpha: adapter updates are scaled by alpha / r (16 for r 8).")
+        self.lora_dropout = dspin(0, 0.9, 0.05, 2, "Dropout on the adapters' input.")
+        self.lora_targets = QLineEdit()
+        self.lora_targets.setPlaceholderText("the architecture's default (BERT: query, value)")
+        self.lora_targets.setToolTip("Comma-separated names of the layers that get adapters, e.g. query,key,value")
+        self.trainable = QLabel()
+        self.trainable.setWordWrap(True)
 
         form.addRow("Epochs:", self.epochs)
         form.addRow("Batch size:", self.batch_size)
@@ -255,7 +332,12 @@ class ModelPage(QWidget):
         form.addRow(self.lr_note)
         form.addRow("Max length:", self.max_length)
         form.addRow("Image size:", self.image_size)
-        form.addRow("Backbone:", self.freeze)
+        form.addRow("Method:", self.method)
+        form.addRow("LoRA rank:", self.lora_rank)
+        form.addRow("LoRA alpha:", self.lora_alpha)
+        form.addRow("LoRA dropout:", self.lora_dropout)
+        form.addRow("LoRA layers:", self.lora_targets)
+        form.addRow(self.trainable)
         form.addRow("Warm-up:", self.warmup)
         form.addRow("Weight decay:", self.weight_decay)
         form.addRow("Grad accumulation:", self.grad_accum)
@@ -277,7 +359,10 @@ class ModelPage(QWidget):
             w.valueChanged.connect(self._train_edited)
         for c in (self.metric, self.device, self.precision, self.refit):
             c.currentIndexChanged.connect(self._train_edited)
-        self.freeze.toggled.connect(self._train_edited)
+        self.method.currentIndexChanged.connect(self._method_edited)
+        for w in (self.lora_rank, self.lora_alpha, self.lora_dropout):
+            w.valueChanged.connect(self._method_edited)
+        self.lora_targets.editingFinished.connect(self._method_edited)
         self._train_form = form
         self._show_rows_for("text")
         form.setRowVisible(self.lr_note, False)
@@ -287,7 +372,13 @@ class ModelPage(QWidget):
         image = modality == "image"
         self._train_form.setRowVisible(self.max_length, not image)
         self._train_form.setRowVisible(self.image_size, image)
-        self._train_form.setRowVisible(self.freeze, image)
+        lora = self.state.config.model.uses_adapters
+        for w in (self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets):
+            self._train_form.setRowVisible(w, lora)
+        # Masked-LM adaptation is for text backbones.
+        self._adapt_box.setEnabled(not image)
+        self.adapt_note.setText("Images: adaptation applies to text backbones only." if image else "")
+        self._adapt_form.setRowVisible(self.adapt_note, image)
 
     # ---- config <-> widgets -------------------------------------------------------------------------
     def sync_from_config(self) -> None:
@@ -306,7 +397,17 @@ class ModelPage(QWidget):
             self.eval_steps.setValue(t.eval_steps or 0)
             self.max_steps.setValue(t.max_steps or 0)
             self.image_size.setValue(t.image_size or 0)
-            self.freeze.setChecked(bool(self.state.config.model.freeze_backbone))
+            m = self.state.config.model
+            _select_data(self.method, m.method)
+            self.lora_rank.setValue(m.lora_rank)
+            self.lora_alpha.setValue(m.lora_alpha)
+            self.lora_dropout.setValue(m.lora_dropout)
+            self.lora_targets.setText(",".join(m.lora_targets or []))
+            self.adapt.setChecked(self.state.adapt_first)
+            self.adapt_epochs.setValue(self.state.adapt_epochs)
+            self.adapt_texts.setText(self.state.adapt_texts or "")
+            for w in (self.adapt_texts, self.adapt_epochs, self.adapt_clear):
+                w.setEnabled(self.state.adapt_first)
             _select_data(self.metric, t.metric or self.metric.itemData(0))
             _select_data(self.device, t.device)
             _select_data(self.precision, t.precision)
@@ -337,19 +438,35 @@ class ModelPage(QWidget):
         t.precision = self.precision.currentData()
         t.refit = self.refit.currentData()
         t.image_size = self.image_size.value() or None
-        freeze_changed = self.freeze.isChecked() != self.state.config.model.freeze_backbone
-        self.state.config.model.freeze_backbone = self.freeze.isChecked()
         self._update_precision()
         self.state.touch_config()
-        if freeze_changed:
+
+    def _method_edited(self, *_args) -> None:
+        if self._setting:
+            return
+        m = self.state.config.model
+        changed = self.method.currentData() != m.method
+        m.method = self.method.currentData()
+        m.lora_rank = self.lora_rank.value()
+        m.lora_alpha = self.lora_alpha.value()
+        m.lora_dropout = self.lora_dropout.value()
+        targets = [t.strip() for t in self.lora_targets.text().split(",") if t.strip()]
+        m.lora_targets = targets or None
+        self._show_rows_for(self.effective_modality)
+        self.state.touch_config()
+        self.refresh_trainable()
+        if changed:
             self.refresh_suggestions()
 
     def restore_defaults(self) -> None:
         self.state.config.train = TrainConfig(device=self.state.config.train.device)
+        self.state.config.model = ModelConfig(name=self.state.config.model.name)
         self._suggested_lr = TrainConfig.lr
         self.sync_from_config()
         self._train_edited()
+        self._show_rows_for(self.effective_modality)
         self.refresh_suggestions()
+        self.refresh_trainable()
 
     def _update_precision(self) -> None:
         dev = self.device.currentData() or "auto"
@@ -423,6 +540,7 @@ class ModelPage(QWidget):
         if self.catalog_loaded or self._catalog_task is not None:
             await self._show_catalog(modality)
         await self._refresh_suggestions()
+        self.refresh_trainable()
 
     def refresh_suggestions(self):
         return aio.spawn(self._refresh_suggestions())
@@ -452,8 +570,42 @@ class ModelPage(QWidget):
             self.state.touch_config()
         self._suggested_lr = lr
         self.lr_note.setText("" if lr == TrainConfig.lr else
-                             f"Suggested for this backbone: {self.lr.textFromValue(lr)}.")
+                             f"Suggested for this backbone and method: {self.lr.textFromValue(lr)}.")
         self._train_form.setRowVisible(self.lr_note, bool(self.lr_note.text()))
+
+    def refresh_trainable(self):
+        """Show what the chosen method trains on the chosen backbone (counted on a model built without
+        its weights, on a worker thread)."""
+        return aio.spawn(self._refresh_trainable())
+
+    async def _refresh_trainable(self) -> None:
+        import copy
+
+        info = self.selected_backbone
+        if info is None:
+            return
+        cfg = copy.deepcopy(self.state.config.model)
+        task = self.effective_task
+        labels = len(getattr(self.state.data, "class_counts", None) or {}) or 2
+
+        def count():
+            from ...core.training.methods import estimate_method
+
+            return estimate_method(task, info, cfg, labels)
+
+        self.trainable.setText("Counting the parameters this method trains…")
+        try:
+            method = await self._in_thread(warmup.serialized(count))
+        except InputError as e:
+            self.trainable.setText(f"⚠ {e}")
+            return
+        except Exception as e:  # a backbone whose config the counter cannot build: training says more
+            self.trainable.setText(f"Trainable parameters could not be counted ({type(e).__name__}).")
+            return
+        if cfg != self.state.config.model or info is not self.selected_backbone:
+            return  # the choice changed meanwhile; its own count follows
+        self.trainable.setText(f"Trains {format_params(method.trainable) if method.trainable >= 1e5 else f'{method.trainable:,}'} "
+                               f"of {format_params(method.total)} parameters ({method.trainable / method.total:.2%}).")
 
     # ---- backbones ----------------------------------------------------------------------------------
     def load_catalog(self):
@@ -550,11 +702,12 @@ class ModelPage(QWidget):
             return
         info = item.data(0, INFO_ROLE)
         # Local folders are passed by path; packaged and cached models by name (that is how they resolve).
-        self.state.config.model.name = info.path if info.source == "local" else info.name
+        self.state.config.model.name = info.path if info.source in ("local", "adapted") else info.name
         self.state.backbone_parameters = info.num_parameters
-        self.backbone_note.setText(f"<b>{info.name}</b>: {speed_note(info.num_parameters)}")
+        self.backbone_note.setText(f"<b>{_html(info.name)}</b>: {speed_note(info.num_parameters)}")
         self.state.touch_config()
         self.refresh_suggestions()
+        self.refresh_trainable()
 
     def browse_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Choose a folder holding a Hugging Face model")
@@ -608,6 +761,10 @@ def _cpu_bf16_units() -> tuple[bool, str]:
     from ...core.device import cpu_bf16_units
 
     return cpu_bf16_units()
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _select_data(combo: QComboBox, value) -> bool:

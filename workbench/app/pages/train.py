@@ -49,6 +49,7 @@ PHASES = {
     "exporting": "Exporting the model",
 }
 LOG_LINES = 5000
+PAUSE_TIP = "Write a checkpoint at the end of this step and stop; Resume goes on from there"
 # While a run goes on, the curves are redrawn at most this often. Painting three pyqtgraph plots
 # (axes, antialiased lines) costs the GUI thread a good part of a core, which on a 2-core laptop
 # comes out of training: at 10 redraws a second the app trained MiniLM 25% slower than the CLI.
@@ -167,7 +168,7 @@ class TrainPage(QWidget):
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.controller.cancel)
         self.pause_button = QPushButton("Pause")
-        self.pause_button.setToolTip("Write a checkpoint at the end of this step and stop; Resume goes on from there")
+        self.pause_button.setToolTip(PAUSE_TIP)
         self.pause_button.setEnabled(False)
         self.pause_button.clicked.connect(self.controller.pause)
         self.resume_button = QPushButton("Resume")
@@ -175,12 +176,15 @@ class TrainPage(QWidget):
         self.resume_button.setVisible(False)
         self.resume_button.clicked.connect(lambda: self.resume_requested.emit(self._shown_run))
         texts = QVBoxLayout()
+        self.stage = QLabel()  # "Stage 1 of 2: adapting the backbone", for runs of two stages
+        self.stage.setVisible(False)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         self.reason = QLabel()
         self.reason.setWordWrap(True)
         self.reason.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.reason.linkActivated.connect(lambda _: self.go_to_data.emit())
+        texts.addWidget(self.stage)
         texts.addWidget(self.summary)
         texts.addWidget(self.reason)
         row.addWidget(self.start_button)
@@ -367,7 +371,14 @@ class TrainPage(QWidget):
         except InputError as e:
             self.show_error("Cannot start training", str(e), "")
             return None
-        return self.controller.start(self.state.config, getattr(self.state.data, "task", None))
+        try:
+            adapt = self.state.adaptation_config()
+            if adapt is not None:
+                adapt.validate()
+        except InputError as e:
+            self.show_error("Cannot start the adaptation", str(e), "")
+            return None
+        return self.controller.start(self.state.config, getattr(self.state.data, "task", None), adapt)
 
     @Slot(str)
     def _on_started(self, run_dir: str) -> None:
@@ -465,6 +476,7 @@ class TrainPage(QWidget):
 
     # ---- events -------------------------------------------------------------------------------------
     def _reset(self) -> None:
+        self.stage.setVisible(False)
         self.series = _Series()
         self._set_metric_curves(CLASSIFICATION)
         self._total_steps = 0
@@ -493,6 +505,9 @@ class TrainPage(QWidget):
                 self._on_phase(e)
             elif kind == "Progress":
                 self._on_progress(e)
+            elif kind == "StageStarted":
+                self._on_stage(e)
+                steps_changed = evals_changed = True
             elif kind == "RunStarted":
                 self._log(f"Run directory: {e.get('run_dir', '')}", e.get("time"))
             elif kind == "TaskReady":
@@ -509,6 +524,27 @@ class TrainPage(QWidget):
                 self._log("Cancelled.", e.get("time"))
         if steps_changed or evals_changed:
             self._redraw(steps=steps_changed, evals=evals_changed)
+
+    def _on_stage(self, e: dict) -> None:
+        """The next stage of a two-stage run starts (adaptation, then fine-tuning): fresh curves, the
+        log goes on."""
+        index, count = int(e.get("index", 1)), int(e.get("count", 1))
+        self.series = _Series()
+        self._set_metric_curves(CLASSIFICATION)
+        self._total_steps = self._last_step = 0
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("")
+        self.rate.setText("")
+        if e.get("run_dir"):
+            self._shown_run = e["run_dir"]
+        self.stage.setText(f"<b>Stage {index} of {count}:</b> {_escape(e.get('title', ''))}")
+        self.stage.setVisible(True)
+        # A paused first stage could only resume itself, not go on to the next: it is cancelled or finished.
+        last = index == count
+        self.pause_button.setEnabled(last and not self.controller.is_cancelling)
+        self.pause_button.setToolTip(PAUSE_TIP if last else "The adaptation stage cannot be paused; cancel it or let "
+                                     "it finish")
+        self._log(f"Stage {index} of {count}: {e.get('title', '')} (run folder {e.get('run_dir', '')})", e.get("time"))
 
     def _on_step(self, e: dict) -> None:
         step, total = int(e["step"]), int(e["total_steps"])

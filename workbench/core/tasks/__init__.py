@@ -24,19 +24,23 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "text-pair-classification": ("workbench.core.tasks.text_pair:TextPairClassification", "Sentence pairs"),
     "text-regression": ("workbench.core.tasks.regression:TextRegression", "Scores (regression)"),
     "image-classification": ("workbench.core.tasks.image_classification:ImageClassification", "Image classification"),
+    "masked-lm": ("workbench.core.tasks.masked_lm:MaskedLanguageModeling", "Masked-LM adaptation (unlabelled text)"),
 }
+# Tasks run by their own command, not picked for `train` (nor by --task auto): `workbench adapt`.
+_OWN_COMMAND = frozenset({"masked-lm"})
 ALIASES = {"classification": "text-classification", "text": "text-classification", "tagging": "token-classification",
            "ner": "token-classification", "pos": "token-classification", "pairs": "text-pair-classification",
            "regression": "text-regression"}
 
 
 def task_names() -> list[str]:
-    return ["auto", *_REGISTRY]
+    return ["auto", *(name for name in _REGISTRY if name not in _OWN_COMMAND)]
 
 
 def task_menu_titles() -> dict[str, str]:
     """Task name -> its title in a task picker, "auto" first; imports no task module."""
-    return {"auto": "Automatic (from the data)", **{name: title for name, (_, title) in _REGISTRY.items()}}
+    return {"auto": "Automatic (from the data)",
+            **{name: title for name, (_, title) in _REGISTRY.items() if name not in _OWN_COMMAND}}
 
 
 def task_class(name: str) -> "type[Task]":
@@ -48,7 +52,7 @@ def detect_task(data_path: str | Path) -> "type[Task]":
     """The registered task whose ``sniff`` scores DATA highest (ties: registration order)."""
     path = Path(data_path)
     best, best_score = None, -1.0
-    for name in _REGISTRY:
+    for name in task_names()[1:]:
         cls = task_class(name)
         score = cls.sniff(path)
         if score > best_score:

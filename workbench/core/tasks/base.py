@@ -25,6 +25,8 @@ from ..events import Callbacks
 from ..labels import LabelMap
 from ..metrics import CLASSIFICATION, Metric
 
+METHOD_LR = {"frozen": 1e-3, "lora": 5e-4, "adalora": 5e-4}
+
 # Model types whose position ids are offset by the padding index (RoBERTa and its descendants).
 _OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
                                "mpnet", "ibert", "roberta-prelayernorm", "luke", "xmod", "bart", "mbart"})
@@ -123,6 +125,8 @@ class Task(ABC):
     per_token_outputs: ClassVar[bool] = False
     has_classes: ClassVar[bool] = True
     quantize_metric: ClassVar[str | None] = None  # None: ``default_metric``
+    # Evaluate the untrained model too, for a before/after comparison (masked-LM adaptation).
+    evaluate_before_training: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -154,7 +158,9 @@ class Task(ABC):
     def suggested_settings(self, config) -> dict[str, Any]:
         """TrainConfig values this task recommends for ``config`` (e.g. its learning rate); front ends
         apply them to the settings the user left alone."""
-        return {}
+        # Only a head, or low-rank adapters and a head, learn: they take a larger step than a whole
+        # network (LoRA papers use 5e-4 to 1e-3 where full fine-tuning uses 2e-5 to 5e-5).
+        return {"lr": METHOD_LR[config.model.method]} if config.model.method in METHOD_LR else {}
 
     def resolve_backbone(self, name: str | None):
         """The BackboneInfo for ``--model NAME``."""
@@ -224,6 +230,11 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, logits, labels): ...
+
+    def kept_outputs(self, logits, labels):
+        """What evaluation keeps of a batch's outputs for ``evaluate`` (one row each, first axis):
+        the logits themselves, unless they are too large to keep for every row (masked-LM)."""
+        return logits
 
     @abstractmethod
     def evaluate(self, logits: np.ndarray, split: EncodedSplit, loss: float, data: PreparedData) -> EvalResult: ...

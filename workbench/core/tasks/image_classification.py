@@ -91,7 +91,6 @@ class ImageClassification(Task):
         self.eval_split = "test"
         self.callbacks: Callbacks = Callbacks()
         self._rng = np.random.default_rng(self.seed)
-        self._freeze_hook = None
 
     @classmethod
     def sniff(cls, path: Path) -> float:
@@ -107,17 +106,21 @@ class ImageClassification(Task):
         config.train.image_size = config.train.image_size or size  # pinned, so a re-run crops the same
         s = config.train.image_size
         self.preprocessing = ImagePreprocessing(s, resize_for(s), tuple(mean), tuple(std))
-        self.freeze = bool(config.model.freeze_backbone)
+        self.freeze = config.model.method == "frozen"
         if self.freeze and self.kind == "small-cnn":
-            raise InputError("--freeze-backbone needs a pretrained backbone; small-cnn is trained from scratch")
+            raise InputError("--method frozen (--freeze-backbone) needs a pretrained backbone; small-cnn is trained "
+                             "from scratch")
+        if config.model.uses_adapters and self.kind != "hf":
+            raise InputError(f"--method {config.model.method} applies to Hugging Face transformer backbones; "
+                             f"{config.model.name} is not one: use --method full or frozen")
         self.seed = config.train.seed
 
     def suggested_settings(self, config) -> dict[str, Any]:
         spec = image_model_spec(config.model.name or "") if config.model.name != DEFAULT_MODEL else None
         if spec is not None and spec.kind == "small-cnn":
             return {"lr": 2e-3}
-        if config.model.freeze_backbone:
-            return {"lr": 1e-3}  # only a linear head learns
+        if config.model.method != "full":
+            return super().suggested_settings(config)  # only a head, or adapters and a head, learn
         if config.model.name in (None, "", DEFAULT_MODEL) or spec is not None:
             return {"lr": 5e-4}  # EfficientNet-Lite0: convolutions and batch norm take a larger step than a transformer
         return {}  # Hugging Face checkpoints (often transformers): the text default suits them
@@ -261,8 +264,6 @@ class ImageClassification(Task):
             else:
                 weights = self.backbone.path if self.backbone.source == "package" else None
                 model = ImageClassifier(self.kind, len(names), weights=weights)
-            if self.freeze:
-                model.freeze_backbone()
             return model
         from transformers import AutoModelForImageClassification
 
@@ -270,8 +271,6 @@ class ImageClassification(Task):
             backbone_path, num_labels=len(names), id2label=data.label_map.id2label, label2id=data.label_map.label2id,
             ignore_mismatched_sizes=True,  # a checkpoint with another head (ImageNet's 1000 classes)
         )
-        if self.freeze:
-            self._freeze_hf(model)
         return model
 
     def _from_export(self, num_labels: int):
@@ -286,23 +285,6 @@ class ImageClassification(Task):
         keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(keep, strict=False)
         return model
-
-    def _freeze_hf(self, model) -> None:
-        head = getattr(model, "classifier", None)
-        if head is None:
-            raise InputError(f"--freeze-backbone: cannot tell the classification head of {type(model).__name__} "
-                             "(no .classifier); fine-tune the whole model instead")
-        head_params = {id(p) for p in head.parameters()}
-        for p in model.parameters():
-            p.requires_grad_(id(p) in head_params)
-        base = getattr(model, model.base_model_prefix, None)
-        if base is not None:
-            # The loop calls model.train(); a frozen backbone must keep its batch-norm statistics and
-            # skip dropout, so it is put back in eval mode before every forward pass.
-            def keep_eval(module, args) -> None:  # returns None: a pre-hook's return value replaces the inputs
-                base.eval()
-
-            self._freeze_hook = model.register_forward_pre_hook(keep_eval)
 
     def forward(self, model, batch: dict):
         out = model(pixel_values=batch["pixel_values"])
@@ -340,9 +322,6 @@ class ImageClassification(Task):
     def save_model(self, model, preprocessor, folder: Path, max_length: int) -> None:
         from ..image_models import ImageClassifier, save_image_classifier
 
-        if self._freeze_hook is not None:
-            self._freeze_hook.remove()
-            self._freeze_hook = None
         model.eval()
         if isinstance(model, ImageClassifier):
             save_image_classifier(model, folder, self.label_map.names, self.preprocessing.to_dict())

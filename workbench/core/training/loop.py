@@ -53,6 +53,16 @@ def _to_device(batch: dict[str, np.ndarray], device) -> dict:
     return {k: torch.from_numpy(v).to(device, non_blocking=non_blocking) for k, v in batch.items()}
 
 
+def planned_steps(n_rows: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(optimizer steps per epoch, optimizer steps in all) for ``n_rows`` training rows."""
+    n_batches = math.ceil(n_rows / cfg.batch_size)
+    steps_per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
+    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    return steps_per_epoch, total_steps
+
+
 class TrainingLoop:
     def __init__(
         self,
@@ -69,6 +79,7 @@ class TrainingLoop:
         checkpoints: Checkpoints | None = None,
         metrics_position: Callable[[], int] | None = None,
         stop_at: int | None = None,
+        method=None,
     ) -> None:
         # ``stop_at``: stop at that step of the configured run, its learning-rate schedule unchanged
         # (a refit repeats the first pass on all rows and stops where the validation split chose).
@@ -80,6 +91,7 @@ class TrainingLoop:
         self.metric = cfg.metric or task.default_metric
         self.checkpoints = checkpoints  # None: no checkpoints (library use, tests of the loop alone)
         self.metrics_position = metrics_position or (lambda: 0)
+        self.method = method  # TrainingMethod (training/methods.py): AdaLoRA's hooks; None: plain training
         self.micro_batch: int | None = None  # set by an out-of-memory back-off
         self._step = 0  # the optimizer step being computed, for fault injection
         self._fault = _injected_oom()
@@ -160,6 +172,9 @@ class TrainingLoop:
             loss = self.task.loss(logits, labels)
             if w != 1.0:
                 loss = loss * w
+            extra = self.method.regularization(self.model) if self.method is not None else None
+            if extra is not None:
+                loss = loss + extra * w
             scaled = loss / self.cfg.grad_accum
             # Cancel between forward and backward too: a step's first call can take seconds (the
             # first batch is the longest, and the CPU kernels are set up then). A cancelled run's
@@ -230,7 +245,7 @@ class TrainingLoop:
                     logits = self.task.forward(model, batch)
                 loss_sum += float(self.task.loss(logits, labels)) * len(rows)
                 n += len(rows)
-                outs.append(logits.float().cpu().numpy())
+                outs.append(self.task.kept_outputs(logits, labels).float().cpu().numpy())
                 order.append(rows)
         if was_training:
             model.train()
@@ -259,11 +274,7 @@ class TrainingLoop:
 
         cfg, model, device = self.cfg, self.model, self.device
         torch.manual_seed(cfg.seed)
-        n_batches = math.ceil(len(self.train_split) / cfg.batch_size)
-        steps_per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
-        total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-        if cfg.max_steps:
-            total_steps = min(total_steps, cfg.max_steps)
+        steps_per_epoch, total_steps = planned_steps(len(self.train_split), cfg)
         schedule_steps = total_steps
         if self.stop_at:
             total_steps = min(total_steps, self.stop_at)
@@ -355,6 +366,8 @@ class TrainingLoop:
                     scaler.update()
                 else:
                     optimizer.step()
+                if self.method is not None:
+                    self.method.after_optimizer_step(s.step)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 s.step += 1
