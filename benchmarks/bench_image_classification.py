@@ -62,7 +62,7 @@ def run(name: str, model: str, image_size: int, epochs: float, lr: float, freeze
     print(f"== {name}: {model}{' (frozen)' if freeze else ''}, {image_size}px, {epochs} epochs, lr {lr}", flush=True)
     cfg = RunConfig(
         data=DataConfig(train=str(DATA)),
-        model=ModelConfig(name=model, freeze_backbone=freeze),
+        model=ModelConfig(name=model, method="frozen" if freeze else "full"),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size, seed=0),
         run_dir=str(home / name),
     )

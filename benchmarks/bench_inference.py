@@ -49,8 +49,7 @@ def train_text(work: Path, rows: int) -> Path:
 
 
 def train_image(work: Path) -> Path:
-    cfg = RunConfig(data=DataConfig(train=str(HYMENOPTERA)), model=ModelConfig(name="efficientnet-lite0",
-                                                                              freeze_backbone=True),
+    cfg = RunConfig(data=DataConfig(train=str(HYMENOPTERA)), model=ModelConfig(name="efficientnet-lite0", method="frozen"),
                     train=TrainConfig(epochs=2, batch_size=32, lr=1e-3), run_dir=str(work / "image-run"),
                     quantize="int8")
     t = time.perf_counter()
