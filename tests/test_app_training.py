@@ -61,7 +61,8 @@ def test_train_a_tiny_model_to_the_finished_signal(qtbot, window, sentiment_tsv,
     assert window.current_step() == "evaluate"
     log = page.log.toPlainText()
     assert "Training" in log and "Validation at step" in log and "Finished" in log
-    assert "Training on all rows" in log and "trained on all" in window.evaluate_page.subtitle.text()
+    assert "Training on all rows" in log
+    qtbot.waitUntil(lambda: "trained on all" in window.evaluate_page.subtitle.text(), timeout=60000)
 
 
 def test_the_model_page_turns_refit_off(qtbot, window, sentiment_tsv):

@@ -39,6 +39,9 @@ def test_the_decision():
     assert not wants_refit(None, held, {"train": REFIT_MAX_ROWS, "validation": 1})[0]
     assert wants_refit(True, held, {"train": REFIT_MAX_ROWS, "validation": 1})[0]
     assert not wants_refit(False, held, {"train": 90, "validation": 10})[0]
+    # A run capped by --max-steps is a quick trial: auto does not double it; --refit still does.
+    assert not wants_refit(None, held, {"train": 90, "validation": 10}, capped=True)[0]
+    assert wants_refit(True, held, {"train": 90, "validation": 10}, capped=True)[0]
     # A validation file the user gave is never trained on, even with --refit.
     given = {"train": "t.tsv", "validation": "v.tsv", "test": "test.tsv"}
     assert not wants_refit(True, given, {"train": 90, "validation": 10})[0]

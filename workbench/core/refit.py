@@ -43,15 +43,18 @@ def held_out_validation(sources: dict[str, str]) -> bool:
     return str(sources.get("validation", "")).endswith(HELD_OUT)
 
 
-def wants_refit(refit: bool | None, sources: dict[str, str], rows: dict[str, int]) -> tuple[bool, str]:
+def wants_refit(refit: bool | None, sources: dict[str, str], rows: dict[str, int],
+                capped: bool = False) -> tuple[bool, str]:
     """Whether to refit, and why, for ``--refit`` (True), ``--no-refit`` (False) or auto (None)."""
     return decide_refit(refit, held_out=held_out_validation(sources), given_validation="validation" in sources,
-                        tested_apart="test" in sources, rows=rows.get("train", 0) + rows.get("validation", 0))
+                        tested_apart="test" in sources, rows=rows.get("train", 0) + rows.get("validation", 0),
+                        capped=capped)
 
 
 def decide_refit(refit: bool | None, *, held_out: bool, given_validation: bool, tested_apart: bool,
-                 rows: int) -> tuple[bool, str]:
-    """The decision from plain facts (front ends ask it before the data is split)."""
+                 rows: int, capped: bool = False) -> tuple[bool, str]:
+    """The decision from plain facts (front ends ask it before the data is split). ``capped``: the
+    run stops after --max-steps, a quick trial, which auto does not refit (it would double it)."""
     if not held_out:
         return False, "a validation file was given" if given_validation else "nothing was held out for validation"
     if not tested_apart:  # the report is computed on the validation split: it must not train
@@ -60,6 +63,8 @@ def decide_refit(refit: bool | None, *, held_out: bool, given_validation: bool, 
         return False, "--no-refit"
     if refit:
         return True, "--refit"
+    if capped:
+        return False, "--max-steps makes the run a quick trial"
     if rows <= REFIT_MAX_ROWS:
         return True, f"{rows:,} rows are at most {REFIT_MAX_ROWS:,}: the held-out part is worth training on"
     return False, f"{rows:,} rows are more than {REFIT_MAX_ROWS:,}: the held-out part adds little"

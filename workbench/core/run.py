@@ -366,7 +366,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         if key in data.resolved:
             setattr(config.data, key, data.resolved[key])
     rows = {k: len(v) for k, v in data.splits.items()}
-    tc.refit, refit_reason = wants_refit(tc.refit, data.resolved.get("sources", {}), rows)
+    tc.refit, refit_reason = wants_refit(tc.refit, data.resolved.get("sources", {}), rows, capped=bool(tc.max_steps))
     if tc.refit:
         cb.on_event(PhaseChanged("planning", f"after choosing the number of epochs on the held-out validation "
                                              f"split, the final model trains again on all {rows['train'] + rows['validation']:,} "

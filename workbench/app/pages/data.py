@@ -683,7 +683,8 @@ class DataPage(QWidget):
             parts.append("the report uses the validation file")
         text = "With these settings: " + ", ".join(parts) + "."
         refit, _ = decide_refit(self.state.config.train.refit, held_out=bool(val), given_validation=bool(d.val),
-                                tested_apart=bool(test or d.test), rows=train + val)
+                                tested_apart=bool(test or d.test), rows=train + val,
+                                capped=bool(self.state.config.train.max_steps))
         if refit:
             text += (f" The validation rows choose the number of epochs; then the final model trains again on all "
                      f"{train + val:,} rows (refit: small sets gain from every row; it about doubles the training "
