@@ -62,9 +62,13 @@ def window(qtbot, aloop, runs_home):
     from workbench.app import aio
 
     qtbot.waitUntil(lambda: not aio._tasks, timeout=30000)  # background flows of the test finish first
+    import shiboken6
+
+    if not shiboken6.isValid(w):  # the test closed and deleted it already (and waited for its run)
+        return
     if w.isVisible():
         w.close()
-    qtbot.waitUntil(lambda: not w.controller.running, timeout=30000)
+    qtbot.waitUntil(lambda: not shiboken6.isValid(w) or not w.controller.running, timeout=30000)
 
 
 def wait_task(qtbot, task, timeout: int = 30000):
