@@ -4,11 +4,14 @@ what to call them ("M adapted on FILE"), and the list the backbone catalog reads
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from .export_target import MARKER
+
+log = logging.getLogger(__name__)
 
 TASK = "masked-lm"  # the task of an adaptation run, recorded in its model folder's marker
 
@@ -43,8 +46,8 @@ def remember(folder: str | Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, [str(Path(folder).resolve()), *known])
-    except OSError:
-        pass
+    except OSError as e:  # the folder still works with --model; only the catalog's listing is missing
+        log.warning("could not record %s in the list of adapted backbones (%s): %s", folder, path, e)
 
 
 def remembered() -> list[str]:
