@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "in that folder (never other files)")
     t.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (dynamic int8 quantization), "
                    "with its accuracy against fp32, size and latency in onnx_check.json")
+    t.add_argument("--preflight", action="store_true",
+                   help="do not train: estimate the run's time per epoch, its total time and its peak memory on the "
+                        "chosen device from a few timed batches, print them (last line JSON) and exit")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     t.add_argument("--verbose", "-v", action="store_true",
                    help="also show the engine's log (backbone resolution, fallbacks, devices) on stderr")
@@ -265,7 +268,7 @@ def _check_resume_args(args: argparse.Namespace) -> None:
               if getattr(args, name)] + (["DATA"] if args.data else [])
     given += [f"--{name.replace('_', '-')}" for name in ("header", "no_header", "skip_bad_rows", "group_by_length",
                                                           "no_group_by_length", "freeze_backbone", "overwrite",
-                                                          "keep_checkpoints", "export_adapter", "lora_targets") if getattr(args, name)]
+                                                          "keep_checkpoints", "export_adapter", "lora_targets", "preflight") if getattr(args, name)]
     if given:
         raise UsageError(f"workbench train: --resume goes on with the run's own settings (RUN_DIR/config.json); "
                          f"leave out {', '.join(given)}")
@@ -335,6 +338,34 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
         return EXIT_WRITE if isinstance(result.export_error, WriteFailed) else EXIT_USAGE
     if cancel.cancelled:  # Ctrl+C came after the last point the run could stop at: it finished
         print("workbench: the run had already finished when Ctrl+C came; nothing was lost.", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_preflight(cfg: RunConfig, quiet: bool, verbose: bool = False) -> int:
+    """``workbench train ... --preflight``: the estimate, no run (nothing is written)."""
+    from .core.preflight import estimate
+    from .progress import TerminalProgress, log_to_terminal
+
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.cancel())
+    progress = TerminalProgress(enabled=not quiet)
+    handler = log_to_terminal(progress, verbose)
+    try:
+        result = estimate(cfg, progress, cancel)
+    except (Cancelled, KeyboardInterrupt):
+        progress.close()
+        print("workbench: cancelled", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except WorkbenchError as e:
+        progress.close()
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        logging.getLogger("workbench").removeHandler(handler)
+    progress.close()
+    print(result.text())
+    print(json.dumps({"preflight": result.to_dict()}))
     return EXIT_OK
 
 
@@ -411,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.resume:
                 _check_resume_args(args)
                 return _run_and_report(None, args.quiet, args.verbose, resume=args.resume)
+            if args.preflight:
+                return cmd_preflight(config_from_args(args), args.quiet, args.verbose)
             return _run_and_report(config_from_args(args), args.quiet, args.verbose)
         if args.command == "adapt":
             return cmd_adapt(args)

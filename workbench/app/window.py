@@ -600,6 +600,8 @@ class MainWindow(QMainWindow):
                 return
         self.data_page.shutdown()
         self.model_page.shutdown()
+        if self.train_page is not None:
+            self.train_page.preflight.stop()
         self.log_relay.uninstall()
         settings().setValue("windowGeometry", self.saveGeometry())
         QApplication.instance().removeEventFilter(self)

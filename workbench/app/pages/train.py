@@ -8,6 +8,7 @@ keeping long series cheap. A past run replays through the same code from its met
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 from ...core.metrics import CLASSIFICATION, Metric, find, specs_from, summary_text
 from ...core.runs import resumable
 from ..controller import TrainingController
+from ..preflight import PreflightRunner
 from ..state import AppState
 from ..widgets.spinboxes import format_lr
 
@@ -154,7 +156,11 @@ class TrainPage(QWidget):
         controller.finished.connect(self._on_finished)
         controller.failed.connect(self._on_failed)
         controller.cancelled.connect(self._on_cancelled)
+        self.preflight = PreflightRunner(self)
+        self.preflight.finished.connect(self._on_estimate)
+        self.preflight.failed.connect(self._on_estimate_failed)
         state.config_changed.connect(self._update_summary)
+        state.config_changed.connect(self._forget_estimate)
         self._update_summary()
         self.set_ready(False, "Load a dataset on the Data page first.")
 
@@ -175,6 +181,10 @@ class TrainPage(QWidget):
         self.resume_button.setToolTip("Go on with this run from its last checkpoint")
         self.resume_button.setVisible(False)
         self.resume_button.clicked.connect(lambda: self.resume_requested.emit(self._shown_run))
+        self.estimate_button = QPushButton("Estimate Time")
+        self.estimate_button.setToolTip("Train a few batches of these settings in a separate process and estimate "
+                                        "the time per epoch, the whole run's time and its peak memory")
+        self.estimate_button.clicked.connect(self.estimate)
         texts = QVBoxLayout()
         self.stage = QLabel()  # "Stage 1 of 2: adapting the backbone", for runs of two stages
         self.stage.setVisible(False)
@@ -186,11 +196,16 @@ class TrainPage(QWidget):
         self.reason.linkActivated.connect(lambda _: self.go_to_data.emit())
         texts.addWidget(self.stage)
         texts.addWidget(self.summary)
+        self.estimate_text = QLabel()  # the preflight estimate of these settings
+        self.estimate_text.setWordWrap(True)
+        self.estimate_text.setVisible(False)
+        texts.addWidget(self.estimate_text)
         texts.addWidget(self.reason)
         row.addWidget(self.start_button)
         row.addWidget(self.pause_button)
         row.addWidget(self.resume_button)
         row.addWidget(self.cancel_button)
+        row.addWidget(self.estimate_button)
         row.addSpacing(12)
         row.addLayout(texts, 1)
         return row
@@ -334,6 +349,7 @@ class TrainPage(QWidget):
         self._reason = reason
         running = self.controller.running
         self.start_button.setEnabled(ready and not running)
+        self.estimate_button.setEnabled(ready and not running and not self.preflight.running)
         self.start_button.setToolTip("" if ready else reason)
         if not ready and "Data page" in reason:
             reason = reason.replace("Data page", '<a href="data">Data page</a>')
@@ -354,6 +370,49 @@ class TrainPage(QWidget):
         device = {"auto": "automatic device"}.get(c.train.device, c.train.device)
         self.summary.setText(f"<b>{model}</b>{rows} · {epochs}{steps} · batch {c.train.batch_size} · "
                              f"lr {format_lr(c.train.lr)} · {device}")
+
+    # ---- preflight estimate -------------------------------------------------------------------------
+    @Slot()
+    def estimate(self) -> None:
+        """Measure the current settings in a child process (core/preflight.py): time and memory."""
+        if self.controller.running or not self._ready:
+            return
+        from ...core.errors import InputError
+
+        try:
+            self.state.config.validate()
+        except InputError as e:
+            self.show_error("Cannot estimate", str(e), "")
+            return
+        self.preflight.start(copy.deepcopy(self.state.config))
+        self.estimate_button.setEnabled(False)
+        self.estimate_button.setText("Estimating…")
+        self.estimate_text.setText("Estimating: reading the data, loading the model and timing a few batches…")
+        self.estimate_text.setVisible(True)
+
+    @Slot(dict)
+    def _on_estimate(self, result: dict) -> None:
+        self._estimate_done()
+        self.estimate_text.setText(result.get("text") or "")
+        self._log(f"Estimate: {result.get('text', '')}")
+
+    @Slot(str)
+    def _on_estimate_failed(self, message: str) -> None:
+        self._estimate_done()
+        self.estimate_text.setText(f"No estimate: {message}")
+
+    def _estimate_done(self) -> None:
+        self.estimate_button.setText("Estimate Time")
+        self.estimate_button.setEnabled(self._ready and not self.controller.running)
+
+    @Slot()
+    def _forget_estimate(self) -> None:
+        """An estimate is of the settings it measured: changed settings drop it (and stop its process)."""
+        if self.preflight.running:
+            self.preflight.stop()
+            self._estimate_done()
+        self.estimate_text.clear()
+        self.estimate_text.setVisible(False)
 
     # ---- running ------------------------------------------------------------------------------------
     @Slot()
@@ -391,6 +450,11 @@ class TrainPage(QWidget):
             self.on_events(read_metrics(run_dir))
             self._log(f"Resuming from step {self._last_step}")
         self.start_button.setEnabled(False)
+        if self.preflight.running:  # it would compete with the run for the same cores
+            self.preflight.stop()
+            self._estimate_done()
+            self.estimate_text.setVisible(False)
+        self.estimate_button.setEnabled(False)
         self.resume_button.setVisible(False)
         self.pause_button.setEnabled(True)
         self.pause_button.setText("Pause")
@@ -450,6 +514,7 @@ class TrainPage(QWidget):
         self.pause_button.setEnabled(False)
         self.pause_button.setText("Pause")
         self.start_button.setEnabled(self._ready)
+        self.estimate_button.setEnabled(self._ready and not self.preflight.running)
         self.phase.setText({"finished": "Finished", "failed": "Failed", "cancelled": "Cancelled",
                             "paused": "Paused"}[outcome])
         self.resume_button.setVisible(outcome != "finished" and resumable(self._shown_run))

@@ -134,12 +134,13 @@ class TrainingLoop:
         grouped = self.cfg.group_by_length
         return grouped if grouped is not None else self.task.group_by_length_default
 
-    def _batches(self, epoch: int) -> list[np.ndarray]:
+    def _batches(self, epoch: int, lengths: np.ndarray | None = None) -> list[np.ndarray]:
         rng = np.random.default_rng(self.cfg.seed + epoch)
+        lengths = self.train_split.lengths if lengths is None else lengths
         if self._grouped():
             group = token_balanced_batches if self.task.token_level_loss else length_grouped_batches
-            return group(self.train_split.lengths, self.cfg.batch_size, rng)
-        return random_batches(len(self.train_split), self.cfg.batch_size, rng)
+            return group(lengths, self.cfg.batch_size, rng)
+        return random_batches(len(lengths), self.cfg.batch_size, rng)
 
     def _forward_backward(self, rows: np.ndarray, scaler) -> "torch.Tensor":  # noqa: F821 - torch loads lazily
         """Loss and gradients of one batch; returns the (detached) batch loss.
@@ -265,6 +266,44 @@ class TrainingLoop:
     def evaluate(self, split: EncodedSplit, phase: str = "evaluating") -> tuple[EvalResult, np.ndarray]:
         logits, loss = self.predict(split, phase)
         return self.task.evaluate(logits, split, loss, self.data), logits
+
+    # ---- preflight ------------------------------------------------------------------------------
+    def timed_batches(self, batches: list[np.ndarray]) -> list[float]:
+        """Seconds of each batch's forward, backward, clipping and update, as ``run`` does them (the
+        preflight estimate, core/preflight.py). The model's weights change: it is a throw-away model."""
+        import torch
+
+        model, device = self.model, self.device
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        model.to(device)
+        model.train()
+        optimizer, scheduler = self._optimizer(max(len(batches), 1))
+        scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        seconds = []
+        for rows in batches:
+            self.cancel.raise_if_cancelled()
+            t0 = time.perf_counter()
+            loss = self._train_batch(rows, scaler, [])
+            if scaler:
+                scaler.unscale_(optimizer)
+            if self.cfg.max_grad_norm and self.cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            float(loss)  # waits for the device
+            seconds.append(time.perf_counter() - t0)
+        return seconds
+
+    def epoch_batches(self, epoch: int = 0, lengths: np.ndarray | None = None) -> list[np.ndarray]:
+        """The batches of rows ``run`` trains on in ``epoch``, in order; with ``lengths``, those it
+        would make of rows of these lengths."""
+        return self._batches(epoch, lengths)
 
     # ---- training -------------------------------------------------------------------------------
     def run(self, resume: Path | None = None) -> TrainOutcome:

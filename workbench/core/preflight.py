@@ -1,0 +1,220 @@
+"""Before Start: how long the run will take and how much memory it will need, measured.
+
+The data is read and checked as the run will read it, a random sample of the training rows is
+tokenized (or decoded), and the model is built as the run builds it (same backbone, method,
+device and precision). A few batches then train for real: the longest batch of the sample first
+(the memory peak, untimed), then ordinary batches of the first epoch, timed. A pass over sampled
+validation rows gives the evaluation speed. The figures are scaled to the whole data set by row
+and step counts; nothing is written outside a temporary folder.
+
+Memory is the peak the device saw: on a GPU, the most memory torch allocated; on the CPU, the
+peak resident size of this process (which is why the app measures in a child process).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cancel import NEVER, CancelToken
+from .config import RunConfig
+from .events import Callbacks, PhaseChanged, Warning_
+
+# Training rows sampled and tokenized; enough for the timed batches of large batch sizes too.
+SAMPLE_ROWS = 512
+EVAL_SAMPLE_ROWS = 256
+
+
+@dataclass
+class Preflight:
+    device: str
+    precision: str
+    rows: dict[str, int]  # split -> rows of the whole data set
+    row_unit: str
+    epochs: float
+    steps_per_epoch: int  # optimizer steps
+    total_steps: int
+    seconds_per_step: float  # one optimizer step (grad_accum batches)
+    train_seconds_per_epoch: float
+    validation_seconds: float  # one pass over the validation rows (0 when there are none)
+    evaluations: int  # validation passes in the run
+    seconds_per_epoch: float  # training and its validation pass
+    refit: bool
+    refit_seconds: float  # the second pass on all rows (workbench/core/refit.py), 0 without it
+    setup_seconds: float  # reading, tokenizing every row, loading the model
+    final_seconds: float  # the test pass and the export
+    total_seconds: float
+    peak_memory_bytes: int | None
+    memory_kind: str  # what the peak is of
+    parameters: int
+    trainable_parameters: int
+    measured_batches: int
+    sample_rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def text(self) -> str:
+        """One paragraph for the CLI and the app: the total first, then what it is made of."""
+        epochs = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}"
+        parts = [f"About {duration(self.total_seconds)} in all on {self.device} ({self.precision}): "
+                 f"{epochs} of {duration(self.seconds_per_epoch)} ({self.steps_per_epoch:,} steps of "
+                 f"{self.seconds_per_step:.2g} s"
+                 + (f", then {duration(self.validation_seconds)} of validation" if self.validation_seconds else "")
+                 + ")"]
+        if self.refit:
+            parts.append(f"then up to {duration(self.refit_seconds)} training again on all rows (refit)")
+        parts.append(f"{duration(self.setup_seconds)} to read the data and load the model")
+        text = ", ".join(parts) + "."
+        if self.peak_memory_bytes:
+            text += f" Peak memory about {_size(self.peak_memory_bytes)} ({self.memory_kind})."
+        text += (f" Measured on {self.measured_batches} batches of {self.sample_rows:,} sampled "
+                 f"{self.row_unit}.")
+        return text
+
+
+def _padded(lengths: np.ndarray, batch: np.ndarray) -> int:
+    """What a batch costs: its rows times its longest row (rows are padded to it)."""
+    return len(batch) * int(lengths[batch].max()) if len(batch) else 0
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 3600:
+        m, s = divmod(round(seconds), 60)
+        return f"{m} min" if m >= 10 or not s else f"{m} min {s} s"
+    h, rest = divmod(round(seconds / 60), 60)
+    return f"{h} h {rest} min" if rest else f"{h} h"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
+def process_peak_memory() -> int | None:
+    """The peak resident size of this process so far, in bytes (None where it cannot be read)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB on Linux
+
+
+def estimate(config: RunConfig, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER,
+             batches: int | None = None) -> Preflight:
+    """Measure ``config``'s run without making it. ``batches``: how many to time (default: 8 on
+    the CPU, 20 on a GPU, where single steps are short and noisy)."""
+    from .device import choose_precision, resolve_device
+    from .refit import wants_refit
+    from .run import _checked, _loading_model, _quiet_libraries
+    from .training.loop import TrainingLoop, planned_steps
+    from .training.methods import apply_method
+
+    _quiet_libraries()
+    import torch
+
+    cb = callbacks or Callbacks()
+    started = time.perf_counter()
+    config, task, _ = _checked(copy.deepcopy(config))
+    tc = config.train
+    device = resolve_device(tc.device)
+    precision, _ = choose_precision(tc.precision, device)
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(device)
+    n_timed = batches or (20 if on_gpu else 8)
+
+    with tempfile.TemporaryDirectory(prefix="workbench-preflight-") as tmp:
+        cache = Path(tmp)
+        data = task.prepare_data(config.data, tc.seed, cache, cb, cancel)
+        rows = {k: len(v) for k, v in data.splits.items()}
+        cb.on_event(PhaseChanged("loading_model", config.model.name))
+        backbone = task.resolve_backbone(config.model.name)
+        with _loading_model(backbone.path):
+            preprocessor = task.load_preprocessor(backbone.path)
+        limit = task.position_limit(backbone.path, preprocessor)
+        if limit and tc.max_length > limit:
+            tc.max_length = limit
+
+        rng = np.random.default_rng(tc.seed)
+        sample_n = min(rows["train"], max(SAMPLE_ROWS, (n_timed + 1) * tc.batch_size))
+        picked = np.sort(rng.choice(rows["train"], sample_n, replace=False))
+        t0 = time.perf_counter()
+        train = task.encode("train", data.splits["train"].select(picked), preprocessor, tc.max_length,
+                            cache / "train", cb, cancel)
+        encode_per_row = (time.perf_counter() - t0) / max(sample_n, 1)
+        scored = "validation" if "validation" in rows else data.eval_split
+        eval_n = min(rows[scored], EVAL_SAMPLE_ROWS)
+        evaluation = task.encode(scored, data.splits[scored].select(range(eval_n)), preprocessor, tc.max_length,
+                                 cache / "eval", cb, cancel)
+        cancel.raise_if_cancelled()
+
+        torch.manual_seed(tc.seed)
+        with _loading_model(backbone.path):
+            model = task.build_model(backbone.path, data)
+        steps_per_epoch, total_steps = planned_steps(rows["train"], tc)
+        model, method = apply_method(model, config.model, total_steps)
+        parameters = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        setup = time.perf_counter() - started + encode_per_row * (sum(rows.values()) - sample_n - eval_n)
+
+        cb.on_event(PhaseChanged("training", f"timing {n_timed} batches"))
+        loop = TrainingLoop(model, task, data, train, None, tc, device, precision, cb, cancel, checkpoints=None)
+        longest = np.argsort(train.lengths, kind="stable")[-tc.batch_size:]
+        ordinary = [b for b in loop.epoch_batches(0) if len(b)][:n_timed]
+        seconds = loop.timed_batches([longest] + ordinary)[1:]  # the first also pays one-off set-up
+        # A batch costs about its padded size. Batches grouped by length from a 512-row sample pad
+        # more than those of the whole set would, so the epoch is costed by the padded size of the
+        # batches the loop would make of the whole set's rows (lengths drawn from the sample).
+        per_token = sum(seconds) / max(sum(_padded(train.lengths, b) for b in ordinary[:len(seconds)]), 1)
+        whole = rng.choice(train.lengths, rows["train"])
+        epoch_tokens = sum(_padded(whole, b) for b in loop.epoch_batches(0, whole))
+        per_batch = per_token * epoch_tokens / max(math.ceil(rows["train"] / tc.batch_size), 1)
+        cb.on_event(PhaseChanged("evaluating", f"timing {eval_n} {scored} {task.row_unit}"))
+        t0 = time.perf_counter()
+        loop.predict(evaluation)
+        eval_per_row = (time.perf_counter() - t0) / max(eval_n, 1)
+
+    if on_gpu:
+        peak, kind = int(torch.cuda.max_memory_allocated(device)), f"allocated by torch on {device}"
+    else:
+        peak, kind = process_peak_memory(), "this process, CPU"
+
+    batches_per_epoch = math.ceil(rows["train"] / tc.batch_size)
+    train_epoch = per_batch * batches_per_epoch
+    validation = eval_per_row * rows.get("validation", 0)
+    evaluations = 0
+    if "validation" in rows:
+        evaluations = math.ceil(total_steps / steps_per_epoch) + (total_steps // tc.eval_steps if tc.eval_steps else 0)
+    refit, _ = wants_refit(tc.refit, data.resolved.get("sources", {}), rows, capped=bool(tc.max_steps))
+    epochs = total_steps / steps_per_epoch
+    refit_seconds = (train_epoch * epochs * (rows["train"] + rows.get("validation", 0)) / rows["train"]
+                     if refit else 0.0)
+    # The test pass, the refitted model's calibration pass, and a rough export (the weights, the ONNX
+    # trace and its check).
+    final = eval_per_row * (rows.get(data.eval_split, 0) + (rows.get("validation", 0) if refit else 0)
+                            + 3 * eval_n)
+    total = setup + train_epoch * epochs + validation * evaluations + refit_seconds + final
+    if per_batch == 0:
+        cb.on_event(Warning_("no batch could be timed"))
+    return Preflight(
+        device=str(device), precision=precision, rows=rows, row_unit=task.row_unit, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, seconds_per_step=per_batch * tc.grad_accum,
+        train_seconds_per_epoch=train_epoch, validation_seconds=validation, evaluations=evaluations,
+        seconds_per_epoch=train_epoch + (validation if evaluations else 0.0), refit=refit,
+        refit_seconds=refit_seconds, setup_seconds=setup, final_seconds=final, total_seconds=total,
+        peak_memory_bytes=peak, memory_kind=kind, parameters=parameters, trainable_parameters=trainable,
+        measured_batches=len(seconds), sample_rows=sample_n,
+    )
