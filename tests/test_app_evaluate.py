@@ -343,3 +343,24 @@ def test_try_it_explains_with_token_shading(qtbot, evaluate_page, trained_run):
     shown = box.explanation.text()
     assert f"<b>{example['predicted']}</b>" in shown and "background-color" in shown
     assert evaluate_page.view.reliability.calibration["ece"] >= 0  # the run recorded its calibration
+
+
+def test_a_listed_prediction_is_explained_in_try_it(qtbot, evaluate_page, trained_run):
+    view = evaluate_page.view
+    model = view.predictions_model
+    view.errors_only.setChecked(False)
+    record = model.row_record(2)
+    view.explain_button.click()  # nothing selected yet: says so
+    assert "Select an example" in view.try_it.status.text()
+    view.predictions.setCurrentIndex(model.index(2, 0))
+    view.explain_button.click()
+    box = view.try_it
+    assert box.input.text() == record["text"]
+    qtbot.waitUntil(box.explanation.isVisible, timeout=60000)
+    shown = box.explanation.text()
+    assert f"Line {record['row']}" in shown and f"predicted <b>{record['predicted']}</b>" in shown
+    assert f"Why <b>{record['predicted']}</b>" in shown and "background-color" in shown
+    # A sentence typed by hand afterwards is explained without the example's caption.
+    box.input.setText("a different sentence")
+    box.explain()
+    qtbot.waitUntil(lambda: box.explain_button.isEnabled() and "Line" not in box.explanation.text(), timeout=60000)

@@ -123,6 +123,15 @@ def test_try_it_takes_a_dropped_image(qtbot, evaluate_page, image_run):
     assert view.try_it.picture.pixmap().toImage() != before
 
 
+def test_a_listed_image_gets_its_saliency_in_try_it(qtbot, evaluate_page, image_run):
+    view = evaluate_page.view
+    record = view.predictions_model.row_record(0)
+    view.explain_row(0)  # what a double-click on the row does
+    qtbot.waitUntil(lambda: "Where the model looked" in view.try_it.status.text(), timeout=60000)
+    status = view.try_it.status.text()
+    assert f"Line {record['row']}" in status and f"“{record['predicted']}”" in status
+
+
 def test_try_it_decodes_off_the_gui_thread_and_loads_the_model_once(qtbot, evaluate_page, image_run, monkeypatch,
                                                                       tmp_path):
     import threading

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from ...core.runs import RunData
 from .confusion import ConfusionView
-from .predictions_model import PredictionColumns, PredictionsModel
+from .predictions_model import PAIR_SEPARATOR, PredictionColumns, PredictionsModel
 from .report_table import PerClassTable
 from .tiles import MetricTile, MetricTiles
 from .try_it import TryItBox
@@ -119,12 +119,18 @@ class ClassificationView(QWidget):
         self.show_all.clicked.connect(self.confusion.clear_choice)
         self.show_all.setVisible(False)
         self.count = QLabel()
+        self.explain_button = QPushButton("Explain")
+        self.explain_button.setToolTip("Why the model predicted what it did for the selected example (or "
+                                       "double-click a row): shown in Try it")
+        self.explain_button.clicked.connect(self._explain_current)
+        self.predictions.doubleClicked.connect(lambda index: self.explain_row(index.row()))
         bar = QHBoxLayout()
         bar.addWidget(self.errors_only)
         bar.addWidget(self.search, 1)
         bar.addWidget(self.cell_label)
         bar.addWidget(self.show_all)
         bar.addStretch(0)
+        bar.addWidget(self.explain_button)
         bar.addWidget(self.count)
         bottom = QWidget()
         bl = QVBoxLayout(bottom)
@@ -182,6 +188,24 @@ class ClassificationView(QWidget):
     def shutdown(self) -> None:
         self.try_it.shutdown()
 
+    # ---- explanations ---------------------------------------------------------------------------
+    @Slot()
+    def _explain_current(self) -> None:
+        index = self.predictions.currentIndex()
+        if not index.isValid():
+            self.try_it.status.setText("Select an example in the predictions list first.")
+            return
+        self.explain_row(index.row())
+
+    def explain_row(self, view_row: int) -> None:
+        """Explain the listed example at ``view_row`` with the run's model, in the Try it box."""
+        if not 0 <= view_row < self.predictions_model.rowCount():
+            return
+        record = self.predictions_model.row_record(view_row)
+        text, _, text_pair = record["text"].partition(PAIR_SEPARATOR)
+        self.try_it.explain_example(text, text_pair if self.predictions_model.has_pair else None,
+                                    _example_caption(record))
+
     # ---- filters --------------------------------------------------------------------------------
     @Slot(str, str)
     def _on_cell_chosen(self, gold: str, predicted: str) -> None:
@@ -200,6 +224,12 @@ class ClassificationView(QWidget):
     @Slot(int, int)
     def _on_filtered(self, shown: int, total: int) -> None:
         self.count.setText(f"{total:,} examples" if shown == total else f"{shown:,} of {total:,} examples")
+
+
+def _example_caption(record: dict) -> str:
+    """"Line 12, gold <b>pos</b>, predicted <b>neg</b> (71%)" for an explained example."""
+    return (f"Line {record['row']}, gold <b>{_html(record['gold'] or '?')}</b>, predicted "
+            f"<b>{_html(record['predicted'] or '?')}</b> ({record['confidence']:.0%})")
 
 
 def _html(text: str) -> str:

@@ -230,12 +230,18 @@ class PredictionsModel(QAbstractTableModel):
         self.layoutChanged.emit()
 
     # ---- reading rows back (tests, the try-it box) ----------------------------------------------
+    @property
+    def has_pair(self) -> bool:
+        """Sentence pairs: the Input column holds both texts, joined by PAIR_SEPARATOR."""
+        return bool(self._cols.has_pair)
+
     def total_rows(self) -> int:
         return self._n
 
     def row_record(self, view_row: int) -> dict:
         i = int(self._order[view_row])
         return {
+            "index": i,  # the row of the run's predictions table
             "row": int(self._cols.line[i]),
             "text": self._cols.text_at(i),
             "gold": self._cols.labels[self._cols.gold[i]] if self._cols.gold[i] >= 0 else None,

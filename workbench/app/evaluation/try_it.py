@@ -91,6 +91,7 @@ class TryItBox(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._model_dir: str | None = None
+        self._caption = ""  # what the explanation being computed is of (an example of the list)
         # One thread: predictions run in order and the pipeline is never used by two at once.
         self.jobs = Jobs(self)
 
@@ -170,16 +171,32 @@ class TryItBox(QWidget):
         text_pair = self.input_pair.text().strip() if self._pair else None
         if not self._model_dir or not text or (self._pair and not text_pair):
             return
+        self._caption = ""  # typed by the user: no example of the list
+        self._explain(text, text_pair)
+
+    def _explain(self, text: str, text_pair: str | None) -> None:
         self.status.setText("Explaining (integrated gradients)...")
         self.explain_button.setEnabled(False)
         self.jobs.submit(explain_scores, self._model_dir, text, text_pair, on_done=self._on_explained,
                          on_error=self._on_failed)
 
+    def explain_example(self, text: str, text_pair: str | None, caption: str) -> None:
+        """An example of the predictions list: into the fields, predicted and explained."""
+        if not self._model_dir:
+            return
+        self.input.setText(text)
+        if self._pair:
+            self.input_pair.setText(text_pair or "")
+        self.predict()
+        self._caption = caption
+        self._explain(text, text_pair)
+
     def _on_explained(self, answer) -> None:
         att, html = answer
         self.explain_button.setEnabled(True)
         self.status.setText("")
-        self.explanation.setText(f"Why <b>{att.label}</b>: {html}")
+        caption, self._caption = self._caption, ""
+        self.explanation.setText((f"{caption}<br>" if caption else "") + f"Why <b>{att.label}</b>: {html}")
         self.explanation.show()
 
     def _on_done(self, scores) -> None:

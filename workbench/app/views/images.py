@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..evaluation.classification import ClassificationView
+from ..evaluation.classification import ClassificationView, _example_caption
 from ..evaluation.predictions_model import PredictionColumns
 from ..evaluation.try_it import load_pipeline
 from ..jobs import Jobs, describe
@@ -470,6 +470,7 @@ class ImageTryIt(QWidget):
         self.setAcceptDrops(True)
         self._model_dir: str | None = None
         self._path = ""
+        self._caption = ""  # what the saliency being computed is of (an image of the predictions list)
         self.jobs = Jobs(self)  # decoding and scoring, in order, off the GUI thread
         self.picture = QLabel("Drop an image here")
         self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -542,10 +543,20 @@ class ImageTryIt(QWidget):
         self.jobs.submit(_saliency_image, self._model_dir, self._path, on_done=self._on_explained,
                          on_error=self._on_failed)
 
+    def explain_example(self, path: str, caption: str) -> None:
+        """An image of the predictions list: shown, predicted and its saliency drawn over it."""
+        if not self._model_dir:
+            return
+        self.predict(path)
+        self._caption = caption
+        self.explain()
+
     def _on_explained(self, answer) -> None:
         image, label = answer
         self.picture.setPixmap(QPixmap.fromImage(image))
-        self.status.setText(f"Where the model looked for “{label}” (brighter = more influence)")
+        caption, self._caption = self._caption, ""
+        self.status.setText((f"{caption}<br>" if caption else "")
+                            + f"Where the model looked for “{label}” (brighter = more influence)")
         self.saliency.setEnabled(True)
 
     def _on_done(self, scores) -> None:
@@ -665,6 +676,14 @@ class ImageClassificationView(ClassificationView):
         self.cell_dialog.show_cell(gold, predicted, rows)
         self.cell_dialog.show()
         self.cell_dialog.raise_()
+
+    def explain_row(self, view_row: int) -> None:
+        """The listed image's saliency map, in the Try it box."""
+        if not 0 <= view_row < self.predictions_model.rowCount():
+            return
+        record = self.predictions_model.row_record(view_row)
+        if record["index"] < len(self._records) and self._records[record["index"]].get("path"):
+            self.try_it.explain_example(self._records[record["index"]]["path"], _example_caption(record))
 
     def shutdown(self) -> None:
         self.cell_dialog.grid.shutdown()
