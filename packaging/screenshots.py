@@ -52,7 +52,7 @@ async def settle(seconds: float = 0.6) -> None:
 
 
 async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int, prefix: str = "",
-               lr: float | None = None, methods: bool = False) -> None:
+               lr: float | None = None, methods: bool = False, preflight: bool = False) -> None:
     def shot(name: str) -> None:
         path = out / f"{prefix}{name}-{scheme}.png"
         window.grab().save(str(path))
@@ -94,6 +94,18 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int,
         await page.refresh_trainable()
         await settle()
         shot("03-model-lora-adapt")
+        return
+
+    if preflight:  # the Train page with the measured estimate of one whole epoch, then stop
+        t.eval_steps, t.max_steps = None, None
+        window.model_page.sync_from_config()
+        window.state.touch_config()
+        window.go_to("train")
+        estimated = signal_future(window.train_page.preflight.finished)
+        window.train_page.estimate()
+        await estimated
+        await settle(1.0)
+        shot("04-train-estimate")
         return
 
     window.go_to("train")
@@ -139,7 +151,7 @@ async def predict_walk(window, run_dir: str, data: str, out: Path, scheme: str, 
 
 
 def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: str = "", lr: float | None = None,
-            predict: str | None = None, methods: bool = False) -> int:
+            predict: str | None = None, methods: bool = False, preflight: bool = False) -> int:
     os.environ["WORKBENCH_COLOR_SCHEME"] = scheme
     os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="workbench-shots-"))
     import qasync
@@ -163,7 +175,7 @@ def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: st
         if predict:
             loop.run_until_complete(predict_walk(window, predict, data, out, scheme, prefix))
         else:
-            loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr, methods))
+            loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr, methods, preflight))
     window.close()
     return 0
 
@@ -181,6 +193,8 @@ def main() -> int:
                    "predicting the first rows of --data")
     p.add_argument("--methods", action="store_true", help="only the Model page with LoRA and domain adaptation "
                    "chosen (03-model-lora-adapt), no training run")
+    p.add_argument("--preflight", action="store_true", help="only the Train page with the measured estimate of "
+                   "one epoch (04-train-estimate), no training run")
     a = p.parse_args()
     data = a.data or default_data()
     if a.scheme == "both" and not a.predict:
@@ -191,12 +205,14 @@ def main() -> int:
                 args += ["--lr", str(a.lr)]
             if a.methods:
                 args.append("--methods")
+            if a.preflight:
+                args.append("--preflight")
             rc = subprocess.call(args)
             if rc:
                 return rc
         return 0
     scheme = "light" if a.scheme == "both" else a.scheme
-    return run_one(scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr, a.predict, a.methods)
+    return run_one(scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr, a.predict, a.methods, a.preflight)
 
 
 if __name__ == "__main__":

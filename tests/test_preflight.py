@@ -16,7 +16,7 @@ from conftest import sentiment_rows, write_tsv
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import InputError
-from workbench.core.preflight import _padded, duration, estimate
+from workbench.core.preflight import _padded, duration, estimate, rough_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.timeout(300)]
@@ -64,6 +64,7 @@ def test_padding_is_costed_by_the_longest_row_of_each_batch():
     assert _padded(lengths, np.array([0, 1])) == 20 and _padded(lengths, np.array([2, 3])) == 8
     assert _padded(lengths, np.array([], dtype=int)) == 0
     assert [duration(s) for s in (0.2, 42, 90, 600, 5400)] == ["1 s", "42 s", "1 min 30 s", "10 min", "1 h 30 min"]
+    assert [rough_duration(s) for s in (2, 42, 289, 5430)] == ["5 s", "40 s", "5 min", "1 h 30 min"]
 
 
 def _wb(args, home):

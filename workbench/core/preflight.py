@@ -66,7 +66,7 @@ class Preflight:
     def text(self) -> str:
         """One paragraph for the CLI and the app: the total first, then what it is made of."""
         epochs = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}"
-        parts = [f"About {duration(self.total_seconds)} in all on {self.device} ({self.precision}): "
+        parts = [f"About {rough_duration(self.total_seconds)} in all on {self.device} ({self.precision}): "
                  f"{epochs} of {duration(self.seconds_per_epoch)} ({self.steps_per_epoch:,} steps of "
                  f"{self.seconds_per_step:.2g} s"
                  + (f", then {duration(self.validation_seconds)} of validation" if self.validation_seconds else "")
@@ -96,6 +96,16 @@ def duration(seconds: float) -> str:
         return f"{m} min" if m >= 10 or not s else f"{m} min {s} s"
     h, rest = divmod(round(seconds / 60), 60)
     return f"{h} h {rest} min" if rest else f"{h} h"
+
+
+def rough_duration(seconds: float) -> str:
+    """An estimate's total, no more precise than it is: 5 s steps, then minutes, then 5 minutes."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{max(5, 5 * round(seconds / 5))} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return duration(300 * round(seconds / 300))
 
 
 def _size(n: int) -> str:
