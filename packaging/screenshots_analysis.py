@@ -95,6 +95,16 @@ async def walk(window, train: Path, runs: tuple[str, str], out: Path) -> None:
     await settle()
     shot(window, "03-evaluate-calibration-explain")
 
+    view = window.evaluate_page.view  # a mistake of the predictions list, explained
+    view.errors_only.setChecked(True)
+    await settle()
+    view.predictions.selectRow(0)
+    view.explain_button.click()
+    while "Line" not in box.explanation.text():
+        await settle(0.3)
+    await settle()
+    shot(window, "04-evaluate-explain-listed")
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -364,3 +364,4 @@ def test_a_listed_prediction_is_explained_in_try_it(qtbot, evaluate_page, traine
     box.input.setText("a different sentence")
     box.explain()
     qtbot.waitUntil(lambda: box.explain_button.isEnabled() and "Line" not in box.explanation.text(), timeout=60000)
+    assert box.button.isEnabled()  # Predict stays usable after an explanation

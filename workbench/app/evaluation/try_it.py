@@ -181,13 +181,14 @@ class TryItBox(QWidget):
                          on_error=self._on_failed)
 
     def explain_example(self, text: str, text_pair: str | None, caption: str) -> None:
-        """An example of the predictions list: into the fields, predicted and explained."""
+        """An example of the predictions list: into the fields and explained (the explanation names
+        the predicted class; Predict shows every class's score)."""
         if not self._model_dir:
             return
         self.input.setText(text)
         if self._pair:
             self.input_pair.setText(text_pair or "")
-        self.predict()
+        self._clear_bars()  # they were another text's
         self._caption = caption
         self._explain(text, text_pair)
 

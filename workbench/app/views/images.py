@@ -544,10 +544,11 @@ class ImageTryIt(QWidget):
                          on_error=self._on_failed)
 
     def explain_example(self, path: str, caption: str) -> None:
-        """An image of the predictions list: shown, predicted and its saliency drawn over it."""
+        """An image of the predictions list, with its saliency drawn over it."""
         if not self._model_dir:
             return
-        self.predict(path)
+        self._path = path
+        self._clear_bars()  # they were another image's
         self._caption = caption
         self.explain()
 
