@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from app_support import APP_MARKS, aloop, load, use_tiny_model, window  # noqa: F401 - fixtures
 from conftest import sentiment_rows, write_tsv
+from text_tasks_helpers import tiny_text_model  # noqa: F401 - fixture
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import InputError
@@ -113,3 +114,17 @@ class TestApp:
         assert page.preflight.running
         window.state.touch_config()
         assert not page.preflight.running and page.estimate_button.isEnabled()
+
+
+def test_the_estimate_covers_tagging_and_images(tmp_path, tiny_text_model):
+    from image_samples import write_class_folder
+    from text_tasks_helpers import ner_sentences, write_conll
+
+    conll = write_conll(tmp_path / "ner.conll", ner_sentences(120))
+    tags = estimate(_config(conll, tiny_text_model, epochs=1.0), batches=2)
+    assert tags.row_unit == "sentences" and tags.seconds_per_step > 0 and tags.measured_batches == 2
+    images = write_class_folder(tmp_path / "images", n_per_class=12)
+    c = _config(images, "small-cnn", epochs=1.0, batch_size=8, image_size=32)
+    pics = estimate(c, batches=2)
+    assert pics.row_unit == "images" and pics.steps_per_epoch == math.ceil(pics.rows["train"] / 8)
+    assert pics.train_seconds_per_epoch > 0
