@@ -84,17 +84,17 @@ def launch(processes: int, child_argv: list[str], run_dir: str | None, device: s
         code, message = describe_failure(e.failures)
         if message:
             print(f"workbench: {message}", file=sys.stderr)
-        _mark_failed(run_dir, message)
+        close_status(run_dir, message)
         return code
     except SignalException as e:
         where = f" ({run_dir})" if run_dir else ""
         if e.sigval == signal.SIGINT:
             print(f"workbench: cancelled; the run directory{where} keeps what was done so far.", file=sys.stderr)
-            _mark_failed(run_dir, "cancelled", state="cancelled")
+            close_status(run_dir, "cancelled", state="cancelled")
             return EXIT_INTERRUPTED
         message = f"stopped by {e.sigval.name}; the run directory{where} keeps what was done so far"
         print(f"workbench: {message}", file=sys.stderr)
-        _mark_failed(run_dir, message)
+        close_status(run_dir, message)
         return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -128,7 +128,7 @@ def describe_failure(failures: dict) -> tuple[int, str]:
                            "other processes were stopped and the run ended")
 
 
-def _mark_failed(run_dir: str | None, message: str, state: str = "failed") -> None:
+def close_status(run_dir: str | None, message: str, state: str = "failed") -> None:
     """A run directory still marked running after its ranks ended (rank 0 was killed) says how it
     ended; one that rank 0 already closed is left as it is."""
     if not run_dir:

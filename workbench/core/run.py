@@ -86,6 +86,31 @@ class RunResult:
         }
 
 
+def result_from_run_dir(run_dir: str | Path) -> RunResult:
+    """The result of a finished run read back from its folder (a run another process trained: the
+    app's multi-GPU runs)."""
+    path = Path(run_dir)
+    report = read_json_or_none(path / "report.json") or {}
+    status = read_json_or_none(path / "status.json") or {}
+    config = read_json_or_none(path / "config.json") or {}
+    training = report.get("training") or {}
+    backbone = ((config.get("resolved") or {}).get("backbone") or {}) if isinstance(config, dict) else {}
+    method = report.get("method") or {}
+    try:
+        text = (path / "report.txt").read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    return RunResult(
+        task=report.get("task", ""), metrics=report.get("metrics") or status.get("metrics") or {},
+        samples_per_second=float(training.get("samples_per_second") or 0.0),
+        train_seconds=float(training.get("train_seconds") or 0.0), run_dir=str(path),
+        export_dir=status.get("export_dir"), report_text=text, eval_split=report.get("split", ""),
+        backbone={"name": backbone.get("name"), "architecture": backbone.get("architecture")},
+        method=method.get("method", "full") if isinstance(method, dict) else "full",
+        trainable_parameters=method.get("trainable_parameters") if isinstance(method, dict) else None,
+    )
+
+
 def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
