@@ -482,6 +482,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         model = task.build_model(backbone.path, data)
     n_params = sum(p.numel() for p in model.parameters())
     architecture = type(model).__name__
+    log.info("attention: %s", getattr(getattr(model, "config", None), "_attn_implementation", "n/a"))  # sdpa: fused kernels
     model, method = apply_method(model, config.model, planned_steps(len(encoded["train"]), tc)[1])
     log.info("training method: %s", method.describe())
     cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {architecture}, {method.describe()}, on {device} "
