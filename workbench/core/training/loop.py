@@ -214,7 +214,7 @@ class TrainingLoop:
             m = self.micro_batch
             parts = [q[i:i + m] for q in parts for i in range(0, len(q), m)]
         host = [self.task.make_batch(split, p) for p in parts]
-        if self.cfg.compile:  # a few padded widths, not one compiled graph per batch length
+        if self.cfg.compile and self.device.type == "cuda":  # a few padded widths, not a graph per batch length
             host = [bucket_widths(h, getattr(self.task, "pad_id", 0), self.cfg.max_length) for h in host]
         if self._distributed:
             units = [0 if empty else self.task.loss_units(h["labels"]) for h in host]
