@@ -25,8 +25,11 @@ import sys
 from pathlib import Path
 
 from .core.cancel import CancelToken
+from .core.command import TRAIN_FLAGS
 from .core.config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
-from .core.errors import Cancelled, WorkbenchError, WriteFailed
+from .core.distributed import RankStopped
+from .core.errors import Cancelled, InputError, WorkbenchError, WriteFailed
+from .launcher import launch, under_launcher
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -41,44 +44,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-TRAIN_FLAGS = {
-    # flag: (section, field, type, help)
-    "--val": ("data", "val", str, "validation file (default: a stratified 10%% of DATA)"),
-    "--test": ("data", "test", str, "test file for the final report (default: a stratified 10%% of DATA when no --val)"),
-    "--text-column": ("data", "text_column", str, "text column: a header name or a 0-based position (default: guessed)"),
-    "--label-column": ("data", "label_column", str, "label column: a header name or a 0-based position (default: guessed)"),
-    "--text-pair-column": ("data", "text_pair_column", str, "sentence pairs: the second text column (default: guessed, e.g. sentence2, hypothesis)"),
-    "--tag-column": ("data", "tag_column", str, "tagging: CoNLL tag column as a 0-based position (default: the last); CoNLL-U: upos (default) or xpos"),
-    "--tag-scheme": ("data", "tag_scheme", str, "tagging: auto (IOB2 for span tags, converting IOB1/IOBES/BILOU), iob2, iobes, io, or none (tags as written, token-level metrics)"),
-    "--delimiter": ("data", "delimiter", str, "field separator (default: sniffed; use 'tab' for a tab)"),
-    "--sample": ("data", "sample", int, "train on a stratified random sample of N rows of DATA (quick trials)"),
-    "--val-fraction": ("data", "val_fraction", float, "share of DATA held out for validation when no --val (default 0.1; 0 for none)"),
-    "--test-fraction": ("data", "test_fraction", float, "share of DATA held out for testing when neither --val nor --test (default 0.1)"),
-    "--model": ("model", "name", str, f"backbone: a local folder, an installed packaged model or a hub id (default {DEFAULT_MODEL})"),
-    "--method": ("model", "method", str, "what trains: full (every weight, default), frozen (only the new head), "
-                 "lora or adalora (low-rank adapters and the head; larger default --lr, 5e-4)"),
-    "--lora-rank": ("model", "lora_rank", int, "lora/adalora: adapter rank r (default 8; adalora: the rank kept on average)"),
-    "--lora-alpha": ("model", "lora_alpha", float, "lora/adalora: scaling alpha; updates scale by alpha/r (default 16)"),
-    "--lora-dropout": ("model", "lora_dropout", float, "lora/adalora: dropout on the adapter input (default 0.1)"),
-    "--epochs": ("train", "epochs", float, "passes over the training data (default 3)"),
-    "--batch-size": ("train", "batch_size", int, "examples per step (default 32)"),
-    "--lr": ("train", "lr", float, "peak learning rate (default 5e-5)"),
-    "--max-length": ("train", "max_length", int, "tokens per example; longer texts are cut (default 128)"),
-    "--seed": ("train", "seed", int, "random seed (default 42)"),
-    "--weight-decay": ("train", "weight_decay", float, "AdamW weight decay (default 0.01)"),
-    "--warmup-ratio": ("train", "warmup_ratio", float, "share of steps with a rising learning rate (default 0.06)"),
-    "--grad-accum": ("train", "grad_accum", int, "micro-batches per optimizer step (default 1)"),
-    "--max-grad-norm": ("train", "max_grad_norm", float, "gradient clipping norm; 0 turns it off (default 1.0)"),
-    "--device": ("train", "device", str, "auto, cpu, cuda, cuda:N or mps (default auto: CUDA, then MPS, then CPU)"),
-    "--precision": ("train", "precision", str, "auto, fp32, bf16 or fp16 (default auto: bf16/fp16 on a GPU, fp32 on the CPU)"),
-    "--eval-steps": ("train", "eval_steps", int, "also evaluate every N steps (default: each epoch only)"),
-    "--early-stopping": ("train", "early_stopping_patience", int, "stop after N evaluations without improvement; best weights are restored"),
-    "--metric": ("train", "metric", str, "metric choosing the best checkpoint, e.g. accuracy, macro_f1, weighted_f1 or loss (default: the task's, macro_f1 for classification)"),
-    "--max-steps": ("train", "max_steps", int, "stop after N optimizer steps"),
-    "--image-size": ("train", "image_size", int, "images: pixels per side fed to the model (default: the backbone's, 224 for efficientnet-lite0)"),
-    "--save-minutes": ("train", "save_minutes", float, "write a checkpoint (for --resume) every M minutes of training, besides one at each evaluation; 0: only at evaluations (default 10)"),
-    "--save-steps": ("train", "save_steps", int, "also write a checkpoint every N optimizer steps"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "RUN/model/adapter (loads with peft's PeftModel.from_pretrained on the backbone); the model "
                    "itself is exported with the adapters merged either way")
     t.add_argument("--freeze-backbone", action="store_true", help="the same as --method frozen")
+    t.add_argument("--compile", action="store_true", help="GPUs: torch.compile the model for training (batches are "
+                   "padded to multiples of 32 tokens so it compiles a few shapes, not one per batch)")
     t.add_argument("--run-dir", help="folder for this run (default: a new folder under the runs home)")
     t.add_argument("--export", dest="export_dir",
                    help="also write the fine-tuned model to this folder: a new or empty one, or an earlier export "
@@ -244,6 +211,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.model.export_adapter = True
     if args.keep_checkpoints:
         cfg.train.keep_checkpoints = True
+    if args.compile:
+        cfg.train.compile = True
     if args.refit is not None:
         cfg.train.refit = args.refit
     if not args.config:
@@ -261,14 +230,53 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
+def _child_argv(argv: list[str], run_dir: str | None = None) -> list[str]:
+    """The ranks' arguments: the user's own, and the run directory the launcher chose."""
+    out = list(argv)
+    if run_dir and "--run-dir" not in out and not any(a.startswith("--run-dir=") for a in out):
+        out += ["--run-dir", run_dir]
+    return out
+
+
+def _launch_run_dir(cfg: RunConfig, args: argparse.Namespace) -> str:
+    """The run directory of a launched run, chosen before the ranks start so that the launcher can
+    name it (and close it if rank 0 cannot); rank 0 creates it."""
+    if cfg.run_dir:
+        return str(Path(cfg.run_dir).expanduser().resolve())
+    from .core.rundir import default_run_path, runs_home, sweep_interrupted_runs
+    from .core.tasks import get_task
+
+    sweep_interrupted_runs(runs_home())
+    return str(default_run_path(Path(cfg.data.train).stem, get_task(cfg.task, cfg.data.train).name))
+
+
+def _saved_train(run_dir: str) -> dict:
+    from .core.rundir import read_json_or_none
+
+    saved = read_json_or_none(Path(run_dir).expanduser() / "config.json")
+    train = saved.get("train") if isinstance(saved, dict) else None
+    return train if isinstance(train, dict) else {}
+
+
+def _saved_processes(run_dir: str) -> int:
+    value = _saved_train(run_dir).get("num_processes", 1)
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def _saved_device(run_dir: str) -> str:
+    return str(_saved_train(run_dir).get("device") or "auto")
+
+
 def _check_resume_args(args: argparse.Namespace) -> None:
     """--resume goes on with the run as it was configured: no data or training options beside it."""
-    given = [flag for flag in TRAIN_FLAGS if getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
+    given = [flag for flag in TRAIN_FLAGS if flag != "--num-processes"
+             and getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
     given += [f"--{name.replace('_', '-')}" for name in ("config", "task", "run_dir", "export_dir", "quantize")
               if getattr(args, name)] + (["DATA"] if args.data else [])
     given += [f"--{name.replace('_', '-')}" for name in ("header", "no_header", "skip_bad_rows", "group_by_length",
                                                           "no_group_by_length", "freeze_backbone", "overwrite",
-                                                          "keep_checkpoints", "export_adapter", "lora_targets", "preflight") if getattr(args, name)]
+                                                          "keep_checkpoints", "export_adapter", "lora_targets", "preflight",
+                                                          "compile") if getattr(args, name)]
     if given:
         raise UsageError(f"workbench train: --resume goes on with the run's own settings (RUN_DIR/config.json); "
                          f"leave out {', '.join(given)}")
@@ -278,18 +286,24 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
                     summarize=None) -> int:
     from .core.adapt import TASK as ADAPT_TASK
     from .core.adapt import adapted_summary, run_adaptation
+    from .core.distributed import env_rank, launched_world_size
     from .core.run import resume_training, run_training
     from .progress import TerminalProgress, log_to_terminal
 
     cancel = CancelToken()
+    rank = env_rank() if launched_world_size() > 1 else 0  # one of several processes: only rank 0 speaks
 
     def on_sigint(signum, frame):
         if cancel.cancelled:  # a second Ctrl+C: stop at once
-            raise KeyboardInterrupt
+            if rank == 0 and launched_world_size() == 1:
+                raise KeyboardInterrupt
+            return  # a rank stops where all ranks agree to (the launcher passes Ctrl+C on once)
         cancel.cancel()
-        print("\nCancelling... (Ctrl+C again to stop at once)", file=sys.stderr, flush=True)
+        if rank == 0:
+            print("\nCancelling... (Ctrl+C again to stop at once)", file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
+    quiet = quiet or rank > 0
     progress = TerminalProgress(enabled=not quiet)
     handler = log_to_terminal(progress, verbose)
     try:
@@ -302,18 +316,28 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
     except (Cancelled, KeyboardInterrupt):
         progress.close()
         where = f" ({progress.run_dir})" if progress.run_dir else ""
-        print(f"workbench: cancelled; the run directory{where} keeps what was done so far.", file=sys.stderr)
+        if rank == 0:
+            print(f"workbench: cancelled; the run directory{where} keeps what was done so far.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except WriteFailed as e:
         progress.close()
         print(f"workbench: error: {e}", file=sys.stderr)
         return EXIT_WRITE
+    except RankStopped as e:  # the launcher stopped this rank; it names the one that failed
+        progress.close()
+        if rank == 0:
+            print(f"workbench: error: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
     except WorkbenchError as e:
         progress.close()
-        print(f"workbench: error: {e}", file=sys.stderr)
+        if rank == 0 or not isinstance(e, InputError) or e.path is not None:  # rank 0 says the common ones
+            print(f"workbench{f' [rank {rank}]' if rank else ''}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:  # a bug: say so plainly and point at the details
         progress.close()
+        if rank:
+            print(f"workbench [rank {rank}]: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+            return EXIT_INTERNAL
         details = Path(progress.run_dir) / "error.txt" if progress.run_dir else None
         where = f"Details: {details}" if details and details.is_file() else "No run directory was written."
         print(f"workbench: internal error: {type(e).__name__}: {e}\n{where}", file=sys.stderr)
@@ -322,6 +346,8 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
         signal.signal(signal.SIGINT, previous)
         logging.getLogger("workbench").removeHandler(handler)
     progress.close()
+    if rank:
+        return EXIT_OK
     print(result.report_text)
     print(f"\nrun directory: {result.run_dir}")
     if result.export_dir:
@@ -441,10 +467,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             if args.resume:
                 _check_resume_args(args)
+                processes = args.num_processes or _saved_processes(args.resume)
+                if processes > 1 and not under_launcher():
+                    return launch(processes, _child_argv(argv), args.resume, _saved_device(args.resume))
                 return _run_and_report(None, args.quiet, args.verbose, resume=args.resume)
             if args.preflight:
                 return cmd_preflight(config_from_args(args), args.quiet, args.verbose)
-            return _run_and_report(config_from_args(args), args.quiet, args.verbose)
+            cfg = config_from_args(args)
+            if cfg.train.num_processes > 1 and not under_launcher():
+                run_dir = _launch_run_dir(cfg, args)
+                return launch(cfg.train.num_processes, _child_argv(argv, run_dir), run_dir, cfg.train.device)
+            return _run_and_report(cfg, args.quiet, args.verbose)
         if args.command == "adapt":
             return cmd_adapt(args)
         if args.command == "models":

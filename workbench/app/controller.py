@@ -6,6 +6,9 @@ it about ten times a second into ONE ``events`` signal carrying the whole batch.
 emits a signal of its own: the only cross-thread signal is ``QThread.finished``, which Qt queues
 to the controller's (GUI) thread. So nothing runs GUI code off the GUI thread, and a fast run
 cannot flood the event loop with one signal per step.
+
+A run on several GPUs (TrainConfig.num_processes > 1) is not a thread: it is a child process group
+(app/child_run.py) whose run directory the same timer reads, so the Train page sees the same events.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from PySide6.QtCore import QDeadlineTimer, QObject, QThread, QTimer, Signal, Slo
 
 from ..core.cancel import CancelToken
 from ..core.config import RunConfig
-from ..core.errors import Cancelled, Paused, WorkbenchError
+from ..core.errors import Cancelled, InputError, Paused, WorkbenchError
 from ..core.events import Callbacks, Event
 
 DRAIN_INTERVAL_MS = 100  # ~10 GUI updates a second, whatever the step rate
@@ -138,6 +141,7 @@ class TrainingController(QObject):
         super().__init__(parent)
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self._thread: _EngineThread | None = None
+        self._child = None  # a ChildRun: a run on several processes
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cancel: CancelToken | None = None
         self.run_dir: str = ""
@@ -148,7 +152,12 @@ class TrainingController(QObject):
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return self._thread is not None or self._child is not None
+
+    @property
+    def can_pause(self) -> bool:
+        """Pause writes a checkpoint at the end of a step: runs in this process only."""
+        return self._child is None
 
     @property
     def is_cancelling(self) -> bool:
@@ -170,14 +179,19 @@ class TrainingController(QObject):
         (with the reason) when it cannot: finished, still running, no checkpoint."""
         from ..core.run import prepare_resume
 
-        if self._thread is not None:
+        if self.running:
             raise RuntimeError("a run is already in progress")
         plan = prepare_resume(run_dir)  # quick; cuts metrics.jsonl back to the checkpoint
         return self._start(plan.config, str(plan.run_dir))
 
     def _start(self, config: RunConfig, resume_dir: str | None, adapt: RunConfig | None = None) -> str:
-        if self._thread is not None:
+        if self.running:
             raise RuntimeError("a run is already in progress")
+        if config.train.num_processes > 1:
+            if adapt is not None:
+                raise InputError("adapting the backbone first trains in one process: choose one device on the Model "
+                                 "page, or adapt in a run of its own (workbench adapt)")
+            return self._start_child(config, resume_dir)
         self.run_dir = resume_dir or config.run_dir
         self.resuming = resume_dir is not None
         self._queue = queue.SimpleQueue()
@@ -191,8 +205,26 @@ class TrainingController(QObject):
         self.started.emit(self.run_dir)
         return self.run_dir
 
+    def _start_child(self, config: RunConfig, resume_dir: str | None) -> str:
+        """A run on several processes: the launcher as a child process group, followed through the
+        run directory (the GUI process never joins the process group)."""
+        from .child_run import ChildRun
+
+        self.run_dir = resume_dir or config.run_dir
+        self.resuming = resume_dir is not None
+        self._cancel = CancelToken()
+        self._child = ChildRun(None if resume_dir else config, self.run_dir)
+        self._timer.start()
+        self.running_changed.emit(True)
+        self.started.emit(self.run_dir)
+        return self.run_dir
+
     @Slot()
     def cancel(self) -> None:
+        if self._child is not None and self._cancel is not None and not self._cancel.cancelled:
+            self._cancel.cancel()
+            self._child.interrupt()
+            self.cancelling.emit()
         if self._thread is not None and self._cancel is not None and not self._cancel.cancelled:
             self._cancel.cancel()
             self.cancelling.emit()
@@ -209,6 +241,12 @@ class TrainingController(QObject):
 
         Returns True when no run is left. On False the run is still stopping and ``stopped`` follows.
         """
+        if self._child is not None:
+            self.cancel()
+            if not self._child.wait(timeout):
+                return False
+            self._on_child_finished()
+            return True
         thread = self._thread
         if thread is None:
             return True
@@ -222,6 +260,13 @@ class TrainingController(QObject):
     # ---- GUI thread ---------------------------------------------------------------------------------
     @Slot()
     def _drain(self) -> None:
+        if self._child is not None:
+            events = self._child.new_events()
+            if events:
+                self.events.emit(events)
+            if self._child.poll() is not None:
+                self._on_child_finished()
+            return
         batch = []
         while True:
             try:
@@ -251,6 +296,32 @@ class TrainingController(QObject):
             self.paused.emit(thread.error[0])
         else:
             self.failed.emit(*thread.error)
+        self._cancel = None
+        self.running_changed.emit(False)
+        self.stopped.emit(outcome)
+
+
+    def _on_child_finished(self) -> None:
+        child = self._child
+        if child is None:
+            return
+        self._timer.stop()
+        events = child.new_events()
+        if events:
+            self.events.emit(events)
+        self._child = None
+        outcome, message, details = child.outcome()
+        child.close()
+        if outcome == "finished":
+            from ..core.run import result_from_run_dir
+
+            self.finished.emit(result_from_run_dir(child.run_dir))
+        elif outcome == "cancelled":
+            self.cancelled.emit()
+        elif outcome == "paused":
+            self.paused.emit(message)
+        else:
+            self.failed.emit(message, details)
         self._cancel = None
         self.running_changed.emit(False)
         self.stopped.emit(outcome)

@@ -118,6 +118,13 @@ class TrainConfig:
     # whole words are masked with all their sub-words.
     mlm_probability: float = 0.15
     whole_word_mask: bool = False
+    # Processes that train the run together (DistributedDataParallel, one per GPU or CPU share):
+    # `workbench train --num-processes N` starts them through torch.distributed.run. Each takes
+    # batch_size rows of every step, so the effective batch is batch_size x N x grad_accum.
+    num_processes: int = 1
+    # torch.compile the model for training (GPUs; batches are padded to a few widths so it does not
+    # compile again for every batch).
+    compile: bool = False
 
 
 @dataclass
@@ -168,6 +175,8 @@ class RunConfig:
             problems.append(f"--lr must be between 0 and 1, got {t.lr}")
         if t.max_length < 8:
             problems.append(f"--max-length must be at least 8, got {t.max_length}")
+        if not isinstance(t.num_processes, int) or not 1 <= t.num_processes <= 1024:
+            problems.append(f"--num-processes must be between 1 and 1024, got {t.num_processes}")
         if t.grad_accum < 1:
             problems.append(f"--grad-accum must be at least 1, got {t.grad_accum}")
         if not 0 <= t.warmup_ratio < 1:

@@ -91,6 +91,8 @@ class StepMetrics(Event):
     elapsed_s: float
     eta_s: float
     grad_norm: float | None = None
+    mfu: float | None = None  # model FLOPs utilisation on a known GPU (6 x parameters x tokens / peak)
+    peak_memory_gib: float | None = None  # the GPU memory the run has held at most
 
 
 @dataclass(frozen=True)

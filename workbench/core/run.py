@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .backbones import model_load_error
 from .cancel import NEVER, CancelToken
 from .config import RunConfig
@@ -46,7 +47,7 @@ from .refit import (
     refit_stop,
     wants_refit,
 )
-from .rundir import RunDirectory, read_json_or_none
+from .rundir import RankDirectory, RunDirectory, read_json_or_none
 from .tasks import get_task
 from .training.checkpoints import Checkpoints
 
@@ -83,6 +84,31 @@ class RunResult:
             "export_error": str(self.export_error) if self.export_error else None,
             "backbone": self.backbone,
         }
+
+
+def result_from_run_dir(run_dir: str | Path) -> RunResult:
+    """The result of a finished run read back from its folder (a run another process trained: the
+    app's multi-GPU runs)."""
+    path = Path(run_dir)
+    report = read_json_or_none(path / "report.json") or {}
+    status = read_json_or_none(path / "status.json") or {}
+    config = read_json_or_none(path / "config.json") or {}
+    training = report.get("training") or {}
+    backbone = ((config.get("resolved") or {}).get("backbone") or {}) if isinstance(config, dict) else {}
+    method = report.get("method") or {}
+    try:
+        text = (path / "report.txt").read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    return RunResult(
+        task=report.get("task", ""), metrics=report.get("metrics") or status.get("metrics") or {},
+        samples_per_second=float(training.get("samples_per_second") or 0.0),
+        train_seconds=float(training.get("train_seconds") or 0.0), run_dir=str(path),
+        export_dir=status.get("export_dir"), report_text=text, eval_split=report.get("split", ""),
+        backbone={"name": backbone.get("name"), "architecture": backbone.get("architecture")},
+        method=method.get("method", "full") if isinstance(method, dict) else "full",
+        trainable_parameters=method.get("trainable_parameters") if isinstance(method, dict) else None,
+    )
 
 
 def _absolute(path: str | None) -> str | None:
@@ -140,40 +166,90 @@ def _lock_export(config: RunConfig, data_paths: list[str]) -> ExportLock | None:
 
 
 def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER) -> RunResult:
-    config, task, data_paths = _checked(config)
-    export_lock = _lock_export(config, data_paths)
+    """Train ``config``. Started by a launcher as one of several processes (WORLD_SIZE > 1), this
+    process joins the group: rank 0 checks the settings and makes the run directory, the others
+    follow it (core/distributed.py)."""
+    dist = distributed.setup(config.train.device)
+    if dist is not None and not dist.main:
+        return _follow_rank_zero(config, cancel, dist, resume=False)
+    try:
+        config, task, data_paths = _checked(config)
+        export_lock = _lock_export(config, data_paths)
+    except BaseException as e:
+        _tell_ranks(dist, e)
+        raise
     try:
         rd = RunDirectory.create(config.run_dir, Path(config.data.train).stem, task.name)
-    except BaseException:
+    except BaseException as e:
         if export_lock is not None:
             export_lock.release()
+        _tell_ranks(dist, e)
         raise
+    _tell_ranks(dist, None, run_dir=str(rd.path))
     return _execute(config, task, rd, CallbackList(rd, callbacks), cancel, export_lock, data_paths, None)
 
 
 def resume_training(run_dir: str | Path, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER) -> RunResult:
     """Carry on a paused, cancelled, crashed or killed run from its last complete checkpoint, in its
     own folder; the report and export are those of the whole run."""
-    plan = prepare_resume(run_dir)
-    config, task, data_paths = _checked(plan.config)
-    changed = [p for p, fp in data_fingerprints(data_paths).items() if plan.fingerprints.get(p) != fp]
-    if plan.fingerprints and changed:
-        raise InputError("the data changed since this run started, so it cannot go on where it stopped; start a new "
-                         "run (workbench train --config RUN/config.json)", path=changed[0])
-    export_lock = _lock_export(config, data_paths)
+    saved = read_json_or_none(Path(run_dir).expanduser() / "config.json")
+    device = ((saved or {}).get("train") or {}).get("device", "auto") if isinstance(saved, dict) else "auto"
+    dist = distributed.setup(device)
+    if dist is not None and not dist.main:
+        return _follow_rank_zero(None, cancel, dist, resume=True)
+    try:
+        plan = prepare_resume(run_dir)
+        config, task, data_paths = _checked(plan.config)
+        changed = [p for p, fp in data_fingerprints(data_paths).items() if plan.fingerprints.get(p) != fp]
+        if plan.fingerprints and changed:
+            raise InputError("the data changed since this run started, so it cannot go on where it stopped; start a "
+                             "new run (workbench train --config RUN/config.json)", path=changed[0])
+        export_lock = _lock_export(config, data_paths)
+    except BaseException as e:
+        _tell_ranks(dist, e)
+        raise
     try:
         rd = RunDirectory.reopen(plan.run_dir)
-    except BaseException:
+    except BaseException as e:
         if export_lock is not None:
             export_lock.release()
+        _tell_ranks(dist, e)
         raise
+    _tell_ranks(dist, None, run_dir=str(rd.path), checkpoint=str(plan.checkpoint), config=plan.config.to_dict())
     return _execute(config, task, rd, CallbackList(rd, callbacks), cancel, export_lock, data_paths, plan.checkpoint)
+
+
+def _tell_ranks(dist, error: BaseException | None, **start) -> None:
+    """Rank 0 tells the other ranks where the run is, or that it will not start (and why)."""
+    if dist is None:
+        return
+    dist.broadcast({"error": str(error) or type(error).__name__} if error is not None else start)
+
+
+def _follow_rank_zero(config: RunConfig | None, cancel: CancelToken, dist, resume: bool) -> RunResult:
+    """A rank other than 0: the same run, from where rank 0 says it is, writing nothing."""
+    told = dist.broadcast(None)
+    if "error" in told:
+        raise distributed.RankStopped(f"rank 0 did not start the run: {told['error']}")
+    checkpoint = None
+    if resume:
+        config = RunConfig.from_dict(told["config"])
+        checkpoint = Path(told["checkpoint"])
+        if not (checkpoint / "state.json").is_file():
+            raise InputError("rank 0's checkpoint is not readable from this process: resuming a run on several "
+                             "machines needs its run directory on a filesystem they share", path=checkpoint)
+    config.run_dir = told["run_dir"]
+    config, task, data_paths = _checked(config)
+    rd = RankDirectory(Path(told["run_dir"]))
+    return _execute(config, task, rd, CallbackList(rd), cancel, None, data_paths, checkpoint)
 
 
 def _execute(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: CancelToken,
              export_lock: ExportLock | None, data_paths: list[str], resume: Path | None) -> RunResult:
     """Run (or go on with) the run in ``rd``, and record how it ended whatever happens."""
     try:
+        if (dist := distributed.current()) is not None:
+            config.train.num_processes = dist.world_size  # config.json repeats the run as it ran
         if resume is None:
             cb.on_event(RunStarted(str(rd.path)))
             config.run_dir = str(rd.path)
@@ -182,14 +258,17 @@ def _execute(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel
             cb.on_event(ResumedEvent(Checkpoints.loop_state(resume).step, str(resume)))
         return _run(config, task, rd, cb, cancel, export_lock, data_paths, resume)
     except Paused as e:
+        distributed.set_ending()
         _record(rd.set_status, "paused", step=e.step, message=str(e))
         _record(cb.on_event, PausedEvent(e.step, str(e)))
         raise
     except Cancelled:
+        distributed.set_ending()
         _record(rd.set_status, "cancelled")
         _record(cb.on_event, CancelledEvent())
         raise
     except BaseException as e:
+        distributed.set_ending()
         failure = write_failure(e, rd.path)
         if failure is not None:
             rd.release_reserve()  # room for status.json and error.txt
@@ -221,6 +300,8 @@ def _execute(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel
         rd.remove_scratch()  # tokenized copies of the data; the report keeps the rest
         if export_lock is not None:
             export_lock.release()
+        distributed.forget()
+        distributed.set_ending(False)
 
 
 @dataclass
@@ -325,7 +406,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     from .training.methods import apply_method
 
     tc = config.train
-    device = resolve_device(tc.device)
+    dist = distributed.current()
+    device = distributed.device_for_rank(resolve_device(tc.device), dist)
     precision, precision_reason = choose_precision(tc.precision, device)
     log.info("run %s: task %s, device %s (asked for %s), precision %s (%s)", rd.path, task.name, device,
              tc.device, precision, precision_reason)
@@ -359,6 +441,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     for name, split in encoded.items():
         if split.truncated:
             cb.on_event(Warning_(f"{split.truncated} of {len(split)} {name} rows reached --max-length {tc.max_length} and were cut"))
+    if dist is not None:
+        _check_same_data(dist, encoded, data)
 
     # The resolved config: what was inferred (columns, delimiter, header, task) is pinned so
     # re-running it reads the data the same way.
@@ -383,6 +467,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         "truncated": {k: v.truncated for k, v in encoded.items()},
         "metrics": metric_specs,
         "data_fingerprint": data_fingerprints(data_paths),
+        **({"distributed": {"processes": dist.world_size, "backend": dist.backend,
+                            "effective_batch": tc.batch_size * dist.world_size * tc.grad_accum}} if dist else {}),
     }
     from .corrections import read_corrections
 
@@ -396,10 +482,11 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         model = task.build_model(backbone.path, data)
     n_params = sum(p.numel() for p in model.parameters())
     architecture = type(model).__name__
+    log.info("attention: %s", getattr(getattr(model, "config", None), "_attn_implementation", "n/a"))  # sdpa: fused kernels
     model, method = apply_method(model, config.model, planned_steps(len(encoded["train"]), tc)[1])
     log.info("training method: %s", method.describe())
     cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {architecture}, {method.describe()}, on {device} "
-                                            f"({precision}: {precision_reason})"))
+                                            f"({precision}: {precision_reason}){_effective_batch(tc, dist)}"))
 
     checkpoints = Checkpoints(rd.checkpoints_dir)
     loop = TrainingLoop(
@@ -423,6 +510,16 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             best_metrics=first.best_metrics, stopped_early=first.stopped_early,
             samples_per_second=(first.samples_seen + second.samples_seen)
             / max(first.train_seconds + second.train_seconds, 1e-9))
+
+    if dist is not None:
+        # Training is over: rank 0 tests, reports and exports alone; the other ranks are done.
+        dist.finish()
+        if not dist.main:
+            return RunResult(task=task.name, metrics=dict(outcome.best_metrics or {}),
+                             samples_per_second=outcome.samples_per_second, train_seconds=outcome.train_seconds,
+                             run_dir=str(rd.path), export_dir=None, report_text="", eval_split=data.eval_split,
+                             backbone={"name": backbone.name, "architecture": backbone.architecture,
+                                       "parameters": n_params}, method=method.name)
 
     eval_name = data.eval_split
     cb.on_event(PhaseChanged("testing", eval_name))
@@ -554,6 +651,26 @@ def _second_pass(task, data, tc, model_cfg, plan: RefitPlan, first, backbone, pr
         at = Checkpoints.loop_state(last).step if last else 0
         raise Paused(at, f"paused while training on all rows (step {first.steps + e.step}); it goes on from the "
                          f"checkpoint at step {at} and trains the final model again") from None
+
+
+def _effective_batch(tc, dist) -> str:
+    """", effective batch 64 = 16 rows x 2 processes x 2 accumulated" where it is not just --batch-size."""
+    n = dist.world_size if dist is not None else 1
+    if n == 1 and tc.grad_accum == 1:
+        return ""
+    return (f", effective batch {tc.batch_size * n * tc.grad_accum} = {tc.batch_size} rows x {n} "
+            f"process{'es' if n > 1 else ''} x {tc.grad_accum} accumulated")
+
+
+def _check_same_data(dist, encoded, data) -> None:
+    """Every rank must have read the same rows (a machine with another copy of the data would train
+    on something else): compare the split sizes and label names with rank 0's."""
+    mine = {"rows": {k: len(v) for k, v in encoded.items()},
+            "labels": list(data.label_map.names) if getattr(data, "label_map", None) else None}
+    for rank, theirs in enumerate(dist.gather(mine)):
+        if theirs != mine:
+            raise InputError(f"the processes of this run read different data (rank {dist.rank}: {mine}; rank {rank}: "
+                             f"{theirs}); every machine needs the same data files at the same paths")
 
 
 def _trained_on(rows: dict[str, int], plan: RefitPlan | None, unit: str) -> dict[str, Any]:

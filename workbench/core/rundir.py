@@ -287,3 +287,51 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         pass
     return out
+
+
+class RankDirectory(RunDirectory):
+    """What a process other than rank 0 of a distributed run has in place of the run directory:
+    rank 0's path (its checkpoints, read on --resume) and a scratch folder of its own (its copy of
+    the tokenized data; on another machine the run directory may not exist). Nothing is written:
+    rank 0 alone writes the run directory."""
+
+    def __init__(self, path: Path) -> None:
+        import tempfile
+
+        super().__init__(Path(path), created=False)
+        self._scratch = Path(tempfile.mkdtemp(prefix="workbench-rank-"))
+
+    @property
+    def cache_dir(self) -> Path:
+        return self._scratch / "cache"
+
+    @property
+    def model_dir(self) -> Path:
+        return self._scratch / "model"
+
+    def metrics_position(self) -> int:
+        return 0
+
+    def on_event(self, event: Event) -> None:
+        pass
+
+    def set_status(self, state: str, **extra: Any) -> None:
+        pass
+
+    def write_json(self, name: str, data: Any) -> None:
+        pass
+
+    def write_text(self, name: str, text: str) -> None:
+        pass
+
+    def release_reserve(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def remove_scratch(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)

@@ -409,7 +409,7 @@ class ModelPage(QWidget):
             for w in (self.adapt_texts, self.adapt_epochs, self.adapt_clear):
                 w.setEnabled(self.state.adapt_first)
             _select_data(self.metric, t.metric or self.metric.itemData(0))
-            _select_data(self.device, t.device)
+            _select_data(self.device, device_item(t))
             _select_data(self.precision, t.precision)
             _select_data(self.refit, t.refit)
             _select_data(self.task_combo, self.state.config.task)
@@ -434,7 +434,7 @@ class ModelPage(QWidget):
         t.max_steps = self.max_steps.value() or None
         t.metric = self.metric.currentData()
         if self.device.currentData() is not None:
-            t.device = self.device.currentData()
+            t.device, t.num_processes = device_choice(self.device.currentData())
         t.precision = self.precision.currentData()
         t.refit = self.refit.currentData()
         t.image_size = self.image_size.value() or None
@@ -459,7 +459,8 @@ class ModelPage(QWidget):
             self.refresh_suggestions()
 
     def restore_defaults(self) -> None:
-        self.state.config.train = TrainConfig(device=self.state.config.train.device)
+        t = self.state.config.train
+        self.state.config.train = TrainConfig(device=t.device, num_processes=t.num_processes)
         self.state.config.model = ModelConfig(name=self.state.config.model.name)
         self._suggested_lr = TrainConfig.lr
         self.sync_from_config()
@@ -470,7 +471,7 @@ class ModelPage(QWidget):
 
     def _update_precision(self) -> None:
         dev = self.device.currentData() or "auto"
-        gpu = dev.startswith(("cuda", "mps")) or (dev == "auto" and self._auto_is_gpu())
+        gpu = dev.startswith(("cuda", "mps", ALL_GPUS)) or (dev == "auto" and self._auto_is_gpu())
         if not gpu and self.precision.currentData() == "fp16":  # fp16 autocast is for GPUs
             _select_data(self.precision, "auto")
 
@@ -656,9 +657,13 @@ class ModelPage(QWidget):
         self._cpu_bf16 = await self._in_thread(warmup.serialized(_cpu_bf16_units))
         self._setting = True
         try:
-            current = self.state.config.train.device
+            current = device_item(self.state.config.train)
             self.device.clear()
             self.device.addItem(f"Automatic: {devices[0].description}", "auto")
+            gpus = [d for d in devices if d.name.startswith("cuda")]
+            if len(gpus) > 1:  # one process per GPU (DistributedDataParallel), started as a child process group
+                self.device.addItem(f"All {len(gpus)} GPUs ({gpus[0].description.split(' (')[0]}, one process each)",
+                                    f"{ALL_GPUS}{len(gpus)}")
             for d in devices:
                 self.device.addItem(d.description, d.name)
             if not _select_data(self.device, current):
@@ -765,6 +770,21 @@ def _cpu_bf16_units() -> tuple[bool, str]:
 
 def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+ALL_GPUS = "all-gpus:"  # the device list's entry for one process per GPU: "all-gpus:N"
+
+
+def device_choice(item: str) -> tuple[str, int]:
+    """(TrainConfig.device, num_processes) for an entry of the device list."""
+    if item.startswith(ALL_GPUS):
+        return "cuda", int(item[len(ALL_GPUS):])
+    return item, 1
+
+
+def device_item(train) -> str:
+    """The device list's entry for a TrainConfig."""
+    return f"{ALL_GPUS}{train.num_processes}" if train.num_processes > 1 else train.device
 
 
 def _select_data(combo: QComboBox, value) -> bool:

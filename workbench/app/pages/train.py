@@ -185,6 +185,10 @@ class TrainPage(QWidget):
         self.estimate_button.setToolTip("Train a few batches of these settings in a separate process and estimate "
                                         "the time per epoch, the whole run's time and its peak memory")
         self.estimate_button.clicked.connect(self.estimate)
+        self.copy_button = QPushButton("Copy Command")
+        self.copy_button.setToolTip("Copy the workbench train command line that repeats these settings, e.g. on "
+                                    "another machine or under a cluster's launcher")
+        self.copy_button.clicked.connect(self.copy_command)
         texts = QVBoxLayout()
         self.stage = QLabel()  # "Stage 1 of 2: adapting the backbone", for runs of two stages
         self.stage.setVisible(False)
@@ -206,6 +210,7 @@ class TrainPage(QWidget):
         row.addWidget(self.resume_button)
         row.addWidget(self.cancel_button)
         row.addWidget(self.estimate_button)
+        row.addWidget(self.copy_button)
         row.addSpacing(12)
         row.addLayout(texts, 1)
         return row
@@ -437,7 +442,23 @@ class TrainPage(QWidget):
         except InputError as e:
             self.show_error("Cannot start the adaptation", str(e), "")
             return None
-        return self.controller.start(self.state.config, getattr(self.state.data, "task", None), adapt)
+        try:
+            return self.controller.start(self.state.config, getattr(self.state.data, "task", None), adapt)
+        except InputError as e:
+            self.show_error("Cannot start training", str(e), "")
+            return None
+
+    @Slot()
+    def copy_command(self) -> str:
+        """Put the CLI line that repeats these settings (on this or another machine) on the clipboard."""
+        from PySide6.QtWidgets import QApplication
+
+        from ...core.command import command_line
+
+        line = command_line(self.state.config)
+        QApplication.clipboard().setText(line)
+        self._log(f"Copied: {line}")
+        return line
 
     @Slot(str)
     def _on_started(self, run_dir: str) -> None:
@@ -456,7 +477,9 @@ class TrainPage(QWidget):
             self.estimate_text.setVisible(False)
         self.estimate_button.setEnabled(False)
         self.resume_button.setVisible(False)
-        self.pause_button.setEnabled(True)
+        self.pause_button.setEnabled(self.controller.can_pause)
+        self.pause_button.setToolTip(PAUSE_TIP if self.controller.can_pause else
+                                     "A run on several processes cannot pause; cancel it and resume it later")
         self.pause_button.setText("Pause")
         self.cancel_button.setEnabled(True)
         self.cancel_button.setText("Cancel")
@@ -606,7 +629,7 @@ class TrainPage(QWidget):
         self.stage.setVisible(True)
         # A paused first stage could only resume itself, not go on to the next: it is cancelled or finished.
         last = index == count
-        self.pause_button.setEnabled(last and not self.controller.is_cancelling)
+        self.pause_button.setEnabled(last and self.controller.can_pause and not self.controller.is_cancelling)
         self.pause_button.setToolTip(PAUSE_TIP if last else "The adaptation stage cannot be paused; cancel it or let "
                                      "it finish")
         self._log(f"Stage {index} of {count}: {e.get('title', '')} (run folder {e.get('run_dir', '')})", e.get("time"))
@@ -620,7 +643,12 @@ class TrainPage(QWidget):
         self.progress.setValue(step)
         self.progress.setFormat(f"step {step:,} of {total:,} (%p%)")
         eta = f" · ETA {format_duration(e['eta_s'])}" if step < total else ""
-        self.rate.setText(f"epoch {e['epoch']:.2f} · {e['samples_per_second']:.1f} samples/s{eta}")
+        gpu = ""
+        if e.get("mfu") is not None:
+            gpu += f" · MFU {100 * e['mfu']:.0f}%"
+        if e.get("peak_memory_gib") is not None:
+            gpu += f" · peak GPU memory {e['peak_memory_gib']:.1f} GiB"
+        self.rate.setText(f"epoch {e['epoch']:.2f} · {e['samples_per_second']:.1f} samples/s{gpu}{eta}")
         if self.phase.text().startswith(("Starting", "Model ready", "Loading", "Tokenizing")):
             self.phase.setText(PHASES["training"])
 

@@ -125,3 +125,26 @@ def split_by_length(rows: np.ndarray, lengths: np.ndarray, overhead: int) -> lis
         parts.append(rows[order[i:cut[i]]])
         i = int(cut[i])
     return parts
+
+
+BUCKET = 32  # --compile: batch widths are padded to a multiple of this
+
+
+def bucket_widths(batch: dict[str, np.ndarray], pad_id: int, max_length: int, multiple: int = BUCKET) -> dict:
+    """A text batch padded from its longest row to the next multiple of ``multiple`` tokens (at most
+    ``max_length``): a compiled model then sees a few shapes instead of one per batch. The padding
+    is masked out (attention mask 0, labels ignored), so results do not change."""
+    mask = batch.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return batch  # images, or inputs this does not know how to pad
+    width = mask.shape[1]
+    target = max(width, min(-(-width // multiple) * multiple, max_length))
+    if target == width:
+        return batch
+    fill = {"input_ids": pad_id, "labels": -100, "masked_positions": False}
+    out = {}
+    for key, value in batch.items():
+        if value.ndim == 2 and value.shape[1] == width:
+            value = np.pad(value, ((0, 0), (0, target - width)), constant_values=fill.get(key, 0))
+        out[key] = value
+    return out

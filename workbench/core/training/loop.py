@@ -3,6 +3,11 @@
 AdamW (fused on CUDA and the CPU), linear warm-up then decay, bf16/fp16 autocast on GPUs (bf16 on CPUs with bf16 units), gradient
 accumulation and clipping, evaluation each epoch and optionally every N steps, early stopping with
 the best weights restored. The cancel token is checked before every micro-batch.
+
+In a distributed run (core/distributed.py) every rank makes the same global batches of
+batch_size x world rows and trains its shard of each through DistributedDataParallel; the ranks
+agree on the rows of each batch and on stopping (cancel, pause) in one small all-reduce per batch,
+evaluation is sharded and gathered, and only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -19,13 +24,22 @@ from typing import Callable
 
 import numpy as np
 
+from .. import distributed
 from ..cancel import NEVER, CancelToken
 from ..config import TrainConfig
-from ..errors import OutOfMemory, Paused
+from ..errors import Cancelled, OutOfMemory, Paused
 from ..events import Callbacks, CheckpointSaved, EvalMetrics, PhaseChanged, StepMetrics, Warning_
 from ..tasks.base import EncodedSplit, EvalResult, PreparedData, Task
-from .batching import length_grouped_batches, random_batches, sorted_batches, split_by_length, token_balanced_batches
+from .batching import (
+    bucket_widths,
+    length_grouped_batches,
+    random_batches,
+    sorted_batches,
+    split_by_length,
+    token_balanced_batches,
+)
 from .checkpoints import Checkpoints, LoopState
+from .performance import StepCounter, enable_fast_matmul
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +63,16 @@ class TrainOutcome:
 def _to_device(batch: dict[str, np.ndarray], device) -> dict:
     import torch
 
-    non_blocking = device.type == "cuda"
-    return {k: torch.from_numpy(v).to(device, non_blocking=non_blocking) for k, v in batch.items()}
+    if device.type != "cuda":
+        return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    # Pinned (page-locked) host memory: the copy runs asynchronously while the GPU still works.
+    return {k: torch.from_numpy(v).pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def planned_steps(n_rows: int, cfg: TrainConfig) -> tuple[int, int]:
-    """(optimizer steps per epoch, optimizer steps in all) for ``n_rows`` training rows."""
-    n_batches = math.ceil(n_rows / cfg.batch_size)
+    """(optimizer steps per epoch, optimizer steps in all) for ``n_rows`` training rows; a
+    distributed run's steps each take batch_size rows on every process."""
+    n_batches = math.ceil(n_rows / (cfg.batch_size * distributed.world_size()))
     steps_per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     if cfg.max_steps:
@@ -95,6 +112,10 @@ class TrainingLoop:
         self.micro_batch: int | None = None  # set by an out-of-memory back-off
         self._step = 0  # the optimizer step being computed, for fault injection
         self._fault = _injected_oom()
+        self.dist = distributed.current()  # None: this process trains alone
+        self.train_model = model  # what training calls: the DDP wrapper and/or torch.compile of ``model``
+        self._pause_agreed = False  # distributed: every rank saw a pause request
+        self.counter = StepCounter()
 
     # ---- helpers --------------------------------------------------------------------------------
     def autocast(self):
@@ -135,21 +156,56 @@ class TrainingLoop:
         return grouped if grouped is not None else self.task.group_by_length_default
 
     def _batches(self, epoch: int, lengths: np.ndarray | None = None) -> list[np.ndarray]:
+        """The epoch's batches; distributed, the global batches (batch_size rows per process), the
+        same on every rank: each trains its shard of each."""
         rng = np.random.default_rng(self.cfg.seed + epoch)
         lengths = self.train_split.lengths if lengths is None else lengths
+        size = self.cfg.batch_size * (self.dist.world_size if self._distributed else 1)
         if self._grouped():
             group = token_balanced_batches if self.task.token_level_loss else length_grouped_batches
-            return group(lengths, self.cfg.batch_size, rng)
-        return random_batches(len(lengths), self.cfg.batch_size, rng)
+            return group(lengths, size, rng)
+        return random_batches(len(lengths), size, rng)
 
-    def _forward_backward(self, rows: np.ndarray, scaler) -> "torch.Tensor":  # noqa: F821 - torch loads lazily
+    @property
+    def _distributed(self) -> bool:
+        return self.dist is not None and self.dist.active
+
+    def _check_cancel(self) -> None:
+        """Stop now if cancelled; a distributed run stops only where all ranks agree (``_agree``)."""
+        if not self._distributed:
+            self.cancel.raise_if_cancelled()
+
+    def _agree(self, units: int) -> int:
+        """Distributed: the loss units of the whole global batch, and whether any rank was asked to
+        cancel or pause: one all-reduce, so every rank stops at the same batch."""
+        fault_cancel = _injected_cancel()
+        if fault_cancel is not None and self.dist.main and self._step + 1 >= fault_cancel:
+            self.cancel.cancel()
+        total, cancel, pause = self.dist.sum([units, self.cancel.cancelled, self.cancel.pause_requested])
+        if cancel:
+            self.cancel.cancel()
+            raise Cancelled()
+        self._pause_agreed = self._pause_agreed or bool(pause)
+        return int(total)
+
+    def _forward_backward(self, rows: np.ndarray, scaler, sync: bool = True) -> "torch.Tensor":  # noqa: F821 - torch loads lazily
         """Loss and gradients of one batch; returns the (detached) batch loss.
 
         Random batches on the CPU go through as micro-batches of similar length: their short rows
         are not padded to the longest, and each part's mean loss is weighted by its share of the
         batch's loss units, so the gradient is the whole batch's. GPUs take the batch at once:
-        padding costs them little, another call more."""
+        padding costs them little, another call more.
+
+        Distributed, ``rows`` is the global batch and this rank trains its shard; each part's
+        weight is its share of the global batch's units times the world size (DDP averages the
+        ranks' gradients), so the gradient is the global batch's whatever the shards hold. Only
+        the last backward call of an optimizer step (``sync``) all-reduces the gradients."""
         split = self.train_split
+        empty, rows_in = False, rows
+        if self._distributed:
+            rows = distributed.shard(rows, self.dist.rank, self.dist.world_size)
+            if len(rows) == 0:  # a short tail batch: a weightless row keeps this rank in step
+                rows, empty = distributed.shard(rows_in, 0, 1)[:1], True
         if self.device.type == "cpu" and self.task.split_batches_by_length and not self._grouped():
             parts = split_by_length(rows, split.lengths[rows], SPLIT_OVERHEAD_TOKENS)
         else:
@@ -158,18 +214,27 @@ class TrainingLoop:
             m = self.micro_batch
             parts = [q[i:i + m] for q in parts for i in range(0, len(q), m)]
         host = [self.task.make_batch(split, p) for p in parts]
-        if len(host) == 1:
+        if self.cfg.compile and self.device.type == "cuda":  # a few padded widths, not a graph per batch length
+            host = [bucket_widths(h, getattr(self.task, "pad_id", 0), self.cfg.max_length) for h in host]
+        if self._distributed:
+            units = [0 if empty else self.task.loss_units(h["labels"]) for h in host]
+            total_units = self._agree(sum(units))
+            weights = [self.dist.world_size * u / max(total_units, 1) for u in units]
+        elif len(host) == 1:
             weights = [1.0]
         else:
             units = [self.task.loss_units(h["labels"]) for h in host]
             weights = [u / max(sum(units), 1) for u in units]
+        self.counter.add_batch(host, len(rows) if not empty else 0)
         total = None
-        for h, w in zip(host, weights):
+        for i, (h, w) in enumerate(zip(host, weights)):
             self._maybe_inject_oom(len(h["labels"]))
             batch = _to_device(h, self.device)
             labels = batch.pop("labels")
-            with self.autocast():
-                logits = self.task.forward(self.model, batch)
+            last_call = sync and i == len(host) - 1
+            no_sync = self.train_model.no_sync() if self._distributed and not last_call else contextlib.nullcontext()
+            with no_sync, self.autocast():
+                logits = self.task.forward(self.train_model, batch)
             loss = self.task.loss(logits, labels)
             if w != 1.0:
                 loss = loss * w
@@ -180,7 +245,7 @@ class TrainingLoop:
             # Cancel between forward and backward too: a step's first call can take seconds (the
             # first batch is the longest, and the CPU kernels are set up then). A cancelled run's
             # half-made gradient is never used; a pause waits for the step's end.
-            self.cancel.raise_if_cancelled()
+            self._check_cancel()
             (scaler.scale(scaled) if scaler else scaled).backward()
             total = loss.detach() if total is None else total + loss.detach()
         return total
@@ -192,7 +257,7 @@ class TrainingLoop:
             self._fault_fired = True
             raise MemoryError(f"injected out-of-memory at step {step} ({rows} rows)")
 
-    def _train_batch(self, rows: np.ndarray, scaler, window: list[np.ndarray]):
+    def _train_batch(self, rows: np.ndarray, scaler, window: list[np.ndarray], sync: bool = True):
         """``_forward_backward`` with out-of-memory back-off: the micro-batch is halved (the batch goes
         through in more calls, the same gradient) until it fits, down to one row."""
         import torch
@@ -200,8 +265,11 @@ class TrainingLoop:
         window.append(rows)
         while True:
             try:
-                return self._forward_backward(rows, scaler)
+                return self._forward_backward(rows, scaler, sync)
             except (MemoryError, torch.OutOfMemoryError) as e:
+                if self._distributed:  # the other ranks cannot redo their part of the step with this one
+                    raise OutOfMemory(f"out of memory at step {self._step + 1} on rank {self.dist.rank} ({e}); "
+                                      "lower --batch-size (rows per process) or --max-length") from None
                 current = self.micro_batch or max(len(r) for r in window)
                 if current <= 1:
                     raise OutOfMemory(f"out of memory even with one row per call at step {self._step + 1} ({e}); "
@@ -218,7 +286,7 @@ class TrainingLoop:
                 # from the batches of the accumulation window that went through before it.
                 self.model.zero_grad(set_to_none=True)
                 for earlier in window[:-1]:
-                    self._forward_backward(earlier, scaler)
+                    self._forward_backward(earlier, scaler, sync=False)
 
     def _better(self, metric: str, new: float, old: float | None) -> bool:
         if old is None:
@@ -237,9 +305,12 @@ class TrainingLoop:
         outs: list[np.ndarray] = []
         order: list[np.ndarray] = []
         loss_sum, n = 0.0, 0
+        batches = sorted_batches(split.lengths, bs)
+        if self._distributed:  # each rank predicts every world-th batch; the parts are gathered below
+            batches = batches[self.dist.rank::self.dist.world_size]
         with torch.inference_mode():
-            for rows in sorted_batches(split.lengths, bs):
-                self.cancel.raise_if_cancelled()
+            for rows in batches:
+                self._check_cancel()
                 batch = _to_device(self.task.make_batch(split, rows), self.device)
                 labels = batch.pop("labels")
                 with self.autocast():
@@ -250,6 +321,11 @@ class TrainingLoop:
                 order.append(rows)
         if was_training:
             model.train()
+        if self._distributed:
+            parts = self.dist.gather((outs, order, loss_sum, n))
+            outs = [o for p in parts for o in p[0]]
+            order = [r for p in parts for r in p[1]]
+            loss_sum, n = sum(p[2] for p in parts), sum(p[3] for p in parts)
         if not outs:
             return np.zeros((0,)), float("nan")
         if outs[0].ndim == 3:
@@ -312,13 +388,17 @@ class TrainingLoop:
         import torch
 
         cfg, model, device = self.cfg, self.model, self.device
-        torch.manual_seed(cfg.seed)
+        main = self.dist is None or self.dist.main
+        # Each rank its own dropout masks; one process keeps the seed as it always was.
+        torch.manual_seed(cfg.seed + (self.dist.rank if self._distributed else 0))
         steps_per_epoch, total_steps = planned_steps(len(self.train_split), cfg)
         schedule_steps = total_steps
         if self.stop_at:
             total_steps = min(total_steps, self.stop_at)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # the current device is per thread; the app trains in a worker thread
+            enable_fast_matmul()
+            torch.cuda.reset_peak_memory_stats(device)
         model.to(device)
         model.train()
         optimizer, scheduler = self._optimizer(schedule_steps)
@@ -330,11 +410,22 @@ class TrainingLoop:
         best_state = None
         if resume is not None:
             s = self.checkpoints.load(resume, model, optimizer, scheduler, scaler)
-            best_state = self.checkpoints.best_weights()
+            best_state = self.checkpoints.best_weights() if main else None
             self.micro_batch = s.micro_batch
+            if self._distributed and self.dist.rank:  # the checkpoint holds rank 0's generators
+                torch.manual_seed(cfg.seed + self.dist.rank + 7919 * s.step)
             self.callbacks.on_event(PhaseChanged("training", f"from step {s.step} of {total_steps}"))
         else:
             self.callbacks.on_event(PhaseChanged("training", f"{total_steps} steps"))
+        world = self.dist.world_size if self._distributed else 1
+        if resume is not None and s.extra.get("world_size", 1) != world:
+            from ..errors import InputError
+
+            raise InputError(f"this run trained on {s.extra.get('world_size', 1)} process(es); resume it with "
+                             f"--num-processes {s.extra.get('world_size', 1)} (its batches are cut for that many)")
+        s.extra["world_size"] = world
+        self.train_model = self._wrapped(model)
+        self.counter.start(model, device, self.precision, self.dist.world_size if self._distributed else 1)
         stopped_early = False
         running_loss = torch.zeros((), device=device)
         running_n = 0
@@ -342,7 +433,7 @@ class TrainingLoop:
 
         def save(reason: str) -> None:
             nonlocal last_save
-            if self.checkpoints is None:
+            if self.checkpoints is None or not main:  # rank 0 writes; the ranks hold the same weights
                 return
             s.micro_batch = self.micro_batch
             s.metrics_bytes = self.metrics_position()
@@ -364,8 +455,9 @@ class TrainingLoop:
             if improved:
                 s.best_value, s.best_metrics, s.best_step, s.bad_evals = value, result.metrics, s.step, 0
                 # Kept on the CPU so the best weights survive later steps without a second GPU copy.
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                if self.checkpoints is not None:
+                # Only rank 0 keeps them: it alone goes on to test and export.
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if main else None
+                if self.checkpoints is not None and main:
                     self.checkpoints.save_best(s, best_state)
             else:
                 s.bad_evals += 1
@@ -383,9 +475,11 @@ class TrainingLoop:
             window: list[np.ndarray] = []  # this optimizer step's batches (for the out-of-memory retry)
             while s.batch < len(batches):
                 rows = batches[s.batch]
-                self.cancel.raise_if_cancelled()
+                self._check_cancel()
                 self._step = s.step
-                loss = self._train_batch(rows, scaler, window)
+                _maybe_kill_rank(self.dist, s.step)
+                last_of_step = (s.batch + 1) % cfg.grad_accum == 0 or s.batch + 1 == len(batches)
+                loss = self._train_batch(rows, scaler, window, sync=last_of_step)
                 running_loss += loss
                 running_n += 1
                 s.seen += len(rows)
@@ -394,7 +488,7 @@ class TrainingLoop:
                 if s.batch % cfg.grad_accum and not last_in_epoch:
                     continue
                 window = []
-                self.cancel.raise_if_cancelled()
+                self._check_cancel()
                 if scaler:
                     scaler.unscale_(optimizer)
                 grad_norm = None
@@ -414,10 +508,14 @@ class TrainingLoop:
                     s.epoch, s.batch = s.epoch + 1, 0
 
                 if s.step % log_every == 0 or s.step == total_steps:
+                    loss_sum = float(running_loss)
+                    if self._distributed:  # each rank's loss is its weighted share of the global batch's
+                        loss_sum = self.dist.sum([loss_sum])[0] / self.dist.world_size
                     now = time.perf_counter()
                     elapsed = s.train_seconds + (now - t0)
-                    mean_loss = float(running_loss) / max(running_n, 1)
+                    mean_loss = loss_sum / max(running_n, 1)
                     sps = s.seen / elapsed if elapsed > 0 else 0.0
+                    mfu, peak = self.counter.read(elapsed)
                     self.callbacks.on_event(
                         StepMetrics(
                             step=s.step,
@@ -429,6 +527,8 @@ class TrainingLoop:
                             elapsed_s=elapsed,
                             eta_s=(total_steps - s.step) * elapsed / s.step,
                             grad_norm=float(grad_norm) if grad_norm is not None else None,
+                            mfu=mfu,
+                            peak_memory_gib=peak,
                         )
                     )
                     running_loss.zero_()
@@ -445,7 +545,7 @@ class TrainingLoop:
                         stop_now = True
                     t0 = time.perf_counter()
                 if not stop_now:
-                    paused = self.cancel.pause_requested
+                    paused = self._pause_agreed if self._distributed else self.cancel.pause_requested
                     due = (evaluated or paused or (cfg.save_steps and s.step % cfg.save_steps == 0)
                            or (cfg.save_minutes and time.monotonic() - last_save >= cfg.save_minutes * 60))
                     if due:
@@ -463,6 +563,7 @@ class TrainingLoop:
 
         if best_state is not None and s.best_step != s.step:
             model.load_state_dict(best_state)
+        self.train_model = model
         return TrainOutcome(
             steps=s.step,
             train_seconds=s.train_seconds,
@@ -473,6 +574,49 @@ class TrainingLoop:
             stopped_early=stopped_early,
             evaluations=list(s.evaluations),
         )
+
+
+    def _wrapped(self, model):
+        """What training calls: DistributedDataParallel around the model in a distributed run, and
+        torch.compile's graph with --compile. Evaluation, checkpoints and the export use ``model``."""
+        import torch
+
+        if self._distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Buffers are not broadcast at each forward: ranks may make different numbers of forward
+            # calls per step (length-split micro-batches), and a collective in forward would then
+            # not match. The weights stay equal through the averaged gradients.
+            import inspect
+
+            newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+            no_buffer_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+            model = DistributedDataParallel(model, device_ids=ids, **no_buffer_sync)
+        if self.cfg.compile:
+            if self.device.type != "cuda":
+                log.info("--compile is for GPUs; training on %s without it", self.device)
+            else:
+                model = torch.compile(model)
+        return model
+
+
+def _maybe_kill_rank(dist, step: int) -> None:
+    """WORKBENCH_FAULT_KILL_RANK=RANK:STEP: a test hook; that rank kills itself (SIGKILL) at that step."""
+    spec = os.environ.get("WORKBENCH_FAULT_KILL_RANK", "")
+    if not spec or dist is None:
+        return
+    rank, _, at = spec.partition(":")
+    if dist.rank == int(rank) and step + 1 >= int(at or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _injected_cancel() -> int | None:
+    """WORKBENCH_FAULT_CANCEL=STEP: a test hook; rank 0 alone is cancelled at that optimizer step."""
+    spec = os.environ.get("WORKBENCH_FAULT_CANCEL", "")
+    return int(spec) if spec else None
 
 
 def _injected_oom() -> tuple[int | None, bool]:

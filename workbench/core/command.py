@@ -1,0 +1,96 @@
+"""The command line that repeats a run's settings: the Train page's "Copy command", and the flags
+``workbench train`` reads (the CLI builds its parser from ``TRAIN_FLAGS``).
+
+    command_line(config) -> "workbench train /data/reviews.tsv --epochs 3 --batch-size 32 ..."
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from .config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
+
+TRAIN_FLAGS = {
+    # flag: (section, field, type, help)
+    "--val": ("data", "val", str, "validation file (default: a stratified 10%% of DATA)"),
+    "--test": ("data", "test", str, "test file for the final report (default: a stratified 10%% of DATA when no --val)"),
+    "--text-column": ("data", "text_column", str, "text column: a header name or a 0-based position (default: guessed)"),
+    "--label-column": ("data", "label_column", str, "label column: a header name or a 0-based position (default: guessed)"),
+    "--text-pair-column": ("data", "text_pair_column", str, "sentence pairs: the second text column (default: guessed, e.g. sentence2, hypothesis)"),
+    "--tag-column": ("data", "tag_column", str, "tagging: CoNLL tag column as a 0-based position (default: the last); CoNLL-U: upos (default) or xpos"),
+    "--tag-scheme": ("data", "tag_scheme", str, "tagging: auto (IOB2 for span tags, converting IOB1/IOBES/BILOU), iob2, iobes, io, or none (tags as written, token-level metrics)"),
+    "--delimiter": ("data", "delimiter", str, "field separator (default: sniffed; use 'tab' for a tab)"),
+    "--sample": ("data", "sample", int, "train on a stratified random sample of N rows of DATA (quick trials)"),
+    "--val-fraction": ("data", "val_fraction", float, "share of DATA held out for validation when no --val (default 0.1; 0 for none)"),
+    "--test-fraction": ("data", "test_fraction", float, "share of DATA held out for testing when neither --val nor --test (default 0.1)"),
+    "--model": ("model", "name", str, f"backbone: a local folder, an installed packaged model or a hub id (default {DEFAULT_MODEL})"),
+    "--method": ("model", "method", str, "what trains: full (every weight, default), frozen (only the new head), "
+                 "lora or adalora (low-rank adapters and the head; larger default --lr, 5e-4)"),
+    "--lora-rank": ("model", "lora_rank", int, "lora/adalora: adapter rank r (default 8; adalora: the rank kept on average)"),
+    "--lora-alpha": ("model", "lora_alpha", float, "lora/adalora: scaling alpha; updates scale by alpha/r (default 16)"),
+    "--lora-dropout": ("model", "lora_dropout", float, "lora/adalora: dropout on the adapter input (default 0.1)"),
+    "--epochs": ("train", "epochs", float, "passes over the training data (default 3)"),
+    "--batch-size": ("train", "batch_size", int, "examples per step (default 32)"),
+    "--lr": ("train", "lr", float, "peak learning rate (default 5e-5)"),
+    "--max-length": ("train", "max_length", int, "tokens per example; longer texts are cut (default 128)"),
+    "--seed": ("train", "seed", int, "random seed (default 42)"),
+    "--weight-decay": ("train", "weight_decay", float, "AdamW weight decay (default 0.01)"),
+    "--warmup-ratio": ("train", "warmup_ratio", float, "share of steps with a rising learning rate (default 0.06)"),
+    "--grad-accum": ("train", "grad_accum", int, "micro-batches per optimizer step (default 1)"),
+    "--max-grad-norm": ("train", "max_grad_norm", float, "gradient clipping norm; 0 turns it off (default 1.0)"),
+    "--device": ("train", "device", str, "auto, cpu, cuda, cuda:N or mps (default auto: CUDA, then MPS, then CPU)"),
+    "--precision": ("train", "precision", str, "auto, fp32, bf16 or fp16 (default auto: bf16/fp16 on a GPU, fp32 on the CPU)"),
+    "--eval-steps": ("train", "eval_steps", int, "also evaluate every N steps (default: each epoch only)"),
+    "--early-stopping": ("train", "early_stopping_patience", int, "stop after N evaluations without improvement; best weights are restored"),
+    "--metric": ("train", "metric", str, "metric choosing the best checkpoint, e.g. accuracy, macro_f1, weighted_f1 or loss (default: the task's, macro_f1 for classification)"),
+    "--max-steps": ("train", "max_steps", int, "stop after N optimizer steps"),
+    "--image-size": ("train", "image_size", int, "images: pixels per side fed to the model (default: the backbone's, 224 for efficientnet-lite0)"),
+    "--save-minutes": ("train", "save_minutes", float, "write a checkpoint (for --resume) every M minutes of training, besides one at each evaluation; 0: only at evaluations (default 10)"),
+    "--save-steps": ("train", "save_steps", int, "also write a checkpoint every N optimizer steps"),
+    "--num-processes": ("train", "num_processes", int, "train on N processes (one per GPU, or CPU processes with "
+                        "--device cpu) through torch.distributed.run; each takes --batch-size rows of every step, so "
+                        "the effective batch is batch-size x N x grad-accum (default 1)"),
+}
+
+# Always written: a task may suggest other values for options left out (the learning rate of LoRA),
+# and a person reading the line wants to see them.
+ALWAYS = ("--epochs", "--batch-size", "--lr")
+
+
+def command_line(config: RunConfig, program: str = "workbench") -> str:
+    """``workbench train ...`` with the flags that give ``config``'s settings (the run directory
+    aside: a repeat makes its own). Paths are written as the config holds them."""
+    defaults = RunConfig(data=DataConfig(), model=ModelConfig(), train=TrainConfig())
+    args = [program, "train", config.data.train]
+    if config.task and config.task != "auto":
+        args += ["--task", config.task]
+    for flag, (section, field, _, _) in TRAIN_FLAGS.items():
+        value = getattr(getattr(config, section), field)
+        if value is None or (flag not in ALWAYS and value == getattr(getattr(defaults, section), field)):
+            continue
+        if field == "delimiter" and value == "\t":
+            value = "tab"
+        args += [flag, _text(value)]
+    d, m, t = config.data, config.model, config.train
+    switches = [
+        (d.has_header is True, "--header"), (d.has_header is False, "--no-header"),
+        (d.skip_bad_rows, "--skip-bad-rows"),
+        (t.group_by_length is True, "--group-by-length"), (t.group_by_length is False, "--no-group-by-length"),
+        (t.refit is True, "--refit"), (t.refit is False, "--no-refit"),
+        (t.keep_checkpoints, "--keep-checkpoints"), (t.compile, "--compile"),
+        (m.export_adapter, "--export-adapter"),
+    ]
+    args += [flag for on, flag in switches if on]
+    if m.lora_targets:
+        args += ["--lora-targets", ",".join(m.lora_targets)]
+    if config.export_dir:
+        args += ["--export", config.export_dir] + (["--overwrite"] if config.overwrite_export else [])
+    if config.quantize:
+        args += ["--quantize", config.quantize]
+    return shlex.join(args)
+
+
+def _text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 3.0 epochs: "3"
+    return str(value)
