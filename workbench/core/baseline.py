@@ -72,6 +72,7 @@ def frozen_feature_baseline(task, backbone, data, train_rows, eval_name: str, ma
         "pretrained": backbone.source != "builtin",  # the small CNN has no pretrained weights: random features
         "features": int(x_train.shape[1]),
         "split": eval_name,
+        "unit": task.row_unit,
         "train_rows": int(len(train_rows)),
         "rows_available": int(n_all),
         "max_rows": int(max_rows),
@@ -83,11 +84,11 @@ def frozen_feature_baseline(task, backbone, data, train_rows, eval_name: str, ma
     return out
 
 
-def baseline_text(baseline: dict[str, Any], fine_tuned: dict[str, float], unit: str = "rows") -> str:
+def baseline_text(baseline: dict[str, Any], fine_tuned: dict[str, float]) -> str:
     """One line for report.txt and the terminal: the baseline beside the fine-tuned model."""
     if "error" in baseline:
         return f"Baseline (logistic regression on frozen features): not computed ({baseline['error']})"
-    rows = f"{baseline['train_rows']:,} training {unit}" + (
+    rows = f"{baseline['train_rows']:,} training {baseline.get('unit', 'rows')}" + (
         f", a sample of {baseline['rows_available']:,}" if baseline.get("capped") else "")
     what = "frozen" if baseline.get("pretrained", True) else "untrained (random)"
     gap = fine_tuned.get("accuracy", float("nan")) - baseline["accuracy"]

@@ -222,3 +222,30 @@ def image_epochs(train_rows: int, batch_size: int = 32, grad_accum: int = 1) -> 
     return EpochPlan(float(epochs), PATIENCE, f"up to {epochs} epochs (about {per_epoch * epochs:,} optimizer steps "
                      f"for {train_rows:,} training images), stopping early after {PATIENCE} epochs without "
                      "improvement on the validation split")
+
+
+def planned_defaults(stats: ImageStats | None, train_rows: int, train, model_name: str | None) -> str:
+    """What a run will choose for these images, in words, for the front ends to show before training:
+    the input size and augmentation (and why), and the epochs when --epochs is not given. ``train``
+    is the run's TrainConfig; ``model_name`` its backbone (None or the text default: EfficientNet-Lite0)."""
+    from .backbones import DEFAULT_IMAGE_BACKBONE, image_model_spec
+    from .config import DEFAULT_MODEL
+
+    name = model_name if model_name and model_name != DEFAULT_MODEL else DEFAULT_IMAGE_BACKBONE
+    spec = image_model_spec(name)
+    if spec is not None:
+        native, resizable = spec.image_size, True
+    else:  # a Hugging Face checkpoint or an earlier export: its own size
+        from .tasks.image_classification import _hf_preprocessing
+
+        folder = Path(name).expanduser()
+        native, resizable = (_hf_preprocessing(folder)[0] if folder.is_dir() else 224), False
+    policy = choose_image_policy(stats, native, image_size=train.image_size, augment=train.augment,
+                                 resizable=resizable)
+    if train.epochs is not None:
+        epochs = f"{train.epochs:g} epochs, as set."
+    else:
+        plan = image_epochs(train_rows, train.batch_size, train.grad_accum)
+        epochs = plan.reason[0].upper() + plan.reason[1:] + "."
+    seen = f"Images: {stats.describe()}. " if stats is not None else ""
+    return f"{seen}Training will use {policy.summary()}. {epochs} " + " ".join(policy.reasons)

@@ -40,6 +40,7 @@ from .refit import (
     AfterFirstPass,
     RefitPlan,
     describe,
+    held_out_validation,
     merged_rows,
     plan_refit,
     refit_config,
@@ -369,7 +370,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
         if getattr(tc, key) is None and data.resolved.get(key) is not None:
             setattr(tc, key, data.resolved[key])
     rows = {k: len(v) for k, v in data.splits.items()}
-    epochs_reason = _choose_epochs(task, config, rows, "validation" in encoded, cb)
+    epochs_reason = _choose_epochs(task, config, rows, data.resolved.get("sources", {}), "validation" in encoded, cb)
     tc.refit, refit_reason = wants_refit(tc.refit, data.resolved.get("sources", {}), rows, capped=bool(tc.max_steps))
     if tc.refit:
         cb.on_event(PhaseChanged("planning", f"after choosing the number of epochs on the held-out validation "
@@ -441,7 +442,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     if baseline is not None:
         from .baseline import baseline_text
 
-        report_text += "\n" + baseline_text(baseline, result.metrics, task.row_unit)
+        report_text += "\n" + baseline_text(baseline, result.metrics)
     rd.write_json(
         "report.json",
         {
@@ -587,12 +588,16 @@ def _baseline(task, backbone, data, plan: RefitPlan | None, eval_name: str, tc, 
         return {"kind": KIND, "error": f"{type(e).__name__}: {e}"}
 
 
-def _choose_epochs(task, config: RunConfig, rows: dict[str, int], validated: bool, cb) -> str:
+def _choose_epochs(task, config: RunConfig, rows: dict[str, int], data_sources: dict[str, str], validated: bool,
+                   cb) -> str:
     """Pin the number of epochs (and early stopping) when --epochs was not given; returns why."""
     tc = config.train
     if tc.epochs is not None:
         return "--epochs"
-    tc.epochs, patience, reason = task.default_epochs(rows.get("train", 0), config)
+    # The images of the training folder, as the user counts them (and front ends preview the choice):
+    # a held-out validation part is included.
+    n = rows.get("train", 0) + (rows.get("validation", 0) if held_out_validation(data_sources) else 0)
+    tc.epochs, patience, reason = task.default_epochs(n, config)
     if patience is not None and tc.early_stopping_patience is None:
         if validated:
             tc.early_stopping_patience = patience
