@@ -172,3 +172,27 @@ def test_a_bad_augment_value_is_refused(tmp_path):
     cfg = RunConfig(data=DataConfig(train=str(tmp_path)), train=TrainConfig(augment="heavy"))
     with pytest.raises(InputError, match="--augment must be strong, mild or none"):
         cfg.validate()
+
+
+def test_cli_refuses_a_bad_augment_value(tmp_path):
+    from test_cli import wb
+
+    root = write_grey_glyphs(tmp_path / "glyphs", 4, side=16)
+    p = wb(["train", root, "--model", "small-cnn", "--augment", "heavy"], tmp_path / "home")
+    assert p.returncode == 2 and "--augment must be strong, mild or none, got 'heavy'" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+def test_cli_says_what_it_chose_and_prints_the_baseline(tmp_path):
+    from test_cli import wb
+
+    root = tmp_path / "glyphs"
+    write_grey_glyphs(root / "train", 10, side=16)
+    write_grey_glyphs(root / "test", 4, side=16, seed=1)
+    p = wb(["train", root / "train", "--test", root / "test", "--model", "small-cnn", "--batch-size", 8,
+            "--max-steps", 3], tmp_path / "home")
+    assert p.returncode == 0, p.stderr
+    assert "[preprocessing: 64 px input (whole image), mild augmentation" in p.stderr
+    assert "[planning: up to 15 epochs" in p.stderr and "--epochs sets them" in p.stderr
+    assert "Baseline, logistic regression on the untrained (random) small-cnn features (18 training images" in p.stdout  # 2 held out
