@@ -196,3 +196,16 @@ def test_cli_says_what_it_chose_and_prints_the_baseline(tmp_path):
     assert "[preprocessing: 64 px input (whole image), mild augmentation" in p.stderr
     assert "[planning: up to 15 epochs" in p.stderr and "--epochs sets them" in p.stderr
     assert "Baseline, logistic regression on the untrained (random) small-cnn features (18 training images" in p.stdout  # 2 held out
+
+
+def test_front_ends_preview_what_a_run_will_choose():
+    from workbench.core.image_policy import planned_defaults
+
+    digits = ImageStats(1000, 400, 28, 28, 28, 1.0)
+    plan = planned_defaults(digits, 1000, TrainConfig(), None)  # None: the default image backbone
+    assert plan.measured.startswith("Images: median 28x28 pixels, all greyscale")
+    assert plan.uses.startswith("Training will use 96 px input (whole image), mild augmentation")
+    assert "Up to 10 epochs" in plan.uses and "Greyscale" in plan.why
+    old = planned_defaults(digits, 1000, TrainConfig(epochs=3, image_size=224, augment="strong"), "efficientnet-lite0")
+    assert "224 px input (centre crop), strong augmentation" in old.uses and "3 epochs, as set." in old.uses
+    assert planned_defaults(digits, 1000, TrainConfig(), "small-cnn").uses.startswith("Training will use 96 px")

@@ -224,10 +224,22 @@ def image_epochs(train_rows: int, batch_size: int = 32, grad_accum: int = 1) -> 
                      "improvement on the validation split")
 
 
-def planned_defaults(stats: ImageStats | None, train_rows: int, train, model_name: str | None) -> str:
-    """What a run will choose for these images, in words, for the front ends to show before training:
-    the input size and augmentation (and why), and the epochs when --epochs is not given. ``train``
-    is the run's TrainConfig; ``model_name`` its backbone (None or the text default: EfficientNet-Lite0)."""
+@dataclass
+class PlannedDefaults:
+    """What a run will choose for a set of images, in words: what was measured, what it will use, why."""
+
+    measured: str
+    uses: str
+    why: str
+
+    def text(self) -> str:
+        return f"{self.measured} {self.uses} {self.why}".strip()
+
+
+def planned_defaults(stats: ImageStats | None, train_rows: int, train, model_name: str | None) -> PlannedDefaults:
+    """What a run will choose for these images, for the front ends to show before training: the
+    input size and augmentation (and why), and the epochs when --epochs is not given. ``train`` is
+    the run's TrainConfig; ``model_name`` its backbone (None or the text default: EfficientNet-Lite0)."""
     from .backbones import DEFAULT_IMAGE_BACKBONE, image_model_spec
     from .config import DEFAULT_MODEL
 
@@ -247,5 +259,5 @@ def planned_defaults(stats: ImageStats | None, train_rows: int, train, model_nam
     else:
         plan = image_epochs(train_rows, train.batch_size, train.grad_accum)
         epochs = plan.reason[0].upper() + plan.reason[1:] + "."
-    seen = f"Images: {stats.describe()}. " if stats is not None else ""
-    return f"{seen}Training will use {policy.summary()}. {epochs} " + " ".join(policy.reasons)
+    measured = f"Images: {stats.describe()}." if stats is not None else ""
+    return PlannedDefaults(measured, f"Training will use {policy.summary()}. {epochs}", " ".join(policy.reasons))

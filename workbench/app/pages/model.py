@@ -304,7 +304,7 @@ class ModelPage(QWidget):
         self.lr_note.setWordWrap(True)
         self.image_size = spin(0, 1024, "Pixels per side fed to the model. Larger inputs see more detail and cost "
                                         "time and memory roughly with the square.", 32,
-                               special="the backbone's own", suffix=" px")
+                               special="automatic (from the images)", suffix=" px")
         self.augment = QComboBox()
         for text, value in (("Automatic (from the images)", None), ("Strong: crops down to 25%, flips", "strong"),
                             ("Mild: crops of 70%+, no flips", "mild"), ("None", "none")):
@@ -524,7 +524,10 @@ class ModelPage(QWidget):
             text = "Load an image folder to see the input size, augmentation and epochs chosen for its images."
         if text != self.image_note.text():
             self.image_note.setText(text)
-        self._train_form.setRowVisible(self.image_note, self.effective_modality == "image")
+        image = self.effective_modality == "image"
+        self._train_form.setRowVisible(self.image_note, image)
+        # Automatic epochs on an image set bring early stopping with them (image_policy.py).
+        self.patience.setSpecialValueText("automatic" if image and self.state.config.train.epochs is None else "off")
 
     def refresh_task(self):
         """Work out the task the run will train, then update the metrics, backbone list and settings
@@ -569,6 +572,7 @@ class ModelPage(QWidget):
         self.state.touch_config()
         self.effective_modality = modality
         self._show_rows_for(modality)
+        self._show_image_defaults()
         if self.catalog_loaded or self._catalog_task is not None:
             await self._show_catalog(modality)
         await self._refresh_suggestions()

@@ -203,13 +203,18 @@ def _scan(path: str):
 
 
 def image_defaults_text(data, config) -> str:
-    """The input size, augmentation and epochs a run will choose for the loaded image folder, and why."""
+    """The input size, augmentation and epochs a run will choose for the loaded image folder, and why
+    (rich text: what it will use on top, the reasons dimmed below)."""
+    from html import escape
+
     from ...core.image_policy import planned_defaults
 
     stats = getattr(getattr(data, "folders", None), "stats", None)
     if stats is None:
         return ""
-    return planned_defaults(stats, data.n_rows, config.train, config.model.name)
+    plan = planned_defaults(stats, data.n_rows, config.train, config.model.name)
+    why = f"<br><span style='color: gray'>Why: {escape(plan.why)}</span>" if plan.why else ""
+    return f"{escape(plan.measured)} <b>{escape(plan.uses)}</b>{why}"
 
 
 class ImageFolderView(QWidget):
