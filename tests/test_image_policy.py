@@ -194,7 +194,7 @@ def test_cli_says_what_it_chose_and_prints_the_baseline(tmp_path):
             "--max-steps", 3], tmp_path / "home")
     assert p.returncode == 0, p.stderr
     assert "[preprocessing: 64 px input (whole image), mild augmentation" in p.stderr
-    assert "[planning: up to 15 epochs" in p.stderr and "--epochs sets them" in p.stderr
+    assert "[epochs: up to 15 epochs" in p.stderr and "--epochs sets them" in p.stderr
     assert "Baseline, logistic regression on the untrained (random) small-cnn features (18 training images" in p.stdout  # 2 held out
 
 

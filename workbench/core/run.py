@@ -604,7 +604,7 @@ def _choose_epochs(task, config: RunConfig, rows: dict[str, int], data_sources: 
         else:
             reason += " (without a validation split nothing can stop it early)"
     log.info("epochs: %s", reason)
-    cb.on_event(PhaseChanged("planning", f"{reason}; --epochs sets them"))
+    cb.on_event(PhaseChanged("epochs", f"{reason}; --epochs sets them"))
     return reason
 
 
