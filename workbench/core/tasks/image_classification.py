@@ -6,8 +6,9 @@ hub id) or an earlier Workbench image export. Every image is decoded once into a
 ``workbench.core.data.images``); training batches are seeded random resized crops (and flips) of it,
 evaluation batches its centre crops. The input size and augmentation are chosen from the images
 themselves (``workbench.core.image_policy``) unless --image-size / --augment say otherwise. The
-export reloads with `transformers.pipeline` (Hugging Face backbones) or ``workbench.core.image_models.load_image_classifier`` (the others), and always carries
-``model.onnx``, checked against PyTorch with ONNX Runtime on the evaluation images.
+export reloads with `transformers.pipeline` (Hugging Face backbones) or
+``workbench.core.image_models.load_image_classifier`` (the others), and always carries ``model.onnx``,
+checked against PyTorch with ONNX Runtime on the evaluation images.
 """
 
 from __future__ import annotations
