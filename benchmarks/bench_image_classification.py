@@ -20,7 +20,10 @@ explicitly (--image-size 224 --augment strong --epochs 3), and "after", the data
 (workbench/core/image_policy.py; nothing given but the learning rate the CLI suggests). Each prints
 the test accuracy, the frozen-feature baseline's, and a logistic regression on the raw pixels:
 
-    python benchmarks/bench_image_classification.py --dataset digits [--no-refit]
+    python benchmarks/bench_image_classification.py --dataset digits [--no-refit] [--only sizes,before,after]
+
+``--only sizes`` measures what chose the small-image input size: a logistic regression on frozen
+EfficientNet-Lite0 features of the whole images at 64, 96, 128 and 224 pixels (accuracy, images/s).
 """
 
 from __future__ import annotations
@@ -154,6 +157,45 @@ def raw_pixel_baseline(root: Path) -> float:
     return float((clf.predict(xt) == yt).mean())
 
 
+def frozen_feature_sizes(root: Path, sizes: list[int]) -> list[dict]:
+    """Test accuracy of a logistic regression on frozen EfficientNet-Lite0 features of the whole
+    images at each input size, and the forward passes' images/s: how small an input small images need."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from workbench.core.backbones import image_model_spec, resolve_image_backbone
+    from workbench.core.data.image_transforms import center_crops, to_pixels
+    from workbench.core.data.images import decode_to_cache, scan_image_folders
+    from workbench.core.image_models import ImageClassifier
+
+    found = scan_image_folders(root / "train", test=root / "test")
+    train, test = found.items["train"], found.items["test"]
+    y = np.array([int(i.label) for i in train + test])
+    spec = image_model_spec("efficientnet-lite0")
+    model = ImageClassifier("efficientnet-lite0", 10, weights=resolve_image_backbone("efficientnet-lite0").path).eval()
+    out = []
+    for size in sizes:
+        decoded = decode_to_cache([i.path for i in train + test], size, root / f"cache-{size}.npy")
+        t0 = time.perf_counter()
+        feats = []
+        with torch.inference_mode():
+            for start in range(0, len(y), 64):
+                idx = np.arange(start, min(start + 64, len(y)))
+                px = to_pixels(center_crops(decoded.array, idx, size), spec.mean, spec.std)
+                feats.append(model.backbone(torch.from_numpy(px)).numpy())
+        seconds = time.perf_counter() - t0
+        x = np.concatenate(feats)
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x[:len(train)], y[:len(train)])
+        row = {"image_size": size, "frozen_lr_accuracy": round(float((clf.predict(x[len(train):]) == y[len(train):]).mean()), 4),
+               "forward_images_per_s": round(len(y) / seconds, 1)}
+        print("   ", json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
 def digits_main(args) -> int:
     """Before and after the data-dependent defaults, on small greyscale digits."""
     from workbench.core.tasks import get_task
@@ -168,6 +210,9 @@ def digits_main(args) -> int:
         probe = RunConfig(data=data, model=ModelConfig(name="efficientnet-lite0"))
         lr = get_task("image-classification").suggested_settings(probe)["lr"]  # what the CLI applies
         refit = {} if args.refit is None else {"refit": args.refit}
+        if "sizes" in args.only:
+            print("frozen EfficientNet-Lite0 features + logistic regression, by input size:", flush=True)
+            frozen_feature_sizes(root, [64, 96, 128, 224])
         if "before" in args.only:
             rows.append(run("before", "efficientnet-lite0", 224, 3.0, lr, False, args.batch_size, home, data,
                             augment="strong", **refit))
@@ -197,7 +242,8 @@ def main() -> int:
     p.add_argument("--cnn-epochs", type=float, default=15)
     p.add_argument("--cnn-image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--only", default=None, help="hymenoptera: lite0,frozen,cnn; digits: before,after")
+    p.add_argument("--only", default=None, help="hymenoptera: lite0,frozen,cnn; digits: before,after (and sizes: "
+                   "frozen-feature accuracy and speed at 64/96/128/224 px)")
     args = p.parse_args()
     if args.dataset == "digits":
         args.only = set((args.only or "before,after").split(","))
