@@ -77,9 +77,9 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int,
     while not window.model_page.devices_loaded:
         await settle(0.2)
     t = window.state.config.train
-    t.epochs, t.batch_size = 1.0, 16
+    t.batch_size = 16
     if window.model_page.effective_task != "image-classification":
-        t.max_length, t.lr = 48, 1e-4
+        t.epochs, t.max_length, t.lr = 1.0, 48, 1e-4  # images: the automatic epochs the Model page explains
     if lr is not None:
         t.lr = lr
     t.eval_steps, t.max_steps = max(steps // 4, 1), steps

@@ -103,3 +103,18 @@ def write_broken_files(folder: Path) -> dict[str, Path]:
     out["bomb"] = folder / "bomb.png"
     out["bomb"].write_bytes(bomb_png())
     return out
+
+
+def write_grey_glyphs(folder: Path, n_per_class: int = 10, side: int = 16, seed: int = 0) -> Path:
+    """FOLDER/left/*.png, FOLDER/right/*.png: small greyscale (mode L) images, bright on the left or the
+    right half. A left-right flip turns one class into the other, as it can a digit or a letter."""
+    rng = np.random.default_rng(seed)
+    for name in ("left", "right"):
+        d = folder / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            px = rng.integers(0, 60, (side, side)).astype(np.uint8)
+            half = slice(0, side // 2) if name == "left" else slice(side // 2, side)
+            px[:, half] += 180
+            Image.fromarray(px, "L").save(d / f"{name}{i}.png")
+    return folder

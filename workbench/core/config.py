@@ -14,6 +14,7 @@ from typing import Any
 from .errors import InputError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_EPOCHS = 3.0  # when --epochs is not given (image tasks choose from their data: Task.default_epochs)
 
 # Settings that are real numbers, with the flag that sets each (for messages).
 _FLOAT_FLAGS = {"epochs": "--epochs", "lr": "--lr", "weight_decay": "--weight-decay", "warmup_ratio": "--warmup-ratio",
@@ -86,7 +87,10 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3.0
+    # Passes over the training data. None: auto, resolved once the data is read and pinned in
+    # config.json: DEFAULT_EPOCHS, or for image sets enough for ~300 optimizer steps with early stopping
+    # (workbench/core/image_policy.py).
+    epochs: float | None = None
     batch_size: int = 32
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -105,7 +109,8 @@ class TrainConfig:
     # task's default (grouped for sequence-level tasks, random for token tagging).
     group_by_length: bool | None = None
     max_steps: int | None = None  # stop after this many optimizer steps (quick trials, tests)
-    image_size: int | None = None  # image tasks: pixels per side fed to the model; None: the backbone's
+    image_size: int | None = None  # image tasks: pixels per side fed to the model; None: chosen from the data
+    augment: str | None = None  # image tasks: strong | mild | none; None: chosen from the data (image_policy.py)
     # Checkpoints (RUN/checkpoints) for --resume: every this many minutes of training (0: off), every
     # save_steps optimizer steps, and at each evaluation. Removed when the run finishes unless kept.
     save_minutes: float = 10.0
@@ -167,7 +172,7 @@ class RunConfig:
             problems.append(f"--save-steps must be at least 1, got {t.save_steps}")
         if t.eval_batch_size is not None and t.eval_batch_size < 1:
             problems.append(f"eval_batch_size must be at least 1, got {t.eval_batch_size}")
-        if t.epochs <= 0:
+        if t.epochs is not None and t.epochs <= 0:
             problems.append(f"--epochs must be positive, got {t.epochs}")
         if t.batch_size < 1:
             problems.append(f"--batch-size must be at least 1, got {t.batch_size}")
@@ -185,6 +190,8 @@ class RunConfig:
             problems.append(f"--precision must be auto, fp32, bf16 or fp16, got {t.precision!r}")
         if t.image_size is not None and not 16 <= t.image_size <= 1024:
             problems.append(f"--image-size must be between 16 and 1024 pixels, got {t.image_size}")
+        if t.augment not in (None, "strong", "mild", "none"):
+            problems.append(f"--augment must be strong, mild or none, got {t.augment!r}")
         if t.eval_steps is not None and t.eval_steps < 1:
             problems.append(f"--eval-steps must be at least 1, got {t.eval_steps}")
         for name in ("val_fraction", "test_fraction"):

@@ -53,13 +53,21 @@ def feature_model(task, backbone_path: str, data):
 def embed_split(task, backbone_path: str, data, split_name: str, max_length: int, cache_dir: Path,
                 callbacks: Callbacks, cancel: CancelToken = NEVER) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, d) float32, label ids (n,)) of ``data.splits[split_name]``, in the split's order."""
+    return embed_rows(task, backbone_path, data, f"embed-{split_name}", data.splits[split_name], max_length,
+                      cache_dir, callbacks, cancel)
+
+
+def embed_rows(task, backbone_path: str, data, name: str, rows, max_length: int, cache_dir: Path,
+               callbacks: Callbacks, cancel: CancelToken = NEVER, features=None) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, d) float32, label ids (n,)) of the dataset ``rows``, in its order. ``name`` must not
+    be "train" (image batches are then centre crops, not augmented ones); ``features``: a function
+    from ``feature_model`` to reuse."""
     import torch
 
     preprocessor = task.load_preprocessor(backbone_path)
-    # A name other than "train": image batches are centre crops, not augmented ones.
-    split = task.encode(f"embed-{split_name}", data.splits[split_name], preprocessor, max_length, cache_dir,
-                        callbacks, cancel)
-    _, features = feature_model(task, backbone_path, data)
+    split = task.encode(name, rows, preprocessor, max_length, cache_dir, callbacks, cancel)
+    if features is None:
+        _, features = feature_model(task, backbone_path, data)
     n = len(split)
     order = np.argsort(split.lengths, kind="stable")  # similar lengths together: less padding
     out: np.ndarray | None = None
@@ -67,10 +75,10 @@ def embed_split(task, backbone_path: str, data, split_name: str, max_length: int
     with torch.inference_mode():
         for start in range(0, n, BATCH):
             cancel.raise_if_cancelled()
-            rows = order[start:start + BATCH]
-            feats = features(task.make_batch(split, rows)).float().numpy()
+            batch_rows = order[start:start + BATCH]
+            feats = features(task.make_batch(split, batch_rows)).float().numpy()
             if out is None:
                 out = np.zeros((n, feats.shape[1]), np.float32)
-            out[rows] = feats
+            out[batch_rows] = feats
             callbacks.on_event(Progress("embedding", min(start + BATCH, n), n))
     return (out if out is not None else np.zeros((0, 1), np.float32)), split.labels

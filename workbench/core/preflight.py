@@ -48,6 +48,7 @@ class Preflight:
     validation_seconds: float  # one pass over the validation rows (0 when there are none)
     evaluations: int  # validation passes in the run
     seconds_per_epoch: float  # training and its validation pass
+    early_stopping: bool  # the run may stop before its last epoch: the times are the most it takes
     refit: bool
     refit_seconds: float  # the second pass on all rows (workbench/core/refit.py), 0 without it
     setup_seconds: float  # reading, tokenizing every row, loading the model
@@ -65,7 +66,7 @@ class Preflight:
 
     def text(self) -> str:
         """One paragraph for the CLI and the app: the total first, then what it is made of."""
-        epochs = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}"
+        epochs = ("up to " if self.early_stopping else "") + f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}"
         parts = [f"About {rough_duration(self.total_seconds)} in all on {self.device} ({self.precision}): "
                  f"{epochs} of {duration(self.seconds_per_epoch)} ({self.steps_per_epoch:,} steps of "
                  f"{self.seconds_per_step:.2g} s"
@@ -128,7 +129,7 @@ def estimate(config: RunConfig, callbacks: Callbacks | None = None, cancel: Canc
     the CPU, 20 on a GPU, where single steps are short and noisy)."""
     from .device import choose_precision, resolve_device
     from .refit import wants_refit
-    from .run import _checked, _loading_model, _quiet_libraries
+    from .run import _checked, _choose_epochs, _loading_model, _quiet_libraries
     from .training.loop import TrainingLoop, planned_steps
     from .training.methods import apply_method
 
@@ -150,6 +151,10 @@ def estimate(config: RunConfig, callbacks: Callbacks | None = None, cancel: Canc
         cache = Path(tmp)
         data = task.prepare_data(config.data, tc.seed, cache, cb, cancel)
         rows = {k: len(v) for k, v in data.splits.items()}
+        for key in ("image_size", "augment"):  # chosen from the images, as the run chooses them
+            if getattr(tc, key, None) is None and data.resolved.get(key) is not None:
+                setattr(tc, key, data.resolved[key])
+        _choose_epochs(task, config, rows, data.resolved.get("sources", {}), "validation" in rows, Callbacks())
         cb.on_event(PhaseChanged("loading_model", config.model.name))
         backbone = task.resolve_backbone(config.model.name)
         with _loading_model(backbone.path):
@@ -223,7 +228,8 @@ def estimate(config: RunConfig, callbacks: Callbacks | None = None, cancel: Canc
         device=str(device), precision=precision, rows=rows, row_unit=task.row_unit, epochs=epochs,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps, seconds_per_step=per_batch * tc.grad_accum,
         train_seconds_per_epoch=train_epoch, validation_seconds=validation, evaluations=evaluations,
-        seconds_per_epoch=train_epoch + (validation if evaluations else 0.0), refit=refit,
+        seconds_per_epoch=train_epoch + (validation if evaluations else 0.0),
+        early_stopping=bool(tc.early_stopping_patience and evaluations), refit=refit,
         refit_seconds=refit_seconds, setup_seconds=setup, final_seconds=final, total_seconds=total,
         peak_memory_bytes=peak, memory_kind=kind, parameters=parameters, trainable_parameters=trainable,
         measured_batches=len(seconds), sample_rows=sample_n,

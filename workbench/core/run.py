@@ -41,6 +41,7 @@ from .refit import (
     AfterFirstPass,
     RefitPlan,
     describe,
+    held_out_validation,
     merged_rows,
     plan_refit,
     refit_config,
@@ -449,7 +450,11 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     for key in ("text_column", "label_column", "text_pair_column", "tag_column", "delimiter", "has_header"):
         if key in data.resolved:
             setattr(config.data, key, data.resolved[key])
+    for key in ("image_size", "augment"):  # chosen from the images (image_policy.py)
+        if getattr(tc, key) is None and data.resolved.get(key) is not None:
+            setattr(tc, key, data.resolved[key])
     rows = {k: len(v) for k, v in data.splits.items()}
+    epochs_reason = _choose_epochs(task, config, rows, data.resolved.get("sources", {}), "validation" in encoded, cb)
     tc.refit, refit_reason = wants_refit(tc.refit, data.resolved.get("sources", {}), rows, capped=bool(tc.max_steps))
     if tc.refit:
         cb.on_event(PhaseChanged("planning", f"after choosing the number of epochs on the held-out validation "
@@ -458,6 +463,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     resolved = {
         **data.resolved,
         "refit_reason": refit_reason,
+        "epochs_reason": epochs_reason,
         "device": str(device),
         "precision": precision,
         "precision_reason": precision_reason,
@@ -529,6 +535,11 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     if plan is not None:
         report_text += "\n" + describe(plan, task.row_unit).capitalize() + "."
     calibration = _calibration(task, loop, encoded, eval_name, logits, cb, first_pass_val_logits)
+    baseline = _baseline(task, backbone, data, plan, eval_name, tc, rd, cb, cancel)
+    if baseline is not None:
+        from .baseline import baseline_text
+
+        report_text += "\n" + baseline_text(baseline, result.metrics)
     rd.write_json(
         "report.json",
         {
@@ -539,6 +550,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             "training": dataclasses.asdict(first),
             "trained_on": _trained_on(rows, plan, task.row_unit),
             **({"calibration": calibration} if calibration else {}),
+            **({"baseline": baseline} if baseline is not None else {}),
             "method": method.summary(),
             **({"before_training": before} if before is not None else {}),
         },
@@ -671,6 +683,46 @@ def _check_same_data(dist, encoded, data) -> None:
         if theirs != mine:
             raise InputError(f"the processes of this run read different data (rank {dist.rank}: {mine}; rank {rank}: "
                              f"{theirs}); every machine needs the same data files at the same paths")
+
+
+def _baseline(task, backbone, data, plan: RefitPlan | None, eval_name: str, tc, rd: RunDirectory, cb: CallbackList,
+              cancel: CancelToken) -> dict[str, Any] | None:
+    """The frozen-feature baseline of tasks that report one, trained on the rows the final model
+    trained on. A baseline that fails costs the run nothing: the report says why it is missing."""
+    if not task.frozen_baseline:
+        return None
+    from .baseline import KIND, frozen_feature_baseline
+
+    rows = merged_rows(data.splits) if plan is not None else data.splits["train"]
+    try:
+        return frozen_feature_baseline(task, backbone, data, rows, eval_name, tc.max_length, rd.cache_dir / "baseline",
+                                       cb, cancel, seed=tc.seed)
+    except (Cancelled, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - reported, with the traceback in the log
+        log.warning("the frozen-feature baseline failed", exc_info=True)
+        cb.on_event(Warning_(f"the quick baseline (logistic regression on frozen features) failed: {type(e).__name__}: {e}"))
+        return {"kind": KIND, "error": f"{type(e).__name__}: {e}"}
+
+
+def _choose_epochs(task, config: RunConfig, rows: dict[str, int], data_sources: dict[str, str], validated: bool,
+                   cb) -> str:
+    """Pin the number of epochs (and early stopping) when --epochs was not given; returns why."""
+    tc = config.train
+    if tc.epochs is not None:
+        return "--epochs"
+    # The images of the training folder, as the user counts them (and front ends preview the choice):
+    # a held-out validation part is included.
+    n = rows.get("train", 0) + (rows.get("validation", 0) if held_out_validation(data_sources) else 0)
+    tc.epochs, patience, reason = task.default_epochs(n, config)
+    if patience is not None and tc.early_stopping_patience is None:
+        if validated:
+            tc.early_stopping_patience = patience
+        else:
+            reason += " (without a validation split nothing can stop it early)"
+    log.info("epochs: %s", reason)
+    cb.on_event(PhaseChanged("epochs", f"{reason}; --epochs sets them"))
+    return reason
 
 
 def _trained_on(rows: dict[str, int], plan: RefitPlan | None, unit: str) -> dict[str, Any]:

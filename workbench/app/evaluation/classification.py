@@ -51,7 +51,10 @@ class ClassificationView(QWidget):
         super().__init__(parent)
         # Scores
         self.examples = MetricTile("Examples")
-        self.score_tiles = MetricTiles(self.examples)
+        # Image runs: a logistic regression on the frozen backbone's features, beside the fine-tuned scores.
+        self.baseline = MetricTile("Baseline accuracy")
+        self.baseline.setVisible(False)
+        self.score_tiles = MetricTiles(self.examples, self.baseline)
 
         # Per-class report, confusion matrix, try it
         self.per_class = PerClassTable()
@@ -164,6 +167,7 @@ class ClassificationView(QWidget):
         self.score_tiles.show_metrics(run.metric_specs, report.get("metrics", {}))
         self.examples.value.setText(f"{report.get('n', columns.n):,}")
         self.examples.title.setText(f"{str(report.get('split') or 'evaluated').capitalize()} examples")
+        self.show_baseline(report.get("baseline"), report.get("metrics", {}))
         self.per_class.set_rows(report.get("per_class", []))
         self.reliability.set_calibration(report.get("calibration"))
         labels = report.get("labels") or [r["label"] for r in report.get("per_class", [])]
@@ -176,8 +180,26 @@ class ClassificationView(QWidget):
         else:
             self.try_it.set_model(None, "This run has no exported model (it did not finish), so there is nothing to try.")
 
+    def show_baseline(self, baseline: dict | None, metrics: dict) -> None:
+        """The frozen-feature baseline's accuracy, with its macro-F1 and cost in the tooltip."""
+        self.baseline.setVisible(bool(baseline))
+        if not baseline:
+            return
+        if "accuracy" not in baseline:
+            self.baseline.value.setText("-")
+            self.baseline.setToolTip(f"The quick baseline was not computed: {baseline.get('error', 'unknown error')}")
+            return
+        from ...core.baseline import baseline_text
+
+        self.baseline.value.setText(f"{baseline['accuracy']:.3f}")
+        self.baseline.title.setText(f"Baseline accuracy (frozen {baseline.get('backbone', 'backbone')} + logistic "
+                                    "regression)")
+        self.baseline.setToolTip(baseline_text(baseline, metrics) + ". When the fine-tuned accuracy is not clearly "
+                                 "higher, fine-tuning did not pay on this data.")
+
     def clear(self) -> None:
         self.score_tiles.clear()
+        self.baseline.setVisible(False)
         self.per_class.set_rows([])
         self.confusion.set_matrix([], [])
         self.reliability.set_calibration(None)

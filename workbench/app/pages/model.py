@@ -116,6 +116,7 @@ class ModelPage(QWidget):
         lay.addWidget(scroll)
         self.sync_from_config()
         state.dataset_changed.connect(self._data_changed)
+        state.config_changed.connect(self._show_image_defaults)
 
     # ---- building -----------------------------------------------------------------------------------
     def _build_task(self) -> QGroupBox:
@@ -259,8 +260,11 @@ class ModelPage(QWidget):
                 w.setSuffix(suffix)
             return w
 
-        self.epochs = dspin(0.1, 100, 1, 1, "Passes over the training data. 1 to 3 is usual for fine-tuning; "
-                                             "more can over-fit small datasets.")
+        self.epochs = dspin(0, 100, 1, 1, "Passes over the training data. Automatic: 3, or for image folders enough "
+                                           "passes for about 300 optimizer steps (3 to 15) with early stopping on the "
+                                           "validation split. 1 to 3 is usual for fine-tuning text; more can over-fit "
+                                           "small datasets.")
+        self.epochs.setSpecialValueText("Automatic")
         self.batch_size = spin(1, 4096, "Examples per step. 16 to 32 is usual; larger batches need more memory.", 8)
         self.lr = LearningRateSpinBox()
         self.lr.setToolTip("Peak learning rate of AdamW. 2e-5 to 5e-5 suits BERT-sized backbones; small ones "
@@ -300,7 +304,16 @@ class ModelPage(QWidget):
         self.lr_note.setWordWrap(True)
         self.image_size = spin(0, 1024, "Pixels per side fed to the model. Larger inputs see more detail and cost "
                                         "time and memory roughly with the square.", 32,
-                               special="the backbone's own", suffix=" px")
+                               special="automatic (from the images)", suffix=" px")
+        self.augment = QComboBox()
+        for text, value in (("Automatic (from the images)", None), ("Strong: crops down to 25%, flips", "strong"),
+                            ("Mild: crops of 70%+, no flips", "mild"), ("None", "none")):
+            self.augment.addItem(text, value)
+        self.augment.setToolTip("How training images are varied each epoch. Strong is the photo recipe (random "
+                                "resized crops down to a quarter of the area, left-right flips); mild keeps at least "
+                                "70% of the whole image and never mirrors it (small images, digits, letters).")
+        self.image_note = QLabel()  # the input size and augmentation chosen for the loaded images, and why
+        self.image_note.setWordWrap(True)
         self.refit = QComboBox()
         for text, value in (("Automatic (refit sets up to 10,000 rows)", None), ("Refit on all rows", True),
                             ("Best on the validation rows", False)):
@@ -332,6 +345,8 @@ class ModelPage(QWidget):
         form.addRow(self.lr_note)
         form.addRow("Max length:", self.max_length)
         form.addRow("Image size:", self.image_size)
+        form.addRow("Augmentation:", self.augment)
+        form.addRow(self.image_note)
         form.addRow("Method:", self.method)
         form.addRow("LoRA rank:", self.lora_rank)
         form.addRow("LoRA alpha:", self.lora_alpha)
@@ -357,7 +372,7 @@ class ModelPage(QWidget):
         for w in (self.epochs, self.batch_size, self.lr, self.max_length, self.warmup, self.weight_decay,
                   self.grad_accum, self.seed, self.patience, self.eval_steps, self.max_steps, self.image_size):
             w.valueChanged.connect(self._train_edited)
-        for c in (self.metric, self.device, self.precision, self.refit):
+        for c in (self.metric, self.device, self.precision, self.refit, self.augment):
             c.currentIndexChanged.connect(self._train_edited)
         self.method.currentIndexChanged.connect(self._method_edited)
         for w in (self.lora_rank, self.lora_alpha, self.lora_dropout):
@@ -372,6 +387,8 @@ class ModelPage(QWidget):
         image = modality == "image"
         self._train_form.setRowVisible(self.max_length, not image)
         self._train_form.setRowVisible(self.image_size, image)
+        self._train_form.setRowVisible(self.augment, image)
+        self._train_form.setRowVisible(self.image_note, image and bool(self.image_note.text()))
         lora = self.state.config.model.uses_adapters
         for w in (self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets):
             self._train_form.setRowVisible(w, lora)
@@ -385,7 +402,7 @@ class ModelPage(QWidget):
         t = self.state.config.train
         self._setting = True
         try:
-            self.epochs.setValue(t.epochs)
+            self.epochs.setValue(t.epochs or 0)
             self.batch_size.setValue(t.batch_size)
             self.lr.setValue(t.lr)
             self.max_length.setValue(t.max_length)
@@ -412,6 +429,7 @@ class ModelPage(QWidget):
             _select_data(self.device, device_item(t))
             _select_data(self.precision, t.precision)
             _select_data(self.refit, t.refit)
+            _select_data(self.augment, t.augment)
             _select_data(self.task_combo, self.state.config.task)
         finally:
             self._setting = False
@@ -421,7 +439,7 @@ class ModelPage(QWidget):
         if self._setting:
             return
         t = self.state.config.train
-        t.epochs = self.epochs.value()
+        t.epochs = self.epochs.value() or None
         t.batch_size = self.batch_size.value()
         t.lr = self.lr.value()
         t.max_length = self.max_length.value()
@@ -438,6 +456,7 @@ class ModelPage(QWidget):
         t.precision = self.precision.currentData()
         t.refit = self.refit.currentData()
         t.image_size = self.image_size.value() or None
+        t.augment = self.augment.currentData()
         self._update_precision()
         self.state.touch_config()
 
@@ -494,6 +513,22 @@ class ModelPage(QWidget):
         if data is None:
             self.task_note.setText("Load data to see which task fits it.")
         self.refresh_task()
+        self._show_image_defaults()
+
+    def _show_image_defaults(self) -> None:
+        """What a run will choose for the loaded image folder (input size, augmentation, epochs) and why."""
+        from ..views.images import image_defaults_text
+
+        data = self.state.data
+        text = image_defaults_text(data, self.state.config) if data is not None else ""
+        if not text:
+            text = "Load an image folder to see the input size, augmentation and epochs chosen for its images."
+        if text != self.image_note.text():
+            self.image_note.setText(text)
+        image = self.effective_modality == "image"
+        self._train_form.setRowVisible(self.image_note, image)
+        # Automatic epochs on an image set bring early stopping with them (image_policy.py).
+        self.patience.setSpecialValueText("automatic" if image and self.state.config.train.epochs is None else "off")
 
     def refresh_task(self):
         """Work out the task the run will train, then update the metrics, backbone list and settings
@@ -538,6 +573,7 @@ class ModelPage(QWidget):
         self.state.touch_config()
         self.effective_modality = modality
         self._show_rows_for(modality)
+        self._show_image_defaults()
         if self.catalog_loaded or self._catalog_task is not None:
             await self._show_catalog(modality)
         await self._refresh_suggestions()

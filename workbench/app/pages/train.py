@@ -45,6 +45,9 @@ PHASES = {
     "model_ready": "Model ready",
     "training": "Training",
     "planning": "Planning",
+    "preprocessing": "Choosing the preprocessing",
+    "epochs": "Choosing the epochs",
+    "baseline": "Baseline on frozen features",
     "refitting": "Training on all rows",
     "evaluating": "Evaluating",
     "testing": "Testing",
@@ -370,7 +373,8 @@ class TrainPage(QWidget):
         if data is not None:
             n = c.data.sample or data.n_rows
             rows = f" on {Path(c.data.train).name} ({min(n, data.n_rows):,} rows)"
-        epochs = f"{c.train.epochs:g} epoch{'s' if c.train.epochs != 1 else ''}"
+        epochs = ("automatic epochs" if c.train.epochs is None
+                  else f"{c.train.epochs:g} epoch{'s' if c.train.epochs != 1 else ''}")
         steps = f", at most {c.train.max_steps} steps" if c.train.max_steps else ""
         device = {"auto": "automatic device"}.get(c.train.device, c.train.device)
         self.summary.setText(f"<b>{model}</b>{rows} · {epochs}{steps} · batch {c.train.batch_size} · "

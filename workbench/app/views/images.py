@@ -194,8 +194,27 @@ class ImageGrid(QListView):
 
 def _scan(path: str):
     from ...core.data.images import scan_image_folders
+    from ...core.image_policy import measure_images
 
-    return scan_image_folders(path)
+    folders = scan_image_folders(path)
+    # Sizes and colour modes from a few hundred file headers: what the run's defaults are chosen from.
+    folders.stats = measure_images([it.path for it in folders.items.get("train", [])])
+    return folders
+
+
+def image_defaults_text(data, config) -> str:
+    """The input size, augmentation and epochs a run will choose for the loaded image folder, and why
+    (rich text: what it will use on top, the reasons dimmed below)."""
+    from html import escape
+
+    from ...core.image_policy import planned_defaults
+
+    stats = getattr(getattr(data, "folders", None), "stats", None)
+    if stats is None:
+        return ""
+    plan = planned_defaults(stats, data.n_rows, config.train, config.model.name)
+    why = f"<br><span style='color: gray'>Why: {escape(plan.why)}</span>" if plan.why else ""
+    return f"{escape(plan.measured)} <b>{escape(plan.uses)}</b>{why}"
 
 
 class ImageFolderView(QWidget):
@@ -218,6 +237,11 @@ class ImageFolderView(QWidget):
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.defaults = QLabel()  # the input size and augmentation chosen for these images, and why
+        self.defaults.setWordWrap(True)
+        self.defaults.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.defaults.setToolTip("Chosen from the images themselves; the Model page's Image size, Augmentation and "
+                                 "Epochs override it")
         self.another = QPushButton("Open Another…")
         self.class_combo = QComboBox()
         self.class_combo.setToolTip("The class (and split) whose images the grid shows")
@@ -238,6 +262,7 @@ class ImageFolderView(QWidget):
         head.addWidget(self.another, 0, Qt.AlignmentFlag.AlignTop)
         lay.addLayout(head)
         lay.addWidget(self.info)
+        lay.addWidget(self.defaults)
         lay.addLayout(bar)
         self.tabs = QTabWidget()  # the grid; DataPageImages adds "Suspicious labels"
         self.tabs.addTab(self.grid, "Images")
@@ -248,6 +273,7 @@ class ImageFolderView(QWidget):
         """Scan ``path`` on a worker thread; ``loaded`` or ``failed`` follows."""
         self.title.setText(Path(path).name)
         self.info.setText("Reading the folder…")
+        self.defaults.setText("")
         self.jobs.submit(_scan, str(path), on_done=self._on_done, on_error=self._on_failed)
 
     def _on_done(self, folders) -> None:
@@ -367,6 +393,7 @@ class DataPageImages(QObject):
         self.view.loaded.connect(self._on_loaded)
         self.view.failed.connect(self._on_failed)
         page.stack.addWidget(self.view)
+        page.state.config_changed.connect(self._show_defaults)  # another backbone or image size
         self._path = ""
         from .label_issues import LabelIssuesView
 
@@ -400,6 +427,7 @@ class DataPageImages(QObject):
     def _on_loaded(self, folders) -> None:
         data = ImageFolderData(Path(self._path).resolve(), folders, val_path=None, test_path=None)
         self.page.state.set_data(data)
+        self._show_defaults()
         self.page.file_loaded.emit(self._path)
         self.page.status.emit(f"Loaded {data.n_rows:,} training images in {len(data.class_counts)} classes "
                               f"from {data.path.name}")
@@ -407,6 +435,13 @@ class DataPageImages(QObject):
     @Slot(str)
     def _on_failed(self, message: str) -> None:
         self.page.status.emit(message)
+
+    @Slot()
+    def _show_defaults(self) -> None:
+        data = self.page.state.data
+        text = image_defaults_text(data, self.page.state.config) if isinstance(data, ImageFolderData) else ""
+        self.view.defaults.setText(text)
+        self.view.defaults.setVisible(bool(text))
 
     def shutdown(self) -> None:
         self.view.shutdown()

@@ -18,8 +18,9 @@ import numpy as np
 
 CROP_RATIO = 0.875  # image_size / resize_to (224 / 256)
 RESAMPLE_BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, as Hugging Face processors store it
-# Random resized crop area range. torchvision's default lower bound is 0.08, made for 90-epoch
-# ImageNet schedules; a few epochs of fine-tuning learn more from crops that keep most of the object.
+# The photo recipe's random resized crop area range (workbench/core/image_policy.py chooses between
+# it and milder ones). torchvision's default lower bound is 0.08, made for 90-epoch ImageNet
+# schedules; a few epochs of fine-tuning learn more from crops that keep most of the object.
 CROP_SCALE = (0.25, 1.0)
 CROP_RATIOS = (3 / 4, 4 / 3)
 
@@ -67,18 +68,20 @@ def center_crops(images: np.ndarray, index: np.ndarray, size: int) -> np.ndarray
 
 
 def random_resized_crops(images: np.ndarray, index: np.ndarray, size: int, rng: np.random.Generator,
-                         flip: bool = True) -> np.ndarray:
-    """uint8 (B, size, size, 3): a random crop (area and aspect ratio drawn from CROP_SCALE and
-    CROP_RATIOS) of each cached square, resized to ``size``, flipped left-right half of the time."""
+                         flip: bool = True, scale: tuple[float, float] = CROP_SCALE,
+                         ratios: tuple[float, float] = CROP_RATIOS) -> np.ndarray:
+    """uint8 (B, size, size, 3): a random crop (a share of the area drawn from ``scale``, an aspect
+    ratio from ``ratios``) of each cached square, resized to ``size``, flipped left-right half of the
+    time when ``flip``."""
     from PIL import Image
 
     side = images.shape[1]
     out = np.empty((len(index), size, size, 3), np.uint8)
-    log_lo, log_hi = math.log(CROP_RATIOS[0]), math.log(CROP_RATIOS[1])
+    log_lo, log_hi = math.log(ratios[0]), math.log(ratios[1])
     for j, i in enumerate(index):
         box = (0, 0, side, side)
         for _ in range(10):
-            area = side * side * rng.uniform(*CROP_SCALE)
+            area = side * side * rng.uniform(*scale)
             aspect = math.exp(rng.uniform(log_lo, log_hi))
             w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
             if 0 < w <= side and 0 < h <= side:

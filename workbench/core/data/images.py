@@ -51,6 +51,7 @@ class ImageFolders:
     sources: dict[str, str]  # split -> folder
     findings: list[Finding] = field(default_factory=list)
     layout: str = "classes"  # "classes" | "splits"
+    stats: Any = None  # ImageStats of the training images (workbench/core/image_policy.py), when measured
 
 
 class ImageProblem(Exception):

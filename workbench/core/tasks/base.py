@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..cancel import NEVER, CancelToken
-from ..config import DataConfig
+from ..config import DEFAULT_EPOCHS, DataConfig
 from ..events import Callbacks
 from ..labels import LabelMap
 from ..metrics import CLASSIFICATION, Metric
@@ -114,6 +114,9 @@ class Task(ABC):
     # One class per row from softmax logits: the run reports calibration (ECE, reliability bins) and
     # fits a temperature on the validation split (workbench/core/calibration.py).
     calibrated: ClassVar[bool] = False
+    # A quick model trained on the frozen backbone's features (workbench/core/baseline.py), reported
+    # beside the fine-tuned one so that a user sees when fine-tuning did not pay.
+    frozen_baseline: ClassVar[bool] = False
     # Length-grouped batches unless --group-by-length/--no-group-by-length says otherwise.
     group_by_length_default: ClassVar[bool] = True
     # Whether the loop may train a batch as several micro-batches of similar length (``loss`` is a
@@ -161,6 +164,11 @@ class Task(ABC):
         # Only a head, or low-rank adapters and a head, learn: they take a larger step than a whole
         # network (LoRA papers use 5e-4 to 1e-3 where full fine-tuning uses 2e-5 to 5e-5).
         return {"lr": METHOD_LR[config.model.method]} if config.model.method in METHOD_LR else {}
+
+    def default_epochs(self, train_rows: int, config) -> tuple[float, int | None, str]:
+        """(epochs, early-stopping patience or None, why) when --epochs is not given; the run
+        pins them in config.json."""
+        return DEFAULT_EPOCHS, None, f"{DEFAULT_EPOCHS:g} epochs, the default"
 
     def resolve_backbone(self, name: str | None):
         """The BackboneInfo for ``--model NAME``."""

