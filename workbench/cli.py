@@ -9,6 +9,8 @@
     workbench serve EXPORT             answer prediction requests over HTTP (POST /predict)
     workbench label-issues DATA        rank the training rows whose label is probably wrong
     workbench compare RUN_A RUN_B      what changed between two runs on the same test data
+    workbench pack RUN_DIR -o F.wbrun  a run as one portable file (model, metrics, report; --with-data)
+    workbench unpack F.wbrun [-o DIR]  a packed run back into a run folder (by default in the runs home)
 
 Exit status: 0 success; 1 an internal error (details written to the run directory's error.txt); 2 bad
 input or usage (message on stderr); 3 a file could not be written (disk full, no permission), including
@@ -143,10 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", "-q", action="store_true")
 
     from .cli_analysis import add_parsers
+    from .cli_pack import add_parsers as add_pack_parsers
     from .cli_predict import add_commands
 
     add_commands(sub)  # predict, serve
     add_parsers(sub)  # label-issues, compare
+    add_pack_parsers(sub)  # pack, unpack
     return p
 
 
@@ -412,7 +416,7 @@ def cmd_demo(args) -> int:
     return _run_and_report(cfg, args.quiet)
 
 
-SUBCOMMANDS = ("train", "adapt", "models", "demo", "predict", "serve", "label-issues", "compare")
+SUBCOMMANDS = ("train", "adapt", "models", "demo", "predict", "serve", "label-issues", "compare", "pack", "unpack")
 
 
 def open_app(path: str | None) -> int:
@@ -459,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_analysis import run_analysis
 
             return run_analysis(args)
+        if args.command in ("pack", "unpack"):
+            from .cli_pack import run_pack_command
+
+            return run_pack_command(args)
         parser.print_help()
         return EXIT_OK
     except UsageError as e:
