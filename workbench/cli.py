@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="workbench", description="Fine-tune pretrained models on your own data. Without a command, "
                 "`workbench [PATH]` opens the desktop app (with PATH, a data file or folder, loaded).")
     p.add_argument("--version", action="version", version=f"workbench {__version__}")
+    p.add_argument("--diagnostics", action="store_true", help="print versions (Workbench, Python, torch, "
+                   "transformers, PySide6), the OS and the devices, for a bug report (as Help > About copies them)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("train", help="fine-tune a model headless", description="Fine-tune a model on DATA (a TSV or CSV file, or a CoNLL/CoNLL-U file for tagging).")
@@ -467,6 +469,11 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_pack import run_pack_command
 
             return run_pack_command(args)
+        if args.diagnostics:
+            from .core.diagnostics import diagnostics_text
+
+            print(diagnostics_text())
+            return EXIT_OK
         parser.print_help()
         return EXIT_OK
     except UsageError as e:

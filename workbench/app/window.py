@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
-    QMessageBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -586,15 +585,14 @@ class MainWindow(QMainWindow):
     def _status(self, text: str) -> None:
         self.statusBar().showMessage(text, 8000)
 
-    def _about(self) -> None:
-        from .. import __version__
+    def _about(self):
+        """Help > About: versions and diagnostics with a copy button (about.py); returns the dialog."""
+        from .about import AboutDialog
 
-        box = QMessageBox(self)
-        box.setIconPixmap(app_icon().pixmap(64, 64))
-        box.setWindowTitle("About Workbench")
-        box.setText(f"<b>Workbench {__version__}</b>")
-        box.setInformativeText("Fine-tune pretrained models on your own data, on your own machine.")
-        box.open()
+        dialog = AboutDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        return dialog
 
     def _restore(self) -> None:
         geometry = settings().value("windowGeometry")
