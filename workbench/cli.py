@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="workbench", description="Fine-tune pretrained models on your own data. Without a command, "
                 "`workbench [PATH]` opens the desktop app (with PATH, a data file or folder, loaded).")
     p.add_argument("--version", action="version", version=f"workbench {__version__}")
+    p.add_argument("--install-desktop-entry", action="store_true", help="Linux: add Workbench to the applications "
+                   "menu with its icon, and let TSV/CSV/CoNLL files, folders and .wbrun runs open with it "
+                   "(under $XDG_DATA_HOME, default ~/.local/share)")
+    p.add_argument("--uninstall-desktop-entry", action="store_true", help="Linux: remove what "
+                   "--install-desktop-entry added")
     p.add_argument("--diagnostics", action="store_true", help="print versions (Workbench, Python, torch, "
                    "transformers, PySide6), the OS and the devices, for a bug report (as Help > About copies them)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -469,6 +474,10 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_pack import run_pack_command
 
             return run_pack_command(args)
+        if args.install_desktop_entry or args.uninstall_desktop_entry:
+            from .desktop import run
+
+            return run(uninstalling=args.uninstall_desktop_entry)
         if args.diagnostics:
             from .core.diagnostics import diagnostics_text
 
