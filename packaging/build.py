@@ -184,9 +184,10 @@ def minimal_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, st
     """What a user's shell has, without any Python: no PYTHONPATH, no virtual environment, offline."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "TMPDIR": str(home),
            "HF_HUB_OFFLINE": "1", "WORKBENCH_HOME": str(home / "workbench"), "XDG_DATA_HOME": str(home / "share")}
-    for key in ("SYSTEMROOT", "WINDIR"):  # Windows needs these to start at all
-        if key in os.environ:
-            env[key] = os.environ[key]
+    if sys.platform == "win32":  # Windows needs these to start a process at all
+        root = os.environ.get("SYSTEMROOT", r"C:\Windows")
+        env.update(SYSTEMROOT=root, WINDIR=root, PATH=f"{root}\\System32;{root}", TEMP=str(home), TMP=str(home),
+                   USERPROFILE=str(home))
     return {**env, **(extra or {})}
 
 

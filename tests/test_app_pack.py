@@ -66,3 +66,19 @@ def test_runs_page_packs_and_imports_a_run(qtbot, tmp_path, finished_run):  # no
     assert not (tmp_path / "escape.json").exists()
     importer.message.close()
     page.message.close()
+
+
+def test_opening_a_wbrun_with_the_app_imports_it(qtbot, tmp_path, runs_home, finished_run):  # noqa: F811
+    from workbench.app.window import MainWindow
+    from workbench.core.pack import pack_run
+
+    pack = pack_run(finished_run, tmp_path / "from-a-colleague.wbrun").path
+    window = MainWindow()  # not shown: `workbench FILE.wbrun` and a file-manager open both end in open_path
+    qtbot.addWidget(window)
+    window.open_path(str(pack))
+    assert window.current_step() == "runs"
+    page = window.runs_page
+    qtbot.waitUntil(lambda: page.message is not None, timeout=30000)
+    assert page.message.windowTitle() == "Run imported"
+    assert (runs_home / finished_run.name / "model" / "model.safetensors").is_file()
+    page.message.close()
