@@ -1,4 +1,4 @@
-"""Render resources/workbench.svg to the PNG sizes desktops and installers ask for.
+"""Render workbench/resources/workbench.svg to the PNG sizes desktops and installers ask for.
 
     QT_QPA_PLATFORM=offscreen python packaging/make_icons.py
 """
@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = (16, 32, 48, 64, 128, 256, 512)
+sys.path.insert(0, str(ROOT))
+from workbench.resources import ICON_SIZES as SIZES  # noqa: E402 - the package beside this script
+from workbench.resources import RESOURCES  # noqa: E402
 
 
 def main() -> int:
@@ -18,7 +20,7 @@ def main() -> int:
     from PySide6.QtSvg import QSvgRenderer
 
     app = QGuiApplication(sys.argv[:1])  # noqa: F841 - painting needs one
-    svg = ROOT / "resources" / "workbench.svg"
+    svg = RESOURCES / "workbench.svg"
     renderer = QSvgRenderer(str(svg))
     if not renderer.isValid():
         raise SystemExit(f"{svg} is not a valid SVG")
@@ -29,7 +31,7 @@ def main() -> int:
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         renderer.render(p)
         p.end()
-        out = ROOT / "resources" / f"workbench-{size}.png"
+        out = RESOURCES / f"workbench-{size}.png"
         image.save(str(out))
         print(f"wrote {out}")
     return 0

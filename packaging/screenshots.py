@@ -8,6 +8,8 @@
     python packaging/screenshots.py --scheme light --prefix images- --steps 12 --data ../shared/datasets/hymenoptera
     # the Export page's Predict section on a finished run (no training): a file of INPUT's first rows
     python packaging/screenshots.py --scheme light --predict RUN_DIR --data INPUT.tsv
+    # the Runs page after Import Run of a packed run (`workbench pack`), then Help > About
+    python packaging/screenshots.py --scheme light --import-run RUN.wbrun
 
 Data: the shared SST-2 training file when present, else the bundled tweets sample. The run fine-
 tunes the default backbone (all-MiniLM-L6-v2) for a few dozen steps on a few hundred rows, so the
@@ -150,8 +152,32 @@ async def predict_walk(window, run_dir: str, data: str, out: Path, scheme: str, 
     print(f"wrote {path}", flush=True)
 
 
+async def import_walk(window, pack: str, out: Path, scheme: str, prefix: str = "") -> None:
+    """The Runs page once ``pack`` is imported (into the temporary runs home), then Help > About."""
+    await settle(1.0)
+    page = window.runs_page
+    window.go_to("runs")
+    page.import_run(pack)
+    while page.message is None:
+        await settle(0.2)
+    page.message.close()
+    await settle(1.0)
+    path = out / f"{prefix}10-runs-imported-{scheme}.png"
+    window.grab().save(str(path))
+    print(f"wrote {path}", flush=True)
+    dialog = window._about()
+    while not dialog.ready:
+        await settle(0.2)
+    await settle(0.5)
+    path = out / f"{prefix}11-about-{scheme}.png"
+    dialog.grab().save(str(path))
+    print(f"wrote {path}", flush=True)
+    dialog.close()
+
+
 def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: str = "", lr: float | None = None,
-            predict: str | None = None, methods: bool = False, preflight: bool = False) -> int:
+            predict: str | None = None, methods: bool = False, import_run: str | None = None,
+            preflight: bool = False) -> int:
     os.environ["WORKBENCH_COLOR_SCHEME"] = scheme
     os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="workbench-shots-"))
     import qasync
@@ -172,7 +198,9 @@ def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: st
     window.ensure_pages()
     out.mkdir(parents=True, exist_ok=True)
     with loop:
-        if predict:
+        if import_run:
+            loop.run_until_complete(import_walk(window, import_run, out, scheme, prefix))
+        elif predict:
             loop.run_until_complete(predict_walk(window, predict, data, out, scheme, prefix))
         else:
             loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr, methods, preflight))
@@ -195,9 +223,11 @@ def main() -> int:
                    "chosen (03-model-lora-adapt), no training run")
     p.add_argument("--preflight", action="store_true", help="only the Train page with the measured estimate of "
                    "one epoch (04-train-estimate), no training run")
+    p.add_argument("--import-run", metavar="PACK", help="only the Runs page after importing this .wbrun, and "
+                   "Help > About (10-runs-imported, 11-about)")
     a = p.parse_args()
     data = a.data or default_data()
-    if a.scheme == "both" and not a.predict:
+    if a.scheme == "both" and not (a.predict or a.import_run):
         for scheme in ("light", "dark"):  # one process each: the palette is chosen at start-up
             args = [sys.executable, __file__, "--scheme", scheme, "--data", data, "--out", a.out,
                     "--rows", str(a.rows), "--steps", str(a.steps), "--prefix", a.prefix]
@@ -212,7 +242,8 @@ def main() -> int:
                 return rc
         return 0
     scheme = "light" if a.scheme == "both" else a.scheme
-    return run_one(scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr, a.predict, a.methods, a.preflight)
+    return run_one(scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr, a.predict, a.methods, a.import_run,
+                   a.preflight)
 
 
 if __name__ == "__main__":

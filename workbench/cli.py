@@ -9,6 +9,8 @@
     workbench serve EXPORT             answer prediction requests over HTTP (POST /predict)
     workbench label-issues DATA        rank the training rows whose label is probably wrong
     workbench compare RUN_A RUN_B      what changed between two runs on the same test data
+    workbench pack RUN_DIR -o F.wbrun  a run as one portable file (model, metrics, report; --with-data)
+    workbench unpack F.wbrun [-o DIR]  a packed run back into a run folder (by default in the runs home)
 
 Exit status: 0 success; 1 an internal error (details written to the run directory's error.txt); 2 bad
 input or usage (message on stderr); 3 a file could not be written (disk full, no permission), including
@@ -53,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="workbench", description="Fine-tune pretrained models on your own data. Without a command, "
                 "`workbench [PATH]` opens the desktop app (with PATH, a data file or folder, loaded).")
     p.add_argument("--version", action="version", version=f"workbench {__version__}")
+    p.add_argument("--install-desktop-entry", action="store_true", help="Linux: add Workbench to the applications "
+                   "menu with its icon, and let TSV/CSV/CoNLL files, folders and .wbrun runs open with it "
+                   "(under $XDG_DATA_HOME, default ~/.local/share)")
+    p.add_argument("--uninstall-desktop-entry", action="store_true", help="Linux: remove what "
+                   "--install-desktop-entry added")
+    p.add_argument("--diagnostics", action="store_true", help="print versions (Workbench, Python, torch, "
+                   "transformers, PySide6), the OS and the devices, for a bug report (as Help > About copies them)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("train", help="fine-tune a model headless", description="Fine-tune a model on DATA (a TSV or CSV file, or a CoNLL/CoNLL-U file for tagging).")
@@ -110,10 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", "-q", action="store_true")
 
     from .cli_analysis import add_parsers
+    from .cli_pack import add_parsers as add_pack_parsers
     from .cli_predict import add_commands
 
     add_commands(sub)  # predict, serve
     add_parsers(sub)  # label-issues, compare
+    add_pack_parsers(sub)  # pack, unpack
     return p
 
 
@@ -438,7 +449,7 @@ def cmd_demo(args) -> int:
     return _run_and_report(cfg, args.quiet)
 
 
-SUBCOMMANDS = ("train", "adapt", "models", "demo", "predict", "serve", "label-issues", "compare")
+SUBCOMMANDS = ("train", "adapt", "models", "demo", "predict", "serve", "label-issues", "compare", "pack", "unpack")
 
 
 def open_app(path: str | None) -> int:
@@ -492,6 +503,19 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_analysis import run_analysis
 
             return run_analysis(args)
+        if args.command in ("pack", "unpack"):
+            from .cli_pack import run_pack_command
+
+            return run_pack_command(args)
+        if args.install_desktop_entry or args.uninstall_desktop_entry:
+            from .desktop import run
+
+            return run(uninstalling=args.uninstall_desktop_entry)
+        if args.diagnostics:
+            from .core.diagnostics import diagnostics_text
+
+            print(diagnostics_text())
+            return EXIT_OK
         parser.print_help()
         return EXIT_OK
     except UsageError as e:

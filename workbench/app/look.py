@@ -15,7 +15,7 @@ from PySide6.QtCore import QPointF, QRectF, QSettings, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QIcon, QLinearGradient, QPainter, QPainterPath, QPalette, QPixmap
 from PySide6.QtWidgets import QApplication, QStyleFactory
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+from ..resources import RESOURCES
 
 SIDEBAR_QSS = """
 QListWidget#sidebar { border: none; background: transparent; outline: 0; padding: 10px 0; }

@@ -44,7 +44,9 @@ def main(path: str | None = None) -> int:
     app.setApplicationName("Workbench")
     app.setApplicationDisplayName("Workbench")
     app.setOrganizationName("Workbench")
-    app.setDesktopFileName("workbench")
+    from ..desktop import APP_ID
+
+    app.setDesktopFileName(APP_ID)  # the installed .desktop entry (workbench --install-desktop-entry)
 
     from .look import app_icon, apply_style
 

@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
-    QMessageBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -76,6 +75,12 @@ def _badge(text: str, color: QColor, size: int = 22) -> QIcon:
         icon.addPixmap(pm, mode)
     return icon
 
+
+
+def _is_pack(path: str) -> bool:
+    from ..core.pack import SUFFIX  # here, not at start-up: the first paint does not wait for zipfile
+
+    return str(path).lower().endswith(SUFFIX)
 
 
 def _owns_file_drops(widget: QWidget | None) -> bool:
@@ -281,9 +286,14 @@ class MainWindow(QMainWindow):
             path, self._initial_path = self._initial_path, None
             if path == SAMPLE:
                 self.data_page.open_sample()
-            else:
+            elif not _is_pack(path):
                 self.data_page.open_path(path)
+            else:
+                self._initial_path = path  # a packed run: imported once the Runs page exists, below
         self.ensure_run_pages()  # light: Qt widgets and numpy
+        if self._initial_path:
+            self.open_path(self._initial_path)
+            self._initial_path = None
         self.model_page.load_catalog()
         warmup.start()
         # The Train page needs pyqtgraph (0.6 s to import) and ~0.1 s to build its plots: it is built
@@ -488,6 +498,10 @@ class MainWindow(QMainWindow):
 
     # ---- files --------------------------------------------------------------------------------------
     def open_path(self, path: str):
+        if _is_pack(path):  # a packed run (`workbench run.wbrun`, the file manager): import it
+            self.ensure_run_pages()
+            self.go_to("runs")
+            return self.runs_page.import_run(path)
         self.go_to("data")
         return self.data_page.open_path(path)
 
@@ -571,15 +585,14 @@ class MainWindow(QMainWindow):
     def _status(self, text: str) -> None:
         self.statusBar().showMessage(text, 8000)
 
-    def _about(self) -> None:
-        from .. import __version__
+    def _about(self):
+        """Help > About: versions and diagnostics with a copy button (about.py); returns the dialog."""
+        from .about import AboutDialog
 
-        box = QMessageBox(self)
-        box.setIconPixmap(app_icon().pixmap(64, 64))
-        box.setWindowTitle("About Workbench")
-        box.setText(f"<b>Workbench {__version__}</b>")
-        box.setInformativeText("Fine-tune pretrained models on your own data, on your own machine.")
-        box.open()
+        dialog = AboutDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        return dialog
 
     def _restore(self) -> None:
         geometry = settings().value("windowGeometry")
@@ -600,6 +613,8 @@ class MainWindow(QMainWindow):
                 return
         self.data_page.shutdown()
         self.model_page.shutdown()
+        if self.runs_page is not None:
+            self.runs_page.shutdown()
         if self.train_page is not None:
             self.train_page.preflight.stop()
         self.log_relay.uninstall()

@@ -1,7 +1,8 @@
 """Runs page: every past run read from its run directory; open one, or overlay several runs' curves.
 
 Nothing here retrains: the list comes from status.json/config.json, the curves from metrics.jsonl,
-and opening a run hands its folder to the Evaluate and Export pages.
+and opening a run hands its folder to the Evaluate and Export pages. Pack writes a run into one
+portable .wbrun file; Import Run unpacks one into the runs home (core/pack.py, on a worker thread).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QDesktopServices, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMenu,
     QMessageBox,
     QPushButton,
     QSplitter,
@@ -39,6 +42,7 @@ from PySide6.QtWidgets import (
 from ...core.metrics import in_sentence, summary_text
 from ...core.rundir import read_metrics, runs_home
 from ...core.runs import RESUMABLE_STATES, RunSummary, list_runs, resumable, summarize
+from ..jobs import Jobs, describe
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -339,14 +343,27 @@ class RunsPage(QWidget):
         self.delete_button = QPushButton("Delete...")
         self.delete_button.setToolTip("Delete the selected runs' folders (asks first)")
         self.delete_button.clicked.connect(self._delete_selected)
+        self.pack_button = QPushButton("Pack…")
+        self.pack_button.setToolTip("Write the selected run (config, metrics, report, predictions, model) into one "
+                                    ".wbrun file to share or move; `workbench unpack` or Import Run reads it back")
+        pack_menu = QMenu(self.pack_button)
+        pack_menu.addAction("Pack Run…", lambda: self._pack_selected(False))
+        pack_menu.addAction("Pack Run with Its Data…", lambda: self._pack_selected(True))
+        self.pack_button.setMenu(pack_menu)
+        self.import_button = QPushButton("Import Run…")
+        self.import_button.setToolTip("Unpack a .wbrun file into the runs home; it is listed like a local run")
+        self.import_button.clicked.connect(self._import_chosen)
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
         buttons = QHBoxLayout()
         for b in (self.open_button, self.resume_button, self.compare_button, self.diff_button, self.files_button,
-                  self.delete_button):
+                  self.pack_button, self.delete_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        buttons.addWidget(self.import_button)
         buttons.addWidget(self.refresh_button)
+        self.jobs = Jobs(self)  # packing and unpacking, off the GUI thread
+        self.message: QMessageBox | None = None  # the last outcome shown (tests read it)
 
         self.curves = CurvesPanel()
         self.curves.setMinimumHeight(220)
@@ -418,6 +435,25 @@ class RunsPage(QWidget):
 
     def shutdown(self) -> None:
         self._poll.stop()
+        self.jobs.shutdown()
+
+    def import_run(self, archive: str) -> None:
+        """Unpack ``archive`` into a new folder of the runs home, then list and select it."""
+        from ...core.pack import unpack_run
+
+        home = self.home if self.home is not None else runs_home()
+        self._busy(f"Importing {Path(archive).name}…")
+        self.jobs.submit(lambda state: unpack_run(archive, home=home, cancel=state.token), state=True,
+                         on_done=self._imported, on_error=lambda e: self._failed("Import failed", e))
+
+    def pack_run(self, run_dir: str, output: str, with_data: bool = False, overwrite: bool = False) -> None:
+        """Write ``run_dir`` into the .wbrun file ``output`` (``overwrite``: the save dialog asked)."""
+        from ...core.pack import pack_run
+
+        self._busy(f"Packing {Path(run_dir).name}…")
+        self.jobs.submit(lambda state: pack_run(run_dir, output, with_data=with_data, overwrite=overwrite,
+                                                cancel=state.token), state=True,
+                         on_done=self._packed, on_error=lambda e: self._failed("Pack failed", e))
 
     # ---- slots ----------------------------------------------------------------------------------
     def showEvent(self, event) -> None:
@@ -480,6 +516,58 @@ class RunsPage(QWidget):
         for p in self.selected_paths()[:1]:
             QDesktopServices.openUrl(QUrl.fromLocalFile(p))
 
+    def _busy(self, text: str) -> None:
+        self.where.setText(text)
+        self.pack_button.setEnabled(False)
+        self.import_button.setEnabled(False)
+
+    def _done(self) -> None:
+        self.import_button.setEnabled(True)
+        self.refresh()
+
+    def _show(self, icon, title: str, text: str, details: str = "") -> None:
+        box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setInformativeText(details)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.message = box
+        box.open()
+
+    def _imported(self, result) -> None:
+        self._done()
+        self.select_paths([result.path])
+        notes = "\n".join(result.notes)
+        self._show(QMessageBox.Icon.Information, "Run imported",
+                   f"Imported {result.manifest.get('run')} into\n{result.path}",
+                   notes + ("\n\n" if notes else "") + f"Repeat it: workbench train --config {result.path / 'config.json'}")
+
+    def _packed(self, result) -> None:
+        self._done()
+        self._show(QMessageBox.Icon.Information, "Run packed",
+                   f"Wrote {result.path} ({result.archive_bytes / 1e6:,.1f} MB)", "\n".join(result.notes()))
+
+    def _failed(self, title: str, error: Exception) -> None:
+        self._done()
+        self._show(QMessageBox.Icon.Warning, title, describe(error))
+
+    @Slot()
+    def _import_chosen(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import Run", str(Path.home()), "Workbench runs (*.wbrun);;All files (*)")
+        if path:
+            self.import_run(path)
+
+    def _pack_selected(self, with_data: bool) -> None:
+        from ...core.pack import default_pack_name
+
+        paths = self.selected_paths()
+        if len(paths) != 1:
+            return
+        suggested = str(Path.home() / default_pack_name(paths[0]))
+        path, _ = QFileDialog.getSaveFileName(self, "Pack Run", suggested, "Workbench runs (*.wbrun)")
+        if path:  # the dialog asked before replacing ``path``, not a name with the suffix added
+            named = path.endswith(".wbrun")
+            self.pack_run(paths[0], path if named else path + ".wbrun", with_data, overwrite=named)
+
     @Slot()
     def _delete_selected(self) -> None:
         paths = self.selected_paths()
@@ -521,6 +609,8 @@ class RunsPage(QWidget):
         self.resume_button.setEnabled(run is not None and run.state in RESUMABLE_STATES and resumable(paths[0]))
         self.open_button.setEnabled(n == 1)
         self.files_button.setEnabled(n == 1)
+        self.pack_button.setEnabled(n == 1 and run is not None and run.state not in ("running", "resumed")
+                                    and not self.jobs.busy)
         self.compare_button.setEnabled(n >= 2)
         self.diff_button.setEnabled(n == 2)
         self.delete_button.setEnabled(n >= 1)
