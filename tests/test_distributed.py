@@ -88,9 +88,12 @@ def test_command_line_repeats_the_settings():
 
     again = config_from_args(build_parser().parse_args(shlex.split(line)[1:]))
     assert again.to_dict() == cfg.to_dict()
-    # Defaults are left out, but the learning rate and the schedule are always said.
+    # Defaults are left out, but the batch size and learning rate are always said (the epochs too
+    # when set; automatic epochs stay automatic).
     plain = command_line(RunConfig(data=DataConfig(train="x.tsv")))
-    assert plain == "workbench train x.tsv --epochs 3 --batch-size 32 --lr 5e-05"
+    assert plain == "workbench train x.tsv --batch-size 32 --lr 5e-05"
+    assert command_line(RunConfig(data=DataConfig(train="x.tsv"), train=TrainConfig(epochs=3.0))).startswith(
+        "workbench train x.tsv --epochs 3 ")
 
 
 def test_launch_command_and_failure_messages():
