@@ -116,6 +116,10 @@ def test_launch_command_and_failure_messages():
 
     code, message = describe_failure({1: failure(-9)})
     assert code == 1 and "rank 1 (pid 4242) was killed by SIGKILL" in message
+    # The rank the launcher stopped (SIGTERM) in the same poll is not the cause.
+    code, message = describe_failure({0: failure(-15), 1: failure(-9)})
+    assert "rank 1 (pid 4242) was killed by SIGKILL" in message
+    assert describe_failure({0: failure(-15), 1: failure(130)}) == (130, "")
     assert describe_failure({0: failure(130), 1: failure(130)}) == (130, "")
     assert describe_failure({0: failure(2)}) == (2, "")
     code, message = describe_failure({1: failure(1)})

@@ -329,7 +329,10 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
         where = f" ({progress.run_dir})" if progress.run_dir else ""
         if rank == 0:
             print(f"workbench: cancelled; the run directory{where} keeps what was done so far.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+            return EXIT_INTERRUPTED
+        # The other ranks stopped where rank 0 did; ending "well" lets the launcher wait for rank 0
+        # to record the cancel (a failed rank would make it stop rank 0 mid-write with SIGTERM).
+        return EXIT_OK
     except WriteFailed as e:
         progress.close()
         print(f"workbench: error: {e}", file=sys.stderr)

@@ -111,7 +111,11 @@ def describe_failure(failures: dict) -> tuple[int, str]:
     if not failures:
         return EXIT_INTERNAL, "a process of the run failed"
     codes = {rank: f.exitcode for rank, f in failures.items()}
-    signalled = {rank: f for rank, f in failures.items() if f.exitcode < 0}
+    # The launcher stops the other ranks with SIGTERM once one has ended badly, and may record them
+    # in the same poll: a rank killed by something else, or the status a rank ended with, comes first.
+    signalled = {rank: f for rank, f in failures.items() if f.exitcode < 0 and f.exitcode != -signal.SIGTERM}
+    if not signalled and all(c == -signal.SIGTERM for c in codes.values()):
+        signalled = failures
     if signalled:
         rank, f = min(signalled.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
         try:
@@ -121,9 +125,9 @@ def describe_failure(failures: dict) -> tuple[int, str]:
         return EXIT_INTERNAL, (f"rank {rank} (pid {f.pid}) was killed by {name}; the other processes were stopped "
                                "and the run ended")
     for code in (EXIT_INTERRUPTED, EXIT_USAGE, EXIT_WRITE):
-        if codes.get(0) == code or (0 not in codes and code in codes.values()):
+        if codes.get(0) == code or (codes.get(0, -signal.SIGTERM) == -signal.SIGTERM and code in codes.values()):
             return code, ""  # rank 0 printed what happened
-    rank = min(r for r, c in codes.items() if c)
+    rank = min((r for r, c in codes.items() if c > 0), default=min(codes))
     return EXIT_INTERNAL, (f"rank {rank} (pid {failures[rank].pid}) failed with exit status {codes[rank]}; the "
                            "other processes were stopped and the run ended")
 
