@@ -148,8 +148,8 @@ def close_status(run_dir: str | None, message: str, state: str = "failed") -> No
     status.update(state=state, message=message, ended=datetime.now().isoformat(timespec="seconds"))
     try:
         write_json_atomic(path, status)
-    except OSError:
-        pass
+    except OSError as e:  # the message is on stderr already; the run list will show it as interrupted
+        print(f"workbench: could not record how the run ended in {path}: {e}", file=sys.stderr)
 
 
 def _has_cuda() -> bool:
