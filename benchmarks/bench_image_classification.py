@@ -54,12 +54,24 @@ class Clock(Callbacks):
         self.marks: dict[str, float] = {}
         self.eval_seconds: float | None = None
         self.last_step = None
+        self.steps: list[tuple[float, float]] = []  # (epoch, training seconds so far) at each step
+
+    def epoch_seconds(self) -> list[float]:
+        """Training seconds of each whole epoch of the first pass, from the step events."""
+        out, last, done = [], 0.0, 1
+        for epoch, elapsed in self.steps:
+            if epoch >= done - 1e-9:
+                out.append(elapsed - last)
+                last, done = elapsed, done + 1
+        return out
 
     def on_event(self, event) -> None:
         now = time.perf_counter()
         if isinstance(event, PhaseChanged):
             self.marks.setdefault(event.phase, now)
         elif isinstance(event, StepMetrics):
+            if self.last_step is None or event.step > self.last_step.step:  # a refit's second pass restarts
+                self.steps.append((event.epoch, event.elapsed_s))
             self.last_step = event
             print(f"    step {event.step}/{event.total_steps} loss {event.loss:.4f} "
                   f"{event.samples_per_second:.1f} img/s", flush=True)
@@ -89,6 +101,10 @@ def run(name: str, model: str, image_size: int | None, epochs: float | None, lr:
     pinned = json.loads((Path(result.run_dir) / "config.json").read_text())["train"]
     check = json.loads((Path(result.run_dir) / "model" / "onnx_check.json").read_text())
     baseline = report.get("baseline") or {}
+    fwd = forward_gflops(model, pinned["image_size"], len(report.get("labels") or []) or 2)
+    epochs_s = clock.epoch_seconds()
+    n_train = report["trained_on"]["rows"] if not report["trained_on"].get("refit") else None
+    per_epoch_rate = [round(n_train / e, 1) for e in epochs_s] if n_train and epochs_s else []
     row = {
         "run": name,
         "backbone": model,
@@ -112,9 +128,102 @@ def run(name: str, model: str, image_size: int | None, epochs: float | None, lr:
         "total_seconds": round(total, 1),
         "onnx_top1_agreement": check.get("top1_agreement"),
         "parameters": result.backbone["parameters"],
+        "forward_gflops_per_image": round(fwd, 3),
+        # Training costs about 3 forward passes (forward, and a backward of twice its work); a frozen
+        # backbone only its forward pass (the head is negligible).
+        "train_gflop_per_s": round(result.samples_per_second * fwd * (1 if freeze else 3), 2),
+        "epoch_seconds": [round(e, 1) for e in epochs_s],
+        "epoch_images_per_s": per_epoch_rate,
+        "onnx_eval_images_per_s": onnx_rate(Path(result.run_dir) / "model" / "model.onnx", pinned["image_size"],
+                                            batch_size),
     }
     print("   ", json.dumps(row), flush=True)
     return row
+
+
+def forward_gflops(model: str, size: int, classes: int) -> float:
+    """FLOPs of one image's forward pass (a multiply-add counts 2), by torch's FLOP counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from workbench.core.image_models import ImageClassifier
+
+    kind = "small-cnn" if model == "small-cnn" else "efficientnet-lite0"
+    net = ImageClassifier(kind, classes).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def onnx_rate(path: Path, size: int, batch: int, repeats: int = 3) -> float | None:
+    """Images/s of the exported ONNX model in ONNX Runtime (CPU, default threads), median of runs."""
+    if not path.is_file():
+        return None
+    import numpy as np
+
+    from workbench.core.onnx_export import open_session
+
+    session = open_session(path)
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
+    session.run(None, {name: x})
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        session.run(None, {name: x})
+        times.append(time.perf_counter() - t)
+    return round(batch / sorted(times)[len(times) // 2], 2)
+
+
+def plain_loop(size: int, batch: int, steps: int = 4) -> list[dict]:
+    """The same EfficientNet-Lite0 in a plain PyTorch loop (random pixels, fused AdamW, no engine):
+    training and inference images/s with NCHW and with channels-last inputs, median of ``steps``."""
+    import torch
+
+    from workbench.core.backbones import resolve_image_backbone
+    from workbench.core.image_models import ImageClassifier, fold_batch_norms
+
+    weights = resolve_image_backbone("efficientnet-lite0").path
+    fwd = forward_gflops("efficientnet-lite0", size, 2)
+    rows = []
+    for layout in ("nchw", "channels_last"):
+        torch.manual_seed(0)
+        model = ImageClassifier("efficientnet-lite0", 2, weights=weights)
+        x = torch.randn(batch, 3, size, size)
+        y = torch.randint(0, 2, (batch,))
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+            forward = model
+        else:
+            forward = lambda pixels: model.head(model.backbone(pixels))  # noqa: E731 - NCHW all the way
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        model.train()
+        times = []
+        for i in range(steps + 1):
+            t = time.perf_counter()
+            torch.nn.functional.cross_entropy(forward(x), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i:  # the first step sets up the kernels
+                times.append(time.perf_counter() - t)
+        train_rate = batch / sorted(times)[len(times) // 2]
+        infer = {}
+        for name, net in (("eval", model.eval()), ("eval_folded", fold_batch_norms(model))):
+            run = net if layout == "channels_last" else (lambda pixels, n=net: n.head(n.backbone(pixels)))
+            with torch.inference_mode():
+                run(x)
+                times = []
+                for _ in range(steps):
+                    t = time.perf_counter()
+                    run(x)
+                    times.append(time.perf_counter() - t)
+            infer[name] = round(batch / sorted(times)[len(times) // 2], 2)
+        row = {"run": f"plain-{layout}", "image_size": size, "train_images_per_s": round(train_rate, 2),
+               "train_gflop_per_s": round(train_rate * fwd * 3, 2), "eval_images_per_s": infer["eval"],
+               "eval_folded_images_per_s": infer["eval_folded"]}
+        print("   ", json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
 
 
 def write_digits(root: Path, train_per_class: int = 100, test_per_class: int = 50, side: int = 28,
@@ -239,6 +348,7 @@ def main() -> int:
                    help="digits: --no-refit skips the second pass on all rows (halves the time); default: the engine's")
     p.add_argument("--epochs", type=float, default=3)
     p.add_argument("--image-size", type=int, default=224, help="EfficientNet-Lite0 input size")
+    p.add_argument("--frozen-epochs", type=float, default=None, help="frozen backbone: epochs (default: --epochs)")
     p.add_argument("--cnn-epochs", type=float, default=15)
     p.add_argument("--cnn-image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
@@ -248,7 +358,7 @@ def main() -> int:
     if args.dataset == "digits":
         args.only = set((args.only or "before,after").split(","))
         return digits_main(args)
-    args.only = args.only or "lite0,frozen,cnn"
+    args.only = args.only or "plain,lite0,frozen,cnn"
     if not DATA.is_dir():
         print(f"{DATA} not found: the shared datasets are not on this machine", file=sys.stderr)
         return 2
@@ -256,25 +366,33 @@ def main() -> int:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
     wanted = set(args.only.split(","))
-    rows = []
+    if args.frozen_epochs is None:
+        args.frozen_epochs = args.epochs
+    rows, plain = [], []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
+        if "plain" in wanted:
+            plain = plain_loop(args.image_size, args.batch_size)
         if "lite0" in wanted:
             rows.append(run("lite0-finetune", "efficientnet-lite0", args.image_size, args.epochs, 5e-4, False,
                             args.batch_size, home))
         if "frozen" in wanted:
-            rows.append(run("lite0-frozen", "efficientnet-lite0", args.image_size, args.epochs, 1e-3, True,
+            rows.append(run("lite0-frozen", "efficientnet-lite0", args.image_size, args.frozen_epochs, 1e-3, True,
                             args.batch_size, home))
         if "cnn" in wanted:
             rows.append(run("small-cnn-scratch", "small-cnn", args.cnn_image_size, args.cnn_epochs, 2e-3, False,
                             args.batch_size, home))
     print()
-    print(f"{'run':<20} {'size':>4} {'epochs':>6} {'val acc':>8} {'macro F1':>8} {'train img/s':>11} "
-          f"{'eval img/s':>10} {'decode s':>8}")
+    print(f"{'run':<20} {'size':>4} {'epochs':>6} {'val acc':>8} {'macro F1':>8} {'train img/s':>11} {'GFLOP/s':>8} "
+          f"{'eval img/s':>10} {'ONNX img/s':>10} {'decode s':>8}  epoch seconds")
     for r in rows:
         print(f"{r['run']:<20} {r['image_size']:>4} {r['epochs']:>6} {r['val_accuracy']:>8.4f} {r['val_macro_f1']:>8.4f} "
-              f"{r['train_images_per_s']:>11.2f} {r['eval_images_per_s'] or 0:>10.2f} {r['decode_seconds']:>8.2f}")
-    print(json.dumps(rows))
+              f"{r['train_images_per_s']:>11.2f} {r['train_gflop_per_s']:>8.2f} {r['eval_images_per_s'] or 0:>10.2f} "
+              f"{r['onnx_eval_images_per_s'] or 0:>10.2f} {r['decode_seconds']:>8.2f}  {r['epoch_seconds']}")
+    for r in plain:
+        print(f"{r['run']:<20} {r['image_size']:>4} {'':>6} {'':>8} {'':>8} {r['train_images_per_s']:>11.2f} "
+              f"{r['train_gflop_per_s']:>8.2f} {r['eval_images_per_s']:>10.2f} (folded {r['eval_folded_images_per_s']})")
+    print(json.dumps(rows + plain))
     return 0
 
 

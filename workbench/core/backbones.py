@@ -368,6 +368,20 @@ class ImageModelSpec:
     distribution: str | None = None
     num_parameters: int | None = None
     summary: str = ""
+    # Measured images/s on 2 CPU cores at ``image_size`` (benchmarks/bench_image_classification.py):
+    # full fine-tuning, and prediction; None: not measured.
+    cpu_train_images_per_s: float | None = None
+    cpu_eval_images_per_s: float | None = None
+
+    def speed_note(self, images: int = 1000, epochs: int = 3) -> str:
+        """What fine-tuning costs on a CPU, from the measured figures."""
+        if not self.cpu_train_images_per_s:
+            return ""
+        minutes = images * epochs / self.cpu_train_images_per_s / 60
+        return (f"on 2 CPU cores at {self.image_size} px it fine-tunes about {self.cpu_train_images_per_s:g} images/s "
+                f"({images:,} images x {epochs} epochs: about {max(1, round(minutes))} min) and predicts about "
+                f"{self.cpu_eval_images_per_s:g} images/s; with a frozen backbone only the first epoch passes the "
+                "images through it, later epochs take seconds")
 
 
 IMAGE_MODELS: tuple[ImageModelSpec, ...] = (

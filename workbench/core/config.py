@@ -111,6 +111,12 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (quick trials, tests)
     image_size: int | None = None  # image tasks: pixels per side fed to the model; None: chosen from the data
     augment: str | None = None  # image tasks: strong | mild | none; None: chosen from the data (image_policy.py)
+    # Image tasks with a frozen backbone: its outputs are computed once per image and view and cached
+    # (workbench/core/feature_cache.py): view 0 the centre crop, the others augmented crops. 0: no cache.
+    feature_views: int = 1
+    # Image tasks, Workbench's own backbones: keep the pretrained batch-norm statistics while the weights
+    # train ("frozen") or re-estimate them from each batch ("update"; None is update).
+    batch_norm: str | None = None
     # Checkpoints (RUN/checkpoints) for --resume: every this many minutes of training (0: off), every
     # save_steps optimizer steps, and at each evaluation. Removed when the run finishes unless kept.
     save_minutes: float = 10.0
@@ -192,6 +198,10 @@ class RunConfig:
             problems.append(f"--image-size must be between 16 and 1024 pixels, got {t.image_size}")
         if t.augment not in (None, "strong", "mild", "none"):
             problems.append(f"--augment must be strong, mild or none, got {t.augment!r}")
+        if t.batch_norm not in (None, "frozen", "update"):
+            problems.append(f"--batch-norm must be frozen or update, got {t.batch_norm!r}")
+        if not 0 <= t.feature_views <= 64:
+            problems.append(f"--feature-views must be between 0 and 64, got {t.feature_views}")
         if t.eval_steps is not None and t.eval_steps < 1:
             problems.append(f"--eval-steps must be at least 1, got {t.eval_steps}")
         for name in ("val_fraction", "test_fraction"):

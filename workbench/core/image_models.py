@@ -49,17 +49,59 @@ class SmallCNN(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
 
+class SamePadConv2d(nn.Conv2d):
+    """TensorFlow's "same" convolution (output side ceil(input / stride)), as the package's
+    ``Conv2dDynamicSamePadding`` computes it, with the padding worked out once per input size
+    instead of at every call. Where it is symmetric (every stride-1 convolution) it becomes the
+    convolution's own padding, so no padded copy of the activations is made; only stride-2
+    convolutions of even-sided inputs pad one more pixel at the bottom and right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.shape[-2], x.shape[-1])
+        pads = self.__dict__.setdefault("_pads", {})  # a plain dict: not a buffer, not in the state dict
+        if key not in pads:
+            pads[key] = _same_padding(key, self.weight.shape[-2:], self.stride, self.dilation)
+        inner, outer = pads[key]
+        if outer is not None:
+            x = torch.nn.functional.pad(x, outer)
+        return torch.nn.functional.conv2d(x, self.weight, self.bias, self.stride, inner, self.dilation, self.groups)
+
+
+def _same_padding(size, kernel, stride, dilation) -> tuple[tuple[int, int], tuple[int, int, int, int] | None]:
+    """(the convolution's symmetric padding, an extra asymmetric F.pad or None) for "same" output."""
+    inner, extra = [], []
+    for i, k, s, d in zip(size, kernel, stride, dilation):
+        o = -(-i // s)
+        total = max((o - 1) * s + (k - 1) * d + 1 - i, 0)
+        before, after = total // 2, total - total // 2
+        inner.append(before)
+        extra.append(after - before)
+    if not any(extra):
+        return (inner[0], inner[1]), None
+    return (inner[0], inner[1]), (0, extra[1], 0, extra[0])  # F.pad order: left, right, top, bottom
+
+
 def _efficientnet_lite0(weights: str | Path | None) -> tuple[nn.Module, int]:
     from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 
-    # image_size=None selects the package's dynamic "same" padding, which fits any input size; a fixed
-    # size would bake the padding of 224-pixel inputs into every layer.
+    # image_size=None selects the package's dynamic "same" padding, which fits any input size (a fixed
+    # size would bake the padding of 224-pixel inputs into every layer); SamePadConv2d computes the
+    # same padding once per input size. The class swap keeps every weight and state-dict name.
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    for module in net.modules():
+        if type(module) is Conv2dDynamicSamePadding:
+            module.__class__ = SamePadConv2d
     if weights is not None:
         state = torch.load(weights, map_location="cpu", weights_only=True)  # never unpickle code
         net.load_state_dict(state, strict=True)
     width = net._fc.in_features
     net._fc = nn.Identity()  # the package's pooling and dropout stay; our head replaces the 1000 classes
+    for module in net.modules():
+        if isinstance(module, nn.ReLU6):
+            # Each ReLU6 follows a batch norm (or, folded, a convolution), whose backward needs its
+            # input, not its output: clamping in place saves a pass over memory and an allocation.
+            module.inplace = True
     return net, width
 
 
@@ -78,21 +120,75 @@ class ImageClassifier(nn.Module):
             raise InputError(f"unknown image architecture {architecture!r}; known: efficientnet-lite0, small-cnn")
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(width, num_labels))
         self.frozen_backbone = False
+        self.frozen_bn_statistics = False  # see freeze_bn_statistics
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(pixel_values))
+    def forward(self, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of images, or of the backbone's ``features`` of them (a frozen backbone's cache)."""
+        if features is None:
+            features = self.backbone(to_channels_last(pixel_values))
+        return self.head(features)
 
     def freeze_backbone(self) -> None:
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         self.frozen_backbone = True
 
+    def freeze_bn_statistics(self) -> None:
+        """Keep the backbone's batch-norm statistics (running mean and variance) as pretrained while
+        every weight, the norms' scale and shift included, still trains: the norms then normalise
+        with fixed statistics instead of each batch's (--batch-norm frozen; often advised for small
+        sets, about 10% faster a step on a CPU)."""
+        self.frozen_bn_statistics = True
+        self.train(self.training)
+
     def train(self, mode: bool = True):
         super().train(mode)
+        if self.frozen_bn_statistics and mode:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
         if self.frozen_backbone:
             # A frozen backbone keeps its pretrained batch-norm statistics and no dropout.
             self.backbone.eval()
         return self
+
+
+def to_channels_last(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels in NHWC memory order (same shape): oneDNN's and cuDNN's fast convolution layout. NCHW
+    input makes the CPU convolutions, depthwise ones above all, several times slower; the weights may
+    stay NCHW (they are reordered once per call, a small cost) so checkpoints and exports keep them
+    as they were."""
+    if pixels.dim() != 4 or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return pixels  # an ONNX graph holds no memory layout
+    return pixels.contiguous(memory_format=torch.channels_last)
+
+
+def fold_batch_norms(model: ImageClassifier) -> ImageClassifier:
+    """A copy of ``model`` for inference with each batch norm folded into the convolution before it
+    (y = gamma * (Wx - mean) / sqrt(var + eps) + beta is one convolution with new weights and bias):
+    the same logits in eval mode with about 40 fewer passes over the activations. The copy is in eval
+    mode and must not be trained (its statistics are gone)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    folded = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for parent in folded.modules():
+            children = list(parent.named_children())
+            # In both architectures a convolution is registered right before the batch norm that
+            # follows it in forward (EfficientNet's _conv_stem/_bn0, _expand_conv/_bn0, ...; the
+            # small CNN's Sequential): fold those pairs.
+            for (name, conv), (bn_name, bn) in zip(children, children[1:]):
+                if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
+                        and conv.out_channels == bn.num_features):
+                    w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                                bn.weight, bn.bias)
+                    conv.weight, conv.bias = w, b
+                    setattr(parent, bn_name, nn.Identity())
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded
 
 
 # ---------------------------------------------------------------------------- save and load
@@ -123,8 +219,9 @@ def read_image_config(folder: str | Path) -> dict[str, Any] | None:
     return config if isinstance(config, dict) and CONFIG_KEY in config else None
 
 
-def load_image_classifier(folder: str | Path) -> tuple[ImageClassifier, dict[str, Any]]:
-    """Rebuild an exported model (in eval mode) and return it with its config.
+def load_image_classifier(folder: str | Path, fold: bool = False) -> tuple[ImageClassifier, dict[str, Any]]:
+    """Rebuild an exported model (in eval mode) and return it with its config; with ``fold``, its
+    batch norms folded into the convolutions (the same outputs, faster; for prediction only).
 
     ``config["id2label"]`` names the classes; ``config["preprocessing"]`` says how to prepare pixels
     (see :func:`preprocess_images`).
@@ -137,7 +234,7 @@ def load_image_classifier(folder: str | Path) -> tuple[ImageClassifier, dict[str
         raise InputError("not a Workbench image model folder (no config.json with 'workbench_architecture')", path=folder)
     model = ImageClassifier(config[CONFIG_KEY], int(config["num_labels"]))
     model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
-    return model.eval(), config
+    return (fold_batch_norms(model) if fold else model.eval()), config
 
 
 def preprocess_images(images: Sequence[Any], preprocessing: dict[str, Any]) -> np.ndarray:
@@ -158,7 +255,7 @@ def preprocess_images(images: Sequence[Any], preprocessing: dict[str, Any]) -> n
 
 def classify_images(folder: str | Path, images: Sequence[Any], top_k: int = 3) -> list[list[dict[str, Any]]]:
     """Top-k ``{"label", "score"}`` for each image (file paths or PIL images), like a pipeline."""
-    model, config = load_image_classifier(folder)
+    model, config = load_image_classifier(folder, fold=True)
     return classify_with(model, config, images, top_k)
 
 

@@ -60,6 +60,11 @@ class Preflight:
     trainable_parameters: int
     measured_batches: int
     sample_rows: int
+    # A frozen backbone's cached features (workbench/core/feature_cache.py): the first
+    # ``backbone_epochs`` epochs pass the images through the backbone, later ones train the head
+    # alone in ``cached_epoch_seconds`` each; None without a cache.
+    backbone_epochs: int | None = None
+    cached_epoch_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,6 +77,12 @@ class Preflight:
                  f"{self.seconds_per_step:.2g} s"
                  + (f", then {duration(self.validation_seconds)} of validation" if self.validation_seconds else "")
                  + ")"]
+        if self.backbone_epochs is not None and self.epochs > self.backbone_epochs:
+            n = self.backbone_epochs
+            parts[0] = parts[0].replace(f"{epochs} of", f"{epochs}: the first {n:g} of" if n > 1 else
+                                        f"{epochs}: the first of", 1)
+            parts.append(f"later ones {duration(self.cached_epoch_seconds or 0.0)} each on the backbone's cached "
+                         "features")
         if self.refit:
             parts.append(f"then up to {duration(self.refit_seconds)} training again on all rows (refit)")
         parts.append(f"{duration(self.setup_seconds)} to read the data and load the model")
@@ -201,6 +212,16 @@ def estimate(config: RunConfig, callbacks: Callbacks | None = None, cancel: Canc
         t0 = time.perf_counter()
         loop.predict(evaluation)
         eval_per_row = (time.perf_counter() - t0) / max(eval_n, 1)
+        backbone_epochs = task.backbone_epochs() if hasattr(task, "backbone_epochs") else None
+        cached_per_batch = cached_eval_per_row = 0.0
+        if backbone_epochs is not None:
+            # The same batches and rows again, their features now cached: the head alone.
+            task.reset_views()
+            again = loop.timed_batches(ordinary[:len(seconds)])
+            cached_per_batch = sum(again) / max(len(again), 1)
+            t0 = time.perf_counter()
+            loop.predict(evaluation)
+            cached_eval_per_row = (time.perf_counter() - t0) / max(eval_n, 1)
 
     if on_gpu:
         peak, kind = int(torch.cuda.max_memory_allocated(device)), f"allocated by torch on {device}"
@@ -215,13 +236,20 @@ def estimate(config: RunConfig, callbacks: Callbacks | None = None, cancel: Canc
         evaluations = math.ceil(total_steps / steps_per_epoch) + (total_steps // tc.eval_steps if tc.eval_steps else 0)
     refit, _ = wants_refit(tc.refit, data.resolved.get("sources", {}), rows, capped=bool(tc.max_steps))
     epochs = total_steps / steps_per_epoch
-    refit_seconds = (train_epoch * epochs * (rows["train"] + rows.get("validation", 0)) / rows["train"]
+    training = train_epoch * epochs
+    evaluating = validation * evaluations
+    cached_epoch = None
+    if backbone_epochs is not None:
+        cached_epoch = cached_per_batch * batches_per_epoch
+        training = train_epoch * min(epochs, backbone_epochs) + cached_epoch * max(0.0, epochs - backbone_epochs)
+        evaluating = validation + cached_eval_per_row * rows.get("validation", 0) * max(0, evaluations - 1) if evaluations else 0.0
+    refit_seconds = (training * (rows["train"] + rows.get("validation", 0)) / rows["train"]
                      if refit else 0.0)
     # The test pass, the refitted model's calibration pass, and a rough export (the weights, the ONNX
     # trace and its check).
     final = eval_per_row * (rows.get(data.eval_split, 0) + (rows.get("validation", 0) if refit else 0)
                             + 3 * eval_n)
-    total = setup + train_epoch * epochs + validation * evaluations + refit_seconds + final
+    total = setup + training + evaluating + refit_seconds + final
     if per_batch == 0:
         cb.on_event(Warning_("no batch could be timed"))
     return Preflight(
@@ -232,5 +260,6 @@ def estimate(config: RunConfig, callbacks: Callbacks | None = None, cancel: Canc
         early_stopping=bool(tc.early_stopping_patience and evaluations), refit=refit,
         refit_seconds=refit_seconds, setup_seconds=setup, final_seconds=final, total_seconds=total,
         peak_memory_bytes=peak, memory_kind=kind, parameters=parameters, trainable_parameters=trainable,
-        measured_batches=len(seconds), sample_rows=sample_n,
+        measured_batches=len(seconds), sample_rows=sample_n, backbone_epochs=backbone_epochs,
+        cached_epoch_seconds=cached_epoch,
     )

@@ -73,6 +73,18 @@ def speed_note(n: int | None) -> str:
             f"{train:.1f} GB plus activations; {speed}.")
 
 
+def backbone_note(info) -> str:
+    """The selected backbone's size and speed: measured figures for packaged image models, an
+    estimate from the parameter count for the rest."""
+    from ...core.backbones import image_model_spec
+
+    spec = image_model_spec(info.model_type or "") if info.source in ("package", "builtin") else None
+    measured = spec.speed_note() if spec is not None else ""
+    if not measured:
+        return speed_note(info.num_parameters)
+    return f"{format_params(info.num_parameters)} parameters; {measured}."
+
+
 class ModelPage(QWidget):
     status = Signal(str)
 
@@ -305,6 +317,11 @@ class ModelPage(QWidget):
         self.image_size = spin(0, 1024, "Pixels per side fed to the model. Larger inputs see more detail and cost "
                                         "time and memory roughly with the square.", 32,
                                special="automatic (from the images)", suffix=" px")
+        self.feature_views = spin(0, 64, "Frozen backbone: its outputs are computed once and cached for this many views "
+                                          "of each training image (the centre crop, then augmented crops), so the "
+                                          "epochs after the first few train only the head, in seconds. Off: the "
+                                          "backbone runs on every batch.", special="off (recompute every epoch)",
+                                  suffix=" per image")
         self.augment = QComboBox()
         for text, value in (("Automatic (from the images)", None), ("Strong: crops down to 25%, flips", "strong"),
                             ("Mild: crops of 70%+, no flips", "mild"), ("None", "none")):
@@ -345,6 +362,7 @@ class ModelPage(QWidget):
         form.addRow(self.lr_note)
         form.addRow("Max length:", self.max_length)
         form.addRow("Image size:", self.image_size)
+        form.addRow("Cached views:", self.feature_views)
         form.addRow("Augmentation:", self.augment)
         form.addRow(self.image_note)
         form.addRow("Method:", self.method)
@@ -370,7 +388,8 @@ class ModelPage(QWidget):
         form.addRow(reset)
 
         for w in (self.epochs, self.batch_size, self.lr, self.max_length, self.warmup, self.weight_decay,
-                  self.grad_accum, self.seed, self.patience, self.eval_steps, self.max_steps, self.image_size):
+                  self.grad_accum, self.seed, self.patience, self.eval_steps, self.max_steps, self.image_size,
+                  self.feature_views):
             w.valueChanged.connect(self._train_edited)
         for c in (self.metric, self.device, self.precision, self.refit, self.augment):
             c.currentIndexChanged.connect(self._train_edited)
@@ -387,6 +406,7 @@ class ModelPage(QWidget):
         image = modality == "image"
         self._train_form.setRowVisible(self.max_length, not image)
         self._train_form.setRowVisible(self.image_size, image)
+        self._train_form.setRowVisible(self.feature_views, image and self.state.config.model.method == "frozen")
         self._train_form.setRowVisible(self.augment, image)
         self._train_form.setRowVisible(self.image_note, image and bool(self.image_note.text()))
         lora = self.state.config.model.uses_adapters
@@ -414,6 +434,7 @@ class ModelPage(QWidget):
             self.eval_steps.setValue(t.eval_steps or 0)
             self.max_steps.setValue(t.max_steps or 0)
             self.image_size.setValue(t.image_size or 0)
+            self.feature_views.setValue(t.feature_views)
             m = self.state.config.model
             _select_data(self.method, m.method)
             self.lora_rank.setValue(m.lora_rank)
@@ -456,6 +477,7 @@ class ModelPage(QWidget):
         t.precision = self.precision.currentData()
         t.refit = self.refit.currentData()
         t.image_size = self.image_size.value() or None
+        t.feature_views = self.feature_views.value()
         t.augment = self.augment.currentData()
         self._update_precision()
         self.state.touch_config()
@@ -745,7 +767,7 @@ class ModelPage(QWidget):
         # Local folders are passed by path; packaged and cached models by name (that is how they resolve).
         self.state.config.model.name = info.path if info.source in ("local", "adapted") else info.name
         self.state.backbone_parameters = info.num_parameters
-        self.backbone_note.setText(f"<b>{_html(info.name)}</b>: {speed_note(info.num_parameters)}")
+        self.backbone_note.setText(f"<b>{_html(info.name)}</b>: {backbone_note(info)}")
         self.state.touch_config()
         self.refresh_suggestions()
         self.refresh_trainable()
@@ -831,4 +853,4 @@ def _select_data(combo: QComboBox, value) -> bool:
     return False
 
 
-__all__ = ["ModelPage", "DEFAULT_MODEL", "format_params", "speed_note"]
+__all__ = ["ModelPage", "DEFAULT_MODEL", "backbone_note", "format_params", "speed_note"]

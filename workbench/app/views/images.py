@@ -457,7 +457,7 @@ def _load_image_classifier(folder: Path):
     from ...core.image_models import classify_with, load_image_classifier, read_image_config
 
     if read_image_config(folder) is not None:
-        model, config = load_image_classifier(folder)
+        model, config = load_image_classifier(folder, fold=True)
 
         def classify(path: str) -> list[tuple[str, float]]:
             return [(t["label"], t["score"]) for t in classify_with(model, config, [path], top_k=10_000)[0]]

@@ -95,7 +95,7 @@ class Predictor:
             from ..image_models import load_image_classifier, read_image_config
 
             if read_image_config(folder) is not None:
-                model, _ = load_image_classifier(folder)
+                model, _ = load_image_classifier(folder, fold=True)
             else:
                 from transformers import AutoModelForImageClassification
 

@@ -123,6 +123,10 @@ class Task(ABC):
     # mean over ``loss_units``, so the parts' losses weigh back to the batch's exactly). Not for
     # models whose batch statistics matter (batch norm).
     split_batches_by_length: ClassVar[bool] = True
+    # Whether the loop makes the next training batch in a background thread while the model trains
+    # on this one: for batches that cost real time to make (image augmentation), in the same order
+    # (the same random crops) as without it.
+    prefetch_batches: ClassVar[bool] = False
     # ONNX export (workbench/core/onnx_export.py): logits per token rather than per row; whether the
     # outputs are classes (top-1 agreement is checked) or values; the metric an int8 model is judged by.
     per_token_outputs: ClassVar[bool] = False
@@ -233,8 +237,24 @@ class Task(ABC):
     def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Model inputs for ``rows`` of ``split`` as numpy arrays, plus "labels"."""
 
+    def loop_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """What the training loop feeds ``forward`` (training and evaluation): ``make_batch``'s inputs,
+        or cheaper ones with the same outputs (a frozen backbone's cached features). Everything else
+        (the ONNX export, embeddings, explanations) takes ``make_batch``'s model inputs."""
+        return self.make_batch(split, rows)
+
     def forward(self, model, batch: dict):
         return model(**batch).logits
+
+    def use_model(self, model, device) -> None:
+        """The model this task's batches will be fed to, on ``device`` (the training loop tells it
+        before training or evaluating): a task may compute inputs with it (a frozen backbone's cached
+        features)."""
+
+    def inference_model(self, model):
+        """What evaluation runs: ``model`` itself, or a faster copy with the same outputs in eval mode
+        (batch norms folded into convolutions)."""
+        return model
 
     @abstractmethod
     def loss(self, logits, labels): ...

@@ -77,6 +77,7 @@ class ImageClassification(Task):
     title = "Image classification"
     modality = "image"
     split_batches_by_length = False  # batch norm: a batch's statistics must come from the whole batch
+    prefetch_batches = True  # random resized crops and pixel scaling: ~0.1 s a batch of 32 at 224 px
     pipeline_tag = "image-classification"
     row_unit = "images"
     calibrated = True
@@ -91,6 +92,11 @@ class ImageClassification(Task):
         self.policy: ImagePolicy | None = None  # chosen in prepare_data, from the training images
         self.asked: tuple[int | None, str | None] = (None, None)  # --image-size, --augment (None: choose)
         self.freeze = False
+        self.batch_norm: str | None = None  # --batch-norm frozen | update (None: update)
+        self.feature_views = 1  # --feature-views: cached views per image of a frozen backbone (0: no cache)
+        self.features = None  # FeatureCache while a frozen Workbench backbone trains (use_model)
+        self._feature_model = None  # (the model, its device, its folded copy or None) that computes them
+        self._draws: dict[str, np.ndarray] = {}  # per split: how often each row was trained on (its epoch)
         self.seed = 42
         self.images: np.ndarray | None = None  # the decoded-image cache, (N, side, side, 3) uint8
         self.encoded: dict[str, EncodedSplit] = {}
@@ -114,6 +120,11 @@ class ImageClassification(Task):
         self.asked = (config.train.image_size, config.train.augment)
         self.preprocessing, self.policy = None, None
         self.freeze = config.model.method == "frozen"
+        self.feature_views = config.train.feature_views
+        self.batch_norm = config.train.batch_norm
+        if self.batch_norm is not None and self.kind == "hf":
+            raise InputError("--batch-norm applies to Workbench's own image backbones (efficientnet-lite0, small-cnn "
+                             "and their exports), not to Hugging Face models")
         if self.freeze and self.kind == "small-cnn":
             raise InputError("--method frozen (--freeze-backbone) needs a pretrained backbone; small-cnn is trained "
                              "from scratch")
@@ -269,20 +280,99 @@ class ImageClassification(Task):
         labels = self.label_map.encode(_column(rows, "label"))
         split = EncodedSplit(name, rows, {"index": index}, labels, np.ones(len(index), np.int64))
         self.encoded[name] = split
+        self._draws[name] = np.zeros(len(index), np.int64)
         self._rng = np.random.default_rng(self.seed)  # augmentation draws repeat from run to run
         return split
 
-    def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
-        index = split.inputs["index"][rows]
-        size = self.preprocessing.image_size
-        policy = self.policy
-        if split.name == "train" and policy is not None and policy.augment != "none":
+    def _augmented(self, split: EncodedSplit) -> bool:
+        return split.name == "train" and self.policy is not None and self.policy.augment != "none"
+
+    def _pixels(self, index: np.ndarray, augmented: bool) -> np.ndarray:
+        size, policy = self.preprocessing.image_size, self.policy
+        if augmented:
             crops = random_resized_crops(self.images, index, size, self._rng, flip=policy.flip,
                                          scale=policy.crop_scale, ratios=policy.crop_ratios)
         else:
             crops = center_crops(self.images, index, size)
-        return {"pixel_values": to_pixels(crops, self.preprocessing.mean, self.preprocessing.std),
-                "labels": split.labels[rows]}
+        return to_pixels(crops, self.preprocessing.mean, self.preprocessing.std)
+
+    def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
+        index = split.inputs["index"][rows]
+        return {"pixel_values": self._pixels(index, self._augmented(split)), "labels": split.labels[rows]}
+
+    def loop_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
+        if self.features is None:
+            return self.make_batch(split, rows)
+        index = split.inputs["index"][rows]
+        return {"features": self._cached_features(split, rows, index), "labels": split.labels[rows]}
+
+    # ---- a frozen backbone's cached features ----------------------------------------------------
+    def use_model(self, model, device) -> None:
+        from ..feature_cache import FeatureCache, views_that_fit
+        from ..image_models import ImageClassifier
+
+        self._feature_model = None
+        if not (self.freeze and self.feature_views > 0 and isinstance(model, ImageClassifier) and model.frozen_backbone):
+            self.features = None
+            return
+        self._feature_model = (model, device, None)
+        width = model.head[-1].in_features
+        if self.features is None or self.features.features.shape[2] != width:
+            # Kept across models of one run (the refit's second pass): the frozen backbone is the same.
+            views = views_that_fit(self.feature_views, len(self.images), width)
+            if views < self.feature_views:
+                log.info("feature cache: %d views per image fit in memory, not %d", views, self.feature_views)
+            self.features = FeatureCache(len(self.images), views, width)
+
+    def backbone_epochs(self) -> int | None:
+        """With cached features: how many epochs still pass training images through the backbone
+        (later ones train the head alone); None when nothing is cached."""
+        if self.features is None:
+            return None
+        return self.features.views if self.policy is not None and self.policy.augment != "none" else 1
+
+    def reset_views(self) -> None:
+        """Count the training rows' draws from zero again (the preflight estimate times cached epochs)."""
+        for draws in self._draws.values():
+            draws[:] = 0
+
+    def _cached_features(self, split: EncodedSplit, rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+        if self._augmented(split) and self.features.views > 1:
+            draws = self._draws[split.name]
+            view = draws[rows] % self.features.views
+            draws[rows] += 1
+        else:
+            view = np.zeros(len(rows), np.int64)  # the centre crop
+        return self.features.take(index, view, self._compute_features)
+
+    def _compute_features(self, index: np.ndarray, view: np.ndarray) -> np.ndarray:
+        import torch
+
+        from ..image_models import fold_batch_norms, to_channels_last
+
+        model, device, folded = self._feature_model
+        if folded is None:
+            # Folded on first use, after a resumed run has loaded its checkpoint into ``model``.
+            folded = fold_batch_norms(model).backbone.to(device)
+            self._feature_model = (model, device, folded)
+        out = np.empty((len(index), self.features.features.shape[2]), np.float32)
+        pixels = np.empty((len(index), 3, self.preprocessing.image_size, self.preprocessing.image_size), np.float32)
+        centre = view == 0
+        if centre.any():
+            pixels[centre] = self._pixels(index[centre], augmented=False)
+        if (~centre).any():
+            pixels[~centre] = self._pixels(index[~centre], augmented=True)
+        chunk = 64
+        with torch.inference_mode():
+            for i in range(0, len(index), chunk):
+                x = torch.from_numpy(pixels[i:i + chunk]).to(device)
+                out[i:i + chunk] = folded(to_channels_last(x)).float().cpu().numpy()
+        return out
+
+    def inference_model(self, model):
+        from ..image_models import ImageClassifier, fold_batch_norms
+
+        return fold_batch_norms(model) if isinstance(model, ImageClassifier) else model
 
     # ---- model ----------------------------------------------------------------------------------
     def build_model(self, backbone_path: str, data: PreparedData):
@@ -295,6 +385,8 @@ class ImageClassification(Task):
             else:
                 weights = self.backbone.path if self.backbone.source == "package" else None
                 model = ImageClassifier(self.kind, len(names), weights=weights)
+            if self.batch_norm_frozen():
+                model.freeze_bn_statistics()
             return model
         from transformers import AutoModelForImageClassification
 
@@ -303,6 +395,12 @@ class ImageClassification(Task):
             ignore_mismatched_sizes=True,  # a checkpoint with another head (ImageNet's 1000 classes)
         )
         return model
+
+    def batch_norm_frozen(self) -> bool:
+        """--batch-norm frozen keeps a backbone's pretrained statistics while its weights train;
+        update (the default) re-estimates them from each batch. Frozen is about 10% faster a step on
+        a CPU; on hymenoptera it scored 2 points lower (0.915 vs 0.935), so it is not the default."""
+        return self.batch_norm == "frozen"
 
     def _from_export(self, num_labels: int):
         from safetensors.torch import load_file
@@ -318,6 +416,8 @@ class ImageClassification(Task):
         return model
 
     def forward(self, model, batch: dict):
+        if "features" in batch:  # a frozen backbone's cached outputs: only the head runs
+            return model(features=batch["features"])
         out = model(pixel_values=batch["pixel_values"])
         return out.logits if hasattr(out, "logits") else out
 

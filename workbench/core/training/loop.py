@@ -39,7 +39,7 @@ from .batching import (
     token_balanced_batches,
 )
 from .checkpoints import Checkpoints, LoopState
-from .performance import StepCounter, enable_fast_matmul
+from .performance import StepCounter, enable_fast_matmul, keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,10 @@ class TrainingLoop:
         self.train_model = model  # what training calls: the DDP wrapper and/or torch.compile of ``model``
         self._pause_agreed = False  # distributed: every rank saw a pause request
         self.counter = StepCounter()
+        task.use_model(model, device)
+        self.upcoming: np.ndarray | None = None  # the next training batch's rows, for the prefetch
+        self._prefetched = None  # (rows, Future of task.loop_batch(train split, rows))
+        self._prefetcher = None  # a one-thread executor, while run() trains
 
     # ---- helpers --------------------------------------------------------------------------------
     def autocast(self):
@@ -213,7 +217,8 @@ class TrainingLoop:
         if self.micro_batch:  # after running out of memory: at most this many rows per call
             m = self.micro_batch
             parts = [q[i:i + m] for q in parts for i in range(0, len(q), m)]
-        host = [self.task.make_batch(split, p) for p in parts]
+        host = [self._host_batch(split, p) for p in parts]
+        self._prefetch_next(split, len(parts))
         if self.cfg.compile and self.device.type == "cuda":  # a few padded widths, not a graph per batch length
             host = [bucket_widths(h, getattr(self.task, "pad_id", 0), self.cfg.max_length) for h in host]
         if self._distributed:
@@ -249,6 +254,29 @@ class TrainingLoop:
             (scaler.scale(scaled) if scaler else scaled).backward()
             total = loss.detach() if total is None else total + loss.detach()
         return total
+
+    def _host_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
+        if self._prefetched is not None:
+            ahead, future = self._prefetched
+            self._prefetched = None
+            result = future.result()  # also when unused: the task's random draws stay in order
+            if split is self.train_split and len(ahead) == len(rows) and np.array_equal(ahead, rows):
+                return result
+        return self.task.loop_batch(split, rows)
+
+    def _prefetch_next(self, split: EncodedSplit, parts: int) -> None:
+        """Start making the next training batch while this one trains (``task.prefetch_batches``):
+        only for plain single-process steps, whose next batch is known and taken whole."""
+        upcoming, self.upcoming = self.upcoming, None
+        if (self._prefetcher is None or upcoming is None or split is not self.train_split or parts != 1
+                or self.micro_batch or self._distributed):
+            return
+        self._prefetched = (upcoming, self._prefetcher.submit(self.task.loop_batch, split, upcoming))
+
+    def _stop_prefetch(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.shutdown(wait=True, cancel_futures=True)  # a batch in making ends first
+        self._prefetcher, self._prefetched, self.upcoming = None, None, None
 
     def _maybe_inject_oom(self, rows: int) -> None:
         """WORKBENCH_FAULT_OOM=STEP raises once at that optimizer step, STEP:always at every size."""
@@ -301,6 +329,7 @@ class TrainingLoop:
         model = self.model
         was_training = model.training
         model.eval()
+        runner = self.task.inference_model(model)  # e.g. batch norms folded: the same outputs, faster
         bs = self.cfg.eval_batch_size or 2 * self.cfg.batch_size
         outs: list[np.ndarray] = []
         order: list[np.ndarray] = []
@@ -311,10 +340,10 @@ class TrainingLoop:
         with torch.inference_mode():
             for rows in batches:
                 self._check_cancel()
-                batch = _to_device(self.task.make_batch(split, rows), self.device)
+                batch = _to_device(self.task.loop_batch(split, rows), self.device)
                 labels = batch.pop("labels")
                 with self.autocast():
-                    logits = self.task.forward(model, batch)
+                    logits = self.task.forward(runner, batch)
                 loss_sum += float(self.task.loss(logits, labels)) * len(rows)
                 n += len(rows)
                 outs.append(self.task.kept_outputs(logits, labels).float().cpu().numpy())
@@ -352,6 +381,8 @@ class TrainingLoop:
         model, device = self.model, self.device
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        else:
+            keep_freed_memory()  # as run() does: the estimate times what the run will do
         model.to(device)
         model.train()
         optimizer, scheduler = self._optimizer(max(len(batches), 1))
@@ -399,6 +430,8 @@ class TrainingLoop:
             torch.cuda.set_device(device)  # the current device is per thread; the app trains in a worker thread
             enable_fast_matmul()
             torch.cuda.reset_peak_memory_stats(device)
+        else:
+            keep_freed_memory()  # each step's activations reuse the last step's pages
         model.to(device)
         model.train()
         optimizer, scheduler = self._optimizer(schedule_steps)
@@ -468,98 +501,106 @@ class TrainingLoop:
             patience = cfg.early_stopping_patience
             return patience is not None and s.bad_evals >= patience
 
-        done = s.step >= total_steps
-        while not done:
-            batches = self._batches(s.epoch)
-            t0 = time.perf_counter()
-            window: list[np.ndarray] = []  # this optimizer step's batches (for the out-of-memory retry)
-            while s.batch < len(batches):
-                rows = batches[s.batch]
-                self._check_cancel()
-                self._step = s.step
-                _maybe_kill_rank(self.dist, s.step)
-                last_of_step = (s.batch + 1) % cfg.grad_accum == 0 or s.batch + 1 == len(batches)
-                loss = self._train_batch(rows, scaler, window, sync=last_of_step)
-                running_loss += loss
-                running_n += 1
-                s.seen += len(rows)
-                s.batch += 1
-                last_in_epoch = s.batch == len(batches)
-                if s.batch % cfg.grad_accum and not last_in_epoch:
-                    continue
-                window = []
-                self._check_cancel()
-                if scaler:
-                    scaler.unscale_(optimizer)
-                grad_norm = None
-                if cfg.max_grad_norm and cfg.max_grad_norm > 0:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                if self.method is not None:
-                    self.method.after_optimizer_step(s.step)
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                s.step += 1
-                if last_in_epoch:  # the state says where training goes on: the next epoch's start
-                    s.epoch, s.batch = s.epoch + 1, 0
+        if self.task.prefetch_batches and not self._distributed:
+            from concurrent.futures import ThreadPoolExecutor
 
-                if s.step % log_every == 0 or s.step == total_steps:
-                    loss_sum = float(running_loss)
-                    if self._distributed:  # each rank's loss is its weighted share of the global batch's
-                        loss_sum = self.dist.sum([loss_sum])[0] / self.dist.world_size
-                    now = time.perf_counter()
-                    elapsed = s.train_seconds + (now - t0)
-                    mean_loss = loss_sum / max(running_n, 1)
-                    sps = s.seen / elapsed if elapsed > 0 else 0.0
-                    mfu, peak = self.counter.read(elapsed)
-                    self.callbacks.on_event(
-                        StepMetrics(
-                            step=s.step,
-                            total_steps=total_steps,
-                            epoch=s.step / steps_per_epoch,
-                            loss=mean_loss,
-                            learning_rate=float(scheduler.get_last_lr()[0]),
-                            samples_per_second=sps,
-                            elapsed_s=elapsed,
-                            eta_s=(total_steps - s.step) * elapsed / s.step,
-                            grad_norm=float(grad_norm) if grad_norm is not None else None,
-                            mfu=mfu,
-                            peak_memory_gib=peak,
+            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="workbench-batches")
+        try:
+            done = s.step >= total_steps
+            while not done:
+                batches = self._batches(s.epoch)
+                t0 = time.perf_counter()
+                window: list[np.ndarray] = []  # this optimizer step's batches (for the out-of-memory retry)
+                while s.batch < len(batches):
+                    rows = batches[s.batch]
+                    self._check_cancel()
+                    self._step = s.step
+                    _maybe_kill_rank(self.dist, s.step)
+                    last_of_step = (s.batch + 1) % cfg.grad_accum == 0 or s.batch + 1 == len(batches)
+                    self.upcoming = batches[s.batch + 1] if s.batch + 1 < len(batches) else None
+                    loss = self._train_batch(rows, scaler, window, sync=last_of_step)
+                    running_loss += loss
+                    running_n += 1
+                    s.seen += len(rows)
+                    s.batch += 1
+                    last_in_epoch = s.batch == len(batches)
+                    if s.batch % cfg.grad_accum and not last_in_epoch:
+                        continue
+                    window = []
+                    self._check_cancel()
+                    if scaler:
+                        scaler.unscale_(optimizer)
+                    grad_norm = None
+                    if cfg.max_grad_norm and cfg.max_grad_norm > 0:
+                        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    if scaler:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    if self.method is not None:
+                        self.method.after_optimizer_step(s.step)
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    s.step += 1
+                    if last_in_epoch:  # the state says where training goes on: the next epoch's start
+                        s.epoch, s.batch = s.epoch + 1, 0
+
+                    if s.step % log_every == 0 or s.step == total_steps:
+                        loss_sum = float(running_loss)
+                        if self._distributed:  # each rank's loss is its weighted share of the global batch's
+                            loss_sum = self.dist.sum([loss_sum])[0] / self.dist.world_size
+                        now = time.perf_counter()
+                        elapsed = s.train_seconds + (now - t0)
+                        mean_loss = loss_sum / max(running_n, 1)
+                        sps = s.seen / elapsed if elapsed > 0 else 0.0
+                        mfu, peak = self.counter.read(elapsed)
+                        self.callbacks.on_event(
+                            StepMetrics(
+                                step=s.step,
+                                total_steps=total_steps,
+                                epoch=s.step / steps_per_epoch,
+                                loss=mean_loss,
+                                learning_rate=float(scheduler.get_last_lr()[0]),
+                                samples_per_second=sps,
+                                elapsed_s=elapsed,
+                                eta_s=(total_steps - s.step) * elapsed / s.step,
+                                grad_norm=float(grad_norm) if grad_norm is not None else None,
+                                mfu=mfu,
+                                peak_memory_gib=peak,
+                            )
                         )
-                    )
-                    running_loss.zero_()
-                    running_n = 0
+                        running_loss.zero_()
+                        running_n = 0
 
-                stop_now = s.step >= total_steps
-                at_epoch_end = last_in_epoch or stop_now
-                evaluated = False
-                if (cfg.eval_steps and s.step % cfg.eval_steps == 0 and not at_epoch_end) or at_epoch_end:
-                    s.train_seconds += time.perf_counter() - t0
-                    evaluated = True
-                    if do_eval():
-                        stopped_early = not stop_now
-                        stop_now = True
-                    t0 = time.perf_counter()
-                if not stop_now:
-                    paused = self._pause_agreed if self._distributed else self.cancel.pause_requested
-                    due = (evaluated or paused or (cfg.save_steps and s.step % cfg.save_steps == 0)
-                           or (cfg.save_minutes and time.monotonic() - last_save >= cfg.save_minutes * 60))
-                    if due:
+                    stop_now = s.step >= total_steps
+                    at_epoch_end = last_in_epoch or stop_now
+                    evaluated = False
+                    if (cfg.eval_steps and s.step % cfg.eval_steps == 0 and not at_epoch_end) or at_epoch_end:
                         s.train_seconds += time.perf_counter() - t0
-                        save("pause" if paused else "evaluation" if evaluated else "interval")
+                        evaluated = True
+                        if do_eval():
+                            stopped_early = not stop_now
+                            stop_now = True
                         t0 = time.perf_counter()
-                    if paused:
-                        raise Paused(s.step, f"paused at step {s.step} of {total_steps}")
-                if stop_now:
-                    done = True
-                    break
-                if last_in_epoch:
-                    break
-            s.train_seconds += time.perf_counter() - t0
+                    if not stop_now:
+                        paused = self._pause_agreed if self._distributed else self.cancel.pause_requested
+                        due = (evaluated or paused or (cfg.save_steps and s.step % cfg.save_steps == 0)
+                               or (cfg.save_minutes and time.monotonic() - last_save >= cfg.save_minutes * 60))
+                        if due:
+                            s.train_seconds += time.perf_counter() - t0
+                            save("pause" if paused else "evaluation" if evaluated else "interval")
+                            t0 = time.perf_counter()
+                        if paused:
+                            raise Paused(s.step, f"paused at step {s.step} of {total_steps}")
+                    if stop_now:
+                        done = True
+                        break
+                    if last_in_epoch:
+                        break
+                s.train_seconds += time.perf_counter() - t0
+        finally:
+            self._stop_prefetch()
 
         if best_state is not None and s.best_step != s.step:
             model.load_state_dict(best_state)
