@@ -54,7 +54,7 @@ async def settle(seconds: float = 0.6) -> None:
 
 
 async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int, prefix: str = "",
-               lr: float | None = None, methods: bool = False, preflight: bool = False) -> None:
+               lr: float | None = None, methods: bool = False, preflight: bool = False, frozen: bool = False) -> None:
     def shot(name: str) -> None:
         path = out / f"{prefix}{name}-{scheme}.png"
         window.grab().save(str(path))
@@ -89,6 +89,14 @@ async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int,
     window.state.touch_config()
     await settle()
     shot("03-model")
+    if frozen:  # the Model page with a frozen backbone (cached views); then the estimate, with --preflight
+        page = window.model_page
+        page.method.setCurrentIndex(page.method.findData("frozen"))
+        await page.refresh_trainable()
+        await settle()
+        shot("03-model-frozen")
+        if not preflight:
+            return
     if methods:  # the Model page with LoRA and adaptation chosen, then stop (no training run)
         page = window.model_page
         page.method.setCurrentIndex(page.method.findData("lora"))
@@ -177,7 +185,7 @@ async def import_walk(window, pack: str, out: Path, scheme: str, prefix: str = "
 
 def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: str = "", lr: float | None = None,
             predict: str | None = None, methods: bool = False, import_run: str | None = None,
-            preflight: bool = False) -> int:
+            preflight: bool = False, frozen: bool = False) -> int:
     os.environ["WORKBENCH_COLOR_SCHEME"] = scheme
     os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="workbench-shots-"))
     import qasync
@@ -203,7 +211,7 @@ def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: st
         elif predict:
             loop.run_until_complete(predict_walk(window, predict, data, out, scheme, prefix))
         else:
-            loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr, methods, preflight))
+            loop.run_until_complete(walk(window, data, out, scheme, rows, steps, prefix, lr, methods, preflight, frozen))
     window.close()
     return 0
 
@@ -219,6 +227,8 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-4 for text, the app's for images)")
     p.add_argument("--predict", metavar="RUN_DIR", help="only the Export page's Predict section on this finished run, "
                    "predicting the first rows of --data")
+    p.add_argument("--frozen", action="store_true", help="the Model page with a frozen backbone (with --preflight: "
+                   "then the Train page's estimate)")
     p.add_argument("--methods", action="store_true", help="only the Model page with LoRA and domain adaptation "
                    "chosen (03-model-lora-adapt), no training run")
     p.add_argument("--preflight", action="store_true", help="only the Train page with the measured estimate of "
@@ -237,13 +247,15 @@ def main() -> int:
                 args.append("--methods")
             if a.preflight:
                 args.append("--preflight")
+            if a.frozen:
+                args.append("--frozen")
             rc = subprocess.call(args)
             if rc:
                 return rc
         return 0
     scheme = "light" if a.scheme == "both" else a.scheme
     return run_one(scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr, a.predict, a.methods, a.import_run,
-                   a.preflight)
+                   a.preflight, a.frozen)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,15 @@ def test_small_greyscale_folder_shows_its_defaults_and_why(qtbot, window, tmp_pa
     assert (t.augment, t.image_size, t.epochs) == (None, None, None)
     assert "64 px input" in page.image_note.text() and "64 px input" in view.defaults.text()
 
+    # A frozen backbone: its features are cached, and the page says which crops train the head.
+    assert not page.feature_views.isVisibleTo(page)
+    page.method.setCurrentIndex(page.method.findData("frozen"))
+    qtbot.waitUntil(lambda: page.feature_views.isVisibleTo(page), timeout=5000)
+    assert "centre crops only (no augmentation)" in page.image_note.text()
+    page.feature_views.setValue(3)
+    assert window.state.config.train.feature_views == 3
+    assert "centre crops and 2 augmented crops of each image" in page.image_note.text()
+
 
 def test_evaluate_shows_the_baseline_beside_the_fine_tuned_scores(qtbot, tmp_path, runs_home):
     import json

@@ -234,3 +234,12 @@ def test_preflight_costs_cached_epochs_apart(photo_folder):
     assert "cached features" in est.text()
     full = estimate(RunConfig(data=cfg.data, model=ModelConfig(name="efficientnet-lite0"), train=cfg.train), batches=2)
     assert full.backbone_epochs is None and "cached" not in full.text()
+
+
+def test_model_page_speed_note_quotes_the_measured_figures():
+    from workbench.core.backbones import image_model_spec
+
+    lite0, cnn = image_model_spec("efficientnet-lite0"), image_model_spec("small-cnn")
+    assert "17 images/s" in lite0.speed_note() and "frozen backbone" in lite0.speed_note()
+    assert "about 3 min" in lite0.speed_note(images=1000, epochs=3)  # 3,000 images at 17/s
+    assert "images/s" in cnn.speed_note() and "frozen" not in cnn.speed_note()

@@ -481,6 +481,7 @@ class ModelPage(QWidget):
         t.augment = self.augment.currentData()
         self._update_precision()
         self.state.touch_config()
+        self._show_image_defaults()
 
     def _method_edited(self, *_args) -> None:
         if self._setting:
@@ -494,6 +495,7 @@ class ModelPage(QWidget):
         targets = [t.strip() for t in self.lora_targets.text().split(",") if t.strip()]
         m.lora_targets = targets or None
         self._show_rows_for(self.effective_modality)
+        self._show_image_defaults()
         self.state.touch_config()
         self.refresh_trainable()
         if changed:

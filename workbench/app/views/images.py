@@ -214,7 +214,14 @@ def image_defaults_text(data, config) -> str:
         return ""
     plan = planned_defaults(stats, data.n_rows, config.train, config.model.name)
     why = f"<br><span style='color: gray'>Why: {escape(plan.why)}</span>" if plan.why else ""
-    return f"{escape(plan.measured)} <b>{escape(plan.uses)}</b>{why}"
+    cached = ""
+    views = config.train.feature_views
+    if config.model.method == "frozen" and views > 0:
+        # feature_cache.py: view 0 is the centre crop; only further views are augmented.
+        cached = (" With the frozen backbone, its features are computed once: training uses the centre crops"
+                  + (f" and {views - 1} augmented crop{'s' if views > 2 else ''} of each image" if views > 1 else
+                     " only (no augmentation)") + ".")
+    return f"{escape(plan.measured)} <b>{escape(plan.uses)}</b>{escape(cached)}{why}"
 
 
 class ImageFolderView(QWidget):
