@@ -149,7 +149,8 @@ def test_try_it_decodes_off_the_gui_thread_and_loads_the_model_once(qtbot, evalu
 
     loads: list[str] = []
     monkeypatch.setattr(images, "decode_file", recording_decode)
-    monkeypatch.setattr(image_models, "load_image_classifier", lambda folder: loads.append(str(folder)) or load(folder))
+    monkeypatch.setattr(image_models, "load_image_classifier",
+                        lambda folder, **kw: loads.append(str(folder)) or load(folder, **kw))
     MODELS.clear()
     box = evaluate_page.view.try_it
     preds = [json.loads(l) for l in (image_run / "predictions.jsonl").read_text().splitlines()]
