@@ -187,3 +187,17 @@ def test_adalora_allocates_ranks_and_exports_a_plain_model(data, tiny_model_dir,
     assert meta["method"] == "adalora" and meta["lora"]["init_r"] == 3 and meta["lora"]["total_step"] == 18
     assert meta["merge_check"]["max_abs_diff"] < 1e-4
     AutoModelForSequenceClassification.from_pretrained(str(Path(result.run_dir) / "model"))
+
+
+@pytest.mark.parametrize("method, grouped", [("full", True), ("frozen", True), ("lora", False), ("adalora", False)])
+def test_adapter_methods_default_to_random_batches(data, tiny_model_dir, method, grouped):
+    # LoRA at its 10x learning rate followed length-grouped batches' make-up: SST-2 lost 6 points.
+    from workbench.core.run import _checked
+    from workbench.core.tasks.token_classification import TokenClassification
+
+    config, task, _ = _checked(_config(data, tiny_model_dir, method=method))
+    assert config.train.group_by_length is grouped
+    assert TokenClassification.groups_by_length(method) is False  # tagging trains random batches anyway
+    explicit = _config(data, tiny_model_dir, method=method)
+    explicit.train.group_by_length = True
+    assert _checked(explicit)[0].train.group_by_length is True

@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--header", action="store_true", help="the first row holds column names")
     t.add_argument("--skip-bad-rows", action="store_true", help="train without malformed rows instead of stopping")
     t.add_argument("--group-by-length", action="store_true",
-                   help="batches of similar-length rows: less padding, faster on a CPU (default for all but tagging)")
+                   help="batches of similar-length rows: less padding, faster on a CPU (default for all but tagging and LoRA/AdaLoRA)")
     t.add_argument("--no-group-by-length", action="store_true",
-                   help="random batches (default for token tagging: a little more accurate on short runs)")
+                   help="random batches (default for token tagging and LoRA/AdaLoRA: more accurate on short runs)")
     t.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                    help="without --val: once the held-out validation part has chosen the number of epochs, train the "
                         "final model again on all rows, that part included (default: on up to 10,000 rows; about "

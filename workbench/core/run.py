@@ -151,7 +151,7 @@ def _checked(config: RunConfig) -> tuple[RunConfig, Any, list[str]]:
         raise InputError(f"--metric {config.train.metric!r} does not apply to {task.name}; choose one of {', '.join(task.metric_names)}")
     task.configure(config)
     if config.train.group_by_length is None:
-        config.train.group_by_length = task.group_by_length_default
+        config.train.group_by_length = task.groups_by_length(config.model.method)
     return config, task, data_paths
 
 

@@ -157,7 +157,7 @@ class TrainingLoop:
 
     def _grouped(self) -> bool:
         grouped = self.cfg.group_by_length
-        return grouped if grouped is not None else self.task.group_by_length_default
+        return grouped if grouped is not None else self.task.groups_by_length(self.method.name if self.method else "full")
 
     def _batches(self, epoch: int, lengths: np.ndarray | None = None) -> list[np.ndarray]:
         """The epoch's batches; distributed, the global batches (batch_size rows per process), the
