@@ -52,7 +52,15 @@ PHASE_ORDER = ("starting", "reading and tokenizing", "loading the model", "train
 TICK_MS = 10
 
 
-_DIAG = None  # --stacks FILE: every thread's stack goes there whenever the GUI thread is 150 ms late
+_DIAG = None  # --stacks FILE: every thread's stack goes there whenever the GUI thread is --stacks-ms late
+_DIAG_S = 0.15
+
+
+def _mark(late: float) -> None:
+    """--stacks: after a late tick, say how late it was (the stacks above it are what held it up)."""
+    if _DIAG and late >= _DIAG_S * 1000:
+        _DIAG.write(f"^^^ that tick was {late:.0f} ms late ({time.strftime('%H:%M:%S')})\n\n")
+        _DIAG.flush()
 
 
 def generated_data(folder: Path, rows: int) -> tuple[Path, Path]:
@@ -107,23 +115,30 @@ class LatenessTimer:
 
     def _tick(self) -> None:
         if _DIAG:
-            faulthandler.dump_traceback_later(0.15, file=_DIAG)
+            faulthandler.dump_traceback_later(_DIAG_S, file=_DIAG)
         now = time.perf_counter()
         late = max(0.0, (now - self.last) * 1000 - TICK_MS)
         self.last = now
         self.values.append(late)
+        _mark(late)
         if self.on_late:
             self.on_late(late, now)
 
 
 async def startup_warmup(window) -> tuple[list[float], float]:
-    """Lateness from the window's first paint until the background warm-up imports are done."""
+    """Lateness from the window's first paint until the background warm-up has imported the heavy
+    libraries and the pages built after it (Train, Evaluate, Export, Runs) exist."""
     from workbench.app import warmup
 
     t = LatenessTimer()
-    t.start()
+    pages = {"ready": window.train_page is not None and window.runs_page is not None}
+    window.pages_ready.connect(lambda: pages.update(ready=True))
+    if window._painted:
+        t.start()
+    else:  # the ticks start with the first paint; what the window does right after it counts
+        window.first_painted.connect(t.start)
     t0 = time.perf_counter()
-    while not (warmup.done.is_set() and window.model_page.devices_loaded):
+    while not (warmup.done.is_set() and window.model_page.devices_loaded and pages["ready"]):
         if time.perf_counter() - t0 > 180:
             raise SystemExit("the start-up warm-up did not finish within 3 minutes")
         await asyncio.sleep(0.05)
@@ -163,7 +178,14 @@ async def run(window, data: str, model: str | None, rows: int, steps: int | None
     warm_lateness, warm_s = await startup_warmup(window)
     load_timer = LatenessTimer()
     load_timer.start()
-    await window.open_path(data)
+    opening = window.open_path(data)
+    if opening is not None:
+        await opening
+    t0 = time.perf_counter()
+    while window.step_reason("train"):  # an image folder loads in the background
+        if time.perf_counter() - t0 > 300:
+            raise SystemExit(f"{data} did not load: {window.step_reason('train')}")
+        await asyncio.sleep(0.05)
     load_lateness = load_timer.stop()
     c = window.state.config
     if not images:
@@ -186,11 +208,12 @@ async def run(window, data: str, model: str | None, rows: int, steps: int | None
 
     def tick():
         if _DIAG:
-            faulthandler.dump_traceback_later(0.15, file=_DIAG)
+            faulthandler.dump_traceback_later(_DIAG_S, file=_DIAG)
         now = time.perf_counter()
         late = max(0.0, (now - state["last"]) * 1000 - TICK_MS)
         state["last"] = now
         ticks.append((time.time(), late))
+        _mark(late)
 
     def on_events(batch):
         for e in batch:
@@ -247,8 +270,9 @@ def stats(values: list[float]) -> dict:
 
 def one_run(a) -> dict:
     """One measured run in this process (the warm-up happens once per process)."""
-    global _DIAG
+    global _DIAG, _DIAG_S
     _DIAG = open(a.stacks, "w") if a.stacks else None
+    _DIAG_S = a.stacks_ms / 1000
     os.environ["WORKBENCH_HOME"] = tempfile.mkdtemp(prefix="wb-responsive-")
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -336,7 +360,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="stop after this many steps")
     ap.add_argument("--repeats", type=int, default=1, help="runs, each in its own process (medians are printed)")
     ap.add_argument("--stacks", metavar="FILE", help="write every thread's stack to FILE whenever the GUI thread "
-                                                     "is 150 ms late (faulthandler: works while the GIL is held)")
+                                                     "is --stacks-ms late (faulthandler: works while the GIL is held)")
+    ap.add_argument("--stacks-ms", type=float, default=150.0, help="the lateness that writes stacks (default 150)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:

@@ -134,3 +134,63 @@ def test_a_failed_onnx_export_keeps_the_pytorch_model(tmp_path, tiny_bert, monke
     assert (folder / "model.safetensors").is_file() and not (folder / "model.onnx").exists()
     status = json.loads((folder.parent / "status.json").read_text())
     assert status["state"] == "finished"
+
+
+def _train_in_child(tmp_path, monkeypatch, task: str, tiny_bert):
+    """Train with the app's setting (ONNX exported by a child process) while this process's own
+    exporter fails: a checked model.onnx can then only come from the child."""
+    from conftest import sentiment_rows, write_tsv
+    from image_samples import write_class_folder
+
+    from workbench.core import onnx_export
+
+    def fail(*args, **kwargs):
+        raise AssertionError("exported in the training process")
+
+    monkeypatch.setattr(onnx_export, "in_child_process", True)
+    monkeypatch.setattr(onnx_export, "export_onnx", fail)
+    if task == "image-classification":
+        folder = write_class_folder(tmp_path / "photos", n_per_class=6)
+        return train(tmp_path, folder, "small-cnn", image_size=32, batch_size=8, max_steps=2)
+    if task == "text-regression":
+        rows = [(t, f"{(1.0 if lab == 'pos' else -1.0) + 0.1 * (i % 5):.2f}") for i, (t, lab) in
+                enumerate(sentiment_rows(120))]
+        data = write_tsv(tmp_path / "scores.tsv", rows, header=("text", "score"))
+    else:
+        data = write_tsv(tmp_path / "r.tsv", sentiment_rows(120))
+    return train(tmp_path, data, str(tiny_bert), task=task, max_steps=2)
+
+
+@pytest.mark.parametrize("task", ["text-classification",
+                                  pytest.param("text-regression", marks=pytest.mark.slow),
+                                  pytest.param("image-classification", marks=pytest.mark.slow)])
+def test_the_app_exports_onnx_in_a_child_process(tmp_path, monkeypatch, tiny_bert, task):
+    folder = _train_in_child(tmp_path, monkeypatch, task, tiny_bert)
+    check = _check(folder)
+    assert check["exported"] and check["rows"] > 0 and check["max_abs_diff"] < 1e-3, check
+    assert check["split"] and (folder / "model.onnx").is_file()
+    assert check["top1_agreement"] == (None if task == "text-regression" else 1.0)
+    # The child's file is the model: ONNX Runtime gives the PyTorch model's outputs.
+    from workbench.core.predict.predictor import Predictor
+
+    if task != "image-classification":
+        texts = ["a good film", "an awful plot"]
+        onnx, torch = Predictor(folder, backend="onnx"), Predictor(folder, backend="torch")
+        assert np.allclose(onnx.text_logits(texts, None, 8), torch.text_logits(texts, None, 8), atol=1e-4)
+
+
+def test_a_child_that_cannot_start_falls_back_to_exporting_in_process(tmp_path, monkeypatch, tiny_bert):
+    import subprocess
+
+    from conftest import sentiment_rows, write_tsv
+
+    from workbench.core import onnx_export
+
+    def no_process(*args, **kwargs):
+        raise OSError("no processes left")
+
+    monkeypatch.setattr(onnx_export, "in_child_process", True)
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    folder = train(tmp_path, write_tsv(tmp_path / "r.tsv", sentiment_rows(120)), str(tiny_bert), max_steps=2)
+    check = _check(folder)
+    assert check["exported"] and check["top1_agreement"] == 1.0

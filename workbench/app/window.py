@@ -290,15 +290,17 @@ class MainWindow(QMainWindow):
                 self.data_page.open_path(path)
             else:
                 self._initial_path = path  # a packed run: imported once the Runs page exists, below
-        self.ensure_run_pages()  # light: Qt widgets and numpy
-        if self._initial_path:
+        if self._initial_path:  # a packed run: the Runs page imports it
+            self.ensure_run_pages()
             self.open_path(self._initial_path)
             self._initial_path = None
         self.model_page.load_catalog()
         warmup.start()
-        # The Train page needs pyqtgraph (0.6 s to import) and ~0.1 s to build its plots: it is built
-        # once the warm-up thread has finished, so the GUI thread neither blocks on the import nor
-        # competes with torch's initialisation for the GIL (unless the user goes there first).
+        # The Train page needs pyqtgraph (0.6 s to import) and ~0.1 s to build its plots, and the
+        # Evaluate, Export and Runs pages import pandas and the data readers (1.5 s): they are built
+        # once the warm-up thread has imported all that, one per event-loop turn, so the GUI thread
+        # neither blocks on the imports nor competes with torch's initialisation for the GIL
+        # (unless the user goes to one of them first).
         self._build_timer = QTimer(self)
         self._build_timer.setInterval(50)
         self._build_timer.timeout.connect(self._build_when_imported)
@@ -309,6 +311,10 @@ class MainWindow(QMainWindow):
             return
         self._build_timer.stop()
         self.ensure_train_page()
+        QTimer.singleShot(0, self._build_run_pages)
+
+    def _build_run_pages(self) -> None:
+        self.ensure_run_pages()
         self.pages_ready.emit()
 
     def ensure_train_page(self):
@@ -440,7 +446,9 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _run_stopped(self, outcome: str) -> None:
-        if self.runs_page is not None:
+        # Only a Runs page on screen is refreshed now (its plots take ~0.2 s to build); going
+        # to it refreshes it anyway.
+        if self.runs_page is not None and self.current_step() == "runs":
             self.runs_page.refresh()
         if outcome != "finished":
             self._status({"failed": "Training failed", "cancelled": "Training cancelled",

@@ -198,6 +198,14 @@ def export_with_onnx(task, model, folder: Path, split, data, *, quantize: str | 
     record: dict[str, Any]
     with task.export_state(model):
         model.eval()
+        record = _export_in_child(task, folder, split, cancel, batch_size) if in_child_process else None
+        if record is not None:
+            if record.get("exported"):
+                record["split"] = split.name
+            else:
+                callbacks.on_event(Warning_(f"ONNX export failed ({record['error'][:300]}); {ONNX_FILE} was not "
+                                            "written (the PyTorch model is exported as usual)"))
+            return _after_export(task, folder, split, data, record, quantize, callbacks, cancel, batch_size)
         try:
             example = task.onnx_example(split)
             export_onnx(model, onnx_path, example, per_token=task.per_token_outputs)
@@ -214,6 +222,15 @@ def export_with_onnx(task, model, folder: Path, split, data, *, quantize: str | 
         batches = (b for _, b in _eval_batches(task, split, rows, batch_size))
         record = {"exported": True, "file": ONNX_FILE, "size_bytes": file_size(onnx_path), "split": split.name,
                   **check_onnx(onnx_path, model, batches, classes=task.has_classes)}
+    return _after_export(task, folder, split, data, record, quantize, callbacks, cancel, batch_size)
+
+
+def _after_export(task, folder: Path, split, data, record: dict, quantize: str | None, callbacks: Callbacks,
+                  cancel: CancelToken, batch_size: int) -> dict:
+    """Warn about a disagreement, add the int8 copy if asked, write onnx_check.json."""
+    if not record.get("exported"):
+        _write_record(folder, record)
+        return record
     if record["rows"] and record["top1_agreement"] is not None and record["top1_agreement"] < 1.0:
         callbacks.on_event(Warning_(
             f"ONNX Runtime agrees with PyTorch on the top class of {record['top1_agreement']:.1%} of the checked "
@@ -232,6 +249,87 @@ def export_with_onnx(task, model, folder: Path, split, data, *, quantize: str | 
                                         "was not written"))
     _write_record(folder, record)
     return record
+
+
+# The app exports ONNX in a child process: the TorchScript exporter holds the GIL for up to a
+# second at a time, and the app's window would freeze that long. The CLI exports in-process (no
+# window to keep responsive, and a child costs a few seconds of imports).
+in_child_process = False
+CHILD_TIMEOUT_S = 1800
+
+
+def _export_in_child(task, folder: Path, split, cancel: CancelToken, batch_size: int) -> dict | None:
+    """Export and check ``folder``'s saved model in a child process (the same steps as in-process,
+    on the model as written to disk). None when the child could not do it for a reason of its own
+    (it did not start, crashed or was killed): the caller then exports in-process."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="wb-onnx-") as tmp:
+        tmp = Path(tmp)
+        rows = np.arange(min(len(split), CHECK_ROWS))
+        arrays = {f"example/{k}": v for k, v in task.onnx_example(split).items()}
+        for i, (_, batch) in enumerate(_eval_batches(task, split, rows, batch_size)):
+            arrays.update({f"batch{i}/{k}": v for k, v in batch.items()})
+        np.savez(tmp / "inputs.npz", **arrays)
+        job = {"folder": str(folder), "task": task.name, "per_token": task.per_token_outputs,
+               "classes": task.has_classes, "inputs": str(tmp / "inputs.npz"), "result": str(tmp / "result.json")}
+        (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "workbench.core.onnx_export", str(tmp / "job.json")],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except OSError:
+            log.warning("could not start the ONNX export process; exporting in this one", exc_info=True)
+            return None
+        started = time.monotonic()
+        try:
+            while proc.poll() is None:
+                if cancel.cancelled or time.monotonic() - started > CHILD_TIMEOUT_S:
+                    proc.kill()
+                    proc.wait()
+                    cancel.raise_if_cancelled()
+                    return None
+                time.sleep(0.1)
+        finally:
+            stderr = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+            if proc.stderr:
+                proc.stderr.close()
+        result = tmp / "result.json"
+        if proc.returncode != 0 or not result.is_file():
+            log.warning("the ONNX export process failed (exit %s); exporting in this one:\n%s", proc.returncode,
+                        stderr[-2000:])
+            return None
+        record = json.loads(result.read_text(encoding="utf-8"))
+    if not record.get("exported"):
+        log.warning("ONNX export failed; %s was not written", ONNX_FILE)
+        for leftover in (folder / ONNX_FILE, folder / (ONNX_FILE + ".data")):
+            leftover.unlink(missing_ok=True)
+    return record
+
+
+def _child_main(job_path: str) -> int:
+    """The child process: export the saved model, check it on the given batches, write the record."""
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    from .predict.predictor import load_torch_model
+
+    folder = Path(job["folder"])
+    arrays = np.load(job["inputs"])
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    for key in arrays.files:
+        group, name = key.split("/", 1)
+        groups.setdefault(group, {})[name] = arrays[key]
+    batches = [groups[k] for k in sorted((g for g in groups if g.startswith("batch")), key=lambda g: int(g[5:]))]
+    model = load_torch_model(folder, job["task"])
+    try:
+        export_onnx(model, folder / ONNX_FILE, groups["example"], per_token=job["per_token"])
+    except Exception as e:  # an architecture the exporter cannot trace: recorded, as in-process
+        record: dict[str, Any] = {"exported": False, "error": f"{type(e).__name__}: {e}"}
+    else:
+        record = {"exported": True, "file": ONNX_FILE, "size_bytes": file_size(folder / ONNX_FILE),
+                  "split": None, **check_onnx(folder / ONNX_FILE, model, batches, classes=job["classes"])}
+    Path(job["result"]).write_text(json.dumps(record), encoding="utf-8")
+    return 0
 
 
 def quantize_and_compare(task, folder: Path, split, data, *, callbacks: Callbacks | None = None,
@@ -283,3 +381,9 @@ def read_check(folder: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+if __name__ == "__main__":  # the child process of _export_in_child
+    import sys
+
+    sys.exit(_child_main(sys.argv[1]))

@@ -113,6 +113,7 @@ class EvaluatePage(QWidget):
         super().__init__(parent)
         self.run: RunData | None = None
         self._views: dict[type, QWidget] = {}
+        self._unshown: tuple | None = None  # a loaded run whose view is built when the page is shown
         self.jobs = Jobs(self)
 
         self.title = QLabel()
@@ -156,11 +157,13 @@ class EvaluatePage(QWidget):
         self.title.setText(Path(run_dir).name)
         self.subtitle.setText("")
         self._show_message("Loading the run...")
+        self._unshown = None
         self.jobs.submit(_read_run, str(run_dir), on_done=self._on_loaded, on_error=self._on_load_error)
 
     def clear(self) -> None:
         self.jobs.cancel()  # a load still on its way is no longer wanted
         self.run = None
+        self._unshown = None
         for view in self._views.values():
             view.clear()
         self.title.setText("Evaluate")
@@ -198,6 +201,14 @@ class EvaluatePage(QWidget):
         self.title.setText(run.name)
         self.subtitle.setText(_describe(run))
         self.open_folder.setEnabled(True)
+        if self.window() is not self and not self.isVisible():
+            # In the main window but not on screen (a run has just finished on the Train page):
+            # building a report view holds the GUI thread for 0.1-0.4 s, so it waits until the
+            # page is opened instead of stalling the window the moment training ends.
+            self._unshown = loaded
+            self._show_message("Loading the run...")
+            return
+        self._unshown = None
         view = self._view(view_class)
         try:
             view.show_run(run, prepared)
@@ -207,6 +218,11 @@ class EvaluatePage(QWidget):
             return
         self.stack.setCurrentWidget(view)
         self.loaded.emit(str(run.path))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if self._unshown is not None:
+            self._on_loaded(self._unshown)
 
     def _on_load_error(self, error: Exception) -> None:
         self._show_failure(describe(error))

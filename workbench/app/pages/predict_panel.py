@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.events import Callbacks, Progress
-from ...core.predict.batch import PHASE, default_output
 from ..jobs import Jobs, describe
 
 PREVIEW_ROWS = 200
@@ -39,6 +38,8 @@ FREE_NAME_TRIES = 100
 
 def free_output(source: Path) -> Path:
     """The default output beside ``source``, or the first ``NAME-2``, ``NAME-3``... that does not exist."""
+    from ...core.predict.batch import default_output  # lazily: it imports the data readers (datasets, ~1.4 s)
+
     first = default_output(source)
     if not first.exists():
         return first
@@ -51,7 +52,7 @@ def free_output(source: Path) -> Path:
 
 def _predict_job(state, model_dir: str, source: str, output: str, overwrite: bool):
     """On a worker thread: the summary and the skipped rows, as ``(summary, problems)``."""
-    from ...core.predict.batch import predict_file
+    from ...core.predict.batch import PHASE, predict_file
     from ...core.predict.predictor import Predictor
 
     class Relay(Callbacks):

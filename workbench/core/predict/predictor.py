@@ -38,6 +38,26 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def load_torch_model(folder: Path, task: str, fold: bool = False):
+    """The PyTorch model of an export folder of ``task``, in eval mode (``fold``: Workbench's own
+    image models with their batch norms folded into the convolutions, for speed)."""
+    if task == "image-classification":
+        from ..image_models import load_image_classifier, read_image_config
+
+        if read_image_config(folder) is not None:
+            model, _ = load_image_classifier(folder, fold=fold)
+        else:
+            from transformers import AutoModelForImageClassification
+
+            model = AutoModelForImageClassification.from_pretrained(folder)
+    else:
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+        cls = AutoModelForTokenClassification if KINDS[task] == "tags" else AutoModelForSequenceClassification
+        model = cls.from_pretrained(folder)
+    return model.eval()
+
+
 class Predictor:
     def __init__(self, export_dir: str | Path, backend: str = "auto", int8: bool = False) -> None:
         folder = Path(export_dir).expanduser().resolve()
@@ -91,21 +111,7 @@ class Predictor:
             return
         import torch
 
-        if self.modality == "image":
-            from ..image_models import load_image_classifier, read_image_config
-
-            if read_image_config(folder) is not None:
-                model, _ = load_image_classifier(folder, fold=True)
-            else:
-                from transformers import AutoModelForImageClassification
-
-                model = AutoModelForImageClassification.from_pretrained(folder)
-        else:
-            from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-            cls = AutoModelForTokenClassification if self.kind == "tags" else AutoModelForSequenceClassification
-            model = cls.from_pretrained(folder)
-        model.eval()
+        model = load_torch_model(folder, self.task, fold=True)
 
         def run(batch: dict[str, np.ndarray]) -> np.ndarray:
             with torch.inference_mode():
