@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The app exports ONNX in a child process (a few seconds of imports per run); its tests train many
+# runs, so they export in-process. tests/test_onnx_export.py checks the child process itself.
+os.environ["WORKBENCH_ONNX_CHILD"] = "0"
 
 # Tiny trained exports of every task, shared by the ONNX, predict, serve and app tests (one training each).
 pytest_plugins = ["export_samples"]

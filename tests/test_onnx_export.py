@@ -194,3 +194,16 @@ def test_a_child_that_cannot_start_falls_back_to_exporting_in_process(tmp_path, 
     folder = train(tmp_path, write_tsv(tmp_path / "r.tsv", sentiment_rows(120)), str(tiny_bert), max_steps=2)
     check = _check(folder)
     assert check["exported"] and check["top1_agreement"] == 1.0
+
+
+def test_the_app_turns_the_child_process_on_unless_told_not_to(qtbot, monkeypatch):
+    from workbench.app.controller import TrainingController
+    from workbench.core import onnx_export
+
+    monkeypatch.setattr(onnx_export, "in_child_process", False)
+    monkeypatch.setenv("WORKBENCH_ONNX_CHILD", "0")
+    TrainingController()
+    assert onnx_export.in_child_process is False
+    monkeypatch.setenv("WORKBENCH_ONNX_CHILD", "1")
+    TrainingController()
+    assert onnx_export.in_child_process is True

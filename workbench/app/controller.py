@@ -140,9 +140,10 @@ class TrainingController(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
-        from ..core import onnx_export
+        if os.environ.get("WORKBENCH_ONNX_CHILD", "1") != "0":
+            from ..core import onnx_export
 
-        onnx_export.in_child_process = True  # the exporter holds the GIL for up to a second at a time
+            onnx_export.in_child_process = True  # the exporter holds the GIL for up to a second at a time
         self._thread: _EngineThread | None = None
         self._child = None  # a ChildRun: a run on several processes
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
