@@ -106,6 +106,8 @@ class LatenessTimer:
         self.timer.timeout.connect(self._tick)
 
     def start(self) -> None:
+        if _DIAG:
+            faulthandler.dump_traceback_later(_DIAG_S, file=_DIAG)
         self.last = time.perf_counter()
         self.timer.start()
 

@@ -80,7 +80,6 @@ def apply_style(app: QApplication) -> None:
         # Platforms without a theme (Xvfb, offscreen) ignore the hint: give Fusion the palette ourselves.
         if (app.palette().color(QPalette.ColorRole.Window).lightness() < 128) != (scheme == "dark"):
             app.setPalette(dark_palette() if scheme == "dark" else app.style().standardPalette())
-    app.setStyleSheet(SIDEBAR_QSS)
 
 
 def dark_palette() -> QPalette:

@@ -671,6 +671,10 @@ class ModelPage(QWidget):
     # ---- backbones ----------------------------------------------------------------------------------
     def load_catalog(self):
         """Fill the backbone list and the device list (once), on a worker thread."""
+        # Imported now, before the warm-up starts: it loads C extensions (csv, via importlib.metadata),
+        # and while the warm-up loads libtorch the dynamic loader's lock would hold this import, and
+        # with it the GUI thread, for 0.3 s.
+        from ...core import backbones  # noqa: F401
         if self._catalog_task is None:
             self._catalog_task = aio.spawn(self._load_catalog())
         if self._devices_task is None:

@@ -107,12 +107,34 @@ class _Series:
             self.metrics.setdefault(name, [nan] * (len(self.eval_step) - 1)).append(metrics.get(name, nan))
 
 
+PLOTS = ("Loss", "Validation", "Learning rate")  # the page's plots, in the order make_plot builds them
+
+
+def make_plot(title: str) -> pg.PlotWidget:
+    """One of the Train page's plots (steps along x). The window builds them one per event-loop turn
+    before the page (each takes 25-90 ms of the GUI thread) and hands them to ``TrainPage``."""
+    pg.setConfigOptions(antialias=True)
+    # No context menus: the live plots have nothing to configure, and building a ViewBox's menu
+    # is a third of a plot's construction time on the GUI thread.
+    p = pg.PlotWidget(enableMenu=False)
+    p.setMinimumHeight(150)
+    item = p.getPlotItem()
+    item.setTitle(title)
+    item.setLabel("bottom", "step")
+    item.setClipToView(True)
+    item.setDownsampling(auto=True, mode="peak")
+    item.setMenuEnabled(False)
+    p.setFrameShape(QFrame.Shape.NoFrame)
+    return p
+
+
 class TrainPage(QWidget):
     evaluate_requested = Signal()
     go_to_data = Signal()
     resume_requested = Signal(str)  # the shown run's folder: go on with it from its checkpoint
 
-    def __init__(self, state: AppState, controller: TrainingController, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState, controller: TrainingController, parent: QWidget | None = None,
+                 plots: list | None = None) -> None:
         super().__init__(parent)
         self.state = state
         self.controller = controller
@@ -136,7 +158,7 @@ class TrainPage(QWidget):
         lay.addLayout(self._build_controls())
         lay.addLayout(self._build_progress())
         split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self._build_plots())
+        split.addWidget(self._build_plots(plots))
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(LOG_LINES)
@@ -234,14 +256,13 @@ class TrainPage(QWidget):
         row.addWidget(self.rate)
         return row
 
-    def _build_plots(self) -> QWidget:
-        pg.setConfigOptions(antialias=True)
+    def _build_plots(self, plots: list | None) -> QWidget:
         w = QWidget()
         grid = QGridLayout(w)
         grid.setContentsMargins(0, 6, 0, 6)
-        self.loss_plot = self._plot("Loss", "step")
-        self.metric_plot = self._plot("Validation", "step")
-        self.lr_plot = self._plot("Learning rate", "step")
+        if not plots or len(plots) != len(PLOTS):
+            plots = [make_plot(title) for title in PLOTS]
+        self.loss_plot, self.metric_plot, self.lr_plot = plots
         self.lr_plot.getPlotItem().getAxis("left").enableAutoSIPrefix(False)
         grid.addWidget(self.loss_plot, 0, 0, 2, 1)
         grid.addWidget(self.metric_plot, 0, 1)
@@ -251,20 +272,6 @@ class TrainPage(QWidget):
         self._make_curves()
         self._apply_palette()
         return w
-
-    def _plot(self, title: str, xlabel: str) -> pg.PlotWidget:
-        # No context menus: the live plots have nothing to configure, and building a ViewBox's menu
-        # is a third of a plot's construction time on the GUI thread.
-        p = pg.PlotWidget(enableMenu=False)
-        p.setMinimumHeight(150)
-        item = p.getPlotItem()
-        item.setTitle(title)
-        item.setLabel("bottom", xlabel)
-        item.setClipToView(True)
-        item.setDownsampling(auto=True, mode="peak")
-        item.setMenuEnabled(False)
-        p.setFrameShape(QFrame.Shape.NoFrame)
-        return p
 
     def _make_curves(self) -> None:
         self.loss_plot.addLegend(offset=(-8, 8))
@@ -277,6 +284,8 @@ class TrainPage(QWidget):
 
     def _set_metric_curves(self, specs: tuple[Metric, ...]) -> None:
         """One curve per metric the task plots (accuracy and macro F1; entity F1; MSE and Pearson)."""
+        if specs == self.metric_specs and self.metric_curves:
+            return  # the same curves (every run starts with the classification set): nothing to rebuild
         self.metric_specs = specs
         for curve in self.metric_curves.values():
             self.metric_plot.removeItem(curve)
