@@ -158,6 +158,7 @@ class MainWindow(QMainWindow):
         self.model_page = ModelPage(self.state)
         self.hosts["model"].set_page(self.model_page)
         self.train_page = None
+        self._plots: list = []  # the Train page's plots, built ahead one per event-loop turn
         self.log_relay = LogRelay(self)
         self.log_relay.install()
         self.evaluate_page = None
@@ -315,7 +316,6 @@ class MainWindow(QMainWindow):
         if not warmup.done.is_set():
             return
         self._build_timer.stop()
-        self._plots: list = []
         QTimer.singleShot(0, self._build_next_plot)
 
     def _build_next_plot(self) -> None:
@@ -339,7 +339,7 @@ class MainWindow(QMainWindow):
         if self.train_page is None:
             from .pages.train import TrainPage
 
-            plots, self._plots = getattr(self, "_plots", []), []  # built ahead, when the warm-up finished
+            plots, self._plots = self._plots, []  # built ahead, when the warm-up finished
             self.train_page = TrainPage(self.state, self.controller, plots=plots)
             for text, when in list(self.log_relay.recent):  # what the engine logged before the page existed
                 self.train_page.show_log_record(text, when)

@@ -322,7 +322,7 @@ class TrainPage(QWidget):
                 lb.setAlpha(200)
                 item.legend.setBrush(pg.mkBrush(lb))
         faint = QColor(accent)
-        faint.setAlphaF(0.55 if dark else 0.35)
+        faint.setAlphaF(0.4 if dark else 0.35)  # the per-step curve under the opaque smoothed one
         self.raw_curve.setPen(pg.mkPen(faint, width=1))
         # One-pixel pens and no grid: Qt's raster engine strokes wider lines and the grid's lines
         # slowly (a redraw of the three plots: 130-450 ms with them, 15-20 ms without, 400 points),
