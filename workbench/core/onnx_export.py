@@ -187,6 +187,20 @@ def split_logits(task, split, run, batch_size: int, cancel: CancelToken = NEVER,
     return result, seconds
 
 
+def export_and_check(model, folder: Path, example: dict[str, np.ndarray], batches: Iterable[dict[str, np.ndarray]],
+                     split_name: str, *, per_token: bool, classes: bool) -> dict[str, Any]:
+    """Export ``model`` to ``folder``/model.onnx and compare ONNX Runtime with it on ``batches`` (in
+    this process or the child's). A model the exporter cannot trace gives ``exported: false``."""
+    path = folder / ONNX_FILE
+    try:
+        export_onnx(model, path, example, per_token=per_token)
+    except Exception as e:  # an architecture the exporter cannot trace: the model itself is still fine
+        log.warning("ONNX export failed; %s was not written", ONNX_FILE, exc_info=True)
+        return {"exported": False, "error": f"{type(e).__name__}: {e}"}
+    return {"exported": True, "file": ONNX_FILE, "size_bytes": file_size(path), "split": split_name,
+            **check_onnx(path, model, batches, classes=classes)}
+
+
 def export_with_onnx(task, model, folder: Path, split, data, *, quantize: str | None = None,
                      callbacks: Callbacks | None = None, cancel: CancelToken = NEVER, batch_size: int = 32) -> dict:
     """Write model.onnx (and with ``quantize``, model.int8.onnx) into the export ``folder`` being
@@ -194,41 +208,19 @@ def export_with_onnx(task, model, folder: Path, split, data, *, quantize: str | 
     for an ONNX problem: it is recorded and warned about, and the PyTorch export stands."""
     callbacks = callbacks or Callbacks()
     callbacks.on_event(PhaseChanged("exporting", "ONNX"))
-    onnx_path = folder / ONNX_FILE
-    record: dict[str, Any]
     with task.export_state(model):
         model.eval()
         record = _export_in_child(task, folder, split, cancel, batch_size) if in_child_process else None
-        if record is not None:
-            if record.get("exported"):
-                record["split"] = split.name
-            else:
-                callbacks.on_event(Warning_(f"ONNX export failed ({record['error'][:300]}); {ONNX_FILE} was not "
-                                            "written (the PyTorch model is exported as usual)"))
-            return _after_export(task, folder, split, data, record, quantize, callbacks, cancel, batch_size)
-        try:
-            example = task.onnx_example(split)
-            export_onnx(model, onnx_path, example, per_token=task.per_token_outputs)
-        except Exception as e:  # an architecture the exporter cannot trace: the model itself is still fine
-            log.warning("ONNX export failed; %s was not written", ONNX_FILE, exc_info=True)
-            for leftover in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):
-                leftover.unlink(missing_ok=True)
-            record = {"exported": False, "error": f"{type(e).__name__}: {e}"}
-            callbacks.on_event(Warning_(f"ONNX export failed ({record['error'][:300]}); {ONNX_FILE} was not written "
-                                        "(the PyTorch model is exported as usual)"))
-            _write_record(folder, record)
-            return record
-        rows = np.arange(min(len(split), CHECK_ROWS))
-        batches = (b for _, b in _eval_batches(task, split, rows, batch_size))
-        record = {"exported": True, "file": ONNX_FILE, "size_bytes": file_size(onnx_path), "split": split.name,
-                  **check_onnx(onnx_path, model, batches, classes=task.has_classes)}
-    return _after_export(task, folder, split, data, record, quantize, callbacks, cancel, batch_size)
-
-
-def _after_export(task, folder: Path, split, data, record: dict, quantize: str | None, callbacks: Callbacks,
-                  cancel: CancelToken, batch_size: int) -> dict:
-    """Warn about a disagreement, add the int8 copy if asked, write onnx_check.json."""
-    if not record.get("exported"):
+        if record is None:
+            rows = np.arange(min(len(split), CHECK_ROWS))
+            batches = (b for _, b in _eval_batches(task, split, rows, batch_size))
+            record = export_and_check(model, folder, task.onnx_example(split), batches, split.name,
+                                      per_token=task.per_token_outputs, classes=task.has_classes)
+    if not record["exported"]:
+        for leftover in (folder / ONNX_FILE, folder / (ONNX_FILE + ".data")):
+            leftover.unlink(missing_ok=True)
+        callbacks.on_event(Warning_(f"ONNX export failed ({record['error'][:300]}); {ONNX_FILE} was not written "
+                                    "(the PyTorch model is exported as usual)"))
         _write_record(folder, record)
         return record
     if record["rows"] and record["top1_agreement"] is not None and record["top1_agreement"] < 1.0:
@@ -273,17 +265,18 @@ def _export_in_child(task, folder: Path, split, cancel: CancelToken, batch_size:
         for i, (_, batch) in enumerate(_eval_batches(task, split, rows, batch_size)):
             arrays.update({f"batch{i}/{k}": v for k, v in batch.items()})
         np.savez(tmp / "inputs.npz", **arrays)
-        job = {"folder": str(folder), "task": task.name, "per_token": task.per_token_outputs,
+        job = {"folder": str(folder), "task": task.name, "split": split.name, "per_token": task.per_token_outputs,
                "classes": task.has_classes, "inputs": str(tmp / "inputs.npz"), "result": str(tmp / "result.json")}
         (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "workbench.core.onnx_export", str(tmp / "job.json")],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        except OSError:
-            log.warning("could not start the ONNX export process; exporting in this one", exc_info=True)
-            return None
-        started = time.monotonic()
-        try:
+        # The child's messages go to a file: a pipe read only at the end could fill and stall it.
+        with open(tmp / "stderr.txt", "wb") as err:
+            try:
+                proc = subprocess.Popen([sys.executable, "-m", "workbench.core.onnx_export", str(tmp / "job.json")],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            except OSError:
+                log.warning("could not start the ONNX export process; exporting in this one", exc_info=True)
+                return None
+            started = time.monotonic()
             while proc.poll() is None:
                 if cancel.cancelled or time.monotonic() - started > CHILD_TIMEOUT_S:
                     proc.kill()
@@ -291,21 +284,13 @@ def _export_in_child(task, folder: Path, split, cancel: CancelToken, batch_size:
                     cancel.raise_if_cancelled()
                     return None
                 time.sleep(0.1)
-        finally:
-            stderr = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-            if proc.stderr:
-                proc.stderr.close()
         result = tmp / "result.json"
         if proc.returncode != 0 or not result.is_file():
+            stderr = (tmp / "stderr.txt").read_text(encoding="utf-8", errors="replace")
             log.warning("the ONNX export process failed (exit %s); exporting in this one:\n%s", proc.returncode,
                         stderr[-2000:])
             return None
-        record = json.loads(result.read_text(encoding="utf-8"))
-    if not record.get("exported"):
-        log.warning("ONNX export failed; %s was not written", ONNX_FILE)
-        for leftover in (folder / ONNX_FILE, folder / (ONNX_FILE + ".data")):
-            leftover.unlink(missing_ok=True)
-    return record
+        return json.loads(result.read_text(encoding="utf-8"))
 
 
 def _child_main(job_path: str) -> int:
@@ -321,13 +306,8 @@ def _child_main(job_path: str) -> int:
         groups.setdefault(group, {})[name] = arrays[key]
     batches = [groups[k] for k in sorted((g for g in groups if g.startswith("batch")), key=lambda g: int(g[5:]))]
     model = load_torch_model(folder, job["task"])
-    try:
-        export_onnx(model, folder / ONNX_FILE, groups["example"], per_token=job["per_token"])
-    except Exception as e:  # an architecture the exporter cannot trace: recorded, as in-process
-        record: dict[str, Any] = {"exported": False, "error": f"{type(e).__name__}: {e}"}
-    else:
-        record = {"exported": True, "file": ONNX_FILE, "size_bytes": file_size(folder / ONNX_FILE),
-                  "split": None, **check_onnx(folder / ONNX_FILE, model, batches, classes=job["classes"])}
+    record = export_and_check(model, folder, groups["example"], batches, job["split"], per_token=job["per_token"],
+                              classes=job["classes"])
     Path(job["result"]).write_text(json.dumps(record), encoding="utf-8")
     return 0
 
