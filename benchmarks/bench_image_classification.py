@@ -12,6 +12,10 @@ Reference: about 0.94-0.95 validation accuracy fine-tuning an ImageNet ResNet-18
 the tutorial). Usage:
 
     python benchmarks/bench_image_classification.py [--epochs 3] [--image-size 224] [--only lite0,frozen,cnn]
+        [--precisions auto,fp32,bf16]
+
+``--precisions`` runs each of lite0, frozen and cnn once per precision: the bf16 rows (bf16 autocast on
+the CPU pays only where it has bf16 units, AMX or AVX512-BF16; elsewhere torch emulates it, slowly).
 
 ``--dataset digits``: small low-resolution greyscale images, generated offline: scikit-learn's 8x8
 digits upscaled to 28x28 PNGs, 100 per class for training and 50 per class as --test (1,000 and 500
@@ -98,7 +102,8 @@ def run(name: str, model: str, image_size: int | None, epochs: float | None, lr:
     total = time.perf_counter() - t0
     report = json.loads((Path(result.run_dir) / "report.json").read_text())
     n_eval = report["n"]
-    pinned = json.loads((Path(result.run_dir) / "config.json").read_text())["train"]
+    config = json.loads((Path(result.run_dir) / "config.json").read_text())
+    pinned = config["train"]
     check = json.loads((Path(result.run_dir) / "model" / "onnx_check.json").read_text())
     baseline = report.get("baseline") or {}
     fwd = forward_gflops(model, pinned["image_size"], len(report.get("labels") or []) or 2)
@@ -110,6 +115,7 @@ def run(name: str, model: str, image_size: int | None, epochs: float | None, lr:
         "backbone": model,
         "frozen": freeze,
         "image_size": pinned["image_size"],
+        "precision": (config.get("resolved") or {}).get("precision"),
         "augment": pinned.get("augment"),
         "epochs": pinned["epochs"],
         "epochs_trained": round(report["training"]["steps"] / max(1, -(-report["trained_on"]["rows"] // batch_size)), 2)
@@ -352,6 +358,8 @@ def main() -> int:
     p.add_argument("--cnn-epochs", type=float, default=15)
     p.add_argument("--cnn-image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precisions", default="auto",
+                   help="hymenoptera: comma-separated precisions (auto, fp32, bf16); each run once per precision")
     p.add_argument("--only", default=None, help="hymenoptera: lite0,frozen,cnn; digits: before,after (and sizes: "
                    "frozen-feature accuracy and speed at 64/96/128/224 px)")
     args = p.parse_args()
@@ -373,24 +381,26 @@ def main() -> int:
         home = Path(tmp)
         if "plain" in wanted:
             plain = plain_loop(args.image_size, args.batch_size)
-        if "lite0" in wanted:
-            rows.append(run("lite0-finetune", "efficientnet-lite0", args.image_size, args.epochs, 5e-4, False,
-                            args.batch_size, home))
-        if "frozen" in wanted:
-            rows.append(run("lite0-frozen", "efficientnet-lite0", args.image_size, args.frozen_epochs, 1e-3, True,
-                            args.batch_size, home))
-        if "cnn" in wanted:
-            rows.append(run("small-cnn-scratch", "small-cnn", args.cnn_image_size, args.cnn_epochs, 2e-3, False,
-                            args.batch_size, home))
+        for precision in args.precisions.split(","):
+            tag = "" if precision == "auto" else f"-{precision}"
+            if "lite0" in wanted:
+                rows.append(run(f"lite0-finetune{tag}", "efficientnet-lite0", args.image_size, args.epochs, 5e-4,
+                                False, args.batch_size, home, precision=precision))
+            if "frozen" in wanted:
+                rows.append(run(f"lite0-frozen{tag}", "efficientnet-lite0", args.image_size, args.frozen_epochs, 1e-3,
+                                True, args.batch_size, home, precision=precision))
+            if "cnn" in wanted:
+                rows.append(run(f"small-cnn-scratch{tag}", "small-cnn", args.cnn_image_size, args.cnn_epochs, 2e-3,
+                                False, args.batch_size, home, precision=precision))
     print()
-    print(f"{'run':<20} {'size':>4} {'epochs':>6} {'val acc':>8} {'macro F1':>8} {'train img/s':>11} {'GFLOP/s':>8} "
+    print(f"{'run':<24} {'prec':>4} {'size':>4} {'epochs':>6} {'val acc':>8} {'macro F1':>8} {'train img/s':>11} {'GFLOP/s':>8} "
           f"{'eval img/s':>10} {'ONNX img/s':>10} {'decode s':>8}  epoch seconds")
     for r in rows:
-        print(f"{r['run']:<20} {r['image_size']:>4} {r['epochs']:>6} {r['val_accuracy']:>8.4f} {r['val_macro_f1']:>8.4f} "
+        print(f"{r['run']:<24} {r['precision'] or '':>4} {r['image_size']:>4} {r['epochs']:>6} {r['val_accuracy']:>8.4f} {r['val_macro_f1']:>8.4f} "
               f"{r['train_images_per_s']:>11.2f} {r['train_gflop_per_s']:>8.2f} {r['eval_images_per_s'] or 0:>10.2f} "
               f"{r['onnx_eval_images_per_s'] or 0:>10.2f} {r['decode_seconds']:>8.2f}  {r['epoch_seconds']}")
     for r in plain:
-        print(f"{r['run']:<20} {r['image_size']:>4} {'':>6} {'':>8} {'':>8} {r['train_images_per_s']:>11.2f} "
+        print(f"{r['run']:<24} {'':>4} {r['image_size']:>4} {'':>6} {'':>8} {'':>8} {r['train_images_per_s']:>11.2f} "
               f"{r['train_gflop_per_s']:>8.2f} {r['eval_images_per_s']:>10.2f} (folded {r['eval_folded_images_per_s']})")
     print(json.dumps(rows + plain))
     return 0

@@ -155,15 +155,17 @@ def main() -> None:
         print(f"{k:10} {med[k]['samples_per_second']:16.1f} {med[k]['accuracy']:14.4f} {med[k]['wall_seconds']:8.0f}   "
               f"{SYSTEMS[k]}")
     summary = {"medians": med, "runs": results}
-    if "trainer" in results:
+    for base in ("trainer", "trainer-bf16"):  # each Workbench system against each Trainer that ran
+        if base not in results:
+            continue
         for k in systems:
-            if k == "trainer":
+            if k.startswith("trainer"):
                 continue
-            ratio = med[k]["samples_per_second"] / med["trainer"]["samples_per_second"]
-            diffs = [100 * (o["accuracy"] - b["accuracy"]) for o, b in zip(results[k], results["trainer"])]
-            print(f"{k} vs Trainer: speed {ratio:.2f}x; accuracy {100 * (med[k]['accuracy'] - med['trainer']['accuracy']):+.2f} "
+            ratio = med[k]["samples_per_second"] / med[base]["samples_per_second"]
+            diffs = [100 * (o["accuracy"] - b["accuracy"]) for o, b in zip(results[k], results[base])]
+            print(f"{k} vs {base}: speed {ratio:.2f}x; accuracy {100 * (med[k]['accuracy'] - med[base]['accuracy']):+.2f} "
                   f"points (medians); per seed " + ", ".join(f"{d:+.2f}" for d in diffs))
-            summary[f"{k}_vs_trainer"] = {"ratio": ratio, "paired_delta_points": diffs}
+            summary[f"{k}_vs_{base.replace('-', '_')}"] = {"ratio": ratio, "paired_delta_points": diffs}
     print(json.dumps(summary))
 
 

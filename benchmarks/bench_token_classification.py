@@ -77,7 +77,7 @@ def make_test(source: Path, sentences: int, out: Path) -> Path:
     return path
 
 
-def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = False) -> dict:
+def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = False, precision: str = "auto") -> dict:
     """Workbench on the Trainer's sentences (no hold-out), or with its defaults: only --test given."""
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from workbench.core.run import run_training
@@ -86,7 +86,8 @@ def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = Fals
         task="token-classification",
         data=DataConfig(train=str(train), test=str(test), val_fraction=DataConfig.val_fraction if defaults else 0.0),
         model=ModelConfig(name="all-MiniLM-L6-v2"),
-        train=TrainConfig(**HP, seed=args.seed, device=args.device, group_by_length=args.group_by_length),
+        train=TrainConfig(**HP, seed=args.seed, device=args.device, group_by_length=args.group_by_length,
+                          precision=precision),
         run_dir=str(run_dir),
     )
     t0 = time.perf_counter()
@@ -95,7 +96,8 @@ def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = Fals
             "train_seconds": r.train_seconds, "wall_seconds": time.perf_counter() - t0}
 
 
-def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
+def run_trainer(train: Path, test: Path, args, out: Path, bf16: bool | None = None) -> dict:
+    """The Trainer with its defaults (bf16 on a GPU, fp32 on the CPU), or ``bf16`` forced."""
     import datasets
     import numpy as np
     import torch
@@ -142,7 +144,8 @@ def run_trainer(train: Path, test: Path, args, out: Path) -> dict:
         output_dir=str(out), per_device_train_batch_size=HP["batch_size"], per_device_eval_batch_size=64,
         num_train_epochs=HP["epochs"], learning_rate=HP["lr"], warmup_steps=HP["warmup_ratio"],
         weight_decay=HP["weight_decay"], max_grad_norm=1.0, seed=args.seed, save_strategy="no", eval_strategy="no",
-        logging_steps=50, report_to=[], disable_tqdm=True, use_cpu=not on_gpu, bf16=on_gpu, dataloader_num_workers=0,
+        logging_steps=50, report_to=[], disable_tqdm=True, use_cpu=not on_gpu, bf16=on_gpu if bf16 is None else bf16,
+        dataloader_num_workers=0,
     )
     trainer = Trainer(model=model, args=targs, train_dataset=tr, data_collator=DataCollatorForTokenClassification(tok))
     t0 = time.perf_counter()
@@ -176,6 +179,9 @@ SYSTEMS = {
     "tuned": "Workbench, the Trainer's sentences (--val-fraction 0)",
     "defaults": "Workbench with its defaults (only --test given)",
     "trainer": "transformers.Trainer",
+    "tuned-fp32": "Workbench, the Trainer's sentences, --precision fp32",
+    "tuned-bf16": "Workbench, the Trainer's sentences, --precision bf16",
+    "trainer-bf16": "transformers.Trainer with bf16=True",
 }
 
 
@@ -220,11 +226,12 @@ def main() -> None:
             # for every system: a few thousand sentences vary by a few F1 points from seed to seed.
             args.seed = base_seed + i
             for k in systems:
-                if k == "trainer":
-                    r = run_trainer(train, test, args, tmp / f"trainer-{i}")
+                if k.startswith("trainer"):
+                    r = run_trainer(train, test, args, tmp / f"{k}-{i}", bf16=True if k == "trainer-bf16" else None)
                     extra = f"; {r['words_not_seen']} test words beyond its max length"
                 else:
-                    r = run_ours(train, test, args, tmp / f"{k}-{i}", defaults=k == "defaults")
+                    r = run_ours(train, test, args, tmp / f"{k}-{i}", defaults=k == "defaults",
+                                 precision=k.split("-")[1] if "-" in k else "auto")
                     extra = ""
                 print(f"[{i}] seed {args.seed} {k}: {r['samples_per_second']:.1f} samples/s, {metric_name} "
                       f"{r['metric']:.4f} (train {r['train_seconds']:.0f}s, wall {r['wall_seconds']:.0f}s{extra})", flush=True)
@@ -233,22 +240,24 @@ def main() -> None:
     med = {k: {m: statistics.median(r[m] for r in v) for m in keys} for k, v in results.items()}
     means = {k: statistics.fmean(r["metric"] for r in v) for k, v in results.items()}
     print()
-    print(f"{'':10} {'train samples/s':>16} {metric_name:>16} {'mean':>8} {'wall s':>8}   (medians of {args.repeats} paired seeds)")
+    print(f"{'':12} {'train samples/s':>16} {metric_name:>16} {'mean':>8} {'wall s':>8}   (medians of {args.repeats} paired seeds)")
     for k in systems:
-        print(f"{k:10} {med[k]['samples_per_second']:16.1f} {med[k]['metric']:16.4f} {means[k]:8.4f} "
+        print(f"{k:12} {med[k]['samples_per_second']:16.1f} {med[k]['metric']:16.4f} {means[k]:8.4f} "
               f"{med[k]['wall_seconds']:8.0f}   {SYSTEMS[k]}")
     summary = {"dataset": args.dataset, "train_sentences": n_train, "hyper": HP, "medians": med, "means": means,
                "runs": results}
-    if "trainer" in results:
+    for base in ("trainer", "trainer-bf16"):  # each Workbench system against each Trainer that ran
+        if base not in results:
+            continue
         for k in systems:
-            if k == "trainer":
+            if k.startswith("trainer"):
                 continue
-            ratio = med[k]["samples_per_second"] / med["trainer"]["samples_per_second"]
+            ratio = med[k]["samples_per_second"] / med[base]["samples_per_second"]
             # Same seed, same sentences: the per-seed differences say more than the medians.
-            diffs = [100 * (o["metric"] - b["metric"]) for o, b in zip(results[k], results["trainer"])]
-            print(f"{k} vs Trainer: speed {ratio:.2f}x; {metric_name} {100 * (med[k]['metric'] - med['trainer']['metric']):+.2f} "
+            diffs = [100 * (o["metric"] - b["metric"]) for o, b in zip(results[k], results[base])]
+            print(f"{k} vs {base}: speed {ratio:.2f}x; {metric_name} {100 * (med[k]['metric'] - med[base]['metric']):+.2f} "
                   f"points (medians); per seed " + ", ".join(f"{d:+.2f}" for d in diffs))
-            summary[f"{k}_vs_trainer"] = {"ratio": ratio, "paired_delta_points": diffs}
+            summary[f"{k}_vs_{base.replace('-', '_')}"] = {"ratio": ratio, "paired_delta_points": diffs}
     print(json.dumps(summary))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,36 @@ def device_mod_callbacks():
     from workbench.core.events import Callbacks
 
     return Callbacks()
+
+
+@pytest.mark.parametrize("device_pixels", ["0", "1"])
+def test_images_train_under_cpu_bf16_with_channels_last_convolutions(tmp_path, runs_home, monkeypatch, device_pixels):
+    """Convolutions under bf16 autocast take channels-last input, the crops cut on the host or (as on
+    GPUs) on the device outside autocast; the weights stay fp32 and the model learns."""
+    from image_samples import write_class_folder
+    from safetensors import safe_open
+
+    from workbench.core.image_models import ImageClassifier
+
+    monkeypatch.setenv("WORKBENCH_DEVICE_PIXELS", device_pixels)
+    seen = []
+    real = ImageClassifier.forward
+
+    def spy(self, pixel_values=None, features=None):
+        if pixel_values is not None and torch.is_grad_enabled():
+            seen.append((pixel_values.dtype, pixel_values.is_contiguous(memory_format=torch.channels_last),
+                         torch.is_autocast_enabled("cpu")))
+        return real(self, pixel_values=pixel_values, features=features)
+
+    monkeypatch.setattr(ImageClassifier, "forward", spy)
+    root = tmp_path / "photos"
+    write_class_folder(root / "train", 16)
+    write_class_folder(root / "test", 6, seed=2)
+    cfg = RunConfig(data=DataConfig(train=str(root)), model=ModelConfig(name="small-cnn"),
+                    train=TrainConfig(epochs=4, batch_size=8, lr=3e-3, warmup_ratio=0.0, image_size=32, seed=0,
+                                      precision="bf16"))
+    result = run_training(cfg)
+    assert seen and set(seen) == {(torch.float32, True, True)}  # fp32 pixels, NHWC, under bf16 autocast
+    assert result.metrics["accuracy"] >= 0.9, result.metrics
+    with safe_open(str(Path(result.run_dir) / "model" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if not k.endswith("num_batches_tracked")} == {torch.float32}

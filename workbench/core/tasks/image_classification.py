@@ -23,7 +23,16 @@ import numpy as np
 from ..backbones import DEFAULT_IMAGE_BACKBONE, BackboneInfo, image_model_spec, resolve_image_backbone
 from ..cancel import NEVER
 from ..config import DEFAULT_MODEL
-from ..data.image_transforms import ImagePreprocessing, center_crops, random_resized_crops, to_pixels
+from ..data.image_transforms import (
+    ImagePreprocessing,
+    center_boxes,
+    center_crops,
+    device_pixels,
+    random_boxes,
+    random_resized_crops,
+    to_pixels,
+    wants_device_pixels,
+)
 from ..data.images import (
     ImageItem,
     check_images,
@@ -95,6 +104,7 @@ class ImageClassification(Task):
         self.batch_norm: str | None = None  # --batch-norm frozen | update (None: update)
         self.feature_views = 1  # --feature-views: cached views per image of a frozen backbone (0: no cache)
         self.features = None  # FeatureCache while a frozen Workbench backbone trains (use_model)
+        self.device_pixels = False  # the loop's crops are cut on the model's device (use_model; GPUs)
         self._feature_model = None  # (the model, its device, its folded copy or None) that computes them
         self._draws: dict[str, np.ndarray] = {}  # per split: how often each row was trained on (its epoch)
         self.seed = 42
@@ -301,6 +311,16 @@ class ImageClassification(Task):
         return {"pixel_values": self._pixels(index, self._augmented(split)), "labels": split.labels[rows]}
 
     def loop_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
+        if self.features is None and self.device_pixels:
+            # uint8 squares and the crops' draws; ``forward`` cuts and scales them on the device.
+            index = split.inputs["index"][rows]
+            side, size, policy = self.images.shape[1], self.preprocessing.image_size, self.policy
+            if self._augmented(split):
+                boxes, flips = random_boxes(side, len(index), self._rng, flip=policy.flip,
+                                            scale=policy.crop_scale, ratios=policy.crop_ratios)
+            else:
+                boxes, flips = center_boxes(side, len(index), size), np.zeros(len(index), bool)
+            return {"images": self.images[index], "boxes": boxes, "flips": flips, "labels": split.labels[rows]}
         if self.features is None:
             return self.make_batch(split, rows)
         index = split.inputs["index"][rows]
@@ -312,6 +332,7 @@ class ImageClassification(Task):
         from ..image_models import ImageClassifier
 
         self._feature_model = None
+        self.device_pixels = wants_device_pixels(device)
         if not (self.freeze and self.feature_views > 0 and isinstance(model, ImageClassifier) and model.frozen_backbone):
             self.features = None
             return
@@ -418,7 +439,17 @@ class ImageClassification(Task):
     def forward(self, model, batch: dict):
         if "features" in batch:  # a frozen backbone's cached outputs: only the head runs
             return model(features=batch["features"])
-        out = model(pixel_values=batch["pixel_values"])
+        if "images" in batch:  # loop_batch's uint8 squares and crop draws (device_pixels)
+            import torch
+
+            with torch.autocast(batch["images"].device.type, enabled=False):
+                pixels = device_pixels(batch["images"], batch["boxes"], batch["flips"], self.preprocessing.image_size,
+                                       self.preprocessing.mean, self.preprocessing.std)
+        else:
+            pixels = batch["pixel_values"]
+        from ..image_models import to_channels_last
+
+        out = model(pixel_values=to_channels_last(pixels))
         return out.logits if hasattr(out, "logits") else out
 
     def loss(self, logits, labels):
