@@ -31,8 +31,9 @@ FAKE_LAUNCHER = textwrap.dedent('''
         tmp.write_text(json.dumps({"state": state, "pid": os.getpid(), **extra}))
         os.replace(tmp, run / "status.json")
 
-    stop = []
+    stop, pause = [], []
     signal.signal(signal.SIGINT, signal.SIG_IGN if mode == "hang" else (lambda *a: stop.append(1)))
+    signal.signal(signal.SIGUSR1, lambda *a: pause.append(1))  # the launcher passes it on to rank 0
     status("running")
     with open(run / "metrics.jsonl", "a") as f:
         def event(**e):
@@ -45,6 +46,10 @@ FAKE_LAUNCHER = textwrap.dedent('''
                 status("cancelled")
                 event(event="Cancelled")
                 sys.exit(130)
+            if pause:
+                status("paused", step=step - 1, message=f"paused at step {step - 1} of {steps}")
+                event(event="Paused", step=step - 1, message=f"paused at step {step - 1} of {steps}")
+                sys.exit(4)
             event(event="StepMetrics", step=step, total_steps=steps, epoch=step / steps, loss=1.0 / step,
                   learning_rate=1e-3, samples_per_second=100.0, elapsed_s=0.1 * step, eta_s=1.0, grad_norm=None,
                   mfu=0.42, peak_memory_gib=3.5)
@@ -122,7 +127,7 @@ def test_a_multi_process_run_is_a_child_followed_through_its_run_directory(qtbot
     with qtbot.waitSignal(controller.started, timeout=5000) as started:
         controller.start(config)
     run_dir = started.args[0]
-    assert Path(run_dir).parent == runs_home and controller.running and not controller.can_pause
+    assert Path(run_dir).parent == runs_home and controller.running and controller.can_pause
     with qtbot.waitSignal(controller.finished, timeout=30000) as done:
         pass
     result = done.args[0]
@@ -161,3 +166,25 @@ def test_cancel_interrupts_the_group_and_kills_one_that_does_not_stop(qtbot, fak
         status = json.loads((Path(run_dir) / "status.json").read_text())
         assert status["state"] == "cancelled", behaviour  # said by the child, or by the app after killing it
         assert not controller.running
+
+
+def test_pause_asks_the_group_to_stop_at_a_checkpoint(qtbot, fake_launcher, runs_home, tmp_path):
+    from workbench.app.controller import TrainingController
+
+    mode, _ = fake_launcher
+    mode["value"] = "long"
+    config = RunConfig(data=DataConfig(train=str(tmp_path / "reviews.tsv")), task="text-classification",
+                       train=TrainConfig(device="cuda", num_processes=2))
+    controller = TrainingController()
+    seen = []
+    controller.events.connect(seen.extend)
+    run_dir = controller.start(config)
+    qtbot.waitUntil(lambda: any(e["event"] == "StepMetrics" for e in seen), timeout=20000)
+    assert controller.can_pause
+    with qtbot.waitSignal(controller.pausing, timeout=5000):
+        controller.pause()
+    with qtbot.waitSignal(controller.paused, timeout=30000) as paused:
+        pass
+    assert paused.args[0].startswith("paused at step")
+    assert json.loads((Path(run_dir) / "status.json").read_text())["state"] == "paused"
+    assert not controller.running

@@ -122,6 +122,7 @@ def test_launch_command_and_failure_messages():
     assert describe_failure({0: failure(-15), 1: failure(130)}) == (130, "")
     assert describe_failure({0: failure(130), 1: failure(130)}) == (130, "")
     assert describe_failure({0: failure(2)}) == (2, "")
+    assert describe_failure({0: failure(4)}) == (4, "")  # paused: rank 0 said where to resume
     code, message = describe_failure({1: failure(1)})
     assert code == 1 and "rank 1" in message and "exit status 1" in message
 
@@ -211,3 +212,48 @@ def test_a_cancel_on_rank_zero_stops_every_rank_and_the_run_resumes(data, still_
     assert _status(run_dir)["state"] == "finished"
     after = _step_losses(run_dir)
     assert all(abs(after[k] - v) < 1e-6 for k, v in before.items()) and max(after) > 4
+
+
+def _wait_for_step(run_dir: Path, proc: subprocess.Popen, step: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run_dir / "metrics.jsonl").is_file() and max(_step_losses(run_dir), default=0) >= step:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no step {step} in {run_dir} (exit {proc.poll()})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigusr1_pauses_a_run_at_a_checkpoint_and_resume_finishes_it(data, still_model, tmp_path, processes):
+    """`kill -USR1` (the app's Pause for a process group): to the launcher, which passes it on to
+    rank 0, or to a one-process run itself; the run writes a checkpoint, stops as paused (exit 4)."""
+    import signal
+
+    run_dir = tmp_path / f"paused-{processes}"
+    args = _args(data, still_model, run_dir, 2 // processes, "--num-processes", str(processes))
+    args[args.index("--epochs") + 1] = "3"
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "train", *args], env=_env(), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_step(run_dir, proc, 3)
+        os.kill(proc.pid, signal.SIGUSR1)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 4, err
+    status = _status(run_dir)
+    assert status["state"] == "paused", status
+    assert f"Go on with: workbench train --resume {run_dir}" in err and "Traceback" not in err
+    before = _step_losses(run_dir)
+    paused_at = max(before)
+    assert (run_dir / "checkpoints" / f"step-{paused_at}").is_dir() and paused_at < 100
+
+    again = subprocess.run([sys.executable, "-m", "workbench", "train", "--resume", str(run_dir), "--quiet"],
+                           env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert _status(run_dir)["state"] == "finished"
+    after = _step_losses(run_dir)
+    last = [e for e in read_metrics(run_dir) if e["event"] == "StepMetrics"][-1]
+    assert max(after) == last["step"] == last["total_steps"] > paused_at
+    assert all(abs(after[k] - v) < 1e-6 for k, v in before.items())

@@ -30,10 +30,11 @@ from .core.cancel import CancelToken
 from .core.command import TRAIN_FLAGS
 from .core.config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
 from .core.distributed import RankStopped
-from .core.errors import Cancelled, InputError, WorkbenchError, WriteFailed
+from .core.errors import Cancelled, InputError, Paused, WorkbenchError, WriteFailed
 from .launcher import launch, under_launcher
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_WRITE, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+PAUSE_SIGNAL = getattr(signal, "SIGUSR1", None)  # `kill -USR1 PID` pauses a run (POSIX only)
 
 
 class UsageError(Exception):
@@ -313,7 +314,13 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
         if rank == 0:
             print("\nCancelling... (Ctrl+C again to stop at once)", file=sys.stderr, flush=True)
 
+    def on_pause_signal(signum, frame):
+        if not cancel.pause_requested and rank == 0:
+            print("\nPausing at the end of this step (a checkpoint is written)...", file=sys.stderr, flush=True)
+        cancel.pause()  # one rank asking is enough: the ranks agree on pausing at each batch
+
     previous = signal.signal(signal.SIGINT, on_sigint)
+    previous_pause = signal.signal(PAUSE_SIGNAL, on_pause_signal) if PAUSE_SIGNAL else None
     quiet = quiet or rank > 0
     progress = TerminalProgress(enabled=not quiet)
     handler = log_to_terminal(progress, verbose)
@@ -337,6 +344,14 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
         progress.close()
         print(f"workbench: error: {e}", file=sys.stderr)
         return EXIT_WRITE
+    except Paused as e:  # asked for (SIGUSR1, the app's Pause): the checkpoint is written
+        progress.close()
+        if rank:
+            return EXIT_OK  # as for a cancel: rank 0 records it, the launcher waits for it
+        where = progress.run_dir or resume or "RUN"
+        print(f"workbench: {e}; a checkpoint is written. Go on with: workbench train --resume {where}",
+              file=sys.stderr)
+        return EXIT_PAUSED
     except RankStopped as e:  # the launcher stopped this rank; it names the one that failed
         progress.close()
         if rank == 0:
@@ -358,6 +373,8 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
         return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGINT, previous)
+        if PAUSE_SIGNAL:
+            signal.signal(PAUSE_SIGNAL, previous_pause)
         logging.getLogger("workbench").removeHandler(handler)
     progress.close()
     if rank:

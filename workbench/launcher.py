@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_WRITE, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 # Seconds the workers get to stop after Ctrl+C or a failed rank before they are killed: a cancel
 # waits for the end of the current batch.
 SHUTDOWN_TIMEOUT_S = 60
@@ -78,6 +78,9 @@ def launch(processes: int, child_argv: list[str], run_dir: str | None, device: s
     for name in ("torch.distributed.elastic", "torch.distributed.run"):
         logging.getLogger(name).setLevel(logging.ERROR)  # its notes are for torchrun's own users
     args = get_args_parser().parse_args(torchrun_arguments(processes, child_argv))
+    pause_signal = getattr(signal, "SIGUSR1", None)
+    if pause_signal:
+        signal.signal(pause_signal, lambda signum, frame: pass_pause_on(run_dir))
     try:
         run(args)
     except ChildFailedError as e:
@@ -98,16 +101,59 @@ def launch(processes: int, child_argv: list[str], run_dir: str | None, device: s
         return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, pause_signal):
+            if sig:
+                signal.signal(sig, signal.SIG_DFL)
     return EXIT_OK
+
+
+def pass_pause_on(run_dir: str | None, tries: int = 120) -> bool:
+    """SIGUSR1 to the launcher (the app's Pause, or `kill -USR1`): passed on to rank 0, whose pid its
+    run directory holds; the ranks then agree to pause at the end of the step. The workers run in
+    sessions of their own, so the signal reaches none of them by itself. Before rank 0 has opened
+    the run it is tried again each second (``tries`` times). Returns whether it was passed on now."""
+    pid = _rank_zero_pid(run_dir)
+    if pid is None:
+        if tries > 1:
+            import threading
+
+            timer = threading.Timer(1.0, pass_pause_on, (run_dir, tries - 1))
+            timer.daemon = True
+            timer.start()
+        else:
+            print("workbench: could not pause: rank 0 never opened the run", file=sys.stderr, flush=True)
+        return False
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError as e:
+        print(f"workbench: could not pass the pause on to rank 0 (pid {pid}): {e}", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def _rank_zero_pid(run_dir: str | None) -> int | None:
+    """The pid of the live process that is running ``run_dir`` (rank 0), from its status.json."""
+    from datetime import datetime
+
+    from .core.processes import pid_alive
+    from .core.rundir import read_json_or_none
+
+    status = read_json_or_none(Path(run_dir) / "status.json") if run_dir else None
+    if not isinstance(status, dict) or status.get("state") not in ("running", "resumed"):
+        return None
+    pid = status.get("pid")
+    try:
+        started = datetime.fromisoformat(status.get("pid_started") or "")
+    except ValueError:
+        started = None
+    return pid if pid != os.getpid() and pid_alive(pid, started) else None
 
 
 def describe_failure(failures: dict) -> tuple[int, str]:
     """The launcher's exit status and message for the ranks that ended badly ({rank: ProcessFailure}).
 
-    A rank killed by a signal or ending with an internal error is named; a cancel (130), bad input
-    (2) or a write failure (3) is what rank 0 reported itself, so its status is passed on."""
+    A rank killed by a signal or ending with an internal error is named; a cancel (130), a pause (4),
+    bad input (2) or a write failure (3) is what rank 0 reported itself, so its status is passed on."""
     if not failures:
         return EXIT_INTERNAL, "a process of the run failed"
     codes = {rank: f.exitcode for rank, f in failures.items()}
@@ -124,7 +170,7 @@ def describe_failure(failures: dict) -> tuple[int, str]:
             name = f"signal {-f.exitcode}"
         return EXIT_INTERNAL, (f"rank {rank} (pid {f.pid}) was killed by {name}; the other processes were stopped "
                                "and the run ended")
-    for code in (EXIT_INTERRUPTED, EXIT_USAGE, EXIT_WRITE):
+    for code in (EXIT_INTERRUPTED, EXIT_PAUSED, EXIT_USAGE, EXIT_WRITE):
         if codes.get(0) == code or (codes.get(0, -signal.SIGTERM) == -signal.SIGTERM and code in codes.values()):
             return code, ""  # rank 0 printed what happened
     rank = min((r for r, c in codes.items() if c > 0), default=min(codes))

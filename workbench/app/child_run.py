@@ -4,7 +4,9 @@ The GUI process never joins a torch process group: it starts `python -m workbenc
 --num-processes N` (the launcher, workbench/launcher.py) in a session of its own, reads the lines
 that rank 0 appends to RUN/metrics.jsonl as they come, and reads RUN/status.json when the launcher
 exits. Cancel sends SIGINT to the launcher, which passes it on to the ranks (they stop together at
-the next batch); a group that has not ended a while later is killed.
+the next batch); a group that has not ended a while later is killed. Pause sends SIGUSR1 to the
+launcher, which passes it on to rank 0; the ranks agree to write a checkpoint and stop at the end of
+the step.
 """
 
 from __future__ import annotations
@@ -101,6 +103,14 @@ class ChildRun:
         self.interrupted = True
         if self._kill_at is None:
             self._kill_at = time.monotonic() + KILL_AFTER_S
+
+    def pause(self) -> None:
+        """Ask the run to write a checkpoint at the end of the step and stop (launcher.pass_pause_on)."""
+        if self.proc.poll() is None and hasattr(signal, "SIGUSR1"):
+            try:
+                os.kill(self.proc.pid, signal.SIGUSR1)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _signal(self, sig) -> None:
         if self.proc.poll() is not None:

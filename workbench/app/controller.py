@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import queue
+import signal
 import sys
 import threading
 import traceback
@@ -160,8 +161,9 @@ class TrainingController(QObject):
 
     @property
     def can_pause(self) -> bool:
-        """Pause writes a checkpoint at the end of a step: runs in this process only."""
-        return self._child is None
+        """Pause writes a checkpoint at the end of a step: a run in this process, or a child process
+        group on POSIX (the launcher passes SIGUSR1 on to rank 0)."""
+        return self._child is None or hasattr(signal, "SIGUSR1")
 
     @property
     def is_cancelling(self) -> bool:
@@ -236,7 +238,13 @@ class TrainingController(QObject):
     @Slot()
     def pause(self) -> None:
         """Write a checkpoint at the end of the current step and stop; ``resume`` goes on from it."""
-        if self._thread is not None and self._cancel is not None and not self._cancel.cancelled:
+        if self._cancel is None or self._cancel.cancelled or self._cancel.pause_requested:
+            return
+        if self._child is not None and self.can_pause:
+            self._cancel.pause()
+            self._child.pause()
+            self.pausing.emit()
+        elif self._thread is not None:
             self._cancel.pause()
             self.pausing.emit()
 

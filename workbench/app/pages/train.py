@@ -496,7 +496,8 @@ class TrainPage(QWidget):
         self.resume_button.setVisible(False)
         self.pause_button.setEnabled(self.controller.can_pause)
         self.pause_button.setToolTip(PAUSE_TIP if self.controller.can_pause else
-                                     "A run on several processes cannot pause; cancel it and resume it later")
+                                     "A run on several processes cannot pause on this system; cancel it and resume "
+                                     "it later")
         self.pause_button.setText("Pause")
         self.cancel_button.setEnabled(True)
         self.cancel_button.setText("Cancel")
