@@ -132,3 +132,52 @@ def test_images_train_under_cpu_bf16_with_channels_last_convolutions(tmp_path, r
     assert result.metrics["accuracy"] >= 0.9, result.metrics
     with safe_open(str(Path(result.run_dir) / "model" / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys() if not k.endswith("num_batches_tracked")} == {torch.float32}
+
+
+def test_prediction_autocasts_to_bf16_only_where_the_cpu_has_units(text_export, image_export, tmp_path, monkeypatch,
+                                                                     capsys):
+    """`workbench predict|serve --backend torch`: auto follows the CPU check as training does, bf16
+    answers match fp32's, and ONNX Runtime (fp32) refuses a forced bf16 with a message."""
+    from workbench.cli import main
+    from workbench.core.predict.predictor import Predictor
+
+    casts = []
+    real = torch.autocast
+
+    def spy(*args, **kwargs):
+        casts.append(kwargs.get("dtype"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    texts = ["good great wonderful film", "awful boring dismal plot", "a film"]
+    monkeypatch.setattr(device_mod, "cpu_bf16_units", lambda: (False, "faked: no units"))
+    plain = Predictor(text_export, backend="torch")
+    assert plain.precision == "fp32" and "faked: no units" in plain.precision_reason
+    fp32 = plain.predict(texts)
+    assert not casts
+    monkeypatch.setattr(device_mod, "cpu_bf16_units", lambda: (True, "faked bf16 units"))
+    from image_samples import coloured
+
+    images = []
+    for i, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
+        images.append(tmp_path / f"{i}.png")
+        coloured(colour, seed=i).save(images[-1])
+    for export, inputs in ((text_export, texts), (image_export, images)):
+        p = Predictor(export, backend="torch")
+        assert p.precision == "bf16" and p.describe()["precision"] == "bf16"
+        casts.clear()
+        answers = p.predict(inputs)
+        assert casts and set(casts) == {torch.bfloat16} and len(answers) == len(inputs)
+        if export == text_export:
+            assert [a["label"] for a in answers] == [a["label"] for a in fp32]
+            assert [a["score"] for a in answers] == pytest.approx([a["score"] for a in fp32], abs=0.03)
+    assert Predictor(text_export).precision == "fp32"  # ONNX Runtime, whatever the CPU
+    assert Predictor(text_export, backend="torch", precision="fp32").precision == "fp32"
+
+    src = tmp_path / "in.tsv"
+    src.write_text("text\ngood great wonderful film\n")
+    assert main(["predict", str(text_export), str(src), "--backend", "torch", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["precision"] == "bf16"
+    code = main(["predict", str(text_export), str(src), "--precision", "bf16", "--overwrite", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--precision bf16 runs the PyTorch model: add --backend torch" in err

@@ -29,6 +29,9 @@ def add_commands(sub) -> None:
     p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
                    help="ONNX Runtime (model.onnx) or PyTorch; default auto: ONNX when the export has it")
     p.add_argument("--int8", action="store_true", help="use the int8 model (model.int8.onnx, see train --quantize)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="--backend torch: bf16 autocast where the CPU has bf16 units (AMX, AVX512-BF16) with auto, "
+                        "or forced; ONNX Runtime runs fp32")
     p.add_argument("--batch-size", type=int, default=32, help="rows per model call (default 32)")
     p.add_argument("--text-column", help="the text column (default: the one the model was trained on, or the only one)")
     p.add_argument("--text-pair-column", help="sentence pairs: the second text column (default: as in training)")
@@ -44,6 +47,8 @@ def add_commands(sub) -> None:
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
     s.add_argument("--int8", action="store_true", help="serve model.int8.onnx")
+    s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="--backend torch: bf16 autocast where the CPU has bf16 units (auto), or forced")
     s.add_argument("--max-inputs", type=int, default=256, help="most inputs in one request (default 256)")
     s.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024, help="largest request body (default 10 MiB)")
 
@@ -67,7 +72,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress.write(f"skipped: {where}: {problem.message}")
 
     try:
-        predictor = Predictor(args.export_dir, backend=args.backend, int8=args.int8)
+        predictor = Predictor(args.export_dir, backend=args.backend, int8=args.int8, precision=args.precision)
         summary = predict_file(predictor, args.input, args.output, overwrite=args.overwrite,
                                batch_size=args.batch_size, fmt=args.format, text_column=args.text_column,
                                pair_column=args.text_pair_column, callbacks=progress, cancel=cancel, on_problem=report)
@@ -93,5 +98,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_inputs < 1 or args.max_bytes < 1024:
         raise UsageError("workbench serve: --max-inputs must be at least 1 and --max-bytes at least 1024")
     serve(args.export_dir, host=args.host, port=args.port, backend=args.backend, int8=args.int8,
-          max_inputs=args.max_inputs, max_bytes=args.max_bytes)
+          max_inputs=args.max_inputs, max_bytes=args.max_bytes, precision=args.precision)
     return EXIT_OK

@@ -90,7 +90,7 @@ def _answer(predictor, inputs: list[Any]) -> list[dict[str, Any]]:
 
 
 def create_app(export_dir: str | Path, *, backend: str = "auto", int8: bool = False, max_inputs: int = 256,
-               max_bytes: int = 10 * 1024 * 1024, predictor=None):
+               max_bytes: int = 10 * 1024 * 1024, predictor=None, precision: str = "auto"):
     """The ASGI application (loads the model now, so a bad EXPORT_DIR fails before listening)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -101,7 +101,7 @@ def create_app(export_dir: str | Path, *, backend: str = "auto", int8: bool = Fa
 
     from .core.predict.predictor import Predictor
 
-    predictor = predictor or Predictor(export_dir, backend=backend, int8=int8)
+    predictor = predictor or Predictor(export_dir, backend=backend, int8=int8, precision=precision)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", **predictor.describe()})

@@ -50,6 +50,7 @@ class PredictSummary:
     task: str
     backend: str
     model_file: str
+    precision: str = "fp32"  # the PyTorch backend's autocast (Predictor._precision)
     rows: int = 0  # predicted and written
     skipped: int = 0  # bad rows or images, reported and left out
     seconds: float = 0.0
@@ -135,7 +136,8 @@ def predict_file(predictor: Predictor, source: str | Path, output: str | Path | 
     src = Path(source).expanduser().resolve()
     out = check_output(output or default_output(src), src, overwrite)
     reader = _Source(predictor, src, fmt, text_column, pair_column)
-    summary = PredictSummary(str(src), str(out), predictor.task, predictor.backend, predictor.model_file)
+    summary = PredictSummary(str(src), str(out), predictor.task, predictor.backend, predictor.model_file,
+                             predictor.precision)
     start = time.perf_counter()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.writing-{os.getpid()}-", dir=out.parent)
     tmp = Path(tmp_name)

@@ -24,6 +24,7 @@ from ..onnx_export import INT8_FILE, ONNX_FILE, open_session, run_session
 from ..tasks.scoring import softmax
 
 BACKENDS = ("auto", "onnx", "torch")
+PRECISIONS = ("auto", "fp32", "bf16")
 KINDS = {"text-classification": "classes", "text-pair-classification": "classes", "image-classification": "classes",
          "text-regression": "values", "token-classification": "tags"}
 
@@ -59,7 +60,8 @@ def load_torch_model(folder: Path, task: str, fold: bool = False):
 
 
 class Predictor:
-    def __init__(self, export_dir: str | Path, backend: str = "auto", int8: bool = False) -> None:
+    def __init__(self, export_dir: str | Path, backend: str = "auto", int8: bool = False,
+                 precision: str = "auto") -> None:
         folder = Path(export_dir).expanduser().resolve()
         self.folder = folder
         self.meta = read_meta(folder)
@@ -84,6 +86,7 @@ class Predictor:
             raise InputError("the int8 model is an ONNX model; use --backend onnx (or auto) with --int8")
         self.backend = "onnx" if backend == "onnx" or (backend == "auto" and onnx_file.is_file()) else "torch"
         self.model_file = onnx_file.name if self.backend == "onnx" else "model.safetensors"
+        self.precision, self.precision_reason = _precision(precision, self.backend)
         self._lock = threading.Lock()  # the tokenizer and a torch model are not for two threads at once
         self._load(config)
 
@@ -113,8 +116,12 @@ class Predictor:
 
         model = load_torch_model(folder, self.task, fold=True)
 
+        import contextlib
+
         def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-            with torch.inference_mode():
+            # bf16 on a CPU with bf16 units (as training autocasts there); logits come back in fp32.
+            cast = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16" else contextlib.nullcontext()
+            with torch.inference_mode(), cast:
                 out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
                 return (out.logits if hasattr(out, "logits") else out).float().numpy()
 
@@ -231,7 +238,25 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "backend": self.backend, "model_file": self.model_file, "labels": self.labels,
-                "pairs": self.pairs, "max_length": self.max_length if self.modality == "text" else None}
+                "pairs": self.pairs, "max_length": self.max_length if self.modality == "text" else None,
+                "precision": self.precision}
+
+
+def _precision(requested: str, backend: str) -> tuple[str, str]:
+    """(precision, why) of a Predictor: the PyTorch backend autocasts to bf16 where the CPU has bf16
+    units (auto) or when asked; ONNX Runtime runs the exported fp32 graph as it is."""
+    if requested not in PRECISIONS:
+        raise InputError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
+    if backend == "onnx":
+        if requested == "bf16":
+            raise InputError("--precision bf16 runs the PyTorch model: add --backend torch (ONNX Runtime runs the "
+                             "exported model in fp32)")
+        return "fp32", "ONNX Runtime runs the exported model in fp32"
+    import torch
+
+    from ..device import choose_precision
+
+    return choose_precision(requested, torch.device("cpu"))
 
 
 def _words(text: str) -> list[str]:
