@@ -257,3 +257,65 @@ def test_sigusr1_pauses_a_run_at_a_checkpoint_and_resume_finishes_it(data, still
     last = [e for e in read_metrics(run_dir) if e["event"] == "StepMetrics"][-1]
     assert max(after) == last["step"] == last["total_steps"] > paused_at
     assert all(abs(after[k] - v) < 1e-6 for k, v in before.items())
+
+
+def _average_worker(rank: int, port: int, out: str) -> None:
+    import torch
+    import torch.distributed as td
+
+    from workbench.core.distributed import Dist
+
+    td.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.BatchNorm1d(2, affine=False))
+    model[1].running_mean.fill_(rank + 1.0)
+    model[1].running_var.fill_(2.0 * (rank + 1))
+    model[2].running_mean.fill_(-rank)
+    model.register_buffer("other", torch.full((3,), float(rank)))  # not a norm's: left alone
+    n = Dist(rank, 2, rank, "gloo").average_norm_statistics(model)
+    torch.save({"n": n, "state": model.state_dict()}, f"{out}/rank{rank}.pt")
+    td.destroy_process_group()
+
+
+def test_batch_norm_statistics_are_averaged_over_the_ranks(tmp_path):
+    """Each rank's batch norms follow its own shards (no buffer sync in DDP here): before an
+    evaluation and at the end of training the ranks average them, so one model is evaluated and
+    rank 0 keeps the statistics of every batch."""
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_average_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [s["n"] for s in states] == [2, 2]
+    for s in states:
+        state = s["state"]
+        assert torch.equal(state["1.running_mean"], torch.full((4,), 1.5))
+        assert torch.equal(state["1.running_var"], torch.full((4,), 3.0))
+        assert torch.equal(state["2.running_mean"], torch.full((2,), -0.5))
+    assert [s["state"]["other"][0].item() for s in states] == [0.0, 1.0]
+
+
+@pytest.mark.slow
+def test_an_image_run_on_two_processes(tmp_path):
+    """Images on 2 gloo processes: sharded batches through the small CNN's batch norms, averaged
+    statistics, a gathered evaluation and one run directory."""
+    from image_samples import write_class_folder
+
+    root = tmp_path / "photos"
+    write_class_folder(root / "train", 16)
+    write_class_folder(root / "val", 4, seed=1)
+    write_class_folder(root / "test", 6, seed=2)
+    run_dir = tmp_path / "run"
+    proc = _train([str(root), "--model", "small-cnn", "--device", "cpu", "--epochs", "4", "--batch-size", "4",
+                   "--image-size", "32", "--lr", "3e-3", "--no-refit", "--run-dir", str(run_dir), "--quiet",
+                   "--num-processes", "2"])
+    assert proc.returncode == 0, proc.stderr
+    assert _status(run_dir)["state"] == "finished"
+    evaluations = [e for e in read_metrics(run_dir) if e["event"] == "EvalMetrics" and e["split"] == "validation"]
+    assert len(evaluations) == 4
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["n"] == 12 and report["metrics"]["accuracy"] >= 0.9, report["metrics"]

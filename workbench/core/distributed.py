@@ -99,6 +99,30 @@ class Dist:
         td.all_reduce(t, op=td.ReduceOp.SUM, group=self.control)
         return t.tolist()
 
+    def average_norm_statistics(self, model) -> int:
+        """Average the batch norms' running means and variances over the ranks, in place; returns
+        how many norms there were. DDP here leaves buffers alone (the training loop turns its
+        per-forward buffer sync off), so each rank's statistics follow its own shards; averaged
+        before each evaluation and at the end of training, every rank evaluates the same model and
+        rank 0 keeps statistics of all the batches, not of its half. One all-reduce for them all."""
+        import torch
+        import torch.distributed as td
+
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats and m.running_mean is not None]
+        if not norms:
+            return 0
+        buffers = [b for m in norms for b in (m.running_mean, m.running_var)]
+        flat = torch.cat([b.detach().reshape(-1).float() for b in buffers])
+        td.all_reduce(flat, op=td.ReduceOp.SUM)  # the default group: the buffers' own device
+        flat /= self.world_size
+        with torch.no_grad():
+            offset = 0
+            for b in buffers:
+                b.copy_(flat[offset:offset + b.numel()].view_as(b))
+                offset += b.numel()
+        return len(norms)
+
     def finish(self) -> None:
         """Take the process group down; what follows runs in this process alone."""
         import torch.distributed as td

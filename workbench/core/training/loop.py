@@ -481,6 +481,8 @@ class TrainingLoop:
             if self.val_split is None:
                 return False
             self.callbacks.on_event(PhaseChanged("evaluating", "validation"))
+            if self._distributed:  # every rank the same batch-norm statistics: one model evaluated
+                self.dist.average_norm_statistics(model)
             result, _ = self.evaluate(self.val_split)
             value = result.metrics[self.metric]
             s.evaluations.append([s.step, value, result.metrics.get("loss")])
@@ -602,6 +604,8 @@ class TrainingLoop:
         finally:
             self._stop_prefetch()
 
+        if self._distributed:  # rank 0 goes on alone: with the statistics of every rank's batches
+            self.dist.average_norm_statistics(model)
         if best_state is not None and s.best_step != s.step:
             model.load_state_dict(best_state)
         self.train_model = model
