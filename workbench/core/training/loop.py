@@ -266,11 +266,15 @@ class TrainingLoop:
 
     def _prefetch_next(self, split: EncodedSplit, parts: int) -> None:
         """Start making the next training batch while this one trains (``task.prefetch_batches``):
-        only for plain single-process steps, whose next batch is known and taken whole."""
+        for steps taken whole, whose next batch is known (distributed: this rank's shard of it)."""
         upcoming, self.upcoming = self.upcoming, None
         if (self._prefetcher is None or upcoming is None or split is not self.train_split or parts != 1
-                or self.micro_batch or self._distributed):
+                or self.micro_batch):
             return
+        if self._distributed:
+            upcoming = distributed.shard(upcoming, self.dist.rank, self.dist.world_size)
+            if len(upcoming) == 0:  # a short tail batch: this rank takes a weightless row instead
+                return
         self._prefetched = (upcoming, self._prefetcher.submit(self.task.loop_batch, split, upcoming))
 
     def _stop_prefetch(self) -> None:
@@ -503,7 +507,7 @@ class TrainingLoop:
             patience = cfg.early_stopping_patience
             return patience is not None and s.bad_evals >= patience
 
-        if self.task.prefetch_batches and not self._distributed:
+        if self.task.prefetch_batches:
             from concurrent.futures import ThreadPoolExecutor
 
             self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="workbench-batches")
