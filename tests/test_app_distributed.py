@@ -33,7 +33,14 @@ FAKE_LAUNCHER = textwrap.dedent('''
 
     stop, pause = [], []
     signal.signal(signal.SIGINT, signal.SIG_IGN if mode == "hang" else (lambda *a: stop.append(1)))
-    signal.signal(signal.SIGUSR1, lambda *a: pause.append(1))  # the launcher passes it on to rank 0
+    def on_pause(*a):
+        if not (run / "status.json").exists():  # the app must wait until rank 0 has opened the run
+            (run / "paused-too-early").touch()
+        pause.append(1)
+
+    signal.signal(signal.SIGUSR1, on_pause)  # the launcher passes it on to rank 0
+    if mode == "late":
+        time.sleep(1.5)  # the launcher and rank 0 still starting
     status("running")
     with open(run / "metrics.jsonl", "a") as f:
         def event(**e):
@@ -168,18 +175,21 @@ def test_cancel_interrupts_the_group_and_kills_one_that_does_not_stop(qtbot, fak
         assert not controller.running
 
 
-def test_pause_asks_the_group_to_stop_at_a_checkpoint(qtbot, fake_launcher, runs_home, tmp_path):
+@pytest.mark.parametrize("when", ["running", "late"])
+def test_pause_asks_the_group_to_stop_at_a_checkpoint(qtbot, fake_launcher, runs_home, tmp_path, when):
+    """Pause during the run, or at once (the launcher still starting: the request waits for rank 0)."""
     from workbench.app.controller import TrainingController
 
     mode, _ = fake_launcher
-    mode["value"] = "long"
+    mode["value"] = "long" if when == "running" else "late"
     config = RunConfig(data=DataConfig(train=str(tmp_path / "reviews.tsv")), task="text-classification",
                        train=TrainConfig(device="cuda", num_processes=2))
     controller = TrainingController()
     seen = []
     controller.events.connect(seen.extend)
     run_dir = controller.start(config)
-    qtbot.waitUntil(lambda: any(e["event"] == "StepMetrics" for e in seen), timeout=20000)
+    if when == "running":
+        qtbot.waitUntil(lambda: any(e["event"] == "StepMetrics" for e in seen), timeout=20000)
     assert controller.can_pause
     with qtbot.waitSignal(controller.pausing, timeout=5000):
         controller.pause()
@@ -187,4 +197,5 @@ def test_pause_asks_the_group_to_stop_at_a_checkpoint(qtbot, fake_launcher, runs
         pass
     assert paused.args[0].startswith("paused at step")
     assert json.loads((Path(run_dir) / "status.json").read_text())["state"] == "paused"
+    assert not (Path(run_dir) / "paused-too-early").exists()
     assert not controller.running

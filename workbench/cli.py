@@ -492,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
                   "`workbench train DATA --help`", file=sys.stderr)
             return EXIT_USAGE
         return open_app(argv[0] if argv else None)
+    if PAUSE_SIGNAL:
+        # A pause that comes before a run can take it (still importing) must not end the process
+        # (SIGUSR1's default); the run's own handler replaces this once it can pause.
+        signal.signal(PAUSE_SIGNAL, signal.SIG_IGN)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -55,6 +55,7 @@ class ChildRun:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self._kill_at: float | None = None
         self.interrupted = False
+        self._pause_pending = False  # asked before rank 0 opened the run: sent once it has
 
     # ---- following ----------------------------------------------------------------------------------
     def new_events(self) -> list[dict]:
@@ -79,6 +80,8 @@ class ChildRun:
 
     def poll(self) -> int | None:
         code = self.proc.poll()
+        if code is None and self._pause_pending:
+            self.pause()
         if code is None and self._kill_at is not None and time.monotonic() >= self._kill_at:
             self._signal(signal.SIGKILL)
         return code
@@ -105,8 +108,16 @@ class ChildRun:
             self._kill_at = time.monotonic() + KILL_AFTER_S
 
     def pause(self) -> None:
-        """Ask the run to write a checkpoint at the end of the step and stop (launcher.pass_pause_on)."""
-        if self.proc.poll() is None and hasattr(signal, "SIGUSR1"):
+        """Ask the run to write a checkpoint at the end of the step and stop (launcher.pass_pause_on).
+        Until rank 0 has opened the run the launcher may still be starting: the request waits."""
+        from ..core.rundir import read_json_or_none
+
+        if self.proc.poll() is not None or not hasattr(signal, "SIGUSR1"):
+            return
+        status = read_json_or_none(self.run_dir / "status.json") or {}
+        opened = status.get("state") in ("running", "resumed")  # written by rank 0 alone
+        self._pause_pending = not opened
+        if opened:
             try:
                 os.kill(self.proc.pid, signal.SIGUSR1)
             except (ProcessLookupError, PermissionError):
