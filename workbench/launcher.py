@@ -101,9 +101,10 @@ def launch(processes: int, child_argv: list[str], run_dir: str | None, device: s
         return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, pause_signal):
-            if sig:
-                signal.signal(sig, signal.SIG_DFL)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+        if pause_signal:  # a late pause finds the run over: nothing to do, and no reason to die of it
+            signal.signal(pause_signal, signal.SIG_IGN)
     return EXIT_OK
 
 
