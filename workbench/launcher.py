@@ -134,20 +134,11 @@ def pass_pause_on(run_dir: str | None, tries: int = 120) -> bool:
 
 def _rank_zero_pid(run_dir: str | None) -> int | None:
     """The pid of the live process that is running ``run_dir`` (rank 0), from its status.json."""
-    from datetime import datetime
-
-    from .core.processes import pid_alive
+    from .core.processes import run_owner
     from .core.rundir import read_json_or_none
 
-    status = read_json_or_none(Path(run_dir) / "status.json") if run_dir else None
-    if not isinstance(status, dict) or status.get("state") not in ("running", "resumed"):
-        return None
-    pid = status.get("pid")
-    try:
-        started = datetime.fromisoformat(status.get("pid_started") or "")
-    except ValueError:
-        started = None
-    return pid if pid != os.getpid() and pid_alive(pid, started) else None
+    pid = run_owner(read_json_or_none(Path(run_dir) / "status.json")) if run_dir else None
+    return pid if pid != os.getpid() else None
 
 
 def describe_failure(failures: dict) -> tuple[int, str]:

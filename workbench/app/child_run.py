@@ -118,10 +118,7 @@ class ChildRun:
         opened = status.get("state") in ("running", "resumed")  # written by rank 0 alone
         self._pause_pending = not opened
         if opened:
-            try:
-                os.kill(self.proc.pid, signal.SIGUSR1)
-            except (ProcessLookupError, PermissionError):
-                pass
+            self._signal(signal.SIGUSR1)  # the launcher's group: the workers have sessions of their own
 
     def _signal(self, sig) -> None:
         if self.proc.poll() is not None:

@@ -24,6 +24,19 @@ def process_start(pid: int) -> datetime | None:
         return None
 
 
+def run_owner(status: Any) -> int | None:
+    """The pid of the live process that a run's status.json marks as running it ("running" or
+    "resumed", with its pid and start time), or None: not running, or its process is gone."""
+    if not isinstance(status, dict) or status.get("state") not in ("running", "resumed"):
+        return None
+    try:
+        started = datetime.fromisoformat(status.get("pid_started") or status.get("started") or "")
+    except (TypeError, ValueError):
+        started = None
+    pid = status.get("pid")
+    return pid if pid_alive(pid, started) else None
+
+
 def pid_alive(pid: Any, started: datetime | None = None) -> bool:
     """Whether ``pid`` is a live process that could be the one that began at ``started``."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:

@@ -318,8 +318,7 @@ def prepare_resume(run_dir: str | Path) -> ResumePlan:
     """Check that the run in ``run_dir`` can go on, and cut its metrics.jsonl back to its last
     checkpoint (steps logged after it are trained again). Quick: a front end calls it before it
     shows the run's curves and starts the worker."""
-    from .processes import pid_alive
-    from .runs import _parse_time
+    from .processes import run_owner
 
     path = Path(run_dir).expanduser().resolve()
     if not (path / "config.json").is_file():
@@ -328,8 +327,7 @@ def prepare_resume(run_dir: str | Path) -> ResumePlan:
     state = status.get("state")
     if state == "finished":
         raise InputError(f"this run finished already; its model is in {path / 'model'}", path=path)
-    started = _parse_time(status.get("pid_started") or status.get("started"))
-    if state in ("running", "resumed") and pid_alive(status.get("pid"), started):
+    if run_owner(status) is not None:
         raise InputError(f"this run is still going (process {status.get('pid')})", path=path)
     checkpoints = Checkpoints(path / "checkpoints")
     checkpoints.sweep()

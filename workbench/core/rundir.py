@@ -229,7 +229,7 @@ class RunDirectory(Callbacks):
 def sweep_interrupted_runs(home: Path) -> list[Path]:
     """Runs under ``home`` still marked running whose process is gone (killed, crashed, power cut):
     their scratch files are removed and status.json says "interrupted". Returns those runs."""
-    from .processes import pid_alive
+    from .processes import run_owner
 
     swept = []
     try:
@@ -242,14 +242,7 @@ def sweep_interrupted_runs(home: Path) -> list[Path]:
             status = json.loads(status_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(status, dict) or status.get("state") not in ("running", "resumed"):
-            continue
-        started = None
-        try:
-            started = datetime.fromisoformat(status.get("pid_started") or status.get("started", ""))
-        except (TypeError, ValueError):
-            pass
-        if pid_alive(status.get("pid"), started):
+        if not isinstance(status, dict) or status.get("state") not in ("running", "resumed") or run_owner(status):
             continue
         shutil.rmtree(run / "cache", ignore_errors=True)
         (run / RESERVE_NAME).unlink(missing_ok=True)

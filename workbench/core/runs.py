@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import InputError
 from .metrics import CLASSIFICATION, Metric, find, specs_from
-from .processes import pid_alive
+from .processes import run_owner
 from .rundir import read_json_or_none, read_metrics, runs_home
 
 # Any of these marks a folder as a run directory; status.json is written first, config.json next.
@@ -55,8 +55,7 @@ def effective_state(status: dict[str, Any] | None) -> str:
     if not status or not isinstance(status.get("state"), str):
         return "interrupted"  # a run folder whose status never got written or was damaged
     state = status["state"]
-    started = _parse_time(status.get("pid_started") or status.get("started"))
-    if state in ("running", "resumed") and not pid_alive(status.get("pid"), started):
+    if state in ("running", "resumed") and run_owner(status) is None:
         return "interrupted"
     return state
 
