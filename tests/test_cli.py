@@ -172,13 +172,20 @@ def test_a_broken_backbone_plugin_is_reported_not_dropped_silently(monkeypatch, 
     assert "plug-in 'fancy'" in err and "No module named 'fancy_models'" in err
 
 
+@pytest.mark.precision
 def test_verbose_shows_the_engine_log(sentiment_tsv, tiny_model_dir, tmp_path, monkeypatch, capsys):
     from workbench.cli import main
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WORKBENCH_CPU_BF16", "0")  # as on a CPU without bf16 units: auto is fp32
     args = ["train", str(sentiment_tsv), "--model", str(tiny_model_dir), "--max-steps", "2", "--quiet"]
     assert main(args) == 0
     assert "resolved to" not in capsys.readouterr().err
     assert main([*args, "--verbose"]) == 0
     err = capsys.readouterr().err
-    assert f"backbone {str(tiny_model_dir)!r} resolved to" in err and "precision fp32" in err
+    assert f"backbone {str(tiny_model_dir)!r} resolved to" in err
+    assert "precision fp32 (auto: WORKBENCH_CPU_BF16=0)" in err
+    monkeypatch.setenv("WORKBENCH_CPU_BF16", "1")  # as on a CPU with bf16 units: bf16 training, fp32 report
+    assert main([*args, "--verbose"]) == 0
+    err = capsys.readouterr().err
+    assert "precision bf16 (auto: WORKBENCH_CPU_BF16=1)" in err and "bf16 check on test" in err

@@ -74,6 +74,7 @@ def test_tiny_run_end_to_end(sentiment_tsv, tiny_model_dir, tmp_path, runs_home)
     assert cfg_saved["task"] == "text-classification"
 
 
+@pytest.mark.precision
 def test_export_round_trip_through_pipeline(sentiment_tsv, tiny_model_dir, tmp_path, runs_home):
     from transformers import pipeline
 

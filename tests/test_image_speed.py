@@ -95,7 +95,8 @@ def photo_folder(tmp_path) -> Path:
 def _frozen_run(folder: Path, views: int):
     cfg = RunConfig(data=DataConfig(train=str(folder)), model=ModelConfig(name="efficientnet-lite0", method="frozen"),
                     train=TrainConfig(epochs=3, batch_size=8, lr=1e-2, warmup_ratio=0.0, image_size=32, seed=0,
-                                      augment="none", feature_views=views, refit=False))
+                                      augment="none", feature_views=views, refit=False,
+                                      precision="fp32"))  # the backbone recomputed in fp32, as cached
     result = run_training(cfg)
     from safetensors.torch import load_file
 
@@ -103,6 +104,7 @@ def _frozen_run(folder: Path, views: int):
     return result, head
 
 
+@pytest.mark.precision
 def test_cached_features_train_the_head_as_recomputed_ones_do(photo_folder, runs_home):
     """With centre crops (no augmentation) the cache changes where the features come from, not what
     they are: the head trains to the same weights and the run reports the same metrics."""

@@ -11,6 +11,8 @@ from export_samples import train
 
 from workbench.core.onnx_export import INT8_TOLERANCE, open_session, run_session
 
+pytestmark = pytest.mark.precision  # run again with WORKBENCH_CPU_BF16=0 and =1 (.ci/run)
+
 
 def _check(folder: Path) -> dict:
     return json.loads((folder / "onnx_check.json").read_text())
@@ -175,7 +177,7 @@ def test_the_app_exports_onnx_in_a_child_process(tmp_path, monkeypatch, tiny_ber
 
     if task != "image-classification":
         texts = ["a good film", "an awful plot"]
-        onnx, torch = Predictor(folder, backend="onnx"), Predictor(folder, backend="torch")
+        onnx, torch = Predictor(folder, backend="onnx"), Predictor(folder, backend="torch", precision="fp32")
         assert np.allclose(onnx.text_logits(texts, None, 8), torch.text_logits(texts, None, 8), atol=1e-4)
 
 

@@ -122,6 +122,7 @@ def _with_task(cfg, task):
     return cfg
 
 
+@pytest.mark.precision
 def test_regression_end_to_end_and_export_in_user_units(scores_tsv, tiny_text_model, tmp_path, runs_home):
     from transformers import pipeline
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+CPU_BF16_ENV = "WORKBENCH_CPU_BF16"  # 1 or 0: the CPU is taken to have bf16 units, or not
+# The precision of everything a user compares with the exported model (test metrics, predictions,
+# calibration): the export runs in fp32 in transformers' pipeline and ONNX Runtime.
+REPORT_PRECISION = "fp32"
 
 
 @dataclass(frozen=True)
@@ -54,9 +62,19 @@ def cpu_bf16_units() -> tuple[bool, str]:
     """Whether this CPU multiplies bfloat16 in hardware (Intel AMX, AVX512-BF16), and what it has.
 
     Without such units torch still runs bf16 on the CPU, but by converting to fp32 and back, which
-    is slower than fp32 itself (measured on this project's AVX2 machine)."""
+    is slower than fp32 itself (measured on this project's AVX2 machine).
+
+    ``WORKBENCH_CPU_BF16=1`` or ``0`` overrides the check: for tests that must run the same on every
+    CPU, and for users who want fp32 (or bf16) whatever the CPU has."""
+    import os
+
     import torch
 
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1", f"{CPU_BF16_ENV}={forced}"
+    if forced:
+        log.warning("%s=%r is not 0 or 1; ignored", CPU_BF16_ENV, forced)
     try:
         amx = bool(torch.cpu._is_amx_tile_supported())
         avx512_bf16 = bool(torch.cpu._is_avx512_bf16_supported())
@@ -73,10 +91,13 @@ def cpu_bf16_units() -> tuple[bool, str]:
     return False, f"the CPU has no bf16 units ({cap})"
 
 
-def choose_precision(requested: str, device) -> tuple[str, str]:
+def choose_precision(requested: str, device, cpu_bf16: str | None = None) -> tuple[str, str]:
     """The precision a run uses and why: on a GPU bf16 where supported, else fp16 (with a grad
     scaler); on the CPU bf16 autocast where it has bf16 units, else fp32. Master weights, the
-    optimizer and the loss stay fp32 in every case."""
+    optimizer and the loss stay fp32 in every case.
+
+    ``cpu_bf16``: None where bf16 pays on a CPU with bf16 units, else why the task keeps fp32
+    there (``Task.cpu_bf16_not_worth``: measured no faster, or less accurate)."""
     import torch
 
     req = requested or "auto"
@@ -86,6 +107,8 @@ def choose_precision(requested: str, device) -> tuple[str, str]:
         if req != "auto":
             return req, f"--precision {req}"
         units, why = cpu_bf16_units()
+        if units and cpu_bf16:
+            return "fp32", f"auto: {why}, but {cpu_bf16}"
         return ("bf16", f"auto: {why}") if units else ("fp32", f"auto: {why}")
     if req != "auto":
         return req, f"--precision {req}"

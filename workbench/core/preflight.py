@@ -152,7 +152,7 @@ def estimate(config: RunConfig, callbacks: Callbacks | None = None, cancel: Canc
     config, task, _ = _checked(copy.deepcopy(config))
     tc = config.train
     device = resolve_device(tc.device)
-    precision, _ = choose_precision(tc.precision, device)
+    precision, _ = choose_precision(tc.precision, device, task.cpu_bf16_not_worth)
     on_gpu = device.type == "cuda"
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)

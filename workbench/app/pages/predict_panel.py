@@ -236,7 +236,8 @@ class PredictPanel(QGroupBox):
             more = f" and {summary.skipped - 5} more" if summary.skipped > 5 else ""
             skipped = f"<br><span style='color:#b9770e'>{summary.skipped:,} skipped: {_html(listed)}{more}</span>"
         self._set_status(f"{summary.rows:,} predictions saved to <b>{_html(summary.output)}</b> "
-                         f"({summary.rows / max(summary.seconds, 1e-9):,.0f}/s, {summary.backend}){skipped}")
+                         f"({summary.rows / max(summary.seconds, 1e-9):,.0f}/s, {summary.backend} "
+                         f"{summary.precision}){skipped}")
         self.open_button.setVisible(True)
         self._show_preview(Path(summary.output))
         self.finished.emit(summary)

@@ -133,6 +133,9 @@ class Task(ABC):
     per_token_outputs: ClassVar[bool] = False
     has_classes: ClassVar[bool] = True
     quantize_metric: ClassVar[str | None] = None  # None: ``default_metric``
+    # Why ``--precision auto`` keeps fp32 on a CPU with bf16 units for this task (measured: bf16 no
+    # faster, or less accurate); None: bf16 pays there (core/device.py choose_precision).
+    cpu_bf16_not_worth: ClassVar[str | None] = None
     # Evaluate the untrained model too, for a before/after comparison (masked-LM adaptation).
     evaluate_before_training: ClassVar[bool] = False
 
@@ -288,6 +291,13 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self, logits: np.ndarray, split: EncodedSplit, loss: float, data: PreparedData) -> EvalResult: ...
+
+    def predicted_classes(self, logits: np.ndarray, split: EncodedSplit) -> np.ndarray | None:
+        """The class a user is told for each row (or word) from evaluation's logits; None where the
+        outputs are not classes (values, masked-LM losses). For the bf16 check at export time."""
+        if not self.has_classes or getattr(logits, "ndim", 0) != 2:
+            return None
+        return np.asarray(logits).argmax(-1)
 
     @abstractmethod
     def write_predictions(self, path: Path, logits: np.ndarray, split: EncodedSplit, data: PreparedData) -> None: ...

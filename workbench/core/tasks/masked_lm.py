@@ -257,6 +257,9 @@ class MaskedLanguageModeling(Task):
 
         return F.cross_entropy(logits.float(), labels[labels != IGNORE])
 
+    def predicted_classes(self, logits, split):
+        return None  # evaluation keeps per-text losses, not classes
+
     def kept_outputs(self, logits, labels):
         """Per text: the summed loss of its masked tokens, how many there were, how many were right."""
         import torch

@@ -462,6 +462,9 @@ class TokenClassification(Task):
         gold, _ = flat_column(split.rows, "tags")
         return gold, names[pred_ids], probs[np.arange(len(pred_ids)), pred_ids]
 
+    def predicted_classes(self, logits, split) -> np.ndarray:
+        return word_logits(logits, split).argmax(-1)  # one tag per word, as _decode reads them
+
     def evaluate(self, logits, split, loss, data) -> EvalResult:
         from sklearn.metrics import classification_report, confusion_matrix
 

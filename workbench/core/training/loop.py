@@ -122,13 +122,15 @@ class TrainingLoop:
         self._prefetcher = None  # a one-thread executor, while run() trains
 
     # ---- helpers --------------------------------------------------------------------------------
-    def autocast(self):
+    def autocast(self, precision: str | None = None):
+        """The autocast of ``precision`` (default: the run's) on this device."""
         import torch
 
-        if self.precision in ("bf16", "fp16") and self.device.type in ("cuda", "mps"):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        precision = precision or self.precision
+        if precision in ("bf16", "fp16") and self.device.type in ("cuda", "mps"):
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
             return torch.autocast(self.device.type, dtype=dtype)
-        if self.precision == "bf16" and self.device.type == "cpu":
+        if precision == "bf16" and self.device.type == "cpu":
             # Matrix products in bf16 on the CPU's bf16 units; weights, optimizer and loss stay fp32.
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -326,8 +328,10 @@ class TrainingLoop:
         return new < old if not self.task.greater_is_better.get(metric, True) else new > old
 
     # ---- inference ------------------------------------------------------------------------------
-    def predict(self, split: EncodedSplit, phase: str = "evaluating") -> tuple[np.ndarray, float]:
-        """Logits for every row, in row order, and the mean loss."""
+    def predict(self, split: EncodedSplit, phase: str = "evaluating",
+                precision: str | None = None) -> tuple[np.ndarray, float]:
+        """Logits for every row, in row order, and the mean loss; ``precision``: the run's unless
+        given (the report's passes run in fp32, as the export does in standard tools)."""
         import torch
 
         model = self.model
@@ -346,7 +350,7 @@ class TrainingLoop:
                 self._check_cancel()
                 batch = _to_device(self.task.loop_batch(split, rows), self.device)
                 labels = batch.pop("labels")
-                with self.autocast():
+                with self.autocast(precision):
                     logits = self.task.forward(runner, batch)
                 loss_sum += float(self.task.loss(logits, labels)) * len(rows)
                 n += len(rows)
@@ -372,8 +376,9 @@ class TrainingLoop:
         result[np.concatenate(order)] = logits
         return result, loss_sum / max(n, 1)
 
-    def evaluate(self, split: EncodedSplit, phase: str = "evaluating") -> tuple[EvalResult, np.ndarray]:
-        logits, loss = self.predict(split, phase)
+    def evaluate(self, split: EncodedSplit, phase: str = "evaluating",
+                 precision: str | None = None) -> tuple[EvalResult, np.ndarray]:
+        logits, loss = self.predict(split, phase, precision)
         return self.task.evaluate(logits, split, loss, self.data), logits
 
     # ---- preflight ------------------------------------------------------------------------------
