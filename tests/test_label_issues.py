@@ -154,3 +154,29 @@ def test_label_issues_images_and_linked_copy(tmp_path):
     labels = {Path(it.path).name: it.label for it in found.items["train"]}
     assert labels["odd.png"] == "red" and len(labels) == 33
     assert read_corrections(copy)["relabeled"][str(worst.line)]["to"] == "red"
+
+
+def test_write_atomic_checks_where_it_writes(tmp_path):
+    """label-issues -o and compare -o: a missing folder, a folder or an existing file is a clear InputError
+    (exit 2), never an OSError after the work is done."""
+    from workbench.core.label_issues import write_atomic
+
+    with pytest.raises(InputError, match=r"missing-folder\) does not exist"):
+        write_atomic(tmp_path / "missing-folder" / "x.tsv", "a\n")
+    with pytest.raises(InputError, match="is a folder"):
+        write_atomic(tmp_path, "a\n")
+    target = write_atomic(tmp_path / "x.tsv", "a\n")
+    assert target == tmp_path / "x.tsv" and target.read_text() == "a\n"
+    with pytest.raises(InputError, match="exists already"):
+        write_atomic(target, "b\n")
+    assert write_atomic(target, "b\n", overwrite=True).read_text() == "b\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tsv"]
+
+
+def test_cli_label_issues_on_a_relative_path_refuses_its_own_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = write_tsv(tmp_path / "reviews.tsv", sentiment_rows(40))
+    before = digest(data)
+    assert main(["label-issues", "reviews.tsv", "-o", "./reviews.tsv", "--overwrite", "-q"]) == 2
+    assert main(["label-issues", "reviews.tsv", "--corrected", "../" + tmp_path.name + "/reviews.tsv", "-q"]) == 2
+    assert capsys.readouterr().err.count("is the data itself") == 2 and digest(data) == before

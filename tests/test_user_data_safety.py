@@ -500,3 +500,123 @@ def test_inspect_target_kinds(tmp_path, home):
     assert inspect_target(tmp_path / "empty").ok
     (tmp_path / "file").write_text("x")
     assert "not a folder" in inspect_target(tmp_path / "file").problem
+
+
+# ---------------------------------------------------------------------------- outputs of predict and label-issues
+# One check (workbench.core.paths.check_output_path) for `predict -o`, `label-issues -o` and `--corrected`:
+# never the data read, never inside a folder read (the data, the model), made before any work.
+
+
+def _never_computed(*args, **kwargs):
+    raise AssertionError("the outputs must be refused before any work")
+
+
+def _image_data(tmp: Path) -> Path:
+    from image_samples import write_class_folder
+
+    return write_class_folder(tmp / "photos", n_per_class=2)
+
+
+def _model_folder(tmp: Path) -> Path:
+    model = tmp / "backbone"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    return model
+
+
+LABEL_ISSUES_OUTPUTS = {  # case -> (arguments after DATA, or DATA too via "{data}"), exit status, parts of stderr
+    "o_is_the_data": (lambda tmp, data: [data, "-o", data, "--overwrite"], 2, ["data.tsv: is the data itself"]),
+    "corrected_is_the_data": (lambda tmp, data: [data, "--corrected", data, "--overwrite"], 2,
+                              ["data.tsv: is the data itself"]),
+    "o_links_to_the_data": (lambda tmp, data: [data, "-o", _link(tmp, data), "--overwrite"], 2,
+                            ["is the data itself"]),
+    "o_in_a_missing_folder": (lambda tmp, data: [data, "-o", tmp / "missing-folder" / "x.tsv"], 2,
+                              ["x.tsv", "missing-folder) does not exist"]),
+    "o_exists": (lambda tmp, data: [data, "-o", _write(tmp, "old.tsv", b"mine")], 2,
+                 ["old.tsv: exists already; pass --overwrite"]),
+    "o_is_a_folder": (lambda tmp, data: [data, "-o", tmp], 2, ["is a folder"]),
+    "o_and_corrected_alike": (lambda tmp, data: [data, "-o", tmp / "same.tsv", "--corrected", tmp / "same.tsv"], 2,
+                              ["same.tsv: is named by both -o and --corrected"]),
+    "o_inside_the_image_folder": (lambda tmp, data: [_image_data(tmp), "-o", tmp / "photos" / "issues.tsv"], 2,
+                                  ["issues.tsv: is inside the data"]),
+    "corrected_inside_the_image_folder": (lambda tmp, data: [_image_data(tmp), "--corrected", tmp / "photos" / "fixed"],
+                                          2, ["fixed: is inside the data"]),
+    "corrected_holds_the_image_folder": (lambda tmp, data: [_image_data(tmp), "--corrected", tmp, "--overwrite"], 2,
+                                         ["holds the data"]),
+    "o_inside_the_model_folder": (lambda tmp, data: [data, "--model", _model_folder(tmp), "-o",
+                                                     tmp / "backbone" / "issues.tsv"], 2,
+                                  ["issues.tsv: is inside the --model folder"]),
+    "data_missing": (lambda tmp, data: [tmp / "nope.tsv", "-o", tmp / "x.tsv"], 2, ["nope.tsv: file not found"]),
+}
+
+
+def _link(tmp: Path, target: Path) -> Path:
+    link = tmp / "link.tsv"
+    link.symlink_to(target)
+    return link
+
+
+@pytest.mark.parametrize("case", sorted(LABEL_ISSUES_OUTPUTS))
+def test_label_issues_outputs_are_refused_before_any_work(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("workbench.core.label_issues.find_label_issues", _never_computed)
+    data = write_tsv(tmp_path / "data.tsv", sentiment_rows(40))
+    before = data.read_bytes()
+    make, status, parts = LABEL_ISSUES_OUTPUTS[case]
+    args = make(tmp_path, data)
+    listing = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = main(["label-issues", *map(str, args), "-q"])
+    err = capsys.readouterr().err
+    assert code == status and "Traceback" not in err, err
+    for part in parts:
+        assert part in err, (part, err)
+    assert data.read_bytes() == before
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == listing  # nothing written
+
+
+def test_label_issues_into_a_folder_it_cannot_write_is_exit_3_before_any_work(tmp_path, capsys, monkeypatch):
+    import workbench.core.paths as paths
+
+    monkeypatch.setattr("workbench.core.label_issues.find_label_issues", _never_computed)
+    data = write_tsv(tmp_path / "data.tsv", sentiment_rows(40))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(paths.os, "access", lambda p, mode, *a, **k: Path(p) != locked and real(p, mode, *a, **k))
+    code = main(["label-issues", str(data), "-o", str(locked / "x.tsv"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 3 and "may not write in" in err and str(locked) in err
+
+
+def test_every_output_check_is_the_same_one(text_export, tmp_path, capsys, monkeypatch):
+    """The issue's two data losses: `label-issues data.tsv -o data.tsv --overwrite` replaced the training data
+    with the issues table, `predict E INPUT -o E/config.json --overwrite` the export's config. predict, -o and
+    --corrected now share one check, and it refuses both."""
+    from workbench.core import paths
+    from workbench.core.corrections import write_corrected_copy
+    from workbench.core.label_issues import LabelIssue, LabelIssues
+
+    calls: list[str] = []
+    real = paths.check_output_path
+
+    def counted(output, *args, **kwargs):
+        calls.append(kwargs.get("what", ""))
+        return real(output, *args, **kwargs)
+
+    monkeypatch.setattr(paths, "check_output_path", counted)
+    for module in ("workbench.core.predict.batch", "workbench.core.corrections"):
+        monkeypatch.setattr(f"{module}.check_output_path", counted)
+    monkeypatch.setattr("workbench.core.label_issues.find_label_issues", _never_computed)
+    data = write_tsv(tmp_path / "data.tsv", sentiment_rows(40))
+    before = data.read_bytes()
+    assert main(["label-issues", str(data), "-o", str(data), "--overwrite", "-q"]) == 2
+    assert "is the data itself" in capsys.readouterr().err and data.read_bytes() == before
+    model = Path(shutil.copytree(text_export, tmp_path / "model"))
+    config = (model / "config.json").read_bytes()
+    assert main(["predict", str(model), str(data), "-o", str(model / "config.json"), "--overwrite", "-q"]) == 2
+    assert "is inside the model folder" in capsys.readouterr().err and (model / "config.json").read_bytes() == config
+    issues = LabelIssues(str(data), "text-classification", ["neg", "pos"],
+                         [LabelIssue(2, "pos", "neg", 0.1, 0.9, True, "x")], "self_confidence", 5)
+    with pytest.raises(InputError, match="is the original itself"):
+        write_corrected_copy(issues, {2: None}, data, overwrite=True)
+    assert data.read_bytes() == before
+    assert calls == ["the issues table", "the predictions", "the corrected copy"]

@@ -13,8 +13,9 @@
     workbench unpack F.wbrun [-o DIR]  a packed run back into a run folder (by default in the runs home)
 
 Exit status: 0 success; 1 an internal error (details written to the run directory's error.txt); 2 bad
-input or usage (message on stderr); 3 a file could not be written (disk full, no permission), including
-an --export copy after a finished training; 130 interrupted (Ctrl+C).
+input or usage (message on stderr; also a --resume that cannot go on, or a run another process is
+writing); 3 a file could not be written (disk full, no permission), including an --export copy after a
+finished training; 4 paused (a checkpoint is written; --resume goes on); 130 interrupted (Ctrl+C).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from .core.cancel import CancelToken
@@ -147,7 +149,7 @@ ADAPT_FLAGS = {
 def _add_adapt_parser(sub) -> None:
     a = sub.add_parser("adapt", help="adapt a backbone to your unlabelled texts (masked-LM) before fine-tuning",
                        description="Continue the masked-language-model pretraining of backbone M on unlabelled "
-                       "TEXTS, holding out 5%% to measure the masked-LM loss and perplexity before and after, and "
+                       "TEXTS, holding out 5% to measure the masked-LM loss and perplexity before and after, and "
                        "save the adapted backbone as a folder `workbench train --model` accepts (listed by "
                        "`workbench models`). A paused or interrupted adaptation goes on with "
                        "`workbench train --resume RUN_DIR`.")
@@ -304,6 +306,7 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
 
     cancel = CancelToken()
     rank = env_rank() if launched_world_size() > 1 else 0  # one of several processes: only rank 0 speaks
+    began = time.time()
 
     def on_sigint(signum, frame):
         if cancel.cancelled:  # a second Ctrl+C: stop at once
@@ -333,7 +336,8 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
             result = run_training(cfg, progress, cancel)
     except (Cancelled, KeyboardInterrupt):
         progress.close()
-        where = f" ({progress.run_dir})" if progress.run_dir else ""
+        run_dir = progress.run_dir or _resumed_dir(resume)
+        where = f" ({run_dir})" if run_dir else ""
         if rank == 0:
             print(f"workbench: cancelled; the run directory{where} keeps what was done so far.", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -367,8 +371,16 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
         if rank:
             print(f"workbench [rank {rank}]: internal error: {type(e).__name__}: {e}", file=sys.stderr)
             return EXIT_INTERNAL
-        details = Path(progress.run_dir) / "error.txt" if progress.run_dir else None
-        where = f"Details: {details}" if details and details.is_file() else "No run directory was written."
+        run_dir = progress.run_dir or _resumed_dir(resume)
+        details = Path(run_dir) / "error.txt" if run_dir else None
+        if details is not None and _written_since(details, began):
+            where = f"Details: {details}"
+        elif resume and run_dir:
+            where = f"Details: none were written; the run directory {run_dir} is as it was."
+        elif run_dir:
+            where = f"The run directory is {run_dir}."
+        else:
+            where = "No run directory was written."
         print(f"workbench: internal error: {type(e).__name__}: {e}\n{where}", file=sys.stderr)
         return EXIT_INTERNAL
     finally:
@@ -396,6 +408,22 @@ def _run_and_report(cfg: RunConfig | None, quiet: bool, verbose: bool = False, r
     if cancel.cancelled:  # Ctrl+C came after the last point the run could stop at: it finished
         print("workbench: the run had already finished when Ctrl+C came; nothing was lost.", file=sys.stderr)
     return EXIT_OK
+
+
+def _resumed_dir(resume: str | None) -> str | None:
+    """The folder of the run ``--resume`` names, where it is one."""
+    if not resume:
+        return None
+    path = Path(resume).expanduser().resolve()
+    return str(path) if path.is_dir() else None
+
+
+def _written_since(path: Path, began: float) -> bool:
+    """Whether ``path`` was written by this command (not left by an earlier failure of the run)."""
+    try:
+        return path.stat().st_mtime >= began - 1
+    except OSError:
+        return False
 
 
 def cmd_preflight(cfg: RunConfig, quiet: bool, verbose: bool = False) -> int:

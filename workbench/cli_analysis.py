@@ -66,6 +66,29 @@ def _with_sigint(cancel: CancelToken):
     return signal.signal(signal.SIGINT, on_sigint)
 
 
+def _check_label_issues_outputs(args: argparse.Namespace) -> None:
+    """DATA can be read; -o and --corrected can be written (``paths.check_output_path``, the check of
+    `predict` and of corrected copies made in the app): never DATA itself or inside it (an image
+    folder), never inside the --model folder, an existing file only with --overwrite, in a folder that
+    exists and can be written, and not both the same file."""
+    from .core.errors import InputError
+    from .core.paths import check_data_path, check_output_path
+
+    data = Path(args.data).expanduser()
+    check_data_path(data, folder_ok=True)
+    model = Path(args.model).expanduser() if args.model else None
+    reads = [("the data", data), ("the --model folder", model if model is not None and model.is_dir() else None)]
+    out = copy = None
+    if args.output:
+        out = check_output_path(args.output, reads, what="the issues table", overwrite=args.overwrite)
+    if args.corrected:
+        copy = check_output_path(args.corrected, reads, what="the corrected copy", overwrite=args.overwrite,
+                                 folder_ok=data.is_dir())
+    if out is not None and out == copy:
+        raise InputError("is named by both -o and --corrected; give the issues table and the corrected copy "
+                         "different names", path=out)
+
+
 def cmd_label_issues(args: argparse.Namespace) -> int:
     from .core.config import DataConfig
     from .core.corrections import write_corrected_copy
@@ -75,9 +98,7 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 
     if args.folds < 2:
         raise InputError(f"--folds must be at least 2, got {args.folds}")
-    for path in (args.output, args.corrected):
-        if path and Path(path).exists() and not args.overwrite:
-            raise InputError("exists already; pass --overwrite to replace it", path=path)
+    _check_label_issues_outputs(args)  # before any work: a bad -o must not cost the whole computation
     delimiter = "\t" if args.delimiter and args.delimiter.lower() in ("tab", "\\t") else args.delimiter
     dc = DataConfig(text_column=args.text_column, text_pair_column=args.text_pair_column,
                     label_column=args.label_column, delimiter=delimiter)

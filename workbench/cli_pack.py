@@ -27,16 +27,21 @@ def add_parsers(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to pack")
     p.add_argument("-o", "--output", metavar="FILE", help="the file to write (default: RUN_NAME.wbrun here)")
     p.add_argument("--with-data", action="store_true", help="include the run's train/val/test files (or image "
-                   "folders), so the run can be repeated on a machine without them")
-    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+                   "folders), so the run can be repeated on a machine without them. Only regular files and image "
+                   "dataset folders (their image files) are packed; a data path in a system folder (/etc, /proc, "
+                   "/sys, /dev, /boot, /root, /var, /usr ...), a credential store (~/.ssh, ~/.aws ...), a device or "
+                   "pipe, another kind of folder, or a link out of an image folder is refused (exit 2)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace FILE if it exists (only an earlier .wbrun is replaced)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     u = sub.add_parser(
         "unpack", help="unpack a .wbrun file into a run folder the app lists",
         description="Unpack FILE into a new run folder (default: in the runs home, where the app's Runs page lists "
                     "it). Members with absolute paths, '..', links, pickles or code are refused before anything is "
-                    "written; an existing folder is never replaced. `workbench train --config DIR/config.json` then "
-                    "repeats the run.")
+                    "written; an existing folder is never replaced. config.json keeps a data path the pack did not "
+                    "carry only when that path is here and, by checksum, the data the run trained on. `workbench train "
+                    "--config DIR/config.json` then repeats the run.")
     u.add_argument("archive", metavar="FILE", help="the .wbrun file")
     u.add_argument("-o", "--output", metavar="DIR", help="the run folder to create (must not exist; default: a new "
                    "folder named after the run in the runs home)")

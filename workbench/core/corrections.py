@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, write_failure
+from .paths import check_output_path
 
 SIDECAR_SUFFIX = ".corrections.json"
 FOLDER_SIDECAR = ".workbench-corrections.json"  # hidden: the image scan skips it
@@ -60,11 +61,11 @@ def write_corrected_copy(issues, decisions: dict[int, str | None], target: str |
     from .run import data_fingerprints
 
     source = Path(issues.path)
-    target = Path(target).expanduser().resolve() if target else default_copy_path(source)
-    if target == source.resolve():
-        raise InputError("the corrected copy must not replace the original; choose another name", path=target)
-    if target.exists() and not overwrite:
-        raise InputError("exists already; choose another name (or allow overwriting)", path=target)
+    # The one check of every output a command writes beside what it reads (paths.check_output_path):
+    # never the original or inside it, an existing copy only with ``overwrite``, a folder that exists.
+    target = check_output_path(target or default_copy_path(source), [("the original", source)],
+                               what="the corrected copy", overwrite=overwrite, folder_ok=source.is_dir(),
+                               exists_hint="choose another name (or allow overwriting)")
     unknown = [label for label in decisions.values() if label is not None and label not in issues.labels]
     if unknown:
         raise InputError(f"unknown label {unknown[0]!r}; the labels are {', '.join(issues.labels)}")

@@ -68,7 +68,10 @@ class WriteFailed(WorkbenchError):
 # errno values that mean "this place cannot take more bytes" or "cannot be written at all".
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
-_FULL_TEXT = ("no space left on device", "storagefull", "disk quota exceeded", "os error 28", "errno 28")
+_FULL_TEXT = ("no space left on device", "storagefull", "disk quota exceeded", "os error 28", "errno 28",
+              # torch.save's writer (inline_container.cc) says only that a short write happened:
+              # "PytorchStreamWriter failed writing file data/0: file write failed"
+              "pytorchstreamwriter failed writing file", "file write failed")
 
 
 def _causes(exc: BaseException):

@@ -73,6 +73,22 @@ def is_export(folder: Path) -> bool:
     return export_files(folder) is not None
 
 
+# A tokenizer's vocabulary: one of these is in every text model folder that can encode text.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "spm.model")
+
+
+def missing_tokenizer(folder: Path, task: str | None) -> str | None:
+    """Why the text model in ``folder`` cannot encode its inputs (no tokenizer files), or None.
+    Without them transformers builds an empty tokenizer and every word becomes [UNK]: refuse instead."""
+    if task == "image-classification":
+        return None
+    if any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    return (f"has no tokenizer files (none of {', '.join(TOKENIZER_FILES[:3])}, ...): the model cannot read text "
+            "without them; export it again, or copy its tokenizer files into the folder")
+
+
 def _foreign_entries(folder: Path) -> list[str]:
     """Entries of ``folder`` that are not part of the export it holds (all of them if it is none)."""
     own = set(export_files(folder) or [])

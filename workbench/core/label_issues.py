@@ -200,14 +200,12 @@ def issues_tsv(rows: list[LabelIssue]) -> str:
 
 def write_atomic(path: str | Path, text: str, overwrite: bool = False) -> Path:
     """Write ``text`` beside ``path`` and move it into place: never a half-written file, never an
-    existing file replaced unless ``overwrite``."""
+    existing file replaced unless ``overwrite``, never a folder (``paths.check_output_path``: callers
+    check against what they read before their work, this checks again at the moment of writing)."""
     from .errors import write_failure
+    from .paths import check_output_path
 
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise InputError("is a folder; give a file name", path=target)
-    if target.exists() and not overwrite:
-        raise InputError("exists already; pass --overwrite to replace it", path=target)
+    target = check_output_path(path, overwrite=overwrite)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")

@@ -17,7 +17,7 @@ import platform
 import shutil
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from . import distributed
 from .backbones import model_load_error
 from .cancel import NEVER, CancelToken
 from .config import RunConfig
-from .device import choose_precision, resolve_device
+from .device import REPORT_PRECISION, choose_precision, cpu_bf16_units, resolve_device
 from .errors import Cancelled, InputError, Paused, WorkbenchError, WriteFailed, write_failure
 from .events import CallbackList, Callbacks, Failed, Finished, PhaseChanged, RunStarted, TaskReady, Warning_
 from .events import Cancelled as CancelledEvent
@@ -48,7 +48,7 @@ from .refit import (
     refit_stop,
     wants_refit,
 )
-from .rundir import RankDirectory, RunDirectory, read_json_or_none
+from .rundir import RankDirectory, RunDirectory, RunLock, read_json_or_none
 from .tasks import get_task
 from .training.checkpoints import Checkpoints
 
@@ -186,7 +186,11 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
             export_lock.release()
         _tell_ranks(dist, e)
         raise
-    _tell_ranks(dist, None, run_dir=str(rd.path))
+    try:
+        _tell_ranks(dist, None, run_dir=str(rd.path))
+    except BaseException:
+        rd.release_lock()
+        raise
     return _execute(config, task, rd, CallbackList(rd, callbacks), cancel, export_lock, data_paths, None)
 
 
@@ -198,26 +202,32 @@ def resume_training(run_dir: str | Path, callbacks: Callbacks | None = None, can
     dist = distributed.setup(device)
     if dist is not None and not dist.main:
         return _follow_rank_zero(None, cancel, dist, resume=True)
+    lock = export_lock = None
     try:
-        plan = prepare_resume(run_dir)
-        config, task, data_paths = _checked(plan.config)
-        changed = [p for p, fp in data_fingerprints(data_paths).items() if plan.fingerprints.get(p) != fp]
-        if plan.fingerprints and changed:
-            raise InputError("the data changed since this run started, so it cannot go on where it stopped; start a "
-                             "new run (workbench train --config RUN/config.json)", path=changed[0])
+        # The run is this process's before anything in it is read for going on: a second resume
+        # (or a run still going) is refused here. Nothing changes until every check has passed.
+        path = _run_folder(run_dir)
+        lock = _take_run(path)
+        plan, (config, task, data_paths) = _plan_resume(path)
         export_lock = _lock_export(config, data_paths)
+        cancel.raise_if_cancelled()  # Ctrl+C while the checkpoints were checked: nothing has changed
+        _cut_back(plan)
+        rd = RunDirectory.reopen(plan.run_dir, lock=lock)
     except BaseException as e:
-        _tell_ranks(dist, e)
-        raise
-    try:
-        rd = RunDirectory.reopen(plan.run_dir)
-    except BaseException as e:
+        if lock is not None:
+            lock.release()
         if export_lock is not None:
             export_lock.release()
         _tell_ranks(dist, e)
         raise
-    _tell_ranks(dist, None, run_dir=str(rd.path), checkpoint=str(plan.checkpoint), config=plan.config.to_dict())
-    return _execute(config, task, rd, CallbackList(rd, callbacks), cancel, export_lock, data_paths, plan.checkpoint)
+    try:
+        _tell_ranks(dist, None, run_dir=str(rd.path), checkpoint=str(plan.checkpoint), config=plan.config.to_dict())
+    except BaseException:
+        rd.close()
+        rd.release_lock()
+        raise
+    return _execute(config, task, rd, CallbackList(rd, callbacks), cancel, export_lock, data_paths, plan.checkpoint,
+                    warnings=plan.warnings)
 
 
 def _tell_ranks(dist, error: BaseException | None, **start) -> None:
@@ -246,7 +256,8 @@ def _follow_rank_zero(config: RunConfig | None, cancel: CancelToken, dist, resum
 
 
 def _execute(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: CancelToken,
-             export_lock: ExportLock | None, data_paths: list[str], resume: Path | None) -> RunResult:
+             export_lock: ExportLock | None, data_paths: list[str], resume: Path | None,
+             warnings: list[str] = ()) -> RunResult:
     """Run (or go on with) the run in ``rd``, and record how it ended whatever happens."""
     try:
         if (dist := distributed.current()) is not None:
@@ -257,6 +268,8 @@ def _execute(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel
             rd.write_json("config.json", config.to_dict())
         else:
             cb.on_event(ResumedEvent(Checkpoints.loop_state(resume).step, str(resume)))
+        for warning in warnings:
+            cb.on_event(Warning_(warning))
         return _run(config, task, rd, cb, cancel, export_lock, data_paths, resume)
     except Paused as e:
         distributed.set_ending()
@@ -274,7 +287,8 @@ def _execute(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel
         if failure is not None:
             rd.release_reserve()  # room for status.json and error.txt
         message = str(failure or e) if isinstance(e, WorkbenchError) or failure else f"{type(e).__name__}: {e}"
-        checkpoint = Checkpoints(rd.checkpoints_dir).latest() if rd.training_started else None
+        # A resumed run has its checkpoint from the start: a full disk before training pauses it too.
+        checkpoint = Checkpoints(rd.checkpoints_dir).latest() if rd.training_started or resume else None
         if isinstance(e, InputError) and not rd.training_started and resume is None:
             # Bad input found before any training: nothing worth keeping, so leave nothing behind.
             rd.discard()
@@ -283,10 +297,10 @@ def _execute(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel
             _record(cb.on_event, CancelledEvent())
         elif failure is not None and checkpoint is not None:
             # A full disk: the run keeps its last checkpoint and can go on once there is room.
-            failure = WriteFailed(f"{failure} The run is paused at its checkpoint of step "
+            failure = WriteFailed(f"{str(failure).rstrip('.')}. The run is paused at its checkpoint of step "
                                   f"{Checkpoints.loop_state(checkpoint).step}: workbench train --resume {rd.path}",
                                   path=failure.path)
-            _record(rd.set_status, "paused", message=str(failure))
+            _record(rd.set_status, "paused", step=Checkpoints.loop_state(checkpoint).step, message=str(failure))
             _record(cb.on_event, PausedEvent(Checkpoints.loop_state(checkpoint).step, str(failure)))
         else:
             details = traceback.format_exc()
@@ -297,8 +311,8 @@ def _execute(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel
             raise failure from e
         raise
     finally:
-        rd.close()
         rd.remove_scratch()  # tokenized copies of the data; the report keeps the rest
+        rd.close()  # and its lock: another process may take the run on
         if export_lock is not None:
             export_lock.release()
         distributed.forget()
@@ -312,43 +326,136 @@ class ResumePlan:
     checkpoint: Path
     step: int
     fingerprints: dict[str, Any]
+    # Newer checkpoints found damaged (each with what is wrong): set aside when the run goes on.
+    damaged: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # said when the run goes on (damaged checkpoints...)
+    metrics_bytes: int | None = None  # metrics.jsonl is cut back to this length (the checkpoint's)
 
 
 def prepare_resume(run_dir: str | Path) -> ResumePlan:
-    """Check that the run in ``run_dir`` can go on, and cut its metrics.jsonl back to its last
-    checkpoint (steps logged after it are trained again). Quick: a front end calls it before it
-    shows the run's curves and starts the worker."""
-    from .processes import run_owner
+    """Check that the run in ``run_dir`` can go on and, once every check has passed, cut its
+    metrics.jsonl back to its newest intact checkpoint (steps logged after it are trained again).
+    Quick: a front end calls it before it shows the run's curves and starts the worker. A run that
+    cannot go on is refused (InputError) with its folder left exactly as it was."""
+    path = _run_folder(run_dir)
+    lock = _take_run(path)
+    try:
+        plan, _ = _plan_resume(path)
+        _cut_back(plan)
+        return plan
+    finally:
+        lock.release()
 
+
+def _run_folder(run_dir: str | Path) -> Path:
     path = Path(run_dir).expanduser().resolve()
+    if not path.exists():
+        raise InputError("no such folder: --resume takes a run directory (RUN_DIR, as printed when the run "
+                         "started)", path=path)
+    if not path.is_dir():
+        raise InputError("is a file; --resume takes the run's folder (RUN_DIR, as printed when the run started)",
+                         path=path)
     if not (path / "config.json").is_file():
         raise InputError("is not a Workbench run directory (it has no config.json)", path=path)
-    status = read_json_or_none(path / "status.json") or {}
+    return path
+
+
+def _take_run(path: Path) -> RunLock:
+    """The run's lock, or why not: another process has it (InputError naming it), or the folder
+    cannot be written (WriteFailed)."""
+    try:
+        return RunLock.acquire(path)
+    except OSError as e:
+        if write_failure(e, path, permission_too=True) is None:
+            raise
+        raise WriteFailed(f"{path}: cannot write in this run directory ({e.strerror or e}); a run goes on in its "
+                          "own folder: make it writable (or free space on its disk) and resume again",
+                          path=path) from None
+
+
+def _plan_resume(path: Path) -> tuple[ResumePlan, tuple[RunConfig, Any, list[str]]]:
+    """Every check a resume needs, reading only: the run's state, its checkpoints (sizes and hashes),
+    its config and its data. Returns the plan and the checked config, task and data paths."""
+    from .processes import run_owner
+
+    status = read_json_or_none(path / "status.json")
+    status = status if isinstance(status, dict) else {}
     state = status.get("state")
     if state == "finished":
         raise InputError(f"this run finished already; its model is in {path / 'model'}", path=path)
     if run_owner(status) is not None:
         raise InputError(f"this run is still going (process {status.get('pid')})", path=path)
     checkpoints = Checkpoints(path / "checkpoints")
-    checkpoints.sweep()
-    checkpoint = checkpoints.latest()
+    checkpoint, damaged = checkpoints.newest_intact()
     if checkpoint is None:
+        if damaged:
+            raise InputError("this run cannot go on where it stopped: its checkpoints are damaged ("
+                             + "; ".join(f"{cp.name}: {why}" for cp, why in damaged)
+                             + "); start it again with workbench train --config RUN/config.json", path=path)
         raise InputError("this run has no checkpoint to go on from: it stopped before its first one (checkpoints "
                          "are written at each evaluation and every --save-minutes); start it again with "
                          "workbench train --config RUN/config.json", path=path)
+    if (problem := checkpoints.verify_best()) is not None:
+        raise InputError(f"this run cannot go on where it stopped: its best weights so far are damaged ({problem}); "
+                         "start it again with workbench train --config RUN/config.json",
+                         path=checkpoints.folder / "best")
     raw = read_json_or_none(path / "config.json")
     if not isinstance(raw, dict):
         raise InputError("config.json is not readable", path=path / "config.json")
     resolved = raw.pop("resolved", {}) or {}
     try:
         config = RunConfig.from_dict(raw)
-    except TypeError as e:
+    except (TypeError, ValueError, AttributeError, KeyError) as e:
         raise InputError(f"invalid config ({e})", path=path / "config.json") from None
     config.run_dir = str(path)
+    for data in (config.data.train, config.data.val, config.data.test):
+        if data and not Path(data).exists() and not Path(data).is_symlink():
+            raise InputError("this run's data is not there any more (moved or deleted?); --resume goes on with the "
+                             "same data at the same path: put it back, or start a new run", path=data)
+    checked = _checked(config)
+    fingerprints = (resolved.get("data_fingerprint") or {}) if isinstance(resolved, dict) else {}
+    changed = [p for p, fp in data_fingerprints(checked[2]).items() if fingerprints.get(p) != fp]
+    if fingerprints and changed:
+        raise InputError("the data changed since this run started, so it cannot go on where it stopped; start a "
+                         "new run (workbench train --config RUN/config.json)", path=changed[0])
     loop = Checkpoints.loop_state(checkpoint)
-    with open(path / "metrics.jsonl", "r+b") as f:  # what was logged after the checkpoint is logged again
-        f.truncate(loop.metrics_bytes)
-    return ResumePlan(path, config, checkpoint, loop.step, resolved.get("data_fingerprint") or {})
+    warnings = [f"checkpoint {cp} is damaged ({why}); going on from {checkpoint.name}, the newest intact one "
+                f"({cp.name} is kept aside as damaged-{cp.name})" for cp, why in damaged]
+    warnings += [f"checkpoint {old} was found damaged and set aside; going on from {checkpoint.name}"
+                 for old in checkpoints.damaged_after(loop.step)]
+    try:
+        size = (path / "metrics.jsonl").stat().st_size
+    except FileNotFoundError:
+        size = None
+    if size is None or size < loop.metrics_bytes:
+        warnings.append(f"metrics.jsonl is {'missing' if size is None else 'shorter than when the checkpoint was written'}"
+                        f": the events before step {loop.step} are lost (the run goes on)")
+    return ResumePlan(path, config, checkpoint, loop.step, fingerprints, damaged, warnings, loop.metrics_bytes), checked
+
+
+def _cut_back(plan: ResumePlan) -> None:
+    """Every check has passed: what was logged after the checkpoint goes (it is logged again), and
+    half-written and damaged checkpoints are put out of the way."""
+    checkpoints = Checkpoints(plan.run_dir / "checkpoints")
+    metrics = plan.run_dir / "metrics.jsonl"
+    cut = plan.metrics_bytes
+    if cut is None:
+        cut = Checkpoints.loop_state(plan.checkpoint).metrics_bytes
+    try:
+        try:
+            if metrics.stat().st_size > cut:
+                with open(metrics, "r+b") as f:
+                    f.truncate(cut)
+        except FileNotFoundError:
+            pass  # RunDirectory.reopen starts it again
+        checkpoints.sweep()
+        for cp, _ in plan.damaged:
+            checkpoints.set_aside(cp)
+    except OSError as e:
+        failure = write_failure(e, plan.run_dir, permission_too=True)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def data_fingerprints(paths: list[str]) -> dict[str, Any]:
@@ -407,7 +514,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     tc = config.train
     dist = distributed.current()
     device = distributed.device_for_rank(resolve_device(tc.device), dist)
-    precision, precision_reason = choose_precision(tc.precision, device)
+    precision, precision_reason = choose_precision(tc.precision, device, task.cpu_bf16_not_worth)
     log.info("run %s: task %s, device %s (asked for %s), precision %s (%s)", rd.path, task.name, device,
              tc.device, precision, precision_reason)
 
@@ -504,7 +611,7 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
     if tc.refit:
         plan = plan_refit(first, planned_steps(len(encoded["train"]), tc)[0], rows)
         if task.calibrated:  # for the temperature: the refitted model will have seen these rows
-            first_pass_val_logits = loop.predict(encoded["validation"], "calibrating")[0]
+            first_pass_val_logits = loop.predict(encoded["validation"], "calibrating", REPORT_PRECISION)[0]
         del model, loop  # the first pass's model (and its best weights) are done with
         model, loop, second, method = _second_pass(task, data, tc, config.model, plan, first, backbone, preprocessor,
                                                    device, precision, rd, cb, cancel)
@@ -527,8 +634,10 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
 
     eval_name = data.eval_split
     cb.on_event(PhaseChanged("testing", eval_name))
-    result, logits = loop.evaluate(encoded[eval_name])
+    # The report describes the export: fp32, as pipeline and ONNX Runtime run it, whatever trained.
+    result, logits = loop.evaluate(encoded[eval_name], precision=REPORT_PRECISION)
     cb.on_event(_eval_event(outcome, eval_name, result.metrics))
+    bf16_check = _bf16_check(task, loop, encoded[eval_name], logits, device, cb)
     report_text = task.report_text(result)
     if plan is not None:
         report_text += "\n" + describe(plan, task.row_unit).capitalize() + "."
@@ -551,6 +660,8 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             **({"baseline": baseline} if baseline is not None else {}),
             "method": method.summary(),
             **({"before_training": before} if before is not None else {}),
+            "precision": {"training": precision, "training_reason": precision_reason, "report": REPORT_PRECISION,
+                          **({"bf16_check": bf16_check} if bf16_check else {})},
         },
     )
     rd.write_text("report.txt", f"{task.title}, {eval_name} split ({data.resolved['sources'].get(eval_name)})\n\n{report_text}\n")
@@ -583,7 +694,9 @@ def _run(config: RunConfig, task, rd: RunDirectory, cb: CallbackList, cancel: Ca
             "inputs": prediction_inputs(data.resolved),
             "trained_on": data.resolved.get("sources", {}).get("train"),
             **({"metrics_before_training": before} if before is not None else {}),
-            **method.summary(), **({"merge_check": merge_check} if merge_check else {})}
+            **method.summary(), **({"merge_check": merge_check} if merge_check else {}),
+            "precision": {"training": precision, "report": REPORT_PRECISION,
+                          **({"bf16_check": bf16_check} if bf16_check else {})}}
     if calibration and calibration.get("temperature"):
         # Divide the logits by it for calibrated probabilities; transformers' pipeline ignores it.
         meta["temperature"] = calibration["temperature"]
@@ -744,8 +857,32 @@ def _calibration(task, loop, encoded, eval_name: str, logits, cb, first_pass_val
     val_logits = first_pass_val_logits
     if val_logits is None and val is not None and len(val):
         cb.on_event(PhaseChanged("calibrating", "temperature on the validation split"))
-        val_logits = logits if eval_name == "validation" else loop.predict(val, "calibrating")[0]
+        val_logits = logits if eval_name == "validation" else loop.predict(val, "calibrating", REPORT_PRECISION)[0]
     return calibration_report(logits, encoded[eval_name].labels, val_logits, val.labels if val is not None else None)
+
+
+def _bf16_check(task, loop, split, logits, device, cb) -> dict[str, Any] | None:
+    """On a CPU with bf16 units: does bf16 autocast change any class the fp32 report gives on the
+    evaluation split? Recorded in the export, where ``predict --precision auto`` reads it: bf16 is
+    chosen automatically only for a model whose labels it leaves as they are."""
+    import numpy as np
+
+    if device.type != "cpu" or len(split) == 0:
+        return None
+    fp32 = task.predicted_classes(logits, split)
+    if fp32 is None:
+        return None
+    units, why = cpu_bf16_units()
+    if not units:
+        return {"ran": False, "reason": why}
+    cb.on_event(PhaseChanged("testing", f"{split.name} again in bf16: does it change any label?"))
+    bf16_logits, _ = loop.predict(split, "testing", "bf16")
+    bf16 = task.predicted_classes(bf16_logits, split)
+    changed = int((bf16 != fp32).sum())
+    diff = float(np.abs(bf16_logits - logits).max()) if logits.shape == bf16_logits.shape else None
+    log.info("bf16 check on %s: %d of %d labels change, logits move by up to %s", split.name, changed, len(fp32), diff)
+    return {"ran": True, "split": split.name, "items": int(len(fp32)), "changed": changed,
+            "max_abs_logit_diff": diff, "reason": why}
 
 
 def _evaluate_before(task, loop, split, rd: RunDirectory, cb: CallbackList, resume: Path | None):
@@ -758,7 +895,7 @@ def _evaluate_before(task, loop, split, rd: RunDirectory, cb: CallbackList, resu
     if resume is not None:
         return read_json_or_none(rd.path / "before_training.json")
     cb.on_event(PhaseChanged("evaluating", "before training"))
-    result, _ = loop.evaluate(split)
+    result, _ = loop.evaluate(split, precision=REPORT_PRECISION)  # compared with the fp32 test below
     rd.write_json("before_training.json", result.metrics)
     cb.on_event(EvalMetrics(0, 0.0, split.name, dict(result.metrics), False))
     return result.metrics

@@ -14,11 +14,15 @@
                            when the run finishes (TrainConfig.keep_checkpoints keeps them)
     RUN/cache/             tokenized or decoded data while the run works; removed when it ends
                            (and by the next run when its process was killed)
+    RUN/.run.lock          locked (flock) by the one process that writes the run, holding its pid:
+                           a second `train --resume RUN` or `train --run-dir RUN` is refused
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,6 +34,8 @@ from typing import Any
 
 from .errors import InputError, write_failure
 from .events import Callbacks, Event
+
+log = logging.getLogger(__name__)
 
 
 def runs_home() -> Path:
@@ -73,6 +79,106 @@ def default_run_path(data_stem: str, task: str) -> Path:
 
 RESERVE_NAME = ".reserve"
 RESERVE_BYTES = 256 * 1024  # freed when the disk fills, so status.json and error.txt can still be written
+LOCK_NAME = ".run.lock"
+
+
+class RunInUse(InputError):
+    """Another process holds the run directory's lock: it is training (or resuming) that run."""
+
+    def __init__(self, folder: Path, pid: int | None):
+        self.pid = pid
+        who = f"process {pid}" if pid and pid != os.getpid() else "this process" if pid else "another process"
+        super().__init__(f"another Workbench run ({who}) is writing this run directory; wait for it to end (or stop "
+                         "it) and try again", path=folder)
+
+
+class RunLock:
+    """An exclusive lock (flock) on a run directory's ``.run.lock``, taken before anything in the
+    folder is read for writing or changed, and held until the run ends (the process's end releases
+    it whatever happens: a kill -9 leaves no stale lock). The file holds the owner's pid, to name it.
+    Where flock is not available (Windows, some network filesystems) the lock is a no-op and the
+    status.json owner check stands alone."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path, self._fd = path, fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    @classmethod
+    def acquire(cls, folder: str | Path) -> "RunLock":
+        """The lock of ``folder`` (which must exist), or ``RunInUse`` naming the process that holds
+        it. OSError when the lock file cannot be created (a read-only folder)."""
+        lock_path = Path(folder) / LOCK_NAME
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return cls(lock_path, None)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunInUse(Path(folder), cls.holder(folder)) from None
+            log.info("run directory %s cannot be locked (%s); relying on status.json", folder, e)
+            return cls(lock_path, None)  # ENOLCK, EOPNOTSUPP...: no locks on this filesystem
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass  # a full disk: the lock holds all the same, only the pid is not there to name it
+        return cls(lock_path, fd)
+
+    @staticmethod
+    def holder(folder: str | Path, wait: float = 1.0) -> int | None:
+        """The pid written in ``folder``'s lock file (its holder writes it just after locking)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return int((Path(folder) / LOCK_NAME).read_text().strip())
+            except (OSError, ValueError):
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.05)
+
+    @classmethod
+    def refuse_if_held(cls, folder: str | Path) -> None:
+        """``RunInUse`` when a process holds ``folder``'s lock; the lock file is not created here."""
+        if not (Path(folder) / LOCK_NAME).is_file():
+            return
+        try:
+            cls.acquire(folder).release()
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)  # closing the file releases the flock; the file stays (removing it would race)
+            except OSError:
+                pass
+
+
+def _new_default_folder(data_stem: str, task: str) -> Path:
+    """A new folder under the runs home, made here: two runs started in the same second never share one."""
+    for _ in range(1000):
+        path = default_run_path(data_stem, task)
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise (write_failure(e, path, permission_too=True) or e) from None
+    raise InputError("cannot make a new run folder: too many runs started at once", path=runs_home())
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What a folder holds besides a run lock."""
+    return [p for p in folder.iterdir() if p.name != LOCK_NAME]
 
 
 @dataclass
@@ -82,6 +188,7 @@ class RunDirectory(Callbacks):
     created: bool = True  # False: the user made the (empty) folder, so it is kept if the run is discarded
     # When this process took the run on: with the pid, it tells a live run from a reused pid.
     opened: str = field(default_factory=lambda: datetime.now().isoformat(timespec="seconds"))
+    lock: RunLock | None = field(default=None, repr=False, compare=False)  # held while this process writes it
 
     @classmethod
     def create(cls, requested: str | None, data_stem: str, task: str) -> "RunDirectory":
@@ -89,18 +196,27 @@ class RunDirectory(Callbacks):
             path = Path(requested).expanduser()
             if path.exists() and not path.is_dir():
                 raise InputError("--run-dir is a file, not a folder; give a new or empty folder", path=path.resolve())
-            if path.is_dir() and any(path.iterdir()):
-                raise InputError("run directory already exists and is not empty; choose another --run-dir",
-                                 path=path.resolve())
+            not_empty = InputError("run directory already exists and is not empty; choose another --run-dir",
+                                   path=path.resolve())
+            if path.is_dir() and _entries(path):
+                RunLock.refuse_if_held(path)  # a run being written there: name its process
+                raise not_empty
+            created = not path.exists()
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise (write_failure(e, path, permission_too=True) or e) from None
         else:
             sweep_interrupted_runs(runs_home())
-            path = default_run_path(data_stem, task)
-        created = not path.exists()
+            path, created = _new_default_folder(data_stem, task), True
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            lock = RunLock.acquire(path)  # two runs started at once on one --run-dir: one goes on
         except OSError as e:
             raise (write_failure(e, path, permission_too=True) or e) from None
-        rd = cls(path.resolve(), created=created)
+        if requested and _entries(path):  # another process wrote it between the check and the lock
+            lock.release()
+            raise not_empty
+        rd = cls(path.resolve(), created=created, lock=lock)
         try:
             rd._reserve()
             rd._metrics = open(rd.path / "metrics.jsonl", "a", encoding="utf-8")
@@ -111,10 +227,17 @@ class RunDirectory(Callbacks):
         return rd
 
     @classmethod
-    def reopen(cls, path: str | Path) -> "RunDirectory":
+    def reopen(cls, path: str | Path, lock: RunLock | None = None) -> "RunDirectory":
         """An existing run's folder, to go on with it (``--resume``): status "resumed", metrics.jsonl
-        appended to (``prepare_resume`` has cut it back to the checkpoint)."""
-        rd = cls(Path(path).resolve(), training_started=False, created=False)
+        appended to (``prepare_resume`` has cut it back to the checkpoint). ``lock``: the folder's
+        lock, already taken (else it is taken here)."""
+        path = Path(path).resolve()
+        if lock is None:
+            try:
+                lock = RunLock.acquire(path)
+            except OSError as e:
+                raise (write_failure(e, path, permission_too=True) or e) from None
+        rd = cls(path, training_started=False, created=False, lock=lock)
         try:
             rd._reserve()
             rd._metrics = open(rd.path / "metrics.jsonl", "a", encoding="utf-8")
@@ -122,8 +245,14 @@ class RunDirectory(Callbacks):
         except OSError as e:
             rd.close()
             rd.release_reserve()
+            rd.release_lock()
             raise (write_failure(e, path, permission_too=True) or e) from None
         return rd
+
+    def release_lock(self) -> None:
+        """Let another process take the run on (its end: every file of this one is written)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def metrics_position(self) -> int:
         """The length of metrics.jsonl with every event so far written out (a checkpoint records it)."""
@@ -170,6 +299,8 @@ class RunDirectory(Callbacks):
                 current = json.loads(status_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 current = {}
+            if not isinstance(current, dict):  # damaged: written again whole
+                current = {}
         current.setdefault("started", datetime.now().isoformat(timespec="seconds"))
         current.update(state=state, pid=os.getpid(), pid_started=self.opened, **extra)
         if state != "running":
@@ -210,20 +341,24 @@ class RunDirectory(Callbacks):
         self.close()
         if self.created:
             shutil.rmtree(self.path, ignore_errors=True)
+            self.release_lock()
             return
         for child in self.path.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
+        self.release_lock()
 
     def close(self) -> None:
+        """Close metrics.jsonl and let the run go (its lock): this process writes no more of it."""
         metrics = getattr(self, "_metrics", None)
         if metrics is not None and not metrics.closed:
             try:
                 metrics.close()
             except OSError:
                 pass  # a full disk refused the last buffered line; the file keeps every line before it
+        self.release_lock()
 
 
 def sweep_interrupted_runs(home: Path) -> list[Path]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,8 @@ import numpy as np
 
 from ..cancel import NEVER, CancelToken
 from ..errors import InputError, write_failure
-from ..events import Callbacks, Progress
+from ..events import Callbacks, Progress, Warning_
+from ..paths import check_data_path, check_output_path
 from .inputs import (
     Item,
     Problem,
@@ -51,10 +53,16 @@ class PredictSummary:
     backend: str
     model_file: str
     precision: str = "fp32"  # the PyTorch backend's autocast (Predictor._precision)
+    precision_reason: str = ""  # why: the report's precision, or bf16 checked at export, or asked for
     rows: int = 0  # predicted and written
     skipped: int = 0  # bad rows or images, reported and left out
     seconds: float = 0.0
     problems: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_REPORTED: {"where", "problem"}
+    text_column: str | None = None  # a table's column read as the text (header name, or column_N)
+    text_pair_column: str | None = None  # and the second text's, for pairs
+    text_column_reason: str | None = None  # trained on it, --text-column, or the only column
+    encoding: str | None = None  # how a text file was decoded: utf-8, or latin-1 as train falls back
+    warnings: list[str] = field(default_factory=list)  # said once each (Warning_ events): encoding, column
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -72,20 +80,12 @@ def default_output(source: str | Path) -> Path:
     return p.parent / f"{stem}.predictions.tsv"
 
 
-def check_output(output: str | Path, source: str | Path, overwrite: bool) -> Path:
-    out = Path(output).expanduser().resolve()
-    src = Path(source).expanduser().resolve()
-    if out == src:
-        raise InputError("is the input itself; write the predictions to another file", path=out)
-    if src.is_dir() and src in out.parents:
-        raise InputError("is inside the image folder being predicted; write it outside the folder", path=out)
-    if out.is_dir():
-        raise InputError("is a folder; give a file name for the predictions", path=out)
-    if out.exists() and not overwrite:
-        raise InputError("already exists; pass --overwrite to replace it, or choose another file with -o", path=out)
-    if not out.parent.is_dir():
-        raise InputError("the folder to write it in does not exist", path=out)
-    return out
+def check_output(output: str | Path, source: str | Path, overwrite: bool, model_dir: str | Path | None = None) -> Path:
+    """Where the predictions may go (``paths.check_output_path``, as for label-issues and corrected
+    copies): never the input or inside it, never inside the model folder being read, an existing file
+    only with ``overwrite``, in a folder that exists and can be written."""
+    return check_output_path(output, [("the input", source), ("the model folder", model_dir)], what="the predictions",
+                             overwrite=overwrite)
 
 
 def _columns(p: Predictor, source_kind: str) -> list[str]:
@@ -112,32 +112,57 @@ class _Source:
 
     def __init__(self, p: Predictor, source: Path, fmt: str, text_column: str | None, pair_column: str | None) -> None:
         self.position = [0]
+        self.layout = None
+        check_data_path(source, folder_ok=p.modality == "image")  # missing, a pipe, a folder for a text model
         if p.modality == "image":
             self.kind, self.total = "images", count_images(source)
-            self.items: Iterator[Item | Problem] = (Item(str(f), f) for f in image_files(source))
+            if not self.total:
+                raise InputError("holds no images (searched recursively; hidden folders are left out)"
+                                 if source.is_dir() else "is not an image file", path=source)
+            self.items: Iterator[Item | Problem] = (_image_item(f) for f in image_files(source))
         elif p.kind == "tags":
             self.kind, self.total = "sentences", source.stat().st_size
             self.items = read_sentences(source, tagged_format(source, fmt), self.position)
         else:
             self.kind, self.total = "rows", source.stat().st_size
-            layout = table_layout(source, p.inputs, text_column, pair_column)
-            self.items = read_table_rows(source, layout, self.position)
+            self.layout = table_layout(source, p.inputs, text_column, pair_column)
+            self.items = read_table_rows(source, self.layout, self.position)
 
     def done(self, items_done: int) -> int:
         return items_done if self.kind == "images" else self.position[0]
+
+
+def _image_item(path: Path) -> Item | Problem:
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError as e:  # a dangling symbolic link, a file gone since the scan
+        return Problem(str(path), f"cannot be read: {e.strerror or e}")
+    # A named pipe or a device with an image's name would block the job or never end.
+    return Item(str(path), path) if regular else Problem(str(path), "is not a regular file (a pipe, socket or device)")
 
 
 def predict_file(predictor: Predictor, source: str | Path, output: str | Path | None = None, *,
                  overwrite: bool = False, batch_size: int = 32, fmt: str = "auto", text_column: str | None = None,
                  pair_column: str | None = None, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER,
                  on_problem: Callable[[Problem], None] | None = None, chunk_rows: int = CHUNK_ROWS) -> PredictSummary:
-    """Predict every row (sentence, image) of ``source`` into the TSV ``output`` (default: beside the input)."""
+    """Predict every row (sentence, image) of ``source`` into the TSV ``output`` (default: beside the input).
+    Everything is checked before the first prediction: the input (it exists and can be read as the
+    model's kind of input), the output (``check_output``)."""
     callbacks = callbacks or Callbacks()
     src = Path(source).expanduser().resolve()
-    out = check_output(output or default_output(src), src, overwrite)
+    check_data_path(src, folder_ok=True)  # named before the output is: a missing input is the first thing to say
+    out = check_output(output or default_output(src), src, overwrite, predictor.folder)
     reader = _Source(predictor, src, fmt, text_column, pair_column)
     summary = PredictSummary(str(src), str(out), predictor.task, predictor.backend, predictor.model_file,
-                             predictor.precision)
+                             predictor.precision, predictor.precision_reason)
+    if reader.layout is not None:
+        layout = reader.layout
+        summary.text_column, summary.text_pair_column = layout.text_name, layout.pair_name
+        summary.text_column_reason = layout.text_reason
+        summary.encoding = "latin-1" if layout.encoding == "latin-1" else "utf-8"
+        for message in layout.warnings:
+            summary.warnings.append(message)
+            callbacks.on_event(Warning_(message))
     start = time.perf_counter()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.writing-{os.getpid()}-", dir=out.parent)
     tmp = Path(tmp_name)
@@ -168,6 +193,9 @@ def predict_file(predictor: Predictor, source: str | Path, output: str | Path | 
         if summary.rows == 0 and summary.skipped:
             raise InputError(f"no row could be predicted: all {summary.skipped:,} were bad (first: "
                              f"{summary.problems[0]['where']}: {summary.problems[0]['problem']})", path=src)
+        if summary.rows == 0:  # an empty predictions file would say "done" about nothing
+            header = reader.layout is not None and reader.layout.has_header
+            raise InputError(f"has {'a header but ' if header else ''}no {reader.kind} to predict", path=src)
         cancel.raise_if_cancelled()
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, out)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..export_target import MARKER, is_export
+from ..export_target import MARKER, missing_tokenizer
 from ..onnx_export import INT8_FILE, ONNX_FILE, open_session, run_session
 from ..tasks.scoring import softmax
 
@@ -29,34 +29,80 @@ KINDS = {"text-classification": "classes", "text-pair-classification": "classes"
          "text-regression": "values", "token-classification": "tags"}
 
 
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object file of an export, or InputError naming the file and what is wrong with it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"is missing: the export is incomplete ({what}); export the model again",
+                         path=path) from None
+    except UnicodeDecodeError:
+        raise InputError(f"is damaged: it is not UTF-8 text ({what}); export the model again", path=path) from None
+    except OSError as e:
+        raise InputError(f"cannot be read: {e.strerror or e}", path=path) from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"is damaged: not valid JSON ({e}; {what}); export the model again", path=path) from None
+    if not isinstance(data, dict):
+        raise InputError(f"is damaged: it holds JSON but not an object of settings ({what}); export the model again",
+                         path=path)
+    return data
+
+
 def read_meta(folder: Path) -> dict[str, Any]:
-    if not is_export(folder):
+    if not folder.exists():
+        raise InputError("model folder not found", path=folder)
+    if not folder.is_dir():
+        raise InputError("is a file, not a model folder; give RUN/model or a folder written by --export or the Export "
+                         "page", path=folder)
+    if not (folder / MARKER).exists():
         raise InputError("is not a Workbench export (no workbench.json and config.json); give RUN/model or a folder "
                          "written by --export or the Export page", path=folder)
-    meta = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    if meta.get("task") not in KINDS:
+    meta = _read_json(folder / MARKER, "what Workbench knows about the model: task, labels, columns")
+    if not (folder / "config.json").exists():
+        raise InputError("is not a Workbench export (no config.json beside workbench.json); give RUN/model or a "
+                         "folder written by --export or the Export page", path=folder)
+    if not isinstance(meta.get("task"), str) or meta["task"] not in KINDS:
         raise InputError(f"was exported by a task this version cannot predict with ({meta.get('task')!r})", path=folder)
+    if not isinstance(meta.get("inputs") or {}, dict) or not isinstance(meta.get("labels") or [], list):
+        raise InputError("is damaged: its inputs or labels are not what an export writes; export the model again",
+                         path=folder / MARKER)
     return meta
 
 
 def load_torch_model(folder: Path, task: str, fold: bool = False):
     """The PyTorch model of an export folder of ``task``, in eval mode (``fold``: Workbench's own
-    image models with their batch norms folded into the convolutions, for speed)."""
-    if task == "image-classification":
-        from ..image_models import load_image_classifier, read_image_config
+    image models with their batch norms folded into the convolutions, for speed). InputError when the
+    weights or their config cannot be loaded (missing, damaged)."""
+    from ..errors import WorkbenchError
 
-        if read_image_config(folder) is not None:
-            model, _ = load_image_classifier(folder, fold=fold)
+    try:
+        if task == "image-classification":
+            from ..image_models import load_image_classifier, read_image_config
+
+            if read_image_config(folder) is not None:
+                model, _ = load_image_classifier(folder, fold=fold)
+            else:
+                from transformers import AutoModelForImageClassification
+
+                model = AutoModelForImageClassification.from_pretrained(folder)
         else:
-            from transformers import AutoModelForImageClassification
+            from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-            model = AutoModelForImageClassification.from_pretrained(folder)
-    else:
-        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-        cls = AutoModelForTokenClassification if KINDS[task] == "tags" else AutoModelForSequenceClassification
-        model = cls.from_pretrained(folder)
+            cls = AutoModelForTokenClassification if KINDS[task] == "tags" else AutoModelForSequenceClassification
+            model = cls.from_pretrained(folder)
+    except (WorkbenchError, MemoryError, ImportError):
+        raise
+    except Exception as e:  # a damaged model.safetensors or config.json, missing weights
+        raise InputError(f"its PyTorch model cannot be loaded ({_first_line(e)}); export the model again",
+                         path=folder) from None
     return model.eval()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0][:300] if text else type(e).__name__).rstrip(".")
 
 
 class Predictor:
@@ -69,10 +115,22 @@ class Predictor:
         self.kind = KINDS[self.task]
         self.modality = "image" if self.task == "image-classification" else "text"
         self.inputs: dict[str, Any] = self.meta.get("inputs") or {}
-        self.max_length = int(self.meta.get("max_length") or 128)
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        try:
+            self.max_length = int(self.meta.get("max_length") or 128)
+        except (TypeError, ValueError):
+            raise InputError(f"is damaged: max_length {self.meta.get('max_length')!r} is not a number; export the "
+                             "model again", path=folder / MARKER) from None
+        config = _read_json(folder / "config.json", "the model's architecture and labels")
         id2label = config.get("id2label") or {}
-        self.labels: list[str] = list(self.meta.get("labels") or [id2label[k] for k in sorted(id2label, key=int)])
+        try:
+            names = self.meta.get("labels") or [id2label[k] for k in sorted(id2label, key=int)]
+        except (TypeError, ValueError, AttributeError):
+            raise InputError("is damaged: its id2label is not a table of class numbers and names; export the model "
+                             "again", path=folder / "config.json") from None
+        self.labels: list[str] = [str(n) for n in names]
+        if not self.labels and self.kind != "values":
+            raise InputError("has no label names (neither workbench.json nor config.json's id2label lists them); "
+                             "export the model again", path=folder)
         self.pairs = bool(self.inputs.get("text_pair_column"))
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -86,7 +144,7 @@ class Predictor:
             raise InputError("the int8 model is an ONNX model; use --backend onnx (or auto) with --int8")
         self.backend = "onnx" if backend == "onnx" or (backend == "auto" and onnx_file.is_file()) else "torch"
         self.model_file = onnx_file.name if self.backend == "onnx" else "model.safetensors"
-        self.precision, self.precision_reason = _precision(precision, self.backend)
+        self.precision, self.precision_reason = _precision(precision, self.backend, self.meta)
         self._lock = threading.Lock()  # the tokenizer and a torch model are not for two threads at once
         self._load(config)
 
@@ -94,22 +152,42 @@ class Predictor:
     def _load(self, config: dict[str, Any]) -> None:
         folder = self.folder
         if self.modality == "text":
+            reason = missing_tokenizer(folder, self.task)
+            if reason:  # transformers would build an empty tokenizer: every word [UNK], every answer the same
+                raise InputError(reason, path=folder)
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)
-            if self.kind == "tags":
-                from ..tasks.token_classification import Specials
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(folder)
+                if self.kind == "tags":
+                    from ..tasks.token_classification import Specials
 
-                try:
-                    self.tokenizer([["a"]], is_split_into_words=True)
-                except Exception:  # byte-level BPE needs a prefix space for pre-split words
-                    self.tokenizer = AutoTokenizer.from_pretrained(folder, add_prefix_space=True)
-                self.specials = Specials.of(self.tokenizer)
+                    try:
+                        self.tokenizer([["a"]], is_split_into_words=True)
+                    except Exception:  # byte-level BPE needs a prefix space for pre-split words
+                        self.tokenizer = AutoTokenizer.from_pretrained(folder, add_prefix_space=True)
+                    self.specials = Specials.of(self.tokenizer)
+            except (MemoryError, ImportError):
+                raise
+            except Exception as e:  # a damaged tokenizer.json, vocabulary or tokenizer_config.json
+                raise InputError(f"its tokenizer cannot be loaded ({_first_line(e)}); export the model again",
+                                 path=folder) from None
             self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         else:
-            self.preprocessing = _image_preprocessing(folder, config)
+            try:
+                self.preprocessing = _image_preprocessing(folder, config)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise InputError("is damaged: its image preprocessing (image_size, resize_to, mean, std) cannot be "
+                                 "read; export the model again", path=folder / "config.json") from None
         if self.backend == "onnx":
-            session = open_session(folder / self.model_file)
+            try:
+                session = open_session(folder / self.model_file)
+            except (MemoryError, ImportError):
+                raise
+            except Exception as e:  # onnxruntime's InvalidProtobuf, Fail, ...: a damaged or truncated file
+                other = "" if self.model_file != ONNX_FILE else ", or use --backend torch"
+                raise InputError(f"cannot be loaded by ONNX Runtime ({_first_line(e)}): the file is damaged or "
+                                 f"incomplete; export the model again{other}", path=folder / self.model_file) from None
             self._run = lambda batch: run_session(session, batch)
             return
         import torch
@@ -135,17 +213,93 @@ class Predictor:
         return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()
                 if k in ("input_ids", "attention_mask", "token_type_ids")}
 
+    # A text is cut before it is tokenized: the model sees max_length tokens, yet tokenizing a 10 MB text
+    # in full took 13 s of CPU. The cut does not change the answer:
+    # - it falls on a space that follows a visible character, never inside a word. Tokenizers split
+    #   words at spaces (BERT's WordPiece, byte-level BPE's " word" pieces, SentencePiece's "▁word"), so
+    #   every word before the cut is tokenized as in the whole text: the head's tokens are the whole
+    #   text's first tokens. The cut is kept only when the head alone has max_length tokens or more, so
+    #   truncating the head keeps exactly the tokens that truncating the whole text keeps.
+    # - a text whose head has no such space (a run without spaces: Chinese or Japanese, punctuation, a
+    #   long URL or blob) is cut inside the run, once the head has twice max_length tokens: exact for
+    #   tokenizers that split such runs into characters (BERT's), and for BPE and SentencePiece, whose
+    #   pieces depend on nearby characters only, the first half of the head is not near the cut.
+    # The first look takes max_length * 32 characters: ordinary text needs a few characters a token and
+    # words of 32 characters are rare. A head with too few tokens (long runs of spaces, characters the
+    # tokenizer drops, very long words) is looked at again with 4 times as many characters, up to
+    # max_length * 2,048 characters; a text with fewer than max_length tokens in that many characters
+    # (almost all of them spaces or dropped characters) is read as those characters only. So a text
+    # costs at most a few tokenizations of max_length * 2,048 characters, and ordinary text no more
+    # than a short one.
+    HEAD_CHARS_PER_TOKEN = 32
+    HEAD_MOST_CHARS_PER_TOKEN = 2048
+
+    @staticmethod
+    def _space_before(text: str, limit: int) -> int:
+        """The largest k <= limit with a space at text[k] after a visible character at text[k - 1]; 0 if none."""
+        import re
+
+        m = re.search(r" [^\s\x00-\x1f\x7f-\x9f]", text[:limit + 1][::-1])  # reversed: the last such space first
+        return limit - m.start() if m else 0
+
+    def _tokens(self, text: str, cap: int = 10**9) -> int:
+        """How many tokens ``text`` gives, without special tokens (at most ``cap``; truncating keeps the
+        tokenizer from warning about long sequences)."""
+        return len(self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=cap)["input_ids"])
+
+    def _head(self, text: str, more_than: int = 0) -> str:
+        """``text``, or its first part that the model reads the same (see above); with ``more_than``, a
+        first part that also has more tokens than that."""
+        need = max(self.max_length, more_than + 1)
+        limit = self.max_length * self.HEAD_CHARS_PER_TOKEN
+        while len(text) > limit:
+            k = self._space_before(text, limit)
+            if k and self._tokens(text[:k], need) >= need:
+                return text[:k]
+            if self._tokens(text[:limit], 2 * need) >= 2 * need:  # a run without spaces
+                return text[:limit]
+            if limit >= self.max_length * self.HEAD_MOST_CHARS_PER_TOKEN:
+                return text[:limit]
+            limit *= 4
+        return text
+
+    def _pair_heads(self, text: str, pair: str) -> tuple[str, str]:
+        """Both texts of a pair cut as ``_head`` cuts one. Longest-first truncation shares the budget by
+        the texts' lengths in tokens, and each head keeps max_length tokens or more, so each text keeps
+        what it keeps in full. One detail depends on which text is the longer: an odd budget's last
+        token goes to it. When one text is cut, its head is made longer (in tokens) than the other text,
+        as the whole text is. When both are cut, that token goes to the one with more tokens in its head
+        (not knowable without tokenizing both in full, which is what the cut avoids): the only case where
+        the answer may differ, by that one token of a pair of two texts both over max_length * 32
+        characters."""
+        a, b = self._head(text), self._head(pair)
+        cut_a, cut_b = len(a) < len(text), len(b) < len(pair)
+        budget = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=True)
+        if budget % 2 and cut_a != cut_b:
+            if cut_a:
+                a = self._head(text, more_than=self._tokens(b))
+            else:
+                b = self._head(pair, more_than=self._tokens(a))
+        return a, b
+
     def text_logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 32) -> np.ndarray:
-        """Logits for each text (or pair), in order; batches are formed by length so padding stays small."""
+        """Logits for each text (or pair), in order; batches are formed by length so padding stays small.
+        Long texts are first cut to the part the model reads (``_head``), so their size costs nothing."""
         n = len(texts)
         if n == 0:
             return np.zeros((0, max(1, len(self.labels))), np.float32)
+        with self._lock:  # the tokenizer is not for two threads at once (the server answers on several)
+            if pairs:
+                heads = [self._pair_heads(a, b) for a, b in zip(texts, pairs)]
+                texts, pairs = [a for a, _ in heads], [b for _, b in heads]
+            else:
+                texts = [self._head(t) for t in texts]
         order = sorted(range(n), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
         out: np.ndarray | None = None
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            batch = self._encode([texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None)
             with self._lock:
+                batch = self._encode([texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None)
                 logits = self._run(batch)
             if out is None:
                 out = np.empty((n, logits.shape[-1]), np.float32)
@@ -239,12 +393,14 @@ class Predictor:
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "backend": self.backend, "model_file": self.model_file, "labels": self.labels,
                 "pairs": self.pairs, "max_length": self.max_length if self.modality == "text" else None,
-                "precision": self.precision}
+                "precision": self.precision, "precision_reason": self.precision_reason}
 
 
-def _precision(requested: str, backend: str) -> tuple[str, str]:
-    """(precision, why) of a Predictor: the PyTorch backend autocasts to bf16 where the CPU has bf16
-    units (auto) or when asked; ONNX Runtime runs the exported fp32 graph as it is."""
+def _precision(requested: str, backend: str, meta: dict[str, Any] | None = None) -> tuple[str, str]:
+    """(precision, why) of a Predictor. By default the report's numbers: fp32, as the run tested the
+    model and as pipeline and ONNX Runtime run it. ``auto`` on the PyTorch backend takes bf16 only
+    where the CPU has bf16 units and the run's check at export time found that bf16 changed no label
+    of its test split (``precision.bf16_check`` in workbench.json); ``bf16`` is the user's choice."""
     if requested not in PRECISIONS:
         raise InputError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
     if backend == "onnx":
@@ -252,11 +408,24 @@ def _precision(requested: str, backend: str) -> tuple[str, str]:
             raise InputError("--precision bf16 runs the PyTorch model: add --backend torch (ONNX Runtime runs the "
                              "exported model in fp32)")
         return "fp32", "ONNX Runtime runs the exported model in fp32"
-    import torch
+    if requested == "fp32":
+        return "fp32", "--precision fp32"
+    from ..device import cpu_bf16_units
 
-    from ..device import choose_precision
-
-    return choose_precision(requested, torch.device("cpu"))
+    units, why = cpu_bf16_units()
+    if requested == "bf16":
+        return "bf16", "--precision bf16" + ("" if units else f" ({why}: slower than fp32 here)")
+    recorded = (meta or {}).get("precision")
+    check = recorded.get("bf16_check") if isinstance(recorded, dict) else None
+    check = check if isinstance(check, dict) else {}
+    if not units:
+        return "fp32", f"auto: {why}"
+    if not check.get("ran"):
+        return "fp32", "auto: the report's precision (the export was not checked in bf16)"
+    if check.get("changed"):
+        return "fp32", (f"auto: the report's precision (bf16 changed {check['changed']} of {check['items']} "
+                        f"{check.get('split', 'test')} labels at export)")
+    return "bf16", f"auto: {why}, and bf16 changed none of {check['items']} {check.get('split', 'test')} labels at export"
 
 
 def _words(text: str) -> list[str]:

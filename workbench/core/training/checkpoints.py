@@ -7,7 +7,10 @@
         rng.safetensors            torch's CPU (and CUDA) generator states
         state.json                 the loop's position and counters (LoopState), Python's and NumPy's
                                    random states
-    RUN/checkpoints/best/          the best weights so far and their step and metrics
+        manifest.json              the size and SHA-256 of each file above, written last: ``verify``
+                                   tells an intact checkpoint from one damaged since (a disk error, a
+                                   truncated copy), and ``--resume`` goes on from the newest intact one
+    RUN/checkpoints/best/          the best weights so far and their step and metrics (and manifest)
 
 A checkpoint is written into ``.step-N.writing-PID-*`` and renamed into place: a folder named
 ``step-N`` is always complete, and a half-written one (the process killed meanwhile) is swept away.
@@ -16,6 +19,7 @@ A checkpoint is written into ``.step-N.writing-PID-*`` and renamed into place: a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -28,7 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 KEEP = 2  # complete checkpoints kept besides the best weights
+MANIFEST = "manifest.json"
+REQUIRED = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng.safetensors", "state.json")
+BEST_REQUIRED = ("model.safetensors", "state.json")
+DAMAGED_PREFIX = "damaged-"  # a damaged checkpoint set aside by --resume (never used, removed with the rest)
 _STEP = re.compile(r"step-(\d+)\Z")
 _TEMP = re.compile(r"\.(?:step-\d+|best)\.writing-(\d+)-")
 
@@ -98,6 +108,60 @@ def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+class DamagedCheckpoint(InputError):
+    """A checkpoint's files are not what was written (see ``Checkpoints.verify``)."""
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    """The size and SHA-256 of every file in ``folder``: written last, so a checkpoint can be
+    checked before it is trusted."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    with open(folder / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump({"version": 1, "files": files}, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _size_text(n: int) -> str:
+    return f"{n:,} bytes"
+
+
+def _check_safetensors(path: Path) -> str | None:
+    """Whether a safetensors file holds all the bytes its header promises (older checkpoints)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name} is cut short ({_size_text(size)})"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return f"{path.name} is cut short ({_size_text(size)})"
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return f"{path.name} is not readable ({type(e).__name__})"
+    return None if size >= 8 + n + end else f"{path.name} is cut short ({_size_text(size)}, needs {_size_text(8 + n + end)})"
+
+
+def _check_zip(path: Path) -> str | None:
+    """Whether a torch.save file (a zip archive) is complete and its entries' checksums match."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError) as e:
+        return f"{path.name} is not readable ({type(e).__name__}: {e})"
+    return f"{path.name} is damaged (entry {bad})" if bad else None
+
+
 class Checkpoints:
     """The checkpoints of one run directory."""
 
@@ -116,9 +180,101 @@ class Checkpoints:
         done = self.complete()
         return done[-1] if done else None
 
+    @staticmethod
+    def verify(path: Path, required: tuple[str, ...] = REQUIRED) -> str | None:
+        """None when the checkpoint at ``path`` is intact; otherwise what is wrong with it (a file
+        missing, cut short or changed since it was written). Its manifest's sizes and hashes are
+        checked; a checkpoint written before manifests existed is checked by its files' structure."""
+        path = Path(path)
+        manifest = path / MANIFEST
+        if manifest.is_file():
+            try:
+                files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+                if not isinstance(files, dict):
+                    raise TypeError("files")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                return f"{MANIFEST} is not readable ({type(e).__name__})"
+            for name in required:
+                if name not in files:
+                    return f"{name} is missing"
+            for name, want in files.items():
+                if not isinstance(want, dict) or Path(name).name != name:
+                    return f"{MANIFEST} is not readable (entry {name!r})"
+                p = path / name
+                try:
+                    size = p.stat().st_size
+                except OSError:
+                    return f"{name} is missing"
+                if size != want.get("size"):
+                    return f"{name} has {_size_text(size)}, {_size_text(want.get('size') or 0)} were written"
+                try:
+                    if _sha256(p) != want.get("sha256"):
+                        return f"{name} has changed since it was written (its SHA-256 differs)"
+                except OSError as e:
+                    return f"{name} is not readable ({e.strerror or e})"
+            return None
+        for name in required:  # no manifest: a checkpoint from an earlier version
+            if not (path / name).is_file():
+                return f"{name} is missing"
+        for name in required:
+            p = path / name
+            if name.endswith(".safetensors"):
+                problem = _check_safetensors(p)
+            elif name.endswith(".pt"):
+                problem = _check_zip(p)
+            else:
+                try:
+                    json.loads(p.read_text(encoding="utf-8"))
+                    problem = None
+                except (OSError, ValueError) as e:
+                    problem = f"{name} is not readable ({type(e).__name__})"
+            if problem:
+                return problem
+        return None
+
+    def newest_intact(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """The newest checkpoint that ``verify`` passes, and the newer ones that it does not (with
+        what is wrong with each)."""
+        damaged = []
+        for path in reversed(self.complete()):
+            problem = self.verify(path)
+            if problem is None:
+                try:
+                    self.loop_state(path)
+                except (OSError, ValueError, KeyError, TypeError) as e:
+                    problem = f"state.json holds no loop state ({type(e).__name__})"
+            if problem is None:
+                return path, damaged
+            damaged.append((path, problem))
+        return None, damaged
+
+    def damaged_after(self, step: int) -> list[Path]:
+        """Checkpoints set aside as damaged that were newer than ``step``."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir()
+                 if p.name.startswith(DAMAGED_PREFIX) and (m := re.match(r"step-(\d+)", p.name[len(DAMAGED_PREFIX):]))]
+        return [p for n, p in sorted(found) if n > step]
+
+    def set_aside(self, path: Path) -> Path:
+        """Rename a damaged checkpoint out of the way (``damaged-step-N``): it is never used again,
+        nor counted among the kept ones, and goes when the run's checkpoints do."""
+        target = self.folder / f"{DAMAGED_PREFIX}{path.name}"
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.folder / f"{DAMAGED_PREFIX}{path.name}-{n}"
+        os.replace(path, target)
+        return target
+
     def best(self) -> Path | None:
         p = self.folder / "best"
         return p if (p / "model.safetensors").is_file() else None
+
+    def verify_best(self) -> str | None:
+        """None when the best weights are intact (or there are none); otherwise what is wrong."""
+        best = self.best()
+        return self.verify(best, BEST_REQUIRED) if best is not None else None
 
     def disk_bytes(self) -> int:
         return folder_size(self.folder) if self.folder.is_dir() else 0
@@ -167,6 +323,7 @@ class Checkpoints:
             save_file({k: v.contiguous() for k, v in _torch_rng().items()}, str(folder / "rng.safetensors"))
             (folder / "state.json").write_text(json.dumps({"loop": state.to_dict(), "rng": _python_and_numpy_rng()}),
                                                encoding="utf-8")
+            _write_manifest(folder)
 
         path = self._write_folder(f"step-{state.step}", write)
         for old in self.complete()[:-KEEP]:
@@ -181,30 +338,48 @@ class Checkpoints:
             save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"))
             (folder / "state.json").write_text(json.dumps({"step": state.best_step, "value": state.best_value,
                                                            "metrics": state.best_metrics}), encoding="utf-8")
+            _write_manifest(folder)
 
         return self._write_folder("best", write)
 
     # ---- reading ------------------------------------------------------------------------------------
     def load(self, path: Path, model, optimizer, scheduler, scaler=None) -> LoopState:
-        """Put the checkpoint at ``path`` back into these objects and the random generators."""
+        """Put the checkpoint at ``path`` back into these objects and the random generators. A file
+        that cannot be read raises ``DamagedCheckpoint`` naming it (``--resume`` checks checkpoints
+        first, so this is for one damaged after that check)."""
         import torch
         from safetensors.torch import load_file, load_model
 
-        load_model(model, str(path / "model.safetensors"), device=str(next(model.parameters()).device))
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        def read(name: str, loader):
+            try:
+                return loader(path / name)
+            except (OSError, MemoryError):
+                raise
+            except Exception as e:  # noqa: BLE001 - each library has its own error for a bad file
+                raise DamagedCheckpoint(f"{path / name} cannot be read ({type(e).__name__}: {e})") from e
+
+        read("model.safetensors", lambda p: load_model(model, str(p), device=str(next(model.parameters()).device)))
+        read("optimizer.pt", lambda p: optimizer.load_state_dict(torch.load(p, weights_only=True)))
+        read("scheduler.pt", lambda p: scheduler.load_state_dict(torch.load(p, weights_only=True)))
         if scaler is not None and (path / "scaler.pt").is_file():
-            scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-        saved = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        _restore_torch_rng(load_file(str(path / "rng.safetensors")))
-        _restore_python_and_numpy_rng(saved["rng"])
-        return LoopState.from_dict(saved["loop"])
+            read("scaler.pt", lambda p: scaler.load_state_dict(torch.load(p, weights_only=True)))
+        saved = read("state.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
+        read("rng.safetensors", lambda p: _restore_torch_rng(load_file(str(p))))
+        read("state.json", lambda p: _restore_python_and_numpy_rng(saved["rng"]))
+        return read("state.json", lambda p: LoopState.from_dict(saved["loop"]))
 
     def best_weights(self) -> dict | None:
         from safetensors.torch import load_file
 
         best = self.best()
-        return load_file(str(best / "model.safetensors")) if best is not None else None
+        if best is None:
+            return None
+        try:
+            return load_file(str(best / "model.safetensors"))
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise DamagedCheckpoint(f"{best / 'model.safetensors'} cannot be read ({type(e).__name__}: {e})") from e
 
     @staticmethod
     def loop_state(path: Path) -> LoopState:
