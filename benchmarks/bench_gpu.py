@@ -5,9 +5,10 @@ BERT-base-sized encoder (12 layers, hidden 768, 110M parameters; random weights 
 BertConfig with MiniLM's 30,522-token vocabulary: speed does not depend on the weights). Texts are
 five consecutive SST-2 sentences joined, cut at 128 tokens, so most rows are full length. Both
 systems: 1 epoch over N rows, batch 64, lr 5e-5, bf16 autocast, TF32, fused AdamW, no evaluation
-during training. Quoted per model: training samples/s, tokens/s, and MFU = 6 x parameters x real
-tokens per second / the GPU's peak bf16 throughput (workbench/core/training/performance.py).
-Workbench is also run with --compile.
+during training. Quoted per model: training samples/s, tokens/s, and MFU = (6 N + 12 L H T) x real
+tokens per second / the GPU's peak dense bf16 throughput, N the parameters outside embedding tables
+(workbench/core/training/performance.py's FlopCount, the PaLM appendix's count). Workbench is also run
+with --compile. benchmarks/gpu_check.py runs these on a lent machine without ../shared or a network.
 
 Images (``lite0`` in --models): EfficientNet-Lite0 fine-tuned at 224 px on the shared hymenoptera
 photos (245 training images, --image-epochs passes, batch --image-batch-size, bf16), training
@@ -112,12 +113,14 @@ def run_trainer(train: Path, model: str, args, out: Path) -> dict:
     tok = AutoTokenizer.from_pretrained(model)
     df = pd.read_csv(train, sep="\t", quoting=3, keep_default_na=False)
     ds = datasets.Dataset.from_pandas(df[["sentence", "label"]].astype({"label": int}))
-    ds = ds.map(lambda b: tok(b["sentence"], truncation=True, max_length=MAX_LENGTH), batched=True,
+    length = getattr(args, "max_length", MAX_LENGTH)
+    ds = ds.map(lambda b: tok(b["sentence"], truncation=True, max_length=length), batched=True,
                 remove_columns=["sentence"])
     torch.manual_seed(0)
     m = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
     targs = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
+        output_dir=str(out), per_device_train_batch_size=args.batch_size,
+        num_train_epochs=getattr(args, "epochs", 1), learning_rate=5e-5,
         bf16=args.precision == "bf16", tf32=args.device == "cuda", optim="adamw_torch_fused", use_cpu=args.device == "cpu", save_strategy="no", eval_strategy="no", report_to=[],
         disable_tqdm=True, logging_steps=10_000, dataloader_pin_memory=True,
         train_sampling_strategy="group_by_length",  # transformers 5: was group_by_length=True
@@ -227,9 +230,12 @@ def main() -> None:
                     print(json.dumps(r), flush=True)
                 continue
             model = model_folder(key, tmp)
-            from transformers import AutoModel
+            from transformers import AutoModelForSequenceClassification
 
-            params = sum(p.numel() for p in AutoModel.from_pretrained(model).parameters())
+            from workbench.core.training.performance import FlopCount
+
+            flops = FlopCount.of(AutoModelForSequenceClassification.from_pretrained(model, num_labels=2))
+            params = flops.dense
             tokens = mean_tokens(train, model)
             systems = {
                 "workbench": lambda: run_workbench(train, model, args, tmp / f"wb-{key}", False),
@@ -244,7 +250,7 @@ def main() -> None:
                 r["wall_seconds"] = time.perf_counter() - t0
                 tps = r["samples_per_second"] * tokens
                 r.update(model=key, system=system, parameters=params, tokens_per_second=tps,
-                         mfu=6 * params * tps / peak if peak else None)
+                         mfu=flops.per_token_at(round(tokens)) * tps / peak if peak else None)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
                 if args.device == "cuda":

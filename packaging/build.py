@@ -1,9 +1,20 @@
 """Build the self-contained Workbench bundle with PyInstaller, smoke-test it, and archive it.
 
-    pip install -e ".[bundle]"           # PyInstaller, into the environment that has Workbench
+    pip install -e ".[bundle]" -c packaging/bundle-constraints.txt   # the pinned versions, PyInstaller
     python packaging/build.py            # dist/workbench/ (run ./workbench), its smoke test, the archive
     python packaging/build.py --smoke-only   # test an existing dist/workbench again
+    python packaging/build.py --smoke-only --data FILE.tsv   # ... training the default backbone on FILE
     python packaging/build.py --variant cuda # from an environment whose torch is a CUDA build
+    python packaging/build.py --update-pins  # after upgrading packages: build, smoke-test, re-pin
+
+Pinned builds: the bundle is built from the versions in packaging/bundle-constraints.txt, which
+were verified together; the build refuses an environment holding other versions of any runtime
+dependency (packaging/bundle_deps.py finds them from installed metadata, recursively). Upgrading is a
+deliberate step: `pip install -U ...` in the build environment, then `python packaging/build.py
+--update-pins`, which builds and smoke-tests the bundle from what is installed and rewrites the pins
+only when the smoke test passed. A pinned build that passes writes packaging/bundle.verified (a hash
+of this folder's build files, the pins and pyproject's dependencies, with the figures); commit it:
+.ci/run builds and smoke-tests the bundle only when that hash no longer matches.
 
 The bundle is one folder: Python, torch, Qt, the app and the default backbones (all-MiniLM-L6-v2 for
 text, EfficientNet-Lite0 for images). On a machine without Python, unpack the archive and run
@@ -11,10 +22,12 @@ text, EfficientNet-Lite0 for images). On a machine without Python, unpack the ar
 it to the applications menu (Linux).
 
 The smoke test runs the bundle in a minimal environment (no PYTHONPATH, no user site, HF_HUB_OFFLINE=1,
-a fresh HOME): `--version`; `models` lists both default backbones; a tiny text run trains offline and
-exports, and its export predicts (ONNX Runtime); the run packs and unpacks; an image run fine-tunes the
-bundled EfficientNet-Lite0; the app opens its window offscreen, paints and quits with status 0. It
-prints the bundle's size and start-up times beside the installed app's.
+a fresh HOME): `--version`; `models` lists both default backbones; a tiny text run (a local tiny BERT
+folder) trains offline and exports, and its export predicts (ONNX Runtime); the run packs and unpacks;
+the default backbone (all-MiniLM-L6-v2, carried by its package) trains a few steps, exports and its
+export predicts (on --data FILE when given); an image run fine-tunes the bundled EfficientNet-Lite0;
+the app opens its window offscreen, paints and quits with status 0. It prints the bundle's size and
+start-up times beside the installed app's.
 
 Written for Linux, Windows and macOS (the same spec; on Windows the archive is a .zip); verified on
 Linux x86-64 only. Why PyInstaller rather than briefcase: briefcase builds an installer per platform
@@ -72,11 +85,22 @@ def folder_size(path: Path) -> int:
 
 # ---- building --------------------------------------------------------------------------------------
 
-def check_environment(variant: str) -> None:
+def check_environment(variant: str, pinned: bool) -> None:
     try:
         import PyInstaller  # noqa: F401
     except ImportError:
-        raise SystemExit('PyInstaller is not installed here: pip install -e ".[bundle]"') from None
+        raise SystemExit('PyInstaller is not installed here: '
+                         'pip install -e ".[bundle]" -c packaging/bundle-constraints.txt') from None
+    if pinned:
+        import bundle_deps
+
+        problems = bundle_deps.check_pins()
+        if problems:
+            raise SystemExit("this environment does not hold the pinned versions (packaging/bundle-constraints.txt):\n  "
+                             + "\n  ".join(problems)
+                             + '\ninstall them: pip install -e ".[bundle]" -c packaging/bundle-constraints.txt\n'
+                             "(or, to upgrade the pins deliberately: python packaging/build.py --update-pins)")
+        log("the environment holds the pinned versions (packaging/bundle-constraints.txt)")
     import torch
 
     cuda = torch.version.cuda
@@ -218,7 +242,7 @@ def best_of(n: int, measure) -> float:
     return min(measure() for _ in range(n))
 
 
-def smoke_test(bundle: Path, compare_installed: bool = True) -> dict[str, float]:
+def smoke_test(bundle: Path, compare_installed: bool = True, data_file: Path | None = None) -> dict[str, float]:
     exe = str(bundle / EXE_NAME)
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="workbench-smoke-") as tmp_name:
@@ -247,6 +271,16 @@ def smoke_test(bundle: Path, compare_installed: bool = True) -> dict[str, float]
              "predict with the export (ONNX Runtime)")
         _run([exe, "pack", summary["run_dir"], "-o", str(tmp / "run.wbrun"), "-q"], env, "pack the run")
         _run([exe, "unpack", str(tmp / "run.wbrun"), "-o", str(tmp / "unpacked"), "-q"], env, "unpack it")
+        # The default backbone, as a user's first run takes it: no --model.
+        real = data_file or data
+        export2 = tmp / "export-default"
+        out = _run([exe, "train", str(real), "--epochs", "1", "--max-steps", "3", "--batch-size", "8",
+                    "--max-length", "32", "--export", str(export2), "-q"], env,
+                   f"train the default backbone (all-MiniLM-L6-v2) on {real.name} offline and export it")
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        log(f"    {json.dumps(summary.get('metrics', {}))[:200]}")
+        _run([exe, "predict", str(export2), str(real), "-o", str(tmp / "predictions-default.tsv"), "-q"], env,
+             "predict with the default backbone's export")
         _run([exe, "train", str(images), "--epochs", "1", "--max-steps", "1", "--batch-size", "4",
               "--image-size", "64", "-q"], env, "fine-tune the bundled EfficientNet-Lite0 on images")
         figures["bundle_first_paint_s"] = best_of(2, lambda: first_paint_seconds([exe], env))
@@ -269,13 +303,25 @@ def main() -> int:
     p.add_argument("--smoke-only", action="store_true", help="only smoke-test an existing bundle")
     p.add_argument("--no-archive", action="store_true", help="do not write the .tar.gz (.zip on Windows)")
     p.add_argument("--json", metavar="FILE", help="also write the measured figures here as JSON")
+    p.add_argument("--data", metavar="FILE", help="a labelled TSV/CSV the default backbone trains on in the smoke "
+                   "test (default: a tiny generated one)")
+    pins = p.add_mutually_exclusive_group()
+    pins.add_argument("--update-pins", action="store_true", help="build from whatever is installed and, when the "
+                      "smoke test passes, rewrite packaging/bundle-constraints.txt and bundle.verified from it")
+    pins.add_argument("--unpinned", action="store_true", help="build from whatever is installed, pinned or not "
+                      "(a trial: nothing is recorded)")
     a = p.parse_args()
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "packaging"))
+    import bundle_deps
+
     dist = Path(a.dist).resolve()
     bundle = dist / "workbench"
     figures: dict[str, object] = {"variant": a.variant, "platform": platform_tag()}
+    # What this build is made from: an edit to packaging/ while it runs is not recorded as verified.
+    inputs = bundle_deps.inputs_hash(with_pins=not a.update_pins)
     if not a.smoke_only:
-        check_environment(a.variant)
+        check_environment(a.variant, pinned=not (a.update_pins or a.unpinned))
         t0 = time.perf_counter()
         bundle = run_pyinstaller(dist, Path(a.work).resolve(), a.variant, a.clean)
         finish_bundle(bundle, a.variant)
@@ -285,12 +331,22 @@ def main() -> int:
     figures["bundle_bytes"] = folder_size(bundle)
     log(f"bundle {bundle}: {figures['bundle_bytes'] / 1e6:,.0f} MB")
     if not a.no_smoke:
-        figures.update({k: round(v, 2) for k, v in smoke_test(bundle).items()})
-        log("smoke test passed")
+        t0 = time.perf_counter()
+        data_file = Path(a.data).resolve() if a.data else None
+        figures.update({k: round(v, 2) for k, v in smoke_test(bundle, data_file=data_file).items()})
+        figures["smoke_s"] = round(time.perf_counter() - t0)
+        log(f"smoke test passed in {figures['smoke_s']} s")
     if not a.no_archive and not a.smoke_only:
         archive = make_archive(bundle, a.variant)
         figures["archive"] = str(archive)
         figures["archive_bytes"] = archive.stat().st_size
+    if not a.smoke_only and not a.no_smoke and not a.unpinned and a.variant == "cpu":
+        if a.update_pins:
+            bundle_deps.freeze()  # the new pins are what was built: only the other inputs must be unchanged
+        if inputs == bundle_deps.inputs_hash(with_pins=not a.update_pins):
+            bundle_deps.write_verified(figures)  # these inputs passed: .ci/run need not build them again
+        else:
+            log("packaging/ or the pins changed while building: packaging/bundle.verified is left as it was")
     print(json.dumps(figures))
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
