@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_exits import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_USAGE, EXIT_WRITE, UsageError
 from .core.cancel import CancelToken
 from .core.command import TRAIN_FLAGS
 from .core.config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -35,12 +36,7 @@ from .core.distributed import RankStopped
 from .core.errors import Cancelled, InputError, Paused, WorkbenchError, WriteFailed
 from .launcher import launch, under_launcher
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_WRITE, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 PAUSE_SIGNAL = getattr(signal, "SIGUSR1", None)  # `kill -USR1 PID` pauses a run (POSIX only)
-
-
-class UsageError(Exception):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):

@@ -69,7 +69,7 @@ class _Bar:
 
 
 def run_pack_command(args: argparse.Namespace) -> int:
-    from .cli import EXIT_INTERRUPTED, EXIT_OK
+    from .cli_exits import EXIT_INTERRUPTED, EXIT_OK
     from .core.cancel import CancelToken
     from .core.errors import Cancelled
     from .core.pack import pack_run, unpack_run

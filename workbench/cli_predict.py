@@ -59,7 +59,7 @@ def add_commands(sub) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .cli import EXIT_INTERRUPTED, EXIT_OK, UsageError
+    from .cli_exits import EXIT_INTERRUPTED, EXIT_OK, UsageError
     from .core.cancel import CancelToken
     from .core.errors import Cancelled
     from .core.predict.batch import predict_file
@@ -125,7 +125,7 @@ def _port(value: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from .cli import EXIT_OK, UsageError
+    from .cli_exits import EXIT_OK, UsageError
     from .serve import API_KEY_ENV, Terminated, check_api_key, on_sigterm, serve
 
     if args.max_inputs < 1 or args.max_bytes < 1024:

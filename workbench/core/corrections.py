@@ -58,7 +58,7 @@ def write_corrected_copy(issues, decisions: dict[int, str | None], target: str |
                          overwrite: bool = False) -> Path:
     """Write the copy of ``issues.path`` (a ``label_issues.LabelIssues``) with ``decisions``: line ->
     a new label, or None to leave the row out. Returns the copy's path."""
-    from .run import data_fingerprints
+    from .data.fingerprints import data_fingerprints
 
     source = Path(issues.path)
     # The one check of every output a command writes beside what it reads (paths.check_output_path):

@@ -101,7 +101,7 @@ def _shown(names: list[str]) -> str:
 
 def protected_folders(data_paths: Iterable[str | Path | None] = (), run_dir: str | Path | None = None) -> list[tuple[Path, str]]:
     """Folders an export must never replace, with what each is, for the message."""
-    from .rundir import runs_home
+    from .home import runs_home
 
     out = [(Path("/"), "the root folder"), (_abs(Path.home()), "your home folder"), (_abs(Path.cwd()), "the current folder")]
     for d in data_paths:

@@ -24,6 +24,7 @@ regression on frozen EfficientNet-Lite0 features): 0.930 / 0.942 / 0.936 / 0.914
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,30 @@ from typing import Any, Iterable
 
 from .data import image_transforms
 from .data.image_transforms import resize_for
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def hf_preprocessing(folder: Path) -> tuple[int, tuple, tuple]:
+    """Input size and normalisation from a Hugging Face preprocessor_config.json (ImageNet defaults)."""
+    try:
+        cfg = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = {}
+    size = 224
+    for key in ("crop_size", "size"):
+        v = cfg.get(key)
+        if isinstance(v, int):
+            size = v
+            break
+        if isinstance(v, dict) and (v.get("height") or v.get("shortest_edge")):
+            size = int(v.get("height") or v.get("shortest_edge"))
+            break
+    mean = tuple(cfg.get("image_mean") or IMAGENET_MEAN)
+    std = tuple(cfg.get("image_std") or IMAGENET_STD)
+    return size, mean, std
+
 
 AUGMENTS = ("strong", "mild", "none")
 # Random resized crop area and aspect-ratio ranges per augmentation: the photo recipe's, and a mild
@@ -248,10 +273,8 @@ def planned_defaults(stats: ImageStats | None, train_rows: int, train, model_nam
     if spec is not None:
         native, resizable = spec.image_size, True
     else:  # a Hugging Face checkpoint or an earlier export: its own size
-        from .tasks.image_classification import _hf_preprocessing
-
         folder = Path(name).expanduser()
-        native, resizable = (_hf_preprocessing(folder)[0] if folder.is_dir() else 224), False
+        native, resizable = (hf_preprocessing(folder)[0] if folder.is_dir() else 224), False
     policy = choose_image_policy(stats, native, image_size=train.image_size, augment=train.augment,
                                  resizable=resizable)
     if train.epochs is not None:

@@ -296,7 +296,7 @@ def _export_in_child(task, folder: Path, split, cancel: CancelToken, batch_size:
 def _child_main(job_path: str) -> int:
     """The child process: export the saved model, check it on the given batches, write the record."""
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
-    from .predict.predictor import load_torch_model
+    from .predict.loading import load_torch_model
 
     folder = Path(job["folder"])
     arrays = np.load(job["inputs"])

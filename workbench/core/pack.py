@@ -721,31 +721,18 @@ def _config_problem(config: Any) -> str | None:
 
 
 def _fingerprint_matches(path: Path, recorded: Any, cancel: CancelToken) -> bool:
-    """Whether ``path`` is, by content, data the run recorded in ``resolved.data_fingerprint`` (as
-    ``run.data_fingerprints`` computes it: a file's size and BLAKE2b, a folder's names, sizes and times)."""
+    """Whether ``path`` is, by content, data the run recorded in ``resolved.data_fingerprint``
+    (``data.fingerprints``); a file of another size is not read."""
+    from .data.fingerprints import fingerprint
+
     entries = [v for v in recorded.values() if isinstance(v, dict)] if isinstance(recorded, dict) else []
     try:
         if path.is_dir():
-            wanted = {v["folder"] for v in entries if isinstance(v.get("folder"), str)}
-            if not wanted:
+            if not any(isinstance(v.get("folder"), str) for v in entries):
                 return False
-            h = hashlib.blake2b(digest_size=16)
-            for f in sorted(path.rglob("*")):
-                cancel.raise_if_cancelled()
-                if f.is_file():
-                    st = f.stat()
-                    h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            return h.hexdigest() in wanted
-        size = path.stat().st_size
-        wanted = {v["blake2b"] for v in entries if v.get("size") == size and isinstance(v.get("blake2b"), str)}
-        if not wanted:
+        elif not any(v.get("size") == path.stat().st_size for v in entries):
             return False
-        h = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                cancel.raise_if_cancelled()
-                h.update(chunk)
-        return h.hexdigest() in wanted
+        return fingerprint(path, cancel) in entries
     except (OSError, UnicodeEncodeError):
         return False
 

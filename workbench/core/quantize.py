@@ -24,7 +24,7 @@ def prepare_eval_split(run_dir: str | Path, cache_dir: str | Path | None = None,
                        cancel: CancelToken = NEVER):
     """(task, prepared data, encoded evaluation split) of a finished run, from its config.json; the
     data must be unchanged since training (its fingerprint is compared)."""
-    from .run import data_fingerprints
+    from .data.fingerprints import data_fingerprints
     from .tasks import get_task
 
     run = Path(run_dir).expanduser().resolve()

@@ -10,7 +10,6 @@ cancelled and the exception re-raised for the front end to present.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import platform
@@ -26,6 +25,7 @@ from . import distributed
 from .backbones import model_load_error
 from .cancel import NEVER, CancelToken
 from .config import RunConfig
+from .data.fingerprints import data_fingerprints
 from .device import REPORT_PRECISION, choose_precision, cpu_bf16_units, resolve_device
 from .errors import Cancelled, InputError, Paused, WorkbenchError, WriteFailed, write_failure
 from .events import CallbackList, Callbacks, Failed, Finished, PhaseChanged, RunStarted, TaskReady, Warning_
@@ -456,28 +456,6 @@ def _cut_back(plan: ResumePlan) -> None:
         if failure is None:
             raise
         raise failure from None
-
-
-def data_fingerprints(paths: list[str]) -> dict[str, Any]:
-    """What identifies each data file (size and content hash) or image folder (its files' names,
-    sizes and modification times), so that a resumed run knows its data is unchanged."""
-    out: dict[str, Any] = {}
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            h = hashlib.blake2b(digest_size=16)
-            for f in sorted(path.rglob("*")):
-                if f.is_file():
-                    st = f.stat()
-                    h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            out[p] = {"folder": h.hexdigest()}
-        else:
-            h = hashlib.blake2b(digest_size=16)
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            out[p] = {"size": path.stat().st_size, "blake2b": h.hexdigest()}
-    return out
 
 
 def _record(write, *args, **kwargs) -> None:

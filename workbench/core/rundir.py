@@ -34,18 +34,9 @@ from typing import Any
 
 from .errors import InputError, write_failure
 from .events import Callbacks, Event
+from .home import runs_home  # noqa: F401 - where callers have always imported it from
 
 log = logging.getLogger(__name__)
-
-
-def runs_home() -> Path:
-    """Where runs go when no --run-dir is given: $WORKBENCH_HOME/runs or the user data folder."""
-    home = os.environ.get("WORKBENCH_HOME")
-    if home:
-        return Path(home).expanduser() / "runs"
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("workbench", appauthor=False)) / "runs"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -40,36 +40,15 @@ from ..evaluation.predictions_model import PredictionColumns
 from ..evaluation.try_it import load_pipeline
 from ..jobs import Jobs, describe
 from ..model_cache import MODELS
+from .thumbnails import THUMB, decode_preview, thumbnail_image
 
 log = logging.getLogger(__name__)
 
-THUMB = 112  # thumbnail side in pixels
 MAX_BARS = 8
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
-# ---------------------------------------------------------------------------- thumbnails
-
-
-def decode_preview(path: str, side: int) -> QImage:
-    """``path`` as a QImage no longer than ``side``; raises the engine's ImageProblem for a file it
-    would skip. For worker threads: QImage, unlike QPixmap, is not tied to the GUI thread."""
-    from ...core.data.images import decode_file
-
-    im = decode_file(Path(path), side)
-    im.thumbnail((side, side))
-    data = im.tobytes()
-    return QImage(data, im.width, im.height, 3 * im.width, QImage.Format.Format_RGB888).copy()
-
-
-def thumbnail_image(path: str, side: int = THUMB) -> QImage:
-    """A thumbnail of ``path``, or a null QImage for a file the engine would skip."""
-    from ...core.data.images import ImageProblem
-
-    try:
-        return decode_preview(path, side)
-    except ImageProblem:
-        return QImage()
+# ---------------------------------------------------------------------------- the grid
 
 
 @dataclass

@@ -61,7 +61,7 @@ def _find(job, data, model, task, data_config):
     result = find_label_issues(data, model, task, data_config=data_config, callbacks=_Forward(job), cancel=job.token)
     thumbs = {}
     if result.task == "image-classification":
-        from .images import thumbnail_image
+        from .thumbnails import thumbnail_image
 
         for r in result.ranked()[:THUMBS]:
             try:

@@ -22,11 +22,10 @@ from ..errors import InputError
 from ..export_target import MARKER, missing_tokenizer
 from ..onnx_export import INT8_FILE, ONNX_FILE, open_session, run_session
 from ..tasks.scoring import softmax
+from .loading import KINDS, _first_line, load_torch_model
 
 BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("auto", "fp32", "bf16")
-KINDS = {"text-classification": "classes", "text-pair-classification": "classes", "image-classification": "classes",
-         "text-regression": "values", "token-classification": "tags"}
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -69,40 +68,6 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise InputError("is damaged: its inputs or labels are not what an export writes; export the model again",
                          path=folder / MARKER)
     return meta
-
-
-def load_torch_model(folder: Path, task: str, fold: bool = False):
-    """The PyTorch model of an export folder of ``task``, in eval mode (``fold``: Workbench's own
-    image models with their batch norms folded into the convolutions, for speed). InputError when the
-    weights or their config cannot be loaded (missing, damaged)."""
-    from ..errors import WorkbenchError
-
-    try:
-        if task == "image-classification":
-            from ..image_models import load_image_classifier, read_image_config
-
-            if read_image_config(folder) is not None:
-                model, _ = load_image_classifier(folder, fold=fold)
-            else:
-                from transformers import AutoModelForImageClassification
-
-                model = AutoModelForImageClassification.from_pretrained(folder)
-        else:
-            from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-            cls = AutoModelForTokenClassification if KINDS[task] == "tags" else AutoModelForSequenceClassification
-            model = cls.from_pretrained(folder)
-    except (WorkbenchError, MemoryError, ImportError):
-        raise
-    except Exception as e:  # a damaged model.safetensors or config.json, missing weights
-        raise InputError(f"its PyTorch model cannot be loaded ({_first_line(e)}); export the model again",
-                         path=folder) from None
-    return model.eval()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0][:300] if text else type(e).__name__).rstrip(".")
 
 
 class Predictor:

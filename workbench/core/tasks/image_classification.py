@@ -43,7 +43,7 @@ from ..data.images import (
 from ..data.prepare import eval_split_of, hold_out, keep_known_labels, sample_train
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress
-from ..image_policy import ImagePolicy, choose_image_policy, image_epochs, measure_images
+from ..image_policy import ImagePolicy, choose_image_policy, hf_preprocessing, image_epochs, measure_images
 from ..image_sniff import sniff_image_folder
 from ..labels import build_label_map
 from .base import EncodedSplit, EvalResult, PreparedData, Task
@@ -51,34 +51,10 @@ from .scoring import classification_result, classification_text, softmax
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def _column(ds, name: str) -> np.ndarray:
     from ..data.tabular import arrow_table
 
     return arrow_table(ds, [name]).column(name).to_numpy(zero_copy_only=False)
-
-
-def _hf_preprocessing(folder: Path) -> tuple[int, tuple, tuple]:
-    """Input size and normalisation from a Hugging Face preprocessor_config.json (ImageNet defaults)."""
-    try:
-        cfg = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cfg = {}
-    size = 224
-    for key in ("crop_size", "size"):
-        v = cfg.get(key)
-        if isinstance(v, int):
-            size = v
-            break
-        if isinstance(v, dict) and (v.get("height") or v.get("shortest_edge")):
-            size = int(v.get("height") or v.get("shortest_edge"))
-            break
-    mean = tuple(cfg.get("image_mean") or IMAGENET_MEAN)
-    std = tuple(cfg.get("image_std") or IMAGENET_STD)
-    return size, mean, std
 
 
 class ImageClassification(Task):
@@ -197,7 +173,7 @@ class ImageClassification(Task):
         if self.kind == "export":
             p = self.export_config["preprocessing"]
             return int(p["image_size"]), tuple(p["mean"]), tuple(p["std"])
-        return _hf_preprocessing(Path(self.backbone.path))
+        return hf_preprocessing(Path(self.backbone.path))
 
     # ---- data -----------------------------------------------------------------------------------
     def prepare_data(self, cfg, seed, cache_dir, callbacks, cancel=NEVER) -> PreparedData:
