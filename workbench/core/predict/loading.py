@@ -35,11 +35,12 @@ def load_torch_model(folder: Path, task: str, fold: bool = False):
     except (WorkbenchError, MemoryError, ImportError):
         raise
     except Exception as e:  # a damaged model.safetensors or config.json, missing weights
-        raise InputError(f"its PyTorch model cannot be loaded ({_first_line(e)}); export the model again",
+        raise InputError(f"its PyTorch model cannot be loaded ({error_line(e)}); export the model again",
                          path=folder) from None
     return model.eval()
 
 
-def _first_line(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
+    """The first line of an exception's message (libraries put tracebacks of their own below it)."""
     text = str(e).strip().splitlines()
     return (text[0][:300] if text else type(e).__name__).rstrip(".")

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..export_target import MARKER, missing_tokenizer
 from ..onnx_export import INT8_FILE, ONNX_FILE, open_session, run_session
 from ..tasks.scoring import softmax
-from .loading import KINDS, _first_line, load_torch_model
+from .loading import KINDS, error_line, load_torch_model
 
 BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -135,7 +135,7 @@ class Predictor:
             except (MemoryError, ImportError):
                 raise
             except Exception as e:  # a damaged tokenizer.json, vocabulary or tokenizer_config.json
-                raise InputError(f"its tokenizer cannot be loaded ({_first_line(e)}); export the model again",
+                raise InputError(f"its tokenizer cannot be loaded ({error_line(e)}); export the model again",
                                  path=folder) from None
             self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         else:
@@ -151,7 +151,7 @@ class Predictor:
                 raise
             except Exception as e:  # onnxruntime's InvalidProtobuf, Fail, ...: a damaged or truncated file
                 other = "" if self.model_file != ONNX_FILE else ", or use --backend torch"
-                raise InputError(f"cannot be loaded by ONNX Runtime ({_first_line(e)}): the file is damaged or "
+                raise InputError(f"cannot be loaded by ONNX Runtime ({error_line(e)}): the file is damaged or "
                                  f"incomplete; export the model again{other}", path=folder / self.model_file) from None
             self._run = lambda batch: run_session(session, batch)
             return
