@@ -9,7 +9,7 @@ measurement is a fresh process, as a user would start it:
 * CLI: `workbench train DATA --epochs 1 --batch-size 32 --max-length 64 --seed 0 --metric macro_f1
   --device cpu --quiet`, run as a subprocess (not the engine in-process) because that is what a user
   runs: the same interpreter start, imports and main-thread training as `workbench train`. The child
-  is this script with `--cli-child`, which calls `workbench.cli.main` with those arguments after
+  is this script with `--cli-child`, which calls `workbench.cli.main.main` with those arguments after
   installing the probe below; the engine's JSON line gives the training samples/s.
 * app: this script with `--app-child`: the real MainWindow (offscreen, shown, so it paints), the file
   loaded through the Data page, the same settings set on the Model page's config, the Start button
@@ -122,7 +122,7 @@ def install_probe(path: str) -> None:
 def cli_child(argv: list[str]) -> int:
     if os.environ.get(PROBE_ENV):
         install_probe(os.environ[PROBE_ENV])
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     return main(argv)
 

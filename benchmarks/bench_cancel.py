@@ -40,7 +40,7 @@ def main() -> int:
     from workbench.core.config import DataConfig, RunConfig, TrainConfig
     from workbench.core.errors import Cancelled
     from workbench.core.events import Callbacks, PhaseChanged
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     worst = 0.0
     for phase in args.phases.split(","):

@@ -62,7 +62,7 @@ def make_data(args, tmp: Path) -> tuple[Path, Path, Path, int]:
 
 def fine_tune(train: Path, test: Path, backbone: str, seed: int, args, run_dir: Path) -> dict:
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     cfg = RunConfig(data=DataConfig(train=str(train), test=str(test), val_fraction=0.0, text_column="text",
                                     label_column="label"),
@@ -86,7 +86,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from workbench.core.adapt import adaptation_config, adapted_summary, run_adaptation
+    from workbench.core.adaptation.adapt import adaptation_config, adapted_summary, run_adaptation
     from workbench.core.config import TrainConfig
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}", flush=True)

@@ -26,7 +26,7 @@ SST2 = ROOT.parent / "shared" / "datasets" / "sst2" / "test.tsv"
 
 
 def make_run(folder: Path, rows: int) -> Path:
-    from workbench.core.rundir import RunDirectory
+    from workbench.core.run.directory import RunDirectory
 
     rng = random.Random(0)
     if SST2.exists():

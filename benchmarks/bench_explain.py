@@ -29,9 +29,9 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from workbench.core.analysis.explain import image_saliency, integrated_gradients
     from workbench.core.backbones import resolve_backbone, resolve_image_backbone
-    from workbench.core.explain import image_saliency, integrated_gradients
-    from workbench.core.image_models import ImageClassifier
+    from workbench.core.tasks.image.models import ImageClassifier
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
     text_path = resolve_backbone("all-MiniLM-L6-v2").path

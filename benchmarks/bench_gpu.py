@@ -13,7 +13,7 @@ with --compile. benchmarks/gpu_check.py runs these on a lent machine without ../
 Images (``lite0`` in --models): EfficientNet-Lite0 fine-tuned at 224 px on the shared hymenoptera
 photos (245 training images, --image-epochs passes, batch --image-batch-size, bf16), training
 images/s with the random resized crops cut on the host (PIL, in the prefetch thread) and on the GPU
-(core/data/image_transforms.py ``device_pixels``, the default on CUDA), and the GPU's busy share.
+(core/tasks/image/transforms.py ``device_pixels``, the default on CUDA), and the GPU's busy share.
 
 Without CUDA it prints that it was skipped and exits 0; ``--device cpu`` runs every step on the CPU
 (fp32, small sizes) to check the script itself, not to measure.
@@ -77,8 +77,8 @@ def mean_tokens(train: Path, model: str) -> float:
 
 def run_workbench(train: Path, model: str, args, out: Path, compile_: bool) -> dict:
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
-    from workbench.core.rundir import read_metrics
+    from workbench.core.run.directory import read_metrics
+    from workbench.core.run.pipeline import run_training
 
     cfg = RunConfig(
         task="text-classification",
@@ -132,7 +132,7 @@ def run_trainer(train: Path, model: str, args, out: Path) -> dict:
 def run_images(args, out: Path, device_pixels: bool) -> dict:
     """EfficientNet-Lite0 fine-tuned on hymenoptera; training images/s and the GPU's busy share."""
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     os.environ["WORKBENCH_DEVICE_PIXELS"] = "1" if device_pixels else "0"
     cfg = RunConfig(

@@ -21,7 +21,7 @@ the CPU pays only where it has bf16 units, AMX or AVX512-BF16; elsewhere torch e
 digits upscaled to 28x28 PNGs, 100 per class for training and 50 per class as --test (1,000 and 500
 images). Two runs of EfficientNet-Lite0, fine-tuned: "before", the defaults tuned on photos, given
 explicitly (--image-size 224 --augment strong --epochs 3), and "after", the data-dependent defaults
-(workbench/core/image_policy.py; nothing given but the learning rate the CLI suggests). Each prints
+(workbench/core/tasks/image/policy.py; nothing given but the learning rate the CLI suggests). Each prints
 the test accuracy, the frozen-feature baseline's, and a logistic regression on the raw pixels:
 
     python benchmarks/bench_image_classification.py --dataset digits [--no-refit] [--only sizes,before,after]
@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from workbench.core.events import Callbacks, EvalMetrics, PhaseChanged, StepMetrics  # noqa: E402
-from workbench.core.run import run_training  # noqa: E402
+from workbench.core.run.pipeline import run_training  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "hymenoptera"
 
@@ -152,7 +152,7 @@ def forward_gflops(model: str, size: int, classes: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from workbench.core.image_models import ImageClassifier
+    from workbench.core.tasks.image.models import ImageClassifier
 
     kind = "small-cnn" if model == "small-cnn" else "efficientnet-lite0"
     net = ImageClassifier(kind, classes).eval()
@@ -167,7 +167,7 @@ def onnx_rate(path: Path, size: int, batch: int, repeats: int = 3) -> float | No
         return None
     import numpy as np
 
-    from workbench.core.onnx_export import open_session
+    from workbench.core.export.onnx_export import open_session
 
     session = open_session(path)
     name = session.get_inputs()[0].name
@@ -187,7 +187,7 @@ def plain_loop(size: int, batch: int, steps: int = 4) -> list[dict]:
     import torch
 
     from workbench.core.backbones import resolve_image_backbone
-    from workbench.core.image_models import ImageClassifier, fold_batch_norms
+    from workbench.core.tasks.image.models import ImageClassifier, fold_batch_norms
 
     weights = resolve_image_backbone("efficientnet-lite0").path
     fwd = forward_gflops("efficientnet-lite0", size, 2)
@@ -282,9 +282,9 @@ def frozen_feature_sizes(root: Path, sizes: list[int]) -> list[dict]:
     from sklearn.preprocessing import StandardScaler
 
     from workbench.core.backbones import image_model_spec, resolve_image_backbone
-    from workbench.core.data.image_transforms import center_crops, to_pixels
     from workbench.core.data.images import decode_to_cache, scan_image_folders
-    from workbench.core.image_models import ImageClassifier
+    from workbench.core.tasks.image.models import ImageClassifier
+    from workbench.core.tasks.image.transforms import center_crops, to_pixels
 
     found = scan_image_folders(root / "train", test=root / "test")
     train, test = found.items["train"], found.items["test"]

@@ -44,7 +44,7 @@ SYSTEMS = {
 
 def run_ours(args, precision: str, seed: int, home: Path) -> dict:
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     cfg = RunConfig(data=DataConfig(train=str(DATA)), model=ModelConfig(name="efficientnet-lite0"),
                     train=TrainConfig(epochs=HP["epochs"], batch_size=HP["batch_size"], lr=HP["lr"],
@@ -114,7 +114,7 @@ def run_trainer(args, bf16: bool, seed: int, home: Path) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from workbench.core.backbones import resolve_image_backbone
-    from workbench.core.image_models import ImageClassifier
+    from workbench.core.tasks.image.models import ImageClassifier
 
     class WithLoss(torch.nn.Module):
         def __init__(self, model) -> None:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from workbench.core.predict.predictor import Predictor  # noqa: E402
-from workbench.core.run import run_training  # noqa: E402
+from workbench.core.run.pipeline import run_training  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 SST2, HYMENOPTERA = SHARED / "sst2", SHARED / "hymenoptera"
@@ -122,7 +122,7 @@ def predict_file_figures(model_dir: Path, work: Path, sizes: tuple[int, ...]) ->
             f.write("sentence\n")
             for i in range(n):
                 f.write(texts[i % len(texts)] + "\n")
-        code = ("import resource, sys, time; from workbench.cli import main; t = time.perf_counter(); "
+        code = ("import resource, sys, time; from workbench.cli.main import main; t = time.perf_counter(); "
                 "rc = main(sys.argv[1:]); print(time.perf_counter() - t); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
         p = subprocess.run([sys.executable, "-c", code, "predict", str(model_dir), str(src), "-q", "--overwrite"],

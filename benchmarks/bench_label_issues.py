@@ -67,7 +67,7 @@ def datasets(args, tmp: Path):
 
 def train(path: Path, test: Path, text: str, label: str, args, run_dir: Path):
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     cfg = RunConfig(
         data=DataConfig(train=str(path), test=str(test), val_fraction=0.0, text_column=text, label_column=label),
@@ -85,10 +85,10 @@ def main() -> None:
     p.add_argument("--no-train", action="store_true", help="rank only; skip the noisy vs cleaned fine-tunes")
     args = p.parse_args()
 
-    from workbench.core.compare import compare_runs
+    from workbench.core.analysis.compare import compare_runs
+    from workbench.core.analysis.label_issues import find_label_issues
     from workbench.core.config import DataConfig
     from workbench.core.corrections import write_corrected_copy
-    from workbench.core.label_issues import find_label_issues
 
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-label-issues-") as tmp:

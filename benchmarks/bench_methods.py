@@ -52,7 +52,7 @@ def peak_memory_mb() -> float:
 # ---------------------------------------------------------------------------- one run (a child process)
 def run_workbench(job: dict) -> dict:
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     ds, method = job["dataset"], job["method"]
     if ds == "sst2":

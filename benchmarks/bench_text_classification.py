@@ -46,7 +46,7 @@ def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = Fals
     """Workbench on the Trainer's rows (no hold-out), or with its defaults: only --test given, so it
     holds a tenth of the training file out for validation (and, on a set this small, refits)."""
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     data = DataConfig(train=str(train), test=str(test), text_column="sentence", label_column="label")
     if not defaults:

@@ -80,7 +80,7 @@ def make_test(source: Path, sentences: int, out: Path) -> Path:
 def run_ours(train: Path, test: Path, args, run_dir: Path, defaults: bool = False, precision: str = "auto") -> dict:
     """Workbench on the Trainer's sentences (no hold-out), or with its defaults: only --test given."""
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     cfg = RunConfig(
         task="token-classification",

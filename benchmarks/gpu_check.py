@@ -108,7 +108,7 @@ NEEDED_MODULES = {
     "pandas": "pandas", "pyarrow": "pyarrow", "sklearn": "scikit-learn", "scipy": "scipy", "PIL": "pillow",
     "safetensors": "safetensors", "accelerate": "accelerate", "peft": "peft", "platformdirs": "platformdirs",
     "seqeval": "seqeval", "cleanlab": "cleanlab", "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
-    "tqdm": "tqdm", "onnxruntime": "onnxruntime", "workbench.core.run": "this checkout (PYTHONPATH)",
+    "tqdm": "tqdm", "onnxruntime": "onnxruntime", "workbench.core.run.pipeline": "this checkout (PYTHONPATH)",
 }
 
 
@@ -443,8 +443,8 @@ def steady(steps: list[dict], batch: int) -> tuple[float | None, float | None]:
 def workbench_text(train: Path, model: Path, args, out: Path, compile_: bool = False, precision: str | None = None,
                    method: str = "full") -> dict:
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
-    from workbench.core.rundir import read_metrics
+    from workbench.core.run.directory import read_metrics
+    from workbench.core.run.pipeline import run_training
 
     cfg = RunConfig(
         task="text-classification",
@@ -531,8 +531,8 @@ def section_resume(train: Path, model: Path, args, tmp: Path) -> dict:
     """A run of 4 steps, and the same run paused after step 2 (checkpoint) and resumed: same losses."""
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from workbench.core.errors import Paused
-    from workbench.core.run import resume_training, run_training
-    from workbench.core.rundir import read_metrics
+    from workbench.core.run.directory import read_metrics
+    from workbench.core.run.pipeline import resume_training, run_training
 
     def cfg(run_dir):
         return RunConfig(task="text-classification",
@@ -585,7 +585,7 @@ def section_images(args, tmp: Path, device_pixels: bool) -> dict:
 
     import workbench.core.backbones as backbones
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     weights = tmp / "lite0-random.pth"
     if not weights.exists():

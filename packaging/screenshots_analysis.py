@@ -43,7 +43,7 @@ def make_data(rows: int, folder: Path) -> tuple[Path, Path]:
 
 def two_runs(train: Path, test: Path) -> tuple[str, str]:
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     out = []
     for steps in (10, 40):

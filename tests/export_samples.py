@@ -18,7 +18,7 @@ WORDS = sorted(set(ALL_WORDS + POSITIVE + NEGATIVE + NEUTRAL))
 
 def train(tmp: Path, data: Path, model: str, task: str = "auto", quantize: str | None = None, **opts) -> Path:
     """Train in ``tmp`` and return the run's model folder (RUN/model)."""
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     settings = dict(epochs=4, batch_size=16, lr=3e-3, max_length=32, seed=1)
     settings.update(opts)

@@ -14,7 +14,7 @@ def finished_run(tmp_path_factory, tiny_model_dir) -> Path:
     import os
 
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     tmp = tmp_path_factory.mktemp("pack-run")
     data = write_tsv(tmp / "reviews.tsv", sentiment_rows(120))

@@ -10,7 +10,7 @@ import pytest
 from conftest import sentiment_rows, write_tsv
 from text_tasks_helpers import ALL_WORDS, build_tiny_bert, ner_sentences, write_conll
 
-from workbench.core.adapt import adaptation_config, adapted_summary, run_adaptation
+from workbench.core.adaptation.adapt import adaptation_config, adapted_summary, run_adaptation
 from workbench.core.cancel import NEVER
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import InputError
@@ -48,7 +48,7 @@ def _train(**kw) -> TrainConfig:
 
 def test_adapt_lowers_the_held_out_loss_and_its_backbone_fine_tunes(tiny_mlm, texts, tmp_path, runs_home):
     from workbench.core.backbones import offline_backbones, resolve_backbone
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     result = run_adaptation(adaptation_config(str(texts), str(tiny_mlm), train=_train()))
     summary = adapted_summary(result)

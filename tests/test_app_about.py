@@ -44,7 +44,7 @@ def test_help_about_shows_versions_and_copies_diagnostics(qtbot, runs_home):
 
 def test_cli_version_and_diagnostics(capsys):
     from workbench import __version__
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

@@ -92,7 +92,7 @@ def test_reliability_view_shows_ece_and_temperature(qtbot):
     import numpy as np
 
     from workbench.app.evaluation.calibration import ReliabilityView
-    from workbench.core.calibration import calibration_report
+    from workbench.core.analysis.calibration import calibration_report
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 400)

@@ -18,7 +18,7 @@ from conftest import sentiment_rows, write_tsv  # noqa: E402
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from workbench.core.run import run_training  # noqa: E402
+from workbench.core.run.pipeline import run_training  # noqa: E402
 
 # Qt warnings fail a test, except the offscreen platform's note that it has no window manager.
 pytestmark = [

@@ -61,7 +61,7 @@ def test_evaluate_shows_the_baseline_beside_the_fine_tuned_scores(qtbot, tmp_pat
 
     from workbench.app.pages.evaluate import EvaluatePage
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     root = tmp_path / "glyphs"
     write_grey_glyphs(root / "train", 10, side=16)

@@ -51,7 +51,7 @@ def image_run(tmp_path_factory) -> Path:
     """A small CNN trained on generated red/blue images with a few mislabelled ones, so the
     confusion matrix has mistakes to open."""
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     folder = tmp_path_factory.mktemp("image-eval")
     write_class_folder(folder / "train", 16)
@@ -137,7 +137,7 @@ def test_try_it_decodes_off_the_gui_thread_and_loads_the_model_once(qtbot, evalu
     import threading
 
     import workbench.core.data.images as images
-    import workbench.core.image_models as image_models
+    import workbench.core.tasks.image.models as image_models
     from workbench.app.model_cache import MODELS
 
     decoded_on: list[threading.Thread] = []
@@ -186,27 +186,29 @@ def test_model_page_follows_an_image_folder_and_a_run_uses_its_settings(qtbot, w
     names = [page.backbones.topLevelItem(i).text(0) for i in range(page.backbones.topLevelItemCount())]
     assert names[0] == "efficientnet-lite0" and "small-cnn" in names and "all-MiniLM-L6-v2" not in names
     cfg = window.state.config
-    assert cfg.model.name == "efficientnet-lite0" and cfg.train.lr == 5e-4 and "5e-4" in page.lr_note.text()
+    # lr None: the task's default for the method and backbone, which the page shows.
+    assert cfg.model.name == "efficientnet-lite0" and (cfg.train.lr, page.lr.value()) == (None, 5e-4)
+    assert "5e-4" in page.lr_note.text()
     assert page.image_size.isVisibleTo(page) and page.method.isVisibleTo(page)
     assert not page.max_length.isVisibleTo(page)
     assert [page.metric.itemData(i) for i in range(page.metric.count())][:2] == ["accuracy", "macro_f1"]
 
     page.method.setCurrentIndex(page.method.findData("frozen"))  # only the head learns: a larger step
     wait_task(qtbot, page.refresh_suggestions())
-    assert cfg.model.method == "frozen" and cfg.train.lr == 1e-3
+    assert cfg.model.method == "frozen" and (cfg.train.lr, page.lr.value()) == (None, 1e-3)
     page.lr.setValue(2e-4)  # the user's own rate survives later suggestions
     page.method.setCurrentIndex(page.method.findData("full"))
     wait_task(qtbot, page.refresh_suggestions())
     assert cfg.train.lr == 2e-4 and cfg.model.method == "full"
     page.restore_defaults()
     wait_task(qtbot, page.refresh_suggestions())
-    assert cfg.train.lr == 5e-4
+    assert (cfg.train.lr, page.lr.value()) == (None, 5e-4)
 
     item = next(page.backbones.topLevelItem(i) for i in range(page.backbones.topLevelItemCount())
                 if page.backbones.topLevelItem(i).text(0) == "small-cnn")
     page.backbones.setCurrentItem(item)
     wait_task(qtbot, page.refresh_suggestions())
-    assert cfg.model.name == "small-cnn" and cfg.train.lr == 2e-3
+    assert cfg.model.name == "small-cnn" and (cfg.train.lr, page.lr.value()) == (None, 2e-3)
     page.image_size.setValue(32)
     page.epochs.setValue(1)
     page.batch_size.setValue(8)
@@ -231,4 +233,5 @@ def test_model_page_follows_an_image_folder_and_a_run_uses_its_settings(qtbot, w
     qtbot.waitUntil(lambda: page.modality == "text", timeout=30000)
     wait_task(qtbot, page.refresh_suggestions())
     assert page.backbones.topLevelItem(0).text(0) == "all-MiniLM-L6-v2" and cfg.model.name == "all-MiniLM-L6-v2"
-    assert cfg.train.lr == 5e-5 and page.lr_note.text() == "" and page.max_length.isVisibleTo(page)
+    assert (cfg.train.lr, page.lr.value()) == (None, 5e-5)
+    assert page.lr_note.text() == "" and page.max_length.isVisibleTo(page)

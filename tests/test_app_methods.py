@@ -35,11 +35,11 @@ def test_method_choice_sets_the_config_and_shows_what_trains(qtbot, window, sent
     cfg = window.state.config
     page.restore_defaults()  # the learning rate is the default, so a method's suggestion may replace it
     wait_task(qtbot, page.refresh_suggestions())
-    assert not page.lora_rank.isVisibleTo(page) and cfg.train.lr == 5e-5
+    assert not page.lora_rank.isVisibleTo(page) and (cfg.train.lr, page.lr.value()) == (None, 5e-5)
     page.method.setCurrentIndex(page.method.findData("lora"))
     assert cfg.model.method == "lora" and page.lora_rank.isVisibleTo(page) and page.lora_targets.isVisibleTo(page)
     wait_task(qtbot, page.refresh_suggestions())
-    assert cfg.train.lr == 5e-4  # adapters take a larger step
+    assert (cfg.train.lr, page.lr.value()) == (None, 5e-4)  # adapters take a larger step
     page.lora_rank.setValue(4)
     wait_task(qtbot, page.refresh_trainable())
     # query and value of 2 layers, 32 wide, rank 4; and the 32 x 2 head.

@@ -17,7 +17,7 @@ def test_runs_page_packs_and_imports_a_run(qtbot, tmp_path, finished_run):  # no
     from PySide6.QtWidgets import QMessageBox
 
     from workbench.app.pages.runs import RunsPage
-    from workbench.core.runs import summarize
+    from workbench.core.run.history import summarize
 
     source_home = finished_run.parent
     page = RunsPage(home=source_home)
@@ -70,7 +70,7 @@ def test_runs_page_packs_and_imports_a_run(qtbot, tmp_path, finished_run):  # no
 
 def test_opening_a_wbrun_with_the_app_imports_it(qtbot, tmp_path, runs_home, finished_run):  # noqa: F811
     from workbench.app.window import MainWindow
-    from workbench.core.pack import pack_run
+    from workbench.core.export.pack import pack_run
 
     pack = pack_run(finished_run, tmp_path / "from-a-colleague.wbrun").path
     window = MainWindow()  # not shown: `workbench FILE.wbrun` and a file-manager open both end in open_path

@@ -19,7 +19,7 @@ from test_pairs_and_regression import pair_rows  # noqa: E402
 from text_tasks_helpers import ner_sentences, tiny_text_model, write_conll  # noqa: E402,F401 (fixture)
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from workbench.core.run import run_training  # noqa: E402
+from workbench.core.run.pipeline import run_training  # noqa: E402
 
 pytestmark = [
     pytest.mark.qt_log_level_fail("WARNING"),

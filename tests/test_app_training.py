@@ -242,7 +242,7 @@ def test_the_engines_log_reaches_the_train_page(qtbot, window):
     logging.getLogger("workbench.core.backbones").warning("backbone plug-in 'fancy' was skipped: ImportError")
     page = window.ensure_train_page()
     qtbot.waitUntil(lambda: "plug-in 'fancy' was skipped" in page.log.toPlainText(), timeout=5000)
-    logging.getLogger("workbench.core.run").info("run /x: task text-classification")
+    logging.getLogger("workbench.core.run.pipeline").info("run /x: task text-classification")
     qtbot.waitUntil(lambda: "run /x: task" in page.log.toPlainText(), timeout=5000)
 
 

@@ -39,7 +39,7 @@ def test_short_run_with_real_minilm(sentiment_tsv, tmp_path, runs_home):
     from transformers import pipeline
 
     from workbench.core.config import DataConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     cfg = RunConfig(
         data=DataConfig(train=str(sentiment_tsv)),

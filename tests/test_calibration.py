@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.core.calibration import calibration_report, fit_temperature, nll, reliability
+from workbench.core.analysis.calibration import calibration_report, fit_temperature, nll, reliability
 
 
 def test_ece_matches_a_hand_computation():
@@ -58,7 +58,7 @@ def test_temperature_scaling_lowers_validation_nll():
 
 def test_run_records_calibration_and_exports_temperature(sentiment_tsv, tiny_model_dir, runs_home):
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     cfg = RunConfig(data=DataConfig(train=str(sentiment_tsv)), model=ModelConfig(name=str(tiny_model_dir)),
                     train=TrainConfig(epochs=2, batch_size=16, lr=3e-3, max_length=32, seed=1))

@@ -134,7 +134,7 @@ def test_ctrl_c_exits_130_with_consistent_run_dir(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_kill_9_leaves_readable_metrics(tmp_path, tiny_model_dir):
-    from workbench.core.rundir import read_metrics
+    from workbench.core.run.directory import read_metrics
 
     proc, run_dir = _start_long_run(tmp_path, tiny_model_dir)
     proc.send_signal(signal.SIGKILL)
@@ -155,7 +155,7 @@ def test_models_lists_the_packaged_default(tmp_path):
 def test_a_broken_backbone_plugin_is_reported_not_dropped_silently(monkeypatch, capsys):
     import importlib.metadata
 
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     class Broken:
         name, value = "fancy", "fancy_models:entry"
@@ -174,7 +174,7 @@ def test_a_broken_backbone_plugin_is_reported_not_dropped_silently(monkeypatch, 
 
 @pytest.mark.precision
 def test_verbose_shows_the_engine_log(sentiment_tsv, tiny_model_dir, tmp_path, monkeypatch, capsys):
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WORKBENCH_CPU_BF16", "0")  # as on a CPU without bf16 units: auto is fp32

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.cli import main
-from workbench.core.compare import compare_runs, mcnemar
+from workbench.cli.main import main
+from workbench.core.analysis.compare import compare_runs, mcnemar
 from workbench.core.errors import InputError
 
 LABELS = ["neg", "pos"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.cli import main
+from workbench.cli.main import main
 from workbench.desktop import APP_ID, LINUX, _entry_text, installed_files
 from workbench.resources import ICON_SIZES
 

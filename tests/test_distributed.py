@@ -17,7 +17,7 @@ from conftest import sentiment_rows, write_tsv
 
 from workbench.core.command import command_line
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from workbench.core.rundir import read_metrics
+from workbench.core.run.directory import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def _status(run_dir: Path) -> dict:
 
 # ---- fast: no processes ---------------------------------------------------------------------------
 def test_command_line_repeats_the_settings():
-    from workbench.cli import build_parser, config_from_args
+    from workbench.cli.main import build_parser, config_from_args
 
     cfg = RunConfig(
         task="text-classification",

@@ -11,8 +11,8 @@ from workbench.core.cancel import CancelToken
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import Cancelled, InputError
 from workbench.core.events import Callbacks, EvalMetrics, Finished, StepMetrics
-from workbench.core.run import run_training
-from workbench.core.rundir import read_metrics
+from workbench.core.run.directory import read_metrics
+from workbench.core.run.pipeline import run_training
 
 
 class Recorder(Callbacks):

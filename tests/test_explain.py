@@ -20,7 +20,7 @@ def tiny_classifier(tiny_model_dir):
 
 
 def test_integrated_gradients_are_complete(tiny_classifier):
-    from workbench.core.explain import integrated_gradients
+    from workbench.core.analysis.explain import integrated_gradients
 
     model, tok = tiny_classifier
     att = integrated_gradients(model, tok, "the film was great and the music superb", steps=64)
@@ -37,7 +37,7 @@ def test_integrated_gradients_are_complete(tiny_classifier):
 
 
 def test_integrated_gradients_pairs_and_html(tiny_classifier):
-    from workbench.core.explain import attribution_html, integrated_gradients
+    from workbench.core.analysis.explain import attribution_html, integrated_gradients
 
     model, tok = tiny_classifier
     att = integrated_gradients(model, tok, "good plot", "bad <ending>", target=0, steps=16)
@@ -49,7 +49,7 @@ def test_integrated_gradients_pairs_and_html(tiny_classifier):
 def test_image_saliency_points_at_the_object():
     import torch
 
-    from workbench.core.explain import image_saliency, overlay
+    from workbench.core.analysis.explain import image_saliency, overlay
 
     class CentreSpot(torch.nn.Module):  # the class logit reads only a 4x4 patch
         def forward(self, x):

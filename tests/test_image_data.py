@@ -7,7 +7,6 @@ import pytest
 from image_samples import COLOURS, write_broken_files, write_class_folder, write_odd_images
 
 from workbench.core.config import DataConfig
-from workbench.core.data.image_transforms import center_crops, random_resized_crops, to_pixels
 from workbench.core.data.images import (
     ImageProblem,
     decode_file,
@@ -18,7 +17,8 @@ from workbench.core.data.images import (
 from workbench.core.errors import InputError
 from workbench.core.events import Callbacks
 from workbench.core.tasks import detect_task
-from workbench.core.tasks.image_classification import ImageClassification
+from workbench.core.tasks.image.classification import ImageClassification
+from workbench.core.tasks.image.transforms import center_crops, random_resized_crops, to_pixels
 
 
 def test_every_colour_mode_becomes_upright_rgb(tmp_path):

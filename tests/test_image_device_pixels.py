@@ -13,7 +13,8 @@ import torch
 from image_samples import write_class_folder
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from workbench.core.data.image_transforms import (
+from workbench.core.run.pipeline import run_training
+from workbench.core.tasks.image.transforms import (
     center_boxes,
     center_crops,
     device_pixels,
@@ -22,7 +23,6 @@ from workbench.core.data.image_transforms import (
     to_pixels,
     wants_device_pixels,
 )
-from workbench.core.run import run_training
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -71,8 +71,8 @@ def test_device_pixels_by_device_and_by_flag(monkeypatch):
 
 
 def test_a_run_trains_evaluates_and_exports_with_crops_cut_on_the_device(tmp_path, runs_home, monkeypatch):
-    from workbench.core.image_models import classify_images
-    from workbench.core.tasks.image_classification import ImageClassification
+    from workbench.core.tasks.image.classification import ImageClassification
+    from workbench.core.tasks.image.models import classify_images
 
     monkeypatch.setenv("WORKBENCH_DEVICE_PIXELS", "1")
     batches = []

@@ -1,4 +1,4 @@
-"""Image defaults chosen from the data (workbench/core/image_policy.py): small greyscale images get a
+"""Image defaults chosen from the data (workbench/core/tasks/image/policy.py): small greyscale images get a
 smaller input, mild augmentation and more epochs; photos keep the ImageNet recipe; the user's
 --image-size / --augment / --epochs win; every image run reports the frozen-feature baseline."""
 
@@ -12,14 +12,14 @@ import pytest
 from image_samples import coloured, write_class_folder, write_grey_glyphs
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from workbench.core.data.image_transforms import random_resized_crops
 from workbench.core.errors import InputError
-from workbench.core.image_policy import (
+from workbench.core.tasks.image.policy import (
     ImageStats,
     choose_image_policy,
     image_epochs,
     measure_images,
 )
+from workbench.core.tasks.image.transforms import random_resized_crops
 
 
 def _photos(folder: Path, n: int = 6) -> list[Path]:
@@ -81,6 +81,14 @@ def test_the_users_choices_win_and_reproduce_the_old_defaults():
     assert choose_image_policy(ImageStats(3, 0, 0, 0, 0, 0.0), 224).augment == "strong"
 
 
+def test_random_crop_ranges_come_only_with_augmentation():
+    photos = choose_image_policy(ImageStats(10, 10, 375, 375, 375, 0.0), 224)
+    assert photos.random_crop() == (photos.crop_scale, photos.crop_ratios) == ((0.25, 1.0), (3 / 4, 4 / 3))
+    none = choose_image_policy(ImageStats(10, 10, 375, 375, 375, 0.0), 224, augment="none")
+    with pytest.raises(ValueError, match="'none' cuts no random crops"):
+        none.random_crop()
+
+
 def test_epochs_train_small_sets_longer_with_early_stopping():
     small = image_epochs(1000, batch_size=32)
     assert (small.epochs, small.patience) == (10.0, 3) and "early" in small.reason
@@ -104,7 +112,7 @@ def test_mild_crops_never_mirror_and_keep_most_of_the_image():
 
 
 def _run(folder, runs_home, **train):
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     base = dict(batch_size=8, lr=3e-3, warmup_ratio=0.0, seed=0, max_steps=6)
     base.update(train)
@@ -153,9 +161,9 @@ def test_the_users_settings_are_kept(tmp_path, runs_home):
 
 
 def test_the_baseline_caps_its_training_rows(tmp_path, runs_home):
-    from workbench.core.baseline import frozen_feature_baseline
     from workbench.core.events import Callbacks
-    from workbench.core.tasks.image_classification import ImageClassification
+    from workbench.core.tasks.image.baseline import frozen_feature_baseline
+    from workbench.core.tasks.image.classification import ImageClassification
 
     root = write_class_folder(tmp_path / "photos", 10)
     task = ImageClassification()
@@ -199,7 +207,7 @@ def test_cli_says_what_it_chose_and_prints_the_baseline(tmp_path):
 
 
 def test_front_ends_preview_what_a_run_will_choose():
-    from workbench.core.image_policy import planned_defaults
+    from workbench.core.tasks.image.policy import planned_defaults
 
     digits = ImageStats(1000, 400, 28, 28, 28, 1.0)
     plan = planned_defaults(digits, 1000, TrainConfig(), None)  # None: the default image backbone

@@ -12,9 +12,9 @@ import torch
 from image_samples import write_class_folder
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from workbench.core.feature_cache import FeatureCache, views_that_fit
-from workbench.core.image_models import ImageClassifier, SamePadConv2d, fold_batch_norms
-from workbench.core.run import run_training
+from workbench.core.run.pipeline import run_training
+from workbench.core.tasks.image.feature_cache import FeatureCache, views_that_fit
+from workbench.core.tasks.image.models import ImageClassifier, SamePadConv2d, fold_batch_norms
 
 pytest.importorskip("efficientnet_lite_pytorch", reason="EfficientNet-Lite model code not installed")
 
@@ -128,7 +128,7 @@ def test_cached_features_train_the_head_as_recomputed_ones_do(photo_folder, runs
 def test_augmented_views_are_cached_and_cycled(photo_folder):
     """Two views: the centre crop in the first epoch, an augmented crop in the second, then cached
     features only (no backbone pass)."""
-    from workbench.core.tasks.image_classification import ImageClassification
+    from workbench.core.tasks.image.classification import ImageClassification
 
     task = ImageClassification()
     cfg = RunConfig(data=DataConfig(train=str(photo_folder)), model=ModelConfig(name="efficientnet-lite0", method="frozen"),
@@ -184,8 +184,16 @@ def test_frozen_batch_norm_statistics_stay_while_every_weight_trains():
     assert not torch.equal(plain.backbone.features[1].running_mean, before_mean)
 
 
+def test_classifier_knows_its_feature_width_and_needs_an_input():
+    for architecture, width in (("small-cnn", 256), ("efficientnet-lite0", 1280)):
+        model = ImageClassifier(architecture, 3)
+        assert model.feature_width == model.head[-1].in_features == width
+    with pytest.raises(TypeError, match="pixel_values or features"):
+        model()
+
+
 def test_batch_norm_default_by_backbone_and_its_flag():
-    from workbench.core.tasks.image_classification import ImageClassification
+    from workbench.core.tasks.image.classification import ImageClassification
 
     def frozen(model: str, batch_norm=None) -> bool:
         task = ImageClassification()
@@ -224,7 +232,7 @@ def test_malloc_is_told_to_keep_freed_memory(monkeypatch):
 
 
 def test_preflight_costs_cached_epochs_apart(photo_folder):
-    from workbench.core.preflight import estimate
+    from workbench.core.run.preflight import estimate
 
     cfg = RunConfig(data=DataConfig(train=str(photo_folder)), model=ModelConfig(name="efficientnet-lite0", method="frozen"),
                     train=TrainConfig(epochs=4, batch_size=4, image_size=32, seed=0, refit=False))

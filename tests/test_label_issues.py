@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from conftest import sentiment_rows, write_tsv
 
-from workbench.cli import main
+from workbench.cli.main import main
+from workbench.core.analysis.label_issues import find_label_issues, out_of_sample_probabilities, rank_label_issues
 from workbench.core.cancel import CancelToken
 from workbench.core.corrections import read_corrections, write_corrected_copy
 from workbench.core.errors import Cancelled, InputError
-from workbench.core.label_issues import find_label_issues, out_of_sample_probabilities, rank_label_issues
 
 
 def digest(path: Path) -> str:
@@ -85,7 +85,7 @@ def test_corrected_copy_text(tmp_path, tiny_model_dir):
 
 def test_run_on_corrected_copy_records_its_origin(tmp_path, tiny_model_dir, runs_home):
     from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from workbench.core.run import run_training
+    from workbench.core.run.pipeline import run_training
 
     data, _ = flipped_file(tmp_path / "reviews.tsv", n=120, flips=6)
     result = find_label_issues(data, model=str(tiny_model_dir), folds=3)
@@ -159,7 +159,7 @@ def test_label_issues_images_and_linked_copy(tmp_path):
 def test_write_atomic_checks_where_it_writes(tmp_path):
     """label-issues -o and compare -o: a missing folder, a folder or an existing file is a clear InputError
     (exit 2), never an OSError after the work is done."""
-    from workbench.core.label_issues import write_atomic
+    from workbench.core.analysis.label_issues import write_atomic
 
     with pytest.raises(InputError, match=r"missing-folder\) does not exist"):
         write_atomic(tmp_path / "missing-folder" / "x.tsv", "a\n")

@@ -15,7 +15,7 @@ from workbench.core.cancel import CancelToken
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import InputError, Paused
 from workbench.core.labels import build_label_map
-from workbench.core.run import resume_training, run_training
+from workbench.core.run.pipeline import resume_training, run_training
 from workbench.core.tasks.base import PreparedData
 from workbench.core.training.methods import apply_method, count_parameters
 
@@ -192,12 +192,12 @@ def test_adalora_allocates_ranks_and_exports_a_plain_model(data, tiny_model_dir,
 @pytest.mark.parametrize("method, grouped", [("full", True), ("frozen", True), ("lora", False), ("adalora", False)])
 def test_adapter_methods_default_to_random_batches(data, tiny_model_dir, method, grouped):
     # LoRA at its 10x learning rate followed length-grouped batches' make-up: SST-2 lost 6 points.
-    from workbench.core.run import _checked
+    from workbench.core.run.stages import check
     from workbench.core.tasks.token_classification import TokenClassification
 
-    config, task, _ = _checked(_config(data, tiny_model_dir, method=method))
+    config, task, _ = check(_config(data, tiny_model_dir, method=method))
     assert config.train.group_by_length is grouped
     assert TokenClassification.groups_by_length(method) is False  # tagging trains random batches anyway
     explicit = _config(data, tiny_model_dir, method=method)
     explicit.train.group_by_length = True
-    assert _checked(explicit)[0].train.group_by_length is True
+    assert check(explicit)[0].train.group_by_length is True

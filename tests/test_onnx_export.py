@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from export_samples import train
 
-from workbench.core.onnx_export import INT8_TOLERANCE, open_session, run_session
+from workbench.core.export.onnx_export import INT8_TOLERANCE, open_session, run_session
 
 pytestmark = pytest.mark.precision  # run again with WORKBENCH_CPU_BF16=0 and =1 (.ci/run)
 
@@ -83,8 +83,8 @@ def test_an_int8_model_that_loses_too_much_is_flagged(text_export, monkeypatch, 
     """With a quantizer that breaks the model, the loss is flagged (a warning and "flagged": true)."""
     import shutil
 
-    from workbench.core import onnx_export
     from workbench.core.events import Callbacks, Warning_
+    from workbench.core.export import onnx_export
     from workbench.core.tasks import get_task
 
     def broken(source, target):  # the fp32 graph with its classifier's weights zeroed: always one class
@@ -115,7 +115,7 @@ def test_an_int8_model_that_loses_too_much_is_flagged(text_export, monkeypatch, 
 
 def _eval_split(folder: Path, task):
     """The run's evaluation split, prepared again from its config (as the Export page's int8 does)."""
-    from workbench.core.quantize import prepare_eval_split
+    from workbench.core.export.quantize import prepare_eval_split
 
     return prepare_eval_split(folder.parent)
 
@@ -123,7 +123,7 @@ def _eval_split(folder: Path, task):
 def test_a_failed_onnx_export_keeps_the_pytorch_model(tmp_path, tiny_bert, monkeypatch):
     from conftest import sentiment_rows, write_tsv
 
-    from workbench.core import onnx_export
+    from workbench.core.export import onnx_export
 
     def fail(*args, **kwargs):
         raise RuntimeError("this architecture cannot be traced")
@@ -144,7 +144,7 @@ def _train_in_child(tmp_path, monkeypatch, task: str, tiny_bert):
     from conftest import sentiment_rows, write_tsv
     from image_samples import write_class_folder
 
-    from workbench.core import onnx_export
+    from workbench.core.export import onnx_export
 
     def fail(*args, **kwargs):
         raise AssertionError("exported in the training process")
@@ -186,7 +186,7 @@ def test_a_child_that_cannot_start_falls_back_to_exporting_in_process(tmp_path, 
 
     from conftest import sentiment_rows, write_tsv
 
-    from workbench.core import onnx_export
+    from workbench.core.export import onnx_export
 
     def no_process(*args, **kwargs):
         raise OSError("no processes left")
@@ -200,7 +200,7 @@ def test_a_child_that_cannot_start_falls_back_to_exporting_in_process(tmp_path, 
 
 def test_the_app_turns_the_child_process_on_unless_told_not_to(qtbot, monkeypatch):
     from workbench.app.controller import TrainingController
-    from workbench.core import onnx_export
+    from workbench.core.export import onnx_export
 
     monkeypatch.setattr(onnx_export, "in_child_process", False)
     monkeypatch.setenv("WORKBENCH_ONNX_CHILD", "0")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from pack_samples import finished_run  # noqa: F401 - fixture
 
-from workbench.cli import main
+from workbench.cli.main import main
 from workbench.core.errors import InputError
-from workbench.core.pack import MANIFEST, pack_run, read_manifest, unpack_run
-from workbench.core.runs import list_runs, summarize
+from workbench.core.export.pack import MANIFEST, pack_run, read_manifest, unpack_run
+from workbench.core.run.history import list_runs, summarize
 
 
 def _copy_run(run: Path, tmp: Path) -> Path:
@@ -375,8 +375,8 @@ def test_a_data_path_the_pack_did_not_carry_stays_only_if_it_is_the_runs_data(fi
 
 def test_the_fingerprint_check_matches_the_runs_own_fingerprints(tmp_path):
     from workbench.core.cancel import NEVER
-    from workbench.core.pack import _fingerprint_matches
-    from workbench.core.run import data_fingerprints
+    from workbench.core.export.pack import _fingerprint_matches
+    from workbench.core.run.pipeline import data_fingerprints
 
     (tmp_path / "a.tsv").write_text("x\ty\n")
     (tmp_path / "imgs" / "cat").mkdir(parents=True)
@@ -400,7 +400,7 @@ def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path, capsys, monk
     # The same content stored (not deflated) is an honest big file; under a lower ratio floor, small bombs too.
     assert unpack_run(_build(tmp_path / "stored.wbrun", {"predictions.jsonl": zeros}, compress=zipfile.ZIP_STORED),
                       home / "ok").files == 3
-    monkeypatch.setattr("workbench.core.pack.RATIO_FLOOR", 1000)
+    monkeypatch.setattr("workbench.core.export.pack.RATIO_FLOOR", 1000)
     with pytest.raises(InputError, match="zip bomb"):
         unpack_run(_build(tmp_path / "small.wbrun", {"predictions.jsonl": bytes(50_000)}), home / "small")
 
@@ -409,7 +409,7 @@ def test_members_are_held_to_the_manifests_sizes(tmp_path, capsys):
     import io
 
     from workbench.core.cancel import NEVER
-    from workbench.core.pack import _copy_member
+    from workbench.core.export.pack import _copy_member
 
     body = b'{"step": 1}\n' * 100
     lying = _build(tmp_path / "lying.wbrun", {"metrics.jsonl": body})
@@ -433,7 +433,7 @@ def test_members_are_held_to_the_manifests_sizes(tmp_path, capsys):
 
 
 def test_pack_stores_members_that_would_look_like_a_bomb_so_its_packs_unpack(tmp_path, monkeypatch):
-    monkeypatch.setattr("workbench.core.pack.RATIO_FLOOR", 10_000)
+    monkeypatch.setattr("workbench.core.export.pack.RATIO_FLOOR", 10_000)
     run = _fake_run(tmp_path / "run", {"task": "text-classification", "data": {}})
     (run / "predictions.jsonl").write_text('{"label": "pos"}\n' * 20_000)  # 340 KB, deflates ~500:1
     pack = pack_run(run, tmp_path / "dense.wbrun").path
@@ -506,7 +506,7 @@ def test_a_member_that_is_also_a_folder_is_refused(tmp_path, capsys):
 # Case 4: a text model without its tokenizer could only read [UNK].
 
 def test_a_text_model_without_tokenizer_files_is_refused(finished_run, plain_pack, tmp_path, capsys):
-    from workbench.core.export_target import TOKENIZER_FILES
+    from workbench.core.export.target import TOKENIZER_FILES
 
     names = zipfile.ZipFile(plain_pack).namelist()
     tokenizer = tuple(n for n in names if n.startswith("model/") and n.split("/", 1)[1] in TOKENIZER_FILES)

@@ -13,7 +13,7 @@ from text_tasks_helpers import tiny_text_model  # noqa: F401 (fixture)
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import InputError
-from workbench.core.run import run_training
+from workbench.core.run.pipeline import run_training
 from workbench.core.tasks import detect_task
 
 WORDS = "the city company big small dog cat".split()

@@ -77,7 +77,7 @@ def test_step_counter_counts_real_tokens_and_squared_lengths():
 
 
 def test_image_models_have_no_attention_term():
-    from workbench.core.image_models import ImageClassifier
+    from workbench.core.tasks.image.models import ImageClassifier
 
     f = FlopCount.of(ImageClassifier("small-cnn", 3))
     assert f.layers == 0 and f.attention_per_pair == 0 and f.per_token == 6 * f.dense

@@ -13,7 +13,7 @@ from tests.conftest import sentiment_rows, write_tsv
 from workbench.core import device as device_mod
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import InputError
-from workbench.core.run import run_training
+from workbench.core.run.pipeline import run_training
 
 pytestmark = pytest.mark.precision  # run again with WORKBENCH_CPU_BF16=0 and =1 (.ci/run)
 
@@ -28,7 +28,7 @@ def test_auto_picks_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, units, e
 
 
 def test_images_keep_fp32_under_auto_where_bf16_measured_no_faster(monkeypatch):
-    from workbench.core.tasks.image_classification import ImageClassification
+    from workbench.core.tasks.image.classification import ImageClassification
     from workbench.core.tasks.text_classification import TextClassification
 
     monkeypatch.setenv("WORKBENCH_CPU_BF16", "1")
@@ -203,7 +203,7 @@ def test_images_train_under_cpu_bf16_with_channels_last_convolutions(tmp_path, r
     from image_samples import write_class_folder
     from safetensors import safe_open
 
-    from workbench.core.image_models import ImageClassifier
+    from workbench.core.tasks.image.models import ImageClassifier
 
     monkeypatch.setenv("WORKBENCH_DEVICE_PIXELS", device_pixels)
     seen = []
@@ -245,7 +245,7 @@ def test_prediction_gives_the_report_numbers_unless_bf16_was_checked_or_asked_fo
     """`workbench predict|serve --backend torch`: auto is fp32 (the report's numbers) unless the CPU has
     bf16 units and the export's own check found that bf16 changes none of its test labels; a forced
     bf16 runs bf16 anywhere; ONNX Runtime (fp32) refuses a forced bf16 with a message."""
-    from workbench.cli import main
+    from workbench.cli.main import main
     from workbench.core.predict.predictor import Predictor
 
     casts = []

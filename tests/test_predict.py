@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from image_samples import coloured
 
-from workbench.cli import main
+from workbench.cli.main import main
 from workbench.core.errors import InputError
 from workbench.core.predict import batch as batch_module
 from workbench.core.predict.batch import default_output, predict_file
@@ -181,7 +181,7 @@ def test_peak_memory_does_not_grow_with_the_file(text_export, tmp_path):
             f.write("text\n")
             for i in range(n):
                 f.write(f"good great film {i} and the plot\n")
-        code = ("import resource, sys; from workbench.cli import main; rc = main(sys.argv[1:]); "
+        code = ("import resource, sys; from workbench.cli.main import main; rc = main(sys.argv[1:]); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
         p = subprocess.run([sys.executable, "-c", code, "predict", str(text_export), str(src), "-q"],
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)

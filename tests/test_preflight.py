@@ -17,7 +17,7 @@ from text_tasks_helpers import tiny_text_model  # noqa: F401 - fixture
 
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import InputError
-from workbench.core.preflight import _padded, duration, estimate, rough_duration
+from workbench.core.run.preflight import _padded, duration, estimate, rough_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.timeout(300)]

@@ -1,5 +1,5 @@
 """Refit: without a validation file, small sets train the final model on every row, for the number
-of epochs the held-out part chose (workbench/core/refit.py)."""
+of epochs the held-out part chose (workbench/core/run/refit.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from tests.conftest import sentiment_rows, write_tsv
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.data.prepare import HELD_OUT
 from workbench.core.events import Callbacks, PhaseChanged, StepMetrics
-from workbench.core.refit import REFIT_MAX_ROWS, plan_refit, wants_refit
-from workbench.core.run import run_training
+from workbench.core.run.pipeline import run_training
+from workbench.core.run.refit import REFIT_MAX_ROWS, plan_refit, wants_refit
 from workbench.core.training.loop import TrainOutcome
 
 

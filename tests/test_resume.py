@@ -19,8 +19,8 @@ from workbench.core.cancel import CancelToken
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.errors import InputError, OutOfMemory, Paused, WriteFailed
 from workbench.core.events import Callbacks, StepMetrics
-from workbench.core.run import prepare_resume, resume_training, run_training
-from workbench.core.rundir import read_metrics
+from workbench.core.run.directory import read_metrics
+from workbench.core.run.pipeline import prepare_resume, resume_training, run_training
 from workbench.core.training.checkpoints import Checkpoints
 
 

@@ -19,12 +19,12 @@ from conftest import sentiment_rows, write_tsv
 from test_cli import ROOT
 from test_resume import PauseAt, config, status, step_losses
 
-from workbench.cli import SUBCOMMANDS, main
+from workbench.cli.main import SUBCOMMANDS, main
 from workbench.core.cancel import CancelToken
 from workbench.core.errors import Cancelled, InputError, Paused, WriteFailed, write_failure
 from workbench.core.events import Callbacks, Warning_
-from workbench.core.run import prepare_resume, resume_training, run_training
-from workbench.core.rundir import LOCK_NAME, RunDirectory, RunInUse, RunLock, read_metrics
+from workbench.core.run.directory import LOCK_NAME, RunDirectory, RunInUse, RunLock, read_metrics
+from workbench.core.run.pipeline import prepare_resume, resume_training, run_training
 from workbench.core.training.checkpoints import Checkpoints
 
 TORCH_FULL = ("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file data/0: "
@@ -283,7 +283,7 @@ def test_resuming_from_an_earlier_checkpoint_is_still_bit_exact(paused, data, ti
 
 
 def test_an_internal_error_while_resuming_names_error_txt(paused, monkeypatch, capsys):
-    import workbench.core.run as run_module
+    import workbench.core.run.pipeline as run_module
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")

@@ -1,4 +1,4 @@
-"""Reading run directories back (workbench.core.runs): finished, killed, damaged and foreign folders."""
+"""Reading run directories back (workbench.core.run.history): finished, killed, damaged and foreign folders."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from workbench.core.errors import InputError
 from workbench.core.events import EvalMetrics, PhaseChanged, StepMetrics
-from workbench.core.rundir import RunDirectory
-from workbench.core.runs import list_runs, load_run, read_predictions, summarize
+from workbench.core.run.directory import RunDirectory
+from workbench.core.run.history import list_runs, load_run, read_predictions, summarize
 
 
 def _dead_pid() -> int:
@@ -162,6 +162,15 @@ def test_predictions_with_mixed_types_fall_back_and_name_bad_lines(tmp_path):
     with pytest.raises(InputError, match="line 2"):
         read_predictions(bad)
     assert read_predictions(tmp_path / "none.jsonl").num_rows == 0
+
+
+def test_predictions_line_with_an_overlong_integer_is_named(tmp_path):
+    # json.loads raises a plain ValueError (no .msg) for an integer over Python's digit limit;
+    # once Arrow has given up on the file (mixed types), that line must still be named, not crash.
+    path = tmp_path / "huge.jsonl"
+    path.write_text('{"gold": "x"}\n{"gold": ' + "9" * 5000 + "}\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 2.*digits"):
+        read_predictions(path)
 
 
 def test_predictions_100k_rows_read_fast(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from image_samples import coloured
 
-from workbench.serve import FAULT_DELAY_ENV, make_server
+from workbench.cli.serve import FAULT_DELAY_ENV, make_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,9 +214,9 @@ def test_lone_surrogates_and_deep_nesting_get_a_clear_4xx_and_the_server_goes_on
 
 
 def test_ports_out_of_range_are_refused_with_exit_2(tmp_path, capsys):
-    from workbench.cli import main
+    from workbench.cli.main import main
+    from workbench.cli.serve import bind
     from workbench.core.errors import InputError
-    from workbench.serve import bind
 
     for port in ("70000", "-1", "http"):
         assert main(["serve", str(tmp_path), "--port", port]) == 2
@@ -266,7 +266,7 @@ def test_a_request_that_outlives_the_stop_gets_503(text_export, tmp_path, monkey
 
 
 def test_exposure_warning():
-    from workbench.serve import exposure_warning
+    from workbench.cli.serve import exposure_warning
 
     for local in ("127.0.0.1", "127.0.1.1", "::1", "::ffff:127.0.0.1"):
         assert exposure_warning(local, 8000, False) is None
@@ -295,7 +295,7 @@ def test_the_api_key_guards_every_request_but_health(text_export):
 
 
 def test_cli_api_key_from_the_environment_and_the_exposure_warning(text_export, tmp_path):
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     key = "k" * 24
     assert main(["serve", str(text_export), "--api-key", "two words"]) == 2  # refused before loading
@@ -311,7 +311,7 @@ def test_cli_api_key_from_the_environment_and_the_exposure_warning(text_export, 
 
 
 def test_cli_warns_when_other_machines_can_reach_an_unguarded_server(text_export, monkeypatch, capsys):
-    import workbench.serve as serve_module
+    import workbench.cli.serve as serve_module
 
     class NoRun:
         def __init__(self, config) -> None:
@@ -472,7 +472,7 @@ def test_a_client_that_hangs_up_mid_body_and_a_bug_do_not_stop_the_server(text_e
 
 
 def test_tagging_and_image_inputs_that_went_wrong_quietly(tagging_export, image_export):
-    from workbench.serve import MAX_TEXT_CHARS
+    from workbench.cli.serve import MAX_TEXT_CHARS
 
     with Running(tagging_export) as url:
         status, out = call(url + "/predict", {"inputs": ["", "   "]})  # no words: no tags, no error

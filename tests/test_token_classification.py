@@ -15,7 +15,7 @@ from workbench.core.data.conll import read_tagged
 from workbench.core.data.tag_schemes import IOBES, convert
 from workbench.core.events import Callbacks, Warning_
 from workbench.core.labels import build_label_map
-from workbench.core.run import run_training
+from workbench.core.run.pipeline import run_training
 from workbench.core.tasks.token_classification import (
     IGNORE,
     Specials,

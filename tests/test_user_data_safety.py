@@ -1,6 +1,6 @@
 """Never destroy or lose the user's data: export targets, full disks, Ctrl+C during export, bad input.
 
-Most cases run the CLI in this process (``workbench.cli.main``), which is what a user's command runs,
+Most cases run the CLI in this process (``workbench.cli.main.main``), which is what a user's command runs,
 minus the interpreter start-up; one runs it as a subprocess, exactly as a user would.
 """
 
@@ -21,9 +21,9 @@ import pytest
 from conftest import sentiment_rows, write_tsv
 from test_cli import wb
 
-from workbench.cli import main
+from workbench.cli.main import main
 from workbench.core.errors import InputError, WriteFailed, write_failure
-from workbench.core.export_target import ExportLock, check_export_target, inspect_target
+from workbench.core.export.target import ExportLock, check_export_target, inspect_target
 
 TINY = ["--epochs", "1", "--batch-size", "16", "--max-length", "32", "--quiet"]
 
@@ -143,7 +143,7 @@ def test_two_processes_cannot_export_to_one_folder(sentiment_tsv, tiny_model_dir
     assert (target / "model.safetensors").is_file() and not lock_file.exists()
 
     with ExportLock(tmp_path / "other"):  # held here, live: another process is refused
-        code = f"from workbench.core.export_target import ExportLock; ExportLock({str(tmp_path / 'other')!r}).acquire()"
+        code = f"from workbench.core.export.target import ExportLock; ExportLock({str(tmp_path / 'other')!r}).acquire()"
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         assert p.returncode != 0 and f"pid {os.getpid()}" in p.stderr
@@ -558,7 +558,7 @@ def _link(tmp: Path, target: Path) -> Path:
 
 @pytest.mark.parametrize("case", sorted(LABEL_ISSUES_OUTPUTS))
 def test_label_issues_outputs_are_refused_before_any_work(case, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("workbench.core.label_issues.find_label_issues", _never_computed)
+    monkeypatch.setattr("workbench.core.analysis.label_issues.find_label_issues", _never_computed)
     data = write_tsv(tmp_path / "data.tsv", sentiment_rows(40))
     before = data.read_bytes()
     make, status, parts = LABEL_ISSUES_OUTPUTS[case]
@@ -576,7 +576,7 @@ def test_label_issues_outputs_are_refused_before_any_work(case, tmp_path, capsys
 def test_label_issues_into_a_folder_it_cannot_write_is_exit_3_before_any_work(tmp_path, capsys, monkeypatch):
     import workbench.core.paths as paths
 
-    monkeypatch.setattr("workbench.core.label_issues.find_label_issues", _never_computed)
+    monkeypatch.setattr("workbench.core.analysis.label_issues.find_label_issues", _never_computed)
     data = write_tsv(tmp_path / "data.tsv", sentiment_rows(40))
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -592,8 +592,8 @@ def test_every_output_check_is_the_same_one(text_export, tmp_path, capsys, monke
     with the issues table, `predict E INPUT -o E/config.json --overwrite` the export's config. predict, -o and
     --corrected now share one check, and it refuses both."""
     from workbench.core import paths
+    from workbench.core.analysis.label_issues import LabelIssue, LabelIssues
     from workbench.core.corrections import write_corrected_copy
-    from workbench.core.label_issues import LabelIssue, LabelIssues
 
     calls: list[str] = []
     real = paths.check_output_path
@@ -605,7 +605,7 @@ def test_every_output_check_is_the_same_one(text_export, tmp_path, capsys, monke
     monkeypatch.setattr(paths, "check_output_path", counted)
     for module in ("workbench.core.predict.batch", "workbench.core.corrections"):
         monkeypatch.setattr(f"{module}.check_output_path", counted)
-    monkeypatch.setattr("workbench.core.label_issues.find_label_issues", _never_computed)
+    monkeypatch.setattr("workbench.core.analysis.label_issues.find_label_issues", _never_computed)
     data = write_tsv(tmp_path / "data.tsv", sentiment_rows(40))
     before = data.read_bytes()
     assert main(["label-issues", str(data), "-o", str(data), "--overwrite", "-q"]) == 2

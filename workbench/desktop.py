@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .core.atomic import write_bytes_atomic
 from .resources import ICON_SIZES, RESOURCES
 
 APP_ID = "io.github.workbench.Workbench"
@@ -92,13 +93,7 @@ def _sources() -> list[Path]:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
 
 
 def _refresh_caches(home: Path) -> list[str]:

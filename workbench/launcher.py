@@ -135,7 +135,7 @@ def pass_pause_on(run_dir: str | None, tries: int = 120) -> bool:
 def _rank_zero_pid(run_dir: str | None) -> int | None:
     """The pid of the live process that is running ``run_dir`` (rank 0), from its status.json."""
     from .core.processes import run_owner
-    from .core.rundir import read_json_or_none
+    from .core.run.directory import read_json_or_none
 
     pid = run_owner(read_json_or_none(Path(run_dir) / "status.json")) if run_dir else None
     return pid if pid != os.getpid() else None
@@ -175,7 +175,8 @@ def close_status(run_dir: str | None, message: str, state: str = "failed") -> No
     ended; one that rank 0 already closed is left as it is."""
     if not run_dir:
         return
-    from .core.rundir import read_json_or_none, write_json_atomic
+    from .core.atomic import write_json_atomic
+    from .core.run.directory import read_json_or_none
 
     path = Path(run_dir) / "status.json"
     status = read_json_or_none(path)

@@ -1,4 +1,4 @@
-"""The desktop app (PySide6). It drives the same engine as the CLI, ``workbench.core.run``.
+"""The desktop app (PySide6). It drives the same engine as the CLI, ``workbench.core.run.pipeline``.
 
 Importing this package imports no Qt, torch or datasets: ``run_app`` pulls Qt in when called, and
 the engine's heavy libraries load only after the window is on screen.

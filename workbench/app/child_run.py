@@ -110,7 +110,7 @@ class ChildRun:
     def pause(self) -> None:
         """Ask the run to write a checkpoint at the end of the step and stop (launcher.pass_pause_on).
         Until rank 0 has opened the run the launcher may still be starting: the request waits."""
-        from ..core.rundir import read_json_or_none
+        from ..core.run.directory import read_json_or_none
 
         if self.proc.poll() is not None or not hasattr(signal, "SIGUSR1"):
             return
@@ -131,7 +131,7 @@ class ChildRun:
     def outcome(self) -> tuple[str, str, str]:
         """(finished | paused | cancelled | failed, message, details) from the run directory once the
         launcher has exited; the launcher's own words where rank 0 wrote none."""
-        from ..core.rundir import read_json_or_none
+        from ..core.run.directory import read_json_or_none
 
         status = read_json_or_none(self.run_dir / "status.json") or {}
         state = status.get("state")

@@ -1,6 +1,6 @@
 """Runs the engine on one background QThread per run and brings its events to the GUI thread.
 
-The engine (``workbench.core.run.run_training``) is Qt-free and reports through plain callbacks on
+The engine (``workbench.core.run.pipeline.run_training``) is Qt-free and reports through plain callbacks on
 its own thread. Here those callbacks only append to a thread-safe queue; a GUI-thread QTimer drains
 it about ten times a second into ONE ``events`` signal carrying the whole batch. The worker never
 emits a signal of its own: the only cross-thread signal is ``QThread.finished``, which Qt queues
@@ -69,14 +69,14 @@ class _EngineThread(QThread):
             from . import warmup
 
             warmup.wait()  # it imports what the run needs; importing alongside it is racy
-            from ..core.run import resume_training, run_training
+            from ..core.run.pipeline import resume_training, run_training
 
             _select_cuda_device(self.config.train.device)
             callbacks = _QueueCallbacks(self.events)
             if self.resume_dir:
                 self.result = resume_training(self.resume_dir, callbacks, self.cancel)
             elif self.adapt is not None:
-                from ..core.adapt import adapt_then_train
+                from ..core.adaptation.adapt import adapt_then_train
 
                 self.result = adapt_then_train(self.adapt, self.config, callbacks, self.cancel)
             else:
@@ -118,7 +118,7 @@ def _select_cuda_device(device: str) -> None:
 def new_run_dir(config: RunConfig, detected_task: str | None = None) -> str:
     """A fresh folder under the runs home (named as the engine names them), so the app knows where a
     run writes from its start; ``detected_task`` names the task a run of ``--task auto`` will train."""
-    from ..core.rundir import default_run_path
+    from ..core.run.directory import default_run_path
 
     task = config.task if config.task != "auto" else (detected_task or "run")
     return str(default_run_path(Path(config.data.train).stem, task))
@@ -132,7 +132,7 @@ class TrainingController(QObject):
     cancelling = Signal()
     pausing = Signal()
     paused = Signal(str)  # what the run says: "paused at step 120 of 400"
-    finished = Signal(object)  # workbench.core.run.RunResult
+    finished = Signal(object)  # workbench.core.run.pipeline.RunResult
     failed = Signal(str, str)  # message, details (a traceback for unexpected errors)
     cancelled = Signal()
     stopped = Signal(str)  # "finished" | "failed" | "cancelled" | "paused", after the signal of that name
@@ -142,7 +142,7 @@ class TrainingController(QObject):
         super().__init__(parent)
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         if os.environ.get("WORKBENCH_ONNX_CHILD", "1") != "0":
-            from ..core import onnx_export
+            from ..core.export import onnx_export
 
             onnx_export.in_child_process = True  # the exporter holds the GIL for up to a second at a time
         self._thread: _EngineThread | None = None
@@ -183,7 +183,7 @@ class TrainingController(QObject):
     def resume(self, run_dir: str) -> str:
         """Go on with a paused, cancelled or crashed run from its last checkpoint. Raises InputError
         (with the reason) when it cannot: finished, still running, no checkpoint."""
-        from ..core.run import prepare_resume
+        from ..core.run.pipeline import prepare_resume
 
         if self.running:
             raise RuntimeError("a run is already in progress")
@@ -325,7 +325,7 @@ class TrainingController(QObject):
         outcome, message, details = child.outcome()
         child.close()
         if outcome == "finished":
-            from ..core.run import result_from_run_dir
+            from ..core.run.pipeline import result_from_run_dir
 
             self.finished.emit(result_from_run_dir(child.run_dir))
         elif outcome == "cancelled":

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from ..core.cancel import NEVER, CancelToken
 from ..core.errors import InputError
+from ..core.tasks.table import DEFAULT_TASK, TASKS
 
 DATA_SUFFIXES = (".tsv", ".csv", ".tab", ".txt")
 _ROLE_PATTERNS = {
@@ -34,8 +35,8 @@ class LoadedData:
     report: Any | None  # ValidationReport of the training file
     problem: str | None = None  # why the file cannot be trained on as it is (shown on the page)
     notes: list[str] = field(default_factory=list)  # how a folder was read, encoding warnings
-    task: str = "text-classification"  # the task the data looks like (workbench.core.tasks.detect_task)
-    task_title: str = "Text classification"
+    task: str = DEFAULT_TASK  # the task the data looks like (workbench.core.tasks.detect_task)
+    task_title: str = TASKS[DEFAULT_TASK].heading
     # Whether the Data page's column choice applies (the task's ``data_view_column_choice``); other
     # tasks' data is read and checked by the task's own code (``_other_task``), as the engine will.
     checked_here: bool = True

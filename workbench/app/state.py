@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Signal
 
 from ..core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ..core.tasks.table import DEFAULT_METHOD, DEFAULT_TASK, default_lr, modality_of
 
 if TYPE_CHECKING:
     from .dataset import LoadedData
@@ -34,6 +35,9 @@ class AppState(QObject):
         self.run_dir: str = ""
         self.running = False
         self.backbone_parameters: int | None = None  # of the selected backbone, for the Train page summary
+        # The learning rate a run takes while config.train.lr is None: the task's default for the
+        # method and backbone (the Model page works it out and shows it; the engine resolves the same).
+        self.default_lr = default_lr(DEFAULT_TASK, DEFAULT_METHOD)
         # Adapt the backbone to unlabelled texts (masked-LM) before fine-tuning: a run of two stages.
         self.adapt_first = False
         self.adapt_texts: str | None = None  # None: the training file's own texts
@@ -80,10 +84,10 @@ class AppState(QObject):
         """The adaptation stage's run for the config being edited (None: no adaptation): the chosen
         texts, or the training file's own read as training reads it; the fine-tuning's length,
         batch, seed and device."""
-        image = "image-classification" in (self.config.task, getattr(self.data, "task", None))
+        image = "image" in (modality_of(self.config.task), modality_of(getattr(self.data, "task", None)))
         if not self.adapt_first or image:
             return None
-        from ..core.adapt import adaptation_config
+        from ..core.adaptation.adapt import adaptation_config
 
         c = self.config
         own = not self.adapt_texts or self.adapt_texts == c.data.train

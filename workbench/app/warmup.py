@@ -40,7 +40,7 @@ MODULES = (
     "transformers.models.bert.modeling_bert",  # the default backbone's model code
     "datasets",
     "sklearn.metrics",
-    "workbench.core.run",
+    "workbench.core.run.pipeline",
     "workbench.core.training.loop",
     "workbench.core.tasks.text_classification",
 )

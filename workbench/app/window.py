@@ -36,6 +36,7 @@ from .look import SIDEBAR_QSS, app_icon, settings
 from .pages.data import DataPage
 from .pages.model import ModelPage
 from .state import AppState
+from .widgets.build import enlarge, timer
 from .widgets.placeholder import Placeholder
 
 STEPS = (
@@ -78,7 +79,7 @@ def _badge(text: str, color: QColor, size: int = 22) -> QIcon:
 
 
 def _is_pack(path: str) -> bool:
-    from ..core.pack import SUFFIX  # here, not at start-up: the first paint does not wait for zipfile
+    from ..core.export.pack import SUFFIX  # here, not at start-up: the first paint does not wait for zipfile
 
     return str(path).lower().endswith(SUFFIX)
 
@@ -185,10 +186,7 @@ class MainWindow(QMainWindow):
         brand = QLabel()
         brand.setPixmap(app_icon().pixmap(QSize(28, 28)))
         name = QLabel("Workbench")
-        f = name.font()
-        f.setBold(True)
-        f.setPointSizeF(f.pointSizeF() * 1.15)
-        name.setFont(f)
+        enlarge(name, 1.15)
         head = QHBoxLayout()
         head.setContentsMargins(16, 6, 16, 6)
         head.addWidget(brand)
@@ -307,10 +305,7 @@ class MainWindow(QMainWindow):
         # once the warm-up thread has imported all that, one per event-loop turn, so the GUI thread
         # neither blocks on the imports nor competes with torch's initialisation for the GIL
         # (unless the user goes to one of them first).
-        self._build_timer = QTimer(self)
-        self._build_timer.setInterval(50)
-        self._build_timer.timeout.connect(self._build_when_imported)
-        self._build_timer.start()
+        self._build_timer = timer(self, 50, self._build_when_imported, start=True)
 
     def _build_when_imported(self) -> None:
         if not warmup.done.is_set():

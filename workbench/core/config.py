@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .tasks.table import DEFAULT_METHOD, FROZEN_METHOD
+from .tasks.table import METHODS as METHOD_SPECS
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_EPOCHS = 3.0  # when --epochs is not given (image tasks choose from their data: Task.default_epochs)
@@ -40,7 +42,7 @@ class DataConfig:
     skip_bad_rows: bool = False  # otherwise malformed rows stop the run before training
 
 
-METHODS = ("full", "frozen", "lora", "adalora")
+METHODS = tuple(METHOD_SPECS)  # what --method accepts (core/tasks/table.py describes each)
 
 
 @dataclass
@@ -48,7 +50,7 @@ class ModelConfig:
     name: str = DEFAULT_MODEL
     # What fine-tuning trains: every weight (full), only the new head on a frozen backbone (frozen),
     # or small low-rank adapters plus the head (lora, adalora: the peft library).
-    method: str = "full"
+    method: str = DEFAULT_METHOD
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
@@ -57,7 +59,8 @@ class ModelConfig:
 
     @property
     def uses_adapters(self) -> bool:
-        return self.method in ("lora", "adalora")
+        spec = METHOD_SPECS.get(self.method)
+        return spec is not None and spec.uses_adapters
 
     def problems(self) -> list[str]:
         out = []
@@ -73,15 +76,16 @@ class ModelConfig:
                 isinstance(t, str) and t.strip() for t in self.lora_targets)):
             out.append("--lora-targets must name at least one module, e.g. query,value")
         if self.export_adapter and not self.uses_adapters:
-            out.append("--export-adapter needs --method lora or adalora")
+            adapters = " or ".join(m.name for m in METHOD_SPECS.values() if m.uses_adapters)
+            out.append(f"--export-adapter needs --method {adapters}")
         return out
 
     @staticmethod
     def upgrade(values: dict[str, Any]) -> dict[str, Any]:
         """Settings of configs written before ``method`` existed: freeze_backbone became method=frozen."""
         values = dict(values)
-        if values.pop("freeze_backbone", False) and values.get("method", "full") == "full":
-            values["method"] = "frozen"
+        if values.pop("freeze_backbone", False) and values.get("method", DEFAULT_METHOD) == DEFAULT_METHOD:
+            values["method"] = FROZEN_METHOD
         return values
 
 
@@ -89,10 +93,12 @@ class ModelConfig:
 class TrainConfig:
     # Passes over the training data. None: auto, resolved once the data is read and pinned in
     # config.json: DEFAULT_EPOCHS, or for image sets enough for ~300 optimizer steps with early stopping
-    # (workbench/core/image_policy.py).
+    # (workbench/core/tasks/image/policy.py).
     epochs: float | None = None
     batch_size: int = 32
-    lr: float = 5e-5
+    # Peak learning rate. None: the task's default for the method (core/tasks/table.py default_lr),
+    # resolved by the run and pinned in config.json.
+    lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     max_length: int = 128
@@ -112,7 +118,7 @@ class TrainConfig:
     image_size: int | None = None  # image tasks: pixels per side fed to the model; None: chosen from the data
     augment: str | None = None  # image tasks: strong | mild | none; None: chosen from the data (image_policy.py)
     # Image tasks with a frozen backbone: its outputs are computed once per image and view and cached
-    # (workbench/core/feature_cache.py): view 0 the centre crop, the others augmented crops. 0: no cache.
+    # (workbench/core/tasks/image/feature_cache.py): view 0 the centre crop, the others augmented crops. 0: no cache.
     feature_views: int = 1
     # Image tasks, Workbench's own backbones: keep the pretrained batch-norm statistics while the weights
     # train ("frozen") or re-estimate them from each batch ("update"; None is update).
@@ -123,7 +129,7 @@ class TrainConfig:
     save_steps: int | None = None
     keep_checkpoints: bool = False
     # Without a validation file, train the final model again on the training and held-out rows for
-    # the number of epochs the hold-out chose (workbench/core/refit.py). None: auto, on for small sets.
+    # the number of epochs the hold-out chose (workbench/core/run/refit.py). None: auto, on for small sets.
     refit: bool | None = None
     # Masked-LM adaptation (workbench adapt): the share of tokens (or words) masked, and whether
     # whole words are masked with all their sub-words.
@@ -182,7 +188,7 @@ class RunConfig:
             problems.append(f"--epochs must be positive, got {t.epochs}")
         if t.batch_size < 1:
             problems.append(f"--batch-size must be at least 1, got {t.batch_size}")
-        if not 0 < t.lr < 1:
+        if t.lr is not None and not 0 < t.lr < 1:
             problems.append(f"--lr must be between 0 and 1, got {t.lr}")
         if t.max_length < 8:
             problems.append(f"--max-length must be at least 8, got {t.max_length}")

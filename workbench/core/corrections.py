@@ -22,8 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .atomic import replacing, write_json_atomic
 from .errors import InputError, write_failure
 from .paths import check_output_path
+from .tasks.table import modality_of
 
 SIDECAR_SUFFIX = ".corrections.json"
 FOLDER_SIDECAR = ".workbench-corrections.json"  # hidden: the image scan skips it
@@ -83,7 +85,7 @@ def write_corrected_copy(issues, decisions: dict[int, str | None], target: str |
         "task": issues.task,
     }
     try:
-        if issues.task == "image-classification":
+        if modality_of(issues.task) == "image":
             _image_copy(source, target, {Path(by_line[k].text): v for k, v in changes.items()}, record, overwrite)
         else:
             _text_copy(source, target, changes, issues.resolved, record)
@@ -97,8 +99,8 @@ def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resol
 
     delimiter, has_header = resolved.get("delimiter"), resolved.get("has_header")
     encoding = resolved.get("encoding") or "utf-8"
-    with tempfile.TemporaryDirectory(prefix="workbench-correct-") as tmp:
-        table = read_table(source, delimiter=delimiter, has_header=has_header, encoding=encoding, cache_dir=tmp)
+    with tempfile.TemporaryDirectory(prefix="workbench-correct-") as cache_dir:
+        table = read_table(source, delimiter=delimiter, has_header=has_header, encoding=encoding, cache_dir=cache_dir)
         from .data.tabular import LINE_COLUMN, arrow_table
 
         starts = arrow_table(table.dataset, [LINE_COLUMN]).column(LINE_COLUMN).to_pylist()
@@ -126,18 +128,13 @@ def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resol
         csv.writer(out, delimiter=table.format.delimiter, lineterminator="").writerow(fields)
         replace[line] = bom + out.getvalue().encode(codec) + (ending or b"")
         drop.update(span[1:])
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            for i, raw in enumerate(lines, 1):
-                if i in replace:
-                    f.write(replace[i])
-                elif i not in drop:
-                    f.write(raw)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _write_json_atomic(sidecar_of(target), {**record, "copy": str(target)})
+    with replacing(target) as tmp, open(tmp, "wb") as f:
+        for i, raw in enumerate(lines, 1):
+            if i in replace:
+                f.write(replace[i])
+            elif i not in drop:
+                f.write(raw)
+    write_json_atomic(sidecar_of(target), {**record, "copy": str(target)}, fsync=False)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -148,11 +145,10 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def _image_copy(source: Path, target: Path, changes: dict[Path, str | None], record: dict, overwrite: bool) -> None:
-    from .image_sniff import is_image_name
+    from .data.image_sniff import is_image_name
 
     changes = {p.resolve(): v for p, v in changes.items()}
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with replacing(target, folder=True) as staging:
         for path in sorted(source.rglob("*")):
             if not path.is_file() or any(part.startswith(".") for part in path.relative_to(source).parts):
                 continue
@@ -170,19 +166,8 @@ def _image_copy(source: Path, target: Path, changes: dict[Path, str | None], rec
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             _link(path.resolve(), staging / rel)
         (staging / FOLDER_SIDECAR).write_text(json.dumps({**record, "copy": str(target)}, indent=2), encoding="utf-8")
-        if target.exists() and overwrite:
-            if read_corrections(target) is None:
-                raise InputError("exists and is not a corrected copy made by Workbench; choose another name", path=target)
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        if target.exists() and not overwrite:  # made meanwhile (check_output_path refused it before)
+            raise InputError("exists; choose another name", path=target)
+        if target.exists() and read_corrections(target) is None:
+            raise InputError("exists and is not a corrected copy made by Workbench; choose another name", path=target)
+        # The old copy (overwrite) is swapped out as the new one goes in: never a moment without one.

@@ -32,7 +32,7 @@ def _module_version(module: str) -> str | None:
 def diagnostics() -> dict[str, object]:
     """Plain values, for a dialog, the terminal or JSON. Imports torch (a second or so the first time)."""
     from .. import __version__
-    from .rundir import runs_home
+    from .home import runs_home
 
     info: dict[str, object] = {
         "workbench": __version__,

@@ -112,7 +112,8 @@ class Dist:
                  and m.track_running_stats and m.running_mean is not None]
         if not norms:
             return 0
-        buffers = [b for m in norms for b in (m.running_mean, m.running_var)]
+        # track_running_stats (checked above) means both buffers exist
+        buffers = [b for m in norms for b in (m.running_mean, m.running_var) if b is not None]
         flat = torch.cat([b.detach().reshape(-1).float() for b in buffers])
         td.all_reduce(flat, op=td.ReduceOp.SUM)  # the default group: the buffers' own device
         flat /= self.world_size

@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import cast
 
 
 class WorkbenchError(Exception):
@@ -76,7 +77,8 @@ _FULL_TEXT = ("no space left on device", "storagefull", "disk quota exceeded", "
 
 def _causes(exc: BaseException):
     """``exc``, its causes and contexts, and the errors a shutil.Error carries, once each."""
-    seen, todo = set(), [exc]
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
@@ -113,7 +115,8 @@ def write_failure(exc: BaseException, where: str | Path | None = None, *, permis
             message = (f"the disk is full{place}{free}. Free some space (or choose a folder on another disk) "
                        "and run again")
         else:
-            message = f"cannot write{place}: {os.strerror(code)}. Choose a folder you can write to"
+            # code is in _NOT_WRITABLE here, so an int
+            message = f"cannot write{place}: {os.strerror(cast(int, code))}. Choose a folder you can write to"
         return WriteFailed(message, path=path)
     return None
 

@@ -1,7 +1,7 @@
 """The Evaluate page's reliability diagram: accuracy against confidence per confidence bin (a
 calibrated model's bars follow the diagonal), with the expected calibration error before and after
 the temperature fitted on the validation split (report.json's "calibration"; see
-workbench/core/calibration.py). pyqtgraph is imported when the first run is shown, not at startup."""
+workbench/core/analysis/calibration.py). pyqtgraph is imported when the first run is shown, not at startup."""
 
 from __future__ import annotations
 

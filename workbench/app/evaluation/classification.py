@@ -4,162 +4,69 @@ and a box to try the model on new text."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QGroupBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSplitter,
-    QTableView,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QLabel, QWidget
 
-from ...core.runs import RunData
+from ...core.run.history import RunData
+from ..widgets.build import button, column, rows_table, section, side_by_side
 from .confusion import ConfusionView
 from .predictions_model import PAIR_SEPARATOR, PredictionColumns, PredictionsModel
 from .report_table import PerClassTable
-from .tiles import MetricTile, MetricTiles
+from .tiles import MetricTile
 from .try_it import TryItBox
+from .try_it_base import TryIt
+from .view_base import ExampleFilters, RunView
 
 
-def _section(title: str, *widgets: QWidget, hint: str = "") -> QGroupBox:
-    box = QGroupBox(title)
-    layout = QVBoxLayout(box)
-    if hint:
-        label = QLabel(hint)
-        label.setWordWrap(True)
-        label.setEnabled(False)
-        layout.addWidget(label)
-    for w in widgets:
-        layout.addWidget(w)
-    return box
-
-
-class ClassificationView(QWidget):
+class ClassificationView(RunView):
     """Shows one run; ``prepare`` does the slow part and may run on a worker thread."""
 
     @staticmethod
     def prepare(run: RunData) -> PredictionColumns:
         return PredictionColumns.from_table(run.predictions())
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        # Scores
-        self.examples = MetricTile("Examples")
+    def __init__(self, parent: QWidget | None = None, try_it: TryIt | None = None) -> None:
+        examples = MetricTile("Examples")
         # Image runs: a logistic regression on the frozen backbone's features, beside the fine-tuned scores.
-        self.baseline = MetricTile("Baseline accuracy")
-        self.baseline.setVisible(False)
-        self.score_tiles = MetricTiles(self.examples, self.baseline)
-
-        # Per-class report, confusion matrix, try it
+        baseline = MetricTile("Baseline accuracy")
+        baseline.setVisible(False)
+        super().__init__(try_it if try_it is not None else TryItBox(), examples, baseline, parent=parent)
+        self.examples, self.baseline = examples, baseline
         self.per_class = PerClassTable()
         self.confusion = ConfusionView()
-        self.confusion.cell_chosen.connect(self._on_cell_chosen)
-        self.confusion.cell_cleared.connect(self._on_cell_cleared)
-        confusion_box = QWidget()
-        cb = QVBoxLayout(confusion_box)
-        cb.setContentsMargins(0, 0, 0, 0)
-        axis = QLabel("Rows: gold label  \u00b7  Columns: predicted label")
-        axis.setEnabled(False)
-        cb.addWidget(axis)
-        cb.addWidget(self.confusion, 1)
-        self.try_it = TryItBox()
-
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.setChildrenCollapsible(False)
-        top.addWidget(_section("Per class", self.per_class))
-        top.addWidget(_section("Confusion matrix", confusion_box, hint="Click a cell to list its examples below."))
-        top.addWidget(_section("Try it", self.try_it))
         from .calibration import ReliabilityView
 
         self.reliability = ReliabilityView()
-        top.addWidget(_section("Calibration", self.reliability))
         self.reliability.setToolTip("Accuracy per confidence bin: a calibrated model follows the diagonal.")
-        top.setStretchFactor(0, 3)
-        top.setStretchFactor(1, 3)
-        top.setStretchFactor(2, 3)
-        top.setStretchFactor(3, 2)
+        self.arrange(self._build_sections(), section("Predictions", self._build_predictions()))
 
-        # Predictions
+    def _build_sections(self) -> QWidget:
+        axis = QLabel("Rows: gold label  \u00b7  Columns: predicted label")
+        axis.setEnabled(False)
+        return side_by_side(
+            section("Per class", self.per_class),
+            section("Confusion matrix", column(axis, (self.confusion, 1)), hint="Click a cell to list its examples below."),
+            section("Try it", self.try_it),
+            section("Calibration", self.reliability),
+            stretch=(3, 3, 3, 2))
+
+    def _build_predictions(self) -> QWidget:
         self.predictions_model = PredictionsModel(self)
-        self.predictions_model.filtered.connect(self._on_filtered)
-        self.predictions = QTableView()
-        self.predictions.setModel(self.predictions_model)
-        self.predictions.setSortingEnabled(True)
-        self.predictions.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
-        self.predictions.setAlternatingRowColors(True)
-        self.predictions.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.predictions.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.predictions.setWordWrap(False)
+        self.predictions = rows_table(self.predictions_model, PredictionsModel.TEXT, sort_column=-1)
         self.predictions.setTextElideMode(Qt.TextElideMode.ElideRight)
-        self.predictions.verticalHeader().hide()
-        # Fixed row heights and column widths: nothing is measured per row, so 100k rows scroll freely.
-        vh = self.predictions.verticalHeader()
-        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        vh.setDefaultSectionSize(self.fontMetrics().height() + 8)
-        hh = self.predictions.horizontalHeader()
-        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        hh.setSectionResizeMode(PredictionsModel.TEXT, QHeaderView.ResizeMode.Stretch)
         digit = self.fontMetrics().horizontalAdvance("0")
+        hh = self.predictions.horizontalHeader()
         hh.resizeSection(PredictionsModel.LINE, digit * 8 + 16)
         hh.resizeSection(PredictionsModel.CONFIDENCE, self.fontMetrics().horizontalAdvance("Confidence") + 36)
-
-        self.errors_only = QCheckBox("Errors only")
-        self.errors_only.setToolTip("List only the examples the model got wrong")
-        self.errors_only.toggled.connect(self.predictions_model.set_errors_only)
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Search inputs")
-        self.search.setClearButtonEnabled(True)
-        self.search.textChanged.connect(self.predictions_model.set_query)
-        self.cell_label = QLabel()
-        self.show_all = QPushButton("Show all")
-        self.show_all.setToolTip("Clear the confusion-matrix filter")
-        self.show_all.clicked.connect(self.confusion.clear_choice)
-        self.show_all.setVisible(False)
-        self.count = QLabel()
-        self.explain_button = QPushButton("Explain")
-        self.explain_button.setToolTip("Why the model predicted what it did for the selected example (or "
-                                       "double-click a row): shown in Try it")
-        self.explain_button.clicked.connect(self._explain_current)
+        self.explain_button = button("Explain", self._explain_current,
+                                     "Why the model predicted what it did for the selected example (or double-click "
+                                     "a row): shown in Try it")
         self.predictions.doubleClicked.connect(lambda index: self.explain_row(index.row()))
-        bar = QHBoxLayout()
-        bar.addWidget(self.errors_only)
-        bar.addWidget(self.search, 1)
-        bar.addWidget(self.cell_label)
-        bar.addWidget(self.show_all)
-        bar.addStretch(0)
-        bar.addWidget(self.explain_button)
-        bar.addWidget(self.count)
-        bottom = QWidget()
-        bl = QVBoxLayout(bottom)
-        bl.setContentsMargins(0, 0, 0, 0)
-        bl.addLayout(bar)
-        bl.addWidget(self.predictions, 1)
-        predictions_box = _section("Predictions", bottom)
-
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.setChildrenCollapsible(False)
-        top_w = QWidget()
-        tl = QVBoxLayout(top_w)
-        tl.setContentsMargins(0, 0, 0, 0)
-        tl.addWidget(self.score_tiles)
-        tl.addWidget(top, 1)
-        split.addWidget(top_w)
-        split.addWidget(predictions_box)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
-
-    @property
-    def tiles(self) -> dict[str, MetricTile]:
-        return self.score_tiles.tiles
+        self.filters = ExampleFilters(self.predictions_model, self.confusion, _cell_text, "Errors only", "Search inputs",
+                                      "examples", self.explain_button)
+        self.confusion.cell_chosen.connect(self._on_cell_chosen)
+        f = self.filters
+        self.errors_only, self.search, self.show_all, self.count = f.errors_only, f.search, f.show_all, f.count
+        return column(self.filters, (self.predictions, 1))
 
     # ---- content --------------------------------------------------------------------------------
     def show_run(self, run: RunData, columns: PredictionColumns) -> None:
@@ -172,13 +79,10 @@ class ClassificationView(QWidget):
         self.reliability.set_calibration(report.get("calibration"))
         labels = report.get("labels") or [r["label"] for r in report.get("per_class", [])]
         self.confusion.set_matrix(labels, report.get("confusion_matrix") or [[0] * len(labels) for _ in labels])
-        self._on_cell_cleared()
+        self.filters.clear_cell()
         self.predictions_model.set_columns(columns)
         self.predictions.scrollToTop()
-        if run.model_dir is not None:
-            self.try_it.set_model(run.model_dir, pair=columns.has_pair)
-        else:
-            self.try_it.set_model(None, "This run has no exported model (it did not finish), so there is nothing to try.")
+        self.show_model(run, pair=columns.has_pair)
 
     def show_baseline(self, baseline: dict | None, metrics: dict) -> None:
         """The frozen-feature baseline's accuracy, with its macro-F1 and cost in the tooltip."""
@@ -189,7 +93,7 @@ class ClassificationView(QWidget):
             self.baseline.value.setText("-")
             self.baseline.setToolTip(f"The quick baseline was not computed: {baseline.get('error', 'unknown error')}")
             return
-        from ...core.baseline import baseline_text
+        from ...core.tasks.image.baseline import baseline_text
 
         self.baseline.value.setText(f"{baseline['accuracy']:.3f}")
         self.baseline.title.setText(f"Baseline accuracy (frozen {baseline.get('backbone', 'backbone')} + logistic "
@@ -198,17 +102,13 @@ class ClassificationView(QWidget):
                                  "higher, fine-tuning did not pay on this data.")
 
     def clear(self) -> None:
-        self.score_tiles.clear()
+        super().clear()
         self.baseline.setVisible(False)
         self.per_class.set_rows([])
         self.confusion.set_matrix([], [])
         self.reliability.set_calibration(None)
-        self._on_cell_cleared()
+        self.filters.clear_cell()
         self.predictions_model.set_columns(PredictionColumns.empty())
-        self.try_it.set_model(None, "")
-
-    def shutdown(self) -> None:
-        self.try_it.shutdown()
 
     # ---- explanations ---------------------------------------------------------------------------
     @Slot()
@@ -231,21 +131,12 @@ class ClassificationView(QWidget):
     # ---- filters --------------------------------------------------------------------------------
     @Slot(str, str)
     def _on_cell_chosen(self, gold: str, predicted: str) -> None:
-        self.predictions_model.set_cell(gold, predicted)
-        what = "correct" if gold == predicted else "mistakes"
-        self.cell_label.setText(f"Gold <b>{_html(gold)}</b>, predicted <b>{_html(predicted)}</b> ({what})")
-        self.show_all.setVisible(True)
-        self.predictions.scrollToTop()
+        self.predictions.scrollToTop()  # the filters narrowed the list to the cell
 
-    @Slot()
-    def _on_cell_cleared(self) -> None:
-        self.predictions_model.set_cell(None)
-        self.cell_label.setText("")
-        self.show_all.setVisible(False)
 
-    @Slot(int, int)
-    def _on_filtered(self, shown: int, total: int) -> None:
-        self.count.setText(f"{total:,} examples" if shown == total else f"{shown:,} of {total:,} examples")
+def _cell_text(gold: str, predicted: str) -> str:
+    what = "correct" if gold == predicted else "mistakes"
+    return f"Gold <b>{_html(gold)}</b>, predicted <b>{_html(predicted)}</b> ({what})"
 
 
 def _example_caption(record: dict) -> str:

@@ -8,7 +8,7 @@ colour, and the text colour is picked for contrast, so it reads on light and dar
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, Signal, Slot
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
     QTableView,
 )
+
+from ..widgets.table_model import HeadedTableModel
 
 CORRECT_HUE = QColor("#2f7fd8")
 ERROR_HUE = QColor("#e8743b")
@@ -38,7 +40,9 @@ def contrast_text(background: QColor) -> QColor:
     return QColor("#111111") if lum > 0.5 else QColor("#f5f5f5")
 
 
-class ConfusionModel(QAbstractTableModel):
+class ConfusionModel(HeadedTableModel):
+    """Gold labels down, predicted labels across: the headers are the labels on both axes."""
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.labels: list[str] = []
@@ -59,11 +63,11 @@ class ConfusionModel(QAbstractTableModel):
         if self.labels:
             self.dataChanged.emit(self.index(0, 0), self.index(len(self.labels) - 1, len(self.labels) - 1))
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.labels)
+    def row_count(self) -> int:
+        return len(self.labels)
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.labels)
+    def column_count(self) -> int:
+        return len(self.labels)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
         if role == Qt.ItemDataRole.DisplayRole:

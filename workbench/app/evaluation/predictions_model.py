@@ -8,9 +8,11 @@ to prediction rows, so a filter or a sort is a few vectorised operations and one
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication
+
+from ..widgets.table_model import HeadedTableModel
 
 ERROR_COLOUR = QColor("#d64541")  # readable on light and dark bases alike
 PAIR_SEPARATOR = "  \u2016  "  # between the two texts of a sentence pair
@@ -93,7 +95,7 @@ class PredictionColumns:
         return pc.rank(self.text, sort_keys="ascending", tiebreaker="first").to_numpy(zero_copy_only=False)
 
 
-class PredictionsModel(QAbstractTableModel):
+class PredictionsModel(HeadedTableModel):
     LINE, TEXT, GOLD, PREDICTED, CONFIDENCE = range(5)
     HEADERS = ("Line", "Input", "Gold", "Predicted", "Confidence")
     TIPS = (
@@ -103,6 +105,8 @@ class PredictionsModel(QAbstractTableModel):
         "The label the model chose",
         "The probability the model gave its choice",
     )
+
+    RIGHT_HEADERS = (LINE, CONFIDENCE)
 
     # Emitted after every filter change with (rows shown, rows in total).
     filtered = Signal(int, int)
@@ -250,21 +254,8 @@ class PredictionsModel(QAbstractTableModel):
         }
 
     # ---- Qt model interface ---------------------------------------------------------------------
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._order)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal:
-            if role == Qt.ItemDataRole.DisplayRole:
-                return self.HEADERS[section]
-            if role == Qt.ItemDataRole.ToolTipRole:
-                return self.TIPS[section]
-            if role == Qt.ItemDataRole.TextAlignmentRole and section in (self.LINE, self.CONFIDENCE):
-                return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
+    def row_count(self) -> int:
+        return len(self._order)
 
     def _label(self, code: int) -> str:
         return self._cols.labels[code] if code >= 0 else ""

@@ -2,43 +2,28 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
+
+from ..widgets.table_model import RIGHT, ListTableModel
 
 SORT_ROLE = Qt.ItemDataRole.UserRole  # numbers sort as numbers, not as text
 
 
-class PerClassModel(QAbstractTableModel):
-    HEADERS = ("Label", "Precision", "Recall", "F1", "Support")
-    KEYS = ("label", "precision", "recall", "f1", "support")
+# (the report's key, header, tooltip) per column
+_COLUMNS = (
+    ("label", "Label", "The class name"),
+    ("precision", "Precision", "Of the examples predicted as this label, the share that really are"),
+    ("recall", "Recall", "Of the examples that really are this label, the share the model found"),
+    ("f1", "F1", "Harmonic mean of precision and recall"),
+    ("support", "Support", "Examples of this label in the evaluated split"),
+)
 
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.rows: list[dict] = []
 
-    def set_rows(self, rows: list[dict]) -> None:
-        self.beginResetModel()
-        self.rows = list(rows)
-        self.endResetModel()
+class PerClassModel(ListTableModel):
+    """The report's per-class rows (dicts with the keys of ``_COLUMNS``)."""
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return (
-                "The class name",
-                "Of the examples predicted as this label, the share that really are",
-                "Of the examples that really are this label, the share the model found",
-                "Harmonic mean of precision and recall",
-                "Examples of this label in the evaluated split",
-            )[section]
-        return None
+    KEYS, HEADERS, TIPS = (tuple(c) for c in zip(*_COLUMNS))
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -51,7 +36,7 @@ class PerClassModel(QAbstractTableModel):
         if role == SORT_ROLE:
             return value
         if role == Qt.ItemDataRole.TextAlignmentRole and index.column() > 0:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            return RIGHT
         return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ...core.metrics import Metric
+from ..widgets.build import enlarge
 
 
 class MetricTile(QFrame):
@@ -13,10 +14,7 @@ class MetricTile(QFrame):
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.value = QLabel("-")
-        font = self.value.font()
-        font.setPointSizeF(font.pointSizeF() * 1.6)
-        font.setBold(True)
-        self.value.setFont(font)
+        enlarge(self.value, 1.6)
         self.title = QLabel(title)
         self.title.setEnabled(False)  # the palette's dimmed text, in light and dark themes alike
         layout = QVBoxLayout(self)

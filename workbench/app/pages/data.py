@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -30,8 +29,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
-    QSpinBox,
-    QSplitter,
     QStackedWidget,
     QStyle,
     QTableView,
@@ -43,13 +40,15 @@ from PySide6.QtWidgets import (
 
 from ...core.cancel import CancelToken
 from ...core.errors import Cancelled, InputError
-from ...core.refit import decide_refit
+from ...core.run.refit import decide_refit
 from .. import aio, warmup
 from ..dataset import LoadedData, load_data, with_columns
 from ..state import AppState
 from ..views.images import DataPageImages
 from ..widgets.bar_chart import ClassBarChart
+from ..widgets.build import add_rows, button, column, enlarge, row, section, set_column, side_by_side, text_label
 from ..widgets.drop_zone import DropZone
+from ..widgets.spinboxes import float_spin, int_spin
 
 FILE_FILTER = "Data files (*.tsv *.csv *.tab *.txt);;All files (*)"
 SEVERITY_ICON = {
@@ -62,10 +61,7 @@ FINDING_ROLE = Qt.ItemDataRole.UserRole + 1
 
 def _title(text: str) -> QLabel:
     label = QLabel(text)
-    f = label.font()
-    f.setPointSizeF(f.pointSizeF() * 1.3)
-    f.setBold(True)
-    label.setFont(f)
+    enlarge(label, 1.3)
     return label
 
 
@@ -176,29 +172,30 @@ class DataPage(QWidget):
         return w
 
     def _build_loaded(self) -> QWidget:
-        w = QWidget()
-        outer = QVBoxLayout(w)
-        outer.setContentsMargins(16, 12, 16, 12)
-        head = QHBoxLayout()
-        texts = QVBoxLayout()
         self.file_title = _title("")
         self.file_title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.file_info = QLabel()
-        self.file_info.setWordWrap(True)
-        texts.addWidget(self.file_title)
-        texts.addWidget(self.file_info)
-        head.addLayout(texts, 1)
-        another = QPushButton("Open Another…")
-        another.clicked.connect(self.choose_file)
-        head.addWidget(another, 0, Qt.AlignmentFlag.AlignTop)
-        outer.addLayout(head)
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.file_info = text_label(selectable=False)
+        head = row((column(self.file_title, self.file_info), 1))
+        head.addWidget(button("Open Another…", self.choose_file), 0, Qt.AlignmentFlag.AlignTop)
+        self.banner = text_label()
         self.banner.hide()
-        outer.addWidget(self.banner)
+        side = QWidget()
+        set_column(side, self._build_columns_box(), self._build_classes_box(), (self._build_checks_box(), 1),
+                   self._build_splits_box()).setContentsMargins(8, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidget(side)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setMinimumWidth(360)
+        split = side_by_side(self._build_rows_tabs(), scroll, stretch=(1, 0))
+        split.setChildrenCollapsible(True)
+        split.setSizes([800, 380])
+        w = QWidget()
+        set_column(w, head, self.banner, (split, 1)).setContentsMargins(16, 12, 16, 12)
+        self._set_split_widgets()
+        return w
 
-        split = QSplitter(Qt.Orientation.Horizontal)
+    def _build_rows_tabs(self) -> QTabWidget:
         self.preview = QTableView()
         self.preview.setWordWrap(False)
         self.preview.setAlternatingRowColors(True)
@@ -220,35 +217,28 @@ class DataPage(QWidget):
         self.label_issues.jump_to_line.connect(self._show_line)
         self.label_issues.corrected.connect(self._train_on_copy)
         self.tabs.addTab(self.label_issues, "Suspicious labels")
-        split.addWidget(self.tabs)
+        return self.tabs
 
-        side = QWidget()
-        side_lay = QVBoxLayout(side)
-        side_lay.setContentsMargins(8, 0, 0, 0)
-
+    def _build_columns_box(self) -> QGroupBox:
         cols = QGroupBox("Columns")
         form = QFormLayout(cols)
         self.text_combo = QComboBox()
         self.text_combo.setToolTip("The column holding the texts the model reads")
         self.label_combo = QComboBox()
         self.label_combo.setToolTip("The column holding the class of each text")
-        self.columns_note = QLabel()
-        self.columns_note.setWordWrap(True)
-        form.addRow("Text:", self.text_combo)
-        form.addRow("Label:", self.label_combo)
-        form.addRow(self.columns_note)
+        self.columns_note = text_label(selectable=False)
+        add_rows(form, ("Text:", self.text_combo), ("Label:", self.label_combo), self.columns_note)
         self.text_combo.currentTextChanged.connect(self._columns_edited)
         self.label_combo.currentTextChanged.connect(self._columns_edited)
-        side_lay.addWidget(cols)
         self.columns_box = cols
+        return cols
 
-        classes = QGroupBox("Classes")
-        cl = QVBoxLayout(classes)
+    def _build_classes_box(self) -> QGroupBox:
         self.chart = ClassBarChart()
-        cl.addWidget(self.chart)
-        side_lay.addWidget(classes)
-        self.classes_box = classes
+        self.classes_box = section("Classes", self.chart)
+        return self.classes_box
 
+    def _build_checks_box(self) -> QGroupBox:
         checks = QGroupBox("Checks")
         ch = QVBoxLayout(checks)
         self.findings = QListWidget()
@@ -268,58 +258,29 @@ class DataPage(QWidget):
         self.finding_lines.linkActivated.connect(lambda line: self.jump_to_line(int(line)))
         self.finding_lines.hide()
         ch.addWidget(self.finding_lines)
-        side_lay.addWidget(checks, 1)
+        return checks
 
+    def _build_splits_box(self) -> QGroupBox:
         splits = QGroupBox("Splits")
         sf = QFormLayout(splits)
-        self.val_fraction = QDoubleSpinBox()
-        self.val_fraction.setRange(0, 50)
-        self.val_fraction.setSuffix(" %")
-        self.val_fraction.setDecimals(0)
-        self.val_fraction.setToolTip("Share of the training file held out to pick the best epoch and stop early "
-                                     "(0: no validation)")
-        self.test_fraction = QDoubleSpinBox()
-        self.test_fraction.setRange(0, 50)
-        self.test_fraction.setSuffix(" %")
-        self.test_fraction.setDecimals(0)
-        self.test_fraction.setToolTip("Share of the training file held out for the final report; never seen in "
-                                      "training")
+        self.val_fraction = float_spin(0, 50, 1, 0, "Share of the training file held out to pick the best epoch and "
+                                                    "stop early (0: no validation)", " %")
+        self.test_fraction = float_spin(0, 50, 1, 0, "Share of the training file held out for the final report; never "
+                                                     "seen in training", " %")
         self.val_file = _FileField("optional")
         self.test_file = _FileField("optional")
-        self.sample_rows = QSpinBox()
-        self.sample_rows.setRange(0, 100_000_000)
-        self.sample_rows.setSingleStep(1000)
-        self.sample_rows.setSpecialValueText("all rows")
+        self.sample_rows = int_spin(0, 100_000_000, "Train on a stratified random sample of this many rows: quick "
+                                                    "trials on big files", 1000, "all rows")
         self.sample_rows.setGroupSeparatorShown(True)
-        self.sample_rows.setToolTip("Train on a stratified random sample of this many rows: quick trials on big files")
         self.skip_bad = QCheckBox("Skip malformed rows")
         self.skip_bad.setToolTip("Rows with the wrong number of fields stop a run unless they are skipped")
-        self.split_summary = QLabel()
-        self.split_summary.setWordWrap(True)
-        sf.addRow("Validation:", self.val_fraction)
-        sf.addRow("Test:", self.test_fraction)
-        sf.addRow("Validation file:", self.val_file)
-        sf.addRow("Test file:", self.test_file)
-        sf.addRow("Rows used:", self.sample_rows)
-        sf.addRow(self.skip_bad)
-        sf.addRow(self.split_summary)
+        self.split_summary = text_label(selectable=False)
+        add_rows(sf, ("Validation:", self.val_fraction), ("Test:", self.test_fraction), ("Validation file:", self.val_file),
+                 ("Test file:", self.test_file), ("Rows used:", self.sample_rows), self.skip_bad, self.split_summary)
         for sig in (self.val_fraction.valueChanged, self.test_fraction.valueChanged, self.sample_rows.valueChanged,
                     self.skip_bad.toggled, self.val_file.changed, self.test_file.changed):
             sig.connect(self._splits_edited)
-        side_lay.addWidget(splits)
-
-        scroll = QScrollArea()
-        scroll.setWidget(side)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setMinimumWidth(360)
-        split.addWidget(scroll)
-        split.setStretchFactor(0, 1)
-        split.setStretchFactor(1, 0)
-        split.setSizes([800, 380])
-        outer.addWidget(split, 1)
-        self._set_split_widgets()
-        return w
+        return splits
 
     # ---- opening ------------------------------------------------------------------------------------
     def set_recent(self, paths: list[str]) -> None:

@@ -1,9 +1,9 @@
 """Evaluate page: how a finished run did, read from its run directory.
 
 The page reads the run on a worker thread (a 100,000-row predictions file takes most of a second),
-then hands it to a view chosen by the run's task. ``TASK_VIEWS`` maps task names to view classes;
-a task without one gets the plain-text report, so a new task is shown from its first run and a
-richer view can be registered later.
+then hands it to the view the task table names for the run's task (``TaskSpec.evaluate_view``, an
+:class:`~workbench.app.evaluation.view.EvaluateView`), built with the table's "Try it" box. A task
+without a view gets the plain-text report, so a new task is shown from its first run.
 """
 
 from __future__ import annotations
@@ -23,26 +23,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.runs import RunData, load_run
-from ..evaluation.classification import ClassificationView
+from ...core.run.history import RunData, load_run
+from ..evaluation.view import EvaluateView, view_classes
 from ..jobs import Jobs, describe
-from ..views.images import ImageClassificationView
-from ..views.regression import RegressionView
-from ..views.tagging import TaggingView
+from ..widgets.build import heading
 
-TASK_VIEWS: dict[str, type] = {"text-classification": ClassificationView}
-
-
-def register_view(task: str, view_class: type) -> None:
-    """Show runs of ``task`` with ``view_class``: a QWidget with ``prepare(run)`` (static, any
-    thread), ``show_run(run, prepared)``, ``clear()`` and ``shutdown()``."""
-    TASK_VIEWS[task] = view_class
-
-
-register_view("image-classification", ImageClassificationView)
-register_view("text-pair-classification", ClassificationView)  # shows both texts of each pair
-register_view("token-classification", TaggingView)
-register_view("text-regression", RegressionView)
+ViewKind = tuple[type, type | None]  # (view class, its "Try it" class)
 
 
 class ReportTextView(QWidget):
@@ -88,17 +74,17 @@ class ReportTextView(QWidget):
         pass
 
 
-def _read_run(run_dir: str) -> tuple[RunData, type, object]:
-    """The run, the view class that shows it and what that view prepared (on a worker thread)."""
+def _read_run(run_dir: str) -> tuple[RunData, ViewKind, object]:
+    """The run, the view that shows it and what that view prepared (on a worker thread)."""
     run = load_run(run_dir)
-    view_class = view_for(run)
-    return run, view_class, view_class.prepare(run)
+    kind = view_for(run)
+    return run, kind, kind[0].prepare(run)
 
 
-def view_for(run: RunData) -> type:
-    if run.report is None:
-        return ReportTextView
-    return TASK_VIEWS.get(run.task or "", ReportTextView)
+def view_for(run: RunData) -> ViewKind:
+    """The task table's view (and "Try it") for the run; the plain report for a run without one."""
+    view_class, try_it_class = view_classes(run.task) if run.report is not None else (None, None)
+    return (view_class, try_it_class) if view_class is not None else (ReportTextView, None)
 
 
 class EvaluatePage(QWidget):
@@ -112,16 +98,11 @@ class EvaluatePage(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.run: RunData | None = None
-        self._views: dict[type, QWidget] = {}
+        self._views: dict[ViewKind, EvaluateView] = {}
         self._unshown: tuple | None = None  # a loaded run whose view is built when the page is shown
         self.jobs = Jobs(self)
 
-        self.title = QLabel()
-        font = self.title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.25)
-        font.setBold(True)
-        self.title.setFont(font)
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.title = heading()
         self.subtitle = QLabel()
         self.subtitle.setEnabled(False)
         self.subtitle.setWordWrap(True)
@@ -188,15 +169,16 @@ class EvaluatePage(QWidget):
         self.message.setText(text)
         self.stack.setCurrentWidget(self.message)
 
-    def _view(self, view_class: type) -> QWidget:
-        if view_class not in self._views:
-            view = view_class()
-            self._views[view_class] = view
+    def _view(self, kind: ViewKind) -> EvaluateView:
+        if kind not in self._views:
+            view_class, try_it_class = kind
+            view = view_class(try_it=try_it_class()) if try_it_class is not None else view_class()
+            self._views[kind] = view
             self.stack.addWidget(view)
-        return self._views[view_class]
+        return self._views[kind]
 
-    def _on_loaded(self, loaded: tuple[RunData, type, object]) -> None:
-        run, view_class, prepared = loaded
+    def _on_loaded(self, loaded: tuple[RunData, ViewKind, object]) -> None:
+        run, kind, prepared = loaded
         self.run = run
         self.title.setText(run.name)
         self.subtitle.setText(_describe(run))
@@ -209,7 +191,7 @@ class EvaluatePage(QWidget):
             self._show_message("Loading the run...")
             return
         self._unshown = None
-        view = self._view(view_class)
+        view = self._view(kind)
         try:
             view.show_run(run, prepared)
         except Exception as e:  # a damaged report.json: say so, keep the app usable

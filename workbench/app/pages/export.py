@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPlainTextEdit,
-    QPushButton,
     QSplitter,
     QTextBrowser,
     QVBoxLayout,
@@ -32,10 +31,12 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.errors import InputError, WorkbenchError
-from ...core.export import copy_export
-from ...core.export_target import TargetCheck, inspect_target, is_export
-from ...core.runs import RunData, load_run
+from ...core.export.model import copy_export
+from ...core.export.target import TargetCheck, inspect_target, is_export
+from ...core.run.history import RunData, load_run
+from ...core.tasks.table import DEFAULT_TASK, TASKS, spec_or_none
 from ..jobs import Jobs, describe
+from ..widgets.build import button, heading, row, text_label
 from .predict_panel import PredictPanel
 
 EXPORTS_HOME = Path.home() / "workbench-models"
@@ -77,10 +78,10 @@ def describe_files(folder: Path) -> str:
 def _copy(run: RunData, target: Path, replace: bool, int8: bool = False) -> str:
     """Write the bundle (on a worker thread); the folder written. With ``int8``, RUN/model gets its
     int8 ONNX model first (measured on the run's evaluation split) if it has none yet."""
-    from ...core.onnx_export import INT8_FILE
+    from ...core.export.onnx_export import INT8_FILE
 
     if int8 and not (run.model_dir / INT8_FILE).is_file():
-        from ...core.quantize import add_int8
+        from ...core.export.quantize import add_int8
 
         add_int8(run.path)
     return str(copy_export(run.model_dir, target, overwrite=replace, data_paths=_data_paths(run), run_dir=run.path))
@@ -88,7 +89,7 @@ def _copy(run: RunData, target: Path, replace: bool, int8: bool = False) -> str:
 
 def onnx_summary(model_dir: Path) -> str:
     """What onnx_check.json says, in a line or two of HTML (the int8 comparison flagged in red)."""
-    from ...core.onnx_export import read_check
+    from ...core.export.onnx_export import read_check
 
     check = read_check(model_dir)
     if check is None:
@@ -140,11 +141,7 @@ class ExportPage(QWidget):
         self.last_export: Path | None = None
         self.jobs = Jobs(self)
 
-        self.title = QLabel("Export")
-        font = self.title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.25)
-        font.setBold(True)
-        self.title.setFont(font)
+        self.title = heading("Export")
         self.message = QLabel(self.EMPTY)
         self.message.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.message.setWordWrap(True)
@@ -162,25 +159,14 @@ class ExportPage(QWidget):
         self.target = QLineEdit()
         self.target.setToolTip("The bundle is written to this folder (created if needed)")
         self.target.textChanged.connect(self._on_target_changed)
-        self.choose = QPushButton("Choose...")
-        self.choose.clicked.connect(self._choose_folder)
+        self.choose = button("Choose...", self._choose_folder)
         self.int8 = QCheckBox("int8")
         self.int8.setToolTip("Also write model.int8.onnx: dynamically quantized, smaller and usually faster on a "
                              "CPU; measured against fp32 on the run's evaluation split")
-        self.export_button = QPushButton("Export")
-        self.export_button.setDefault(True)
-        self.export_button.clicked.connect(self._export_clicked)
-        where = QHBoxLayout()
-        where.addWidget(self.target, 1)
-        where.addWidget(self.choose)
-        where.addWidget(self.int8)
-        where.addWidget(self.export_button)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.open_button = QPushButton("Open folder")
-        self.open_button.clicked.connect(self._open_folder)
-        self.open_button.setVisible(False)
+        self.export_button = button("Export", self._export_clicked, default=True)
+        where = row((self.target, 1), self.choose, self.int8, self.export_button)
+        self.status = text_label()
+        self.open_button = button("Open folder", self._open_folder, visible=False)
         self.done_row = QWidget()  # hidden while there is nothing to say, so no blank line
         done_row = QHBoxLayout(self.done_row)
         done_row.setContentsMargins(0, 0, 0, 0)
@@ -365,7 +351,8 @@ class ExportPage(QWidget):
 
     def _update_usage(self) -> None:
         path = self.target.text().strip() or "path/to/the/folder"
-        tag = "text-classification"
+        task = spec_or_none(self.run.task if self.run is not None else None) or TASKS[DEFAULT_TASK]
+        tag = task.pipeline_tag
         if self.run is not None and self.run.model_dir is not None:
             # The model card's front matter names the pipeline that loads this model.
             match = re.search(r"^pipeline_tag:\s*(\S+)", _read(self.run.model_dir / "README.md"), re.MULTILINE)

@@ -8,28 +8,24 @@ load on a worker thread the first time the page is needed, never before the wind
 from __future__ import annotations
 
 import asyncio
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
     QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
-    QPushButton,
     QScrollArea,
-    QSpinBox,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -39,13 +35,14 @@ from PySide6.QtWidgets import (
 from ...core.config import DEFAULT_MODEL, ModelConfig, TrainConfig
 from ...core.errors import InputError
 from ...core.metrics import CLASSIFICATION
+from ...core.tasks.table import DEFAULT_METHOD, DEFAULT_TASK, METHODS, default_lr, method_spec
 from .. import aio, warmup
 from ..state import AppState
-from ..widgets.spinboxes import LearningRateSpinBox
+from ..widgets.build import add_rows, button, choices, row, section, text_label
+from ..widgets.spinboxes import LearningRateSpinBox, float_spin, int_spin
 
 INFO_ROLE = Qt.ItemDataRole.UserRole + 1
-METHOD_CHOICES = (("Full fine-tuning", "full"), ("New head only (frozen backbone)", "frozen"),
-                  ("LoRA adapters", "lora"), ("AdaLoRA adapters", "adalora"))
+METHOD_CHOICES = tuple((m.menu_title, m.name) for m in METHODS.values())  # (picker text, --method)
 SOURCE_TITLES = {"package": "installed package", "local": "local folder", "adapted": "adapted here",
                  "hub-cache": "Hugging Face cache",
                  "hub": "Hugging Face Hub", "builtin": "built in"}
@@ -99,12 +96,9 @@ class ModelPage(QWidget):
         self.catalog_loaded = False
         # The task the run will train (the chosen one, or the one detected from the data) decides
         # which backbones are listed (text or image) and which settings apply.
-        self.effective_task = "text-classification"
+        self.effective_task = DEFAULT_TASK
         self.effective_modality = "text"
         self.modality: str | None = None  # whose backbones the list shows
-        # The learning rate last suggested for the task and backbone: while the setting still holds
-        # it, a new suggestion replaces it; a rate the user typed is never overwritten.
-        self._suggested_lr = TrainConfig.lr
         self._cpu_bf16: tuple[bool, str] = (False, "not checked yet")
         self._closed = False
 
@@ -148,44 +142,28 @@ class ModelPage(QWidget):
         return box
 
     def _build_backbones(self) -> QGroupBox:
-        box = QGroupBox("Backbone")
-        lay = QVBoxLayout(box)
-        intro = QLabel("The pretrained model to fine-tune. Those usable offline come first.")
-        intro.setWordWrap(True)
-        lay.addWidget(intro)
         self.backbones = QTreeWidget()
         self.backbones.setHeaderLabels(["Name", "Parameters", "Source", "About"])
         self.backbones.setRootIsDecorated(False)
         self.backbones.setAlternatingRowColors(True)
-        self.backbones.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.backbones.setSelectionMode(QTreeWidget.SelectionMode.SingleSelection)
         self.backbones.setMinimumHeight(140)
         header = self.backbones.header()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        for column in (0, 1, 2):  # the last, "About", takes the rest
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         self.backbones.currentItemChanged.connect(self._backbone_selected)
-        lay.addWidget(self.backbones, 1)
-        row = QHBoxLayout()
-        browse = QPushButton("Local Folder…")
-        browse.setToolTip("A folder holding a Hugging Face model: config.json, weights and tokenizer files")
-        browse.clicked.connect(self.browse_folder)
         self.hub_edit = QLineEdit()
         self.hub_edit.setPlaceholderText("or a Hugging Face Hub id, e.g. distilbert-base-uncased")
         self.hub_edit.setClearButtonEnabled(True)
         self.hub_edit.returnPressed.connect(self.use_hub_id)
-        use = QPushButton("Use")
-        use.setToolTip("Check the id (a download needs the network unless the model is cached) and select it")
-        use.clicked.connect(self.use_hub_id)
-        row.addWidget(browse)
-        row.addWidget(self.hub_edit, 1)
-        row.addWidget(use)
-        lay.addLayout(row)
-        self.backbone_note = QLabel("Looking for backbones on this computer…")
-        self.backbone_note.setWordWrap(True)
-        self.backbone_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        lay.addWidget(self.backbone_note)
-        return box
+        browse = button("Local Folder…", self.browse_folder,
+                        "A folder holding a Hugging Face model: config.json, weights and tokenizer files")
+        use = button("Use", self.use_hub_id,
+                     "Check the id (a download needs the network unless the model is cached) and select it")
+        self.backbone_note = text_label("Looking for backbones on this computer…")
+        intro = text_label("The pretrained model to fine-tune. Those usable offline come first.", selectable=False)
+        return section("Backbone", intro, (self.backbones, 1), row(browse, (self.hub_edit, 1), use), self.backbone_note)
 
     def _build_adaptation(self) -> QGroupBox:
         box = QGroupBox("Domain adaptation")
@@ -200,26 +178,13 @@ class ModelPage(QWidget):
         self.adapt_texts.setPlaceholderText("the training file's own texts")
         self.adapt_texts.setToolTip("Unlabelled texts: a .txt file (one text per line), a TSV/CSV file (its text "
                                     "column) or a CoNLL file (its sentences)")
-        choose = QPushButton("Choose…")
-        choose.clicked.connect(self.browse_adapt_texts)
-        self.adapt_clear = QPushButton("Own Texts")
-        self.adapt_clear.setToolTip("Adapt on the training file's own texts")
-        self.adapt_clear.clicked.connect(lambda: self.set_adapt_texts(None))
-        row = QHBoxLayout()
-        row.addWidget(self.adapt_texts, 1)
-        row.addWidget(choose)
-        row.addWidget(self.adapt_clear)
-        self.adapt_epochs = QDoubleSpinBox()
-        self.adapt_epochs.setRange(0.1, 100)
-        self.adapt_epochs.setDecimals(1)
-        self.adapt_epochs.setToolTip("Passes of masked-LM training over the texts; 1 to 3 is usual")
-        self.adapt_note = QLabel()
-        self.adapt_note.setWordWrap(True)
+        self.adapt_clear = button("Own Texts", lambda: self.set_adapt_texts(None), "Adapt on the training file's own texts")
+        self.adapt_epochs = float_spin(0.1, 100, 1, 1, "Passes of masked-LM training over the texts; 1 to 3 is usual")
+        self.adapt_note = text_label(selectable=False)
         self.adapt_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-        form.addRow(self.adapt)
-        form.addRow("Texts:", row)
-        form.addRow("Epochs:", self.adapt_epochs)
-        form.addRow(self.adapt_note)
+        add_rows(form, self.adapt,
+                 ("Texts:", row((self.adapt_texts, 1), button("Choose…", self.browse_adapt_texts), self.adapt_clear)),
+                 ("Epochs:", self.adapt_epochs), self.adapt_note)
         self._adapt_form = form
         self.adapt.toggled.connect(self._adapt_edited)
         self.adapt_epochs.valueChanged.connect(self._adapt_edited)
@@ -250,143 +215,103 @@ class ModelPage(QWidget):
         box = QGroupBox("Training")
         form = QFormLayout(box)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self._make_schedule_fields()
+        self._make_choice_fields()
+        self._make_image_fields()
+        self._make_method_fields()
+        add_rows(form, ("Epochs:", self.epochs), ("Batch size:", self.batch_size), ("Learning rate:", self.lr),
+                 self.lr_note, ("Max length:", self.max_length), ("Image size:", self.image_size),
+                 ("Cached views:", self.feature_views), ("Augmentation:", self.augment), self.image_note,
+                 ("Method:", self.method), ("LoRA rank:", self.lora_rank), ("LoRA alpha:", self.lora_alpha),
+                 ("LoRA dropout:", self.lora_dropout), ("LoRA layers:", self.lora_targets), self.trainable,
+                 ("Warm-up:", self.warmup), ("Weight decay:", self.weight_decay), ("Grad accumulation:", self.grad_accum),
+                 ("Seed:", self.seed), ("Evaluate:", self.eval_steps), ("Early stopping:", self.patience),
+                 ("Best model by:", self.metric), ("Final model:", self.refit), ("Stop after:", self.max_steps),
+                 ("Device:", self.device), ("Precision:", self.precision), self.device_note,
+                 button("Restore Defaults", self.restore_defaults))
+        self._connect_training()
+        self._train_form = form
+        self._show_rows_for("text")
+        form.setRowVisible(self.lr_note, False)
+        return box
 
-        def spin(lo, hi, tip, step=1, special=None, suffix=""):
-            w = QSpinBox()
-            w.setRange(lo, hi)
-            w.setSingleStep(step)
-            w.setToolTip(tip)
-            if special:
-                w.setSpecialValueText(special)
-            if suffix:
-                w.setSuffix(suffix)
-            return w
-
-        def dspin(lo, hi, step, decimals, tip, suffix=""):
-            w = QDoubleSpinBox()
-            w.setRange(lo, hi)
-            w.setSingleStep(step)
-            w.setDecimals(decimals)
-            w.setToolTip(tip)
-            if suffix:
-                w.setSuffix(suffix)
-            return w
-
-        self.epochs = dspin(0, 100, 1, 1, "Passes over the training data. Automatic: 3, or for image folders enough "
-                                           "passes for about 300 optimizer steps (3 to 15) with early stopping on the "
-                                           "validation split. 1 to 3 is usual for fine-tuning text; more can over-fit "
-                                           "small datasets.")
+    def _make_schedule_fields(self) -> None:
+        """How long and how fast: epochs, batch, learning rate, length, warm-up, decay, ..."""
+        self.epochs = float_spin(
+            0, 100, 1, 1, "Passes over the training data. Automatic: 3, or for image folders enough passes for about "
+            "300 optimizer steps (3 to 15) with early stopping on the validation split. 1 to 3 is usual for "
+            "fine-tuning text; more can over-fit small datasets.")
         self.epochs.setSpecialValueText("Automatic")
-        self.batch_size = spin(1, 4096, "Examples per step. 16 to 32 is usual; larger batches need more memory.", 8)
+        self.batch_size = int_spin(1, 4096, "Examples per step. 16 to 32 is usual; larger batches need more memory.", 8)
         self.lr = LearningRateSpinBox()
         self.lr.setToolTip("Peak learning rate of AdamW. 2e-5 to 5e-5 suits BERT-sized backbones; small ones "
                            "tolerate 1e-4. Arrows step 1, 2, 3, 5 × 10ⁿ.")
-        self.max_length = spin(8, 8192, "Tokens kept per text; longer texts are cut. Time and memory grow with it.", 16,
-                               suffix=" tokens")
-        self.warmup = dspin(0, 50, 1, 0, "Share of the steps in which the learning rate rises from zero; it steadies "
-                                         "the first updates of the new head.", " %")
-        self.weight_decay = dspin(0, 1, 0.01, 3, "AdamW weight decay: a mild pull of the weights towards zero.")
-        self.grad_accum = spin(1, 1024, "Micro-batches per optimizer step: the effect of a batch this many times "
-                                        "larger without its memory.")
-        self.seed = spin(0, 2**31 - 1, "The same seed gives the same split, data order and new head: runs repeat.")
-        self.patience = spin(0, 1000, "Stop after this many evaluations without improvement of the metric below; "
-                                      "the best weights are kept.", special="off", suffix=" evaluations")
-        self.eval_steps = spin(0, 10_000_000, "Also evaluate on the validation data every N steps, besides the end of "
-                                              "each epoch.", 50, special="each epoch", suffix=" steps")
-        self.max_steps = spin(0, 10_000_000, "Stop after this many optimizer steps, whatever the epochs: quick trials.",
-                              10, special="no limit", suffix=" steps")
-        self.metric = QComboBox()
-        self.metric.setToolTip("The validation metric that picks the best checkpoint and drives early stopping. "
-                               "Macro F1 weighs every class equally, which matters when classes are imbalanced.")
-        for m in CLASSIFICATION:  # until the data says which task it is
-            self.metric.addItem(m.title, m.name)
-        self.device = QComboBox()
-        self.device.setToolTip("Where training runs. Automatic picks a GPU when one is present, else the CPU.")
-        self.device.addItem("Automatic", "auto")
-        self.device.addItem("Detecting devices…", None)
-        self.precision = QComboBox()
-        self.precision.setToolTip("Number format of the matrix products: bf16/fp16 halve memory and speed training up "
-                                  "on a GPU; on the CPU, automatic picks bf16 where the CPU has bf16 units (AMX, "
-                                  "AVX512-BF16) and fp32 elsewhere. Weights and the optimizer stay fp32.")
-        for text, value in (("Automatic", "auto"), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")):
-            self.precision.addItem(text, value)
-        self.device_note = QLabel()
-        self.device_note.setWordWrap(True)
-        self.lr_note = QLabel()
-        self.lr_note.setWordWrap(True)
-        self.image_size = spin(0, 1024, "Pixels per side fed to the model. Larger inputs see more detail and cost "
-                                        "time and memory roughly with the square.", 32,
-                               special="automatic (from the images)", suffix=" px")
-        self.feature_views = spin(0, 64, "Frozen backbone: its outputs are computed once and cached for this many views "
-                                          "of each training image (the centre crop, then augmented crops), so the "
-                                          "epochs after the first few train only the head, in seconds. Off: the "
-                                          "backbone runs on every batch.", special="off (recompute every epoch)",
-                                  suffix=" per image")
-        self.augment = QComboBox()
-        for text, value in (("Automatic (from the images)", None), ("Strong: crops down to 25%, flips", "strong"),
-                            ("Mild: crops of 70%+, no flips", "mild"), ("None", "none")):
-            self.augment.addItem(text, value)
-        self.augment.setToolTip("How training images are varied each epoch. Strong is the photo recipe (random "
-                                "resized crops down to a quarter of the area, left-right flips); mild keeps at least "
-                                "70% of the whole image and never mirrors it (small images, digits, letters).")
-        self.image_note = QLabel()  # the input size and augmentation chosen for the loaded images, and why
-        self.image_note.setWordWrap(True)
-        self.refit = QComboBox()
-        for text, value in (("Automatic (refit sets up to 10,000 rows)", None), ("Refit on all rows", True),
-                            ("Best on the validation rows", False)):
-            self.refit.addItem(text, value)
-        self.refit.setToolTip("Without a validation file, part of the training file is held out to draw the "
-                              "validation curves and choose the number of epochs. Refit then trains the final model "
-                              "again on all rows, that part included, for that many epochs: small sets gain from "
-                              "every row, at about twice the training time.")
-        self.method = QComboBox()
-        self.method.setToolTip("What fine-tuning trains. Full: every weight (the most accurate with enough data). "
-                               "New head only: the backbone stays frozen; much faster, a baseline. LoRA: small "
-                               "low-rank adapters in the attention layers and the head; a fraction of the "
-                               "parameters, a small adapter to ship. AdaLoRA: LoRA that moves its rank to the layers "
-                               "that need it.")
-        for text, value in METHOD_CHOICES:
-            self.method.addItem(text, value)
-        self.lora_rank = spin(1, 256, "LoRA rank r: the size of each adapter. 4 to 16 is usual.")
-        self.lora_alpha = dspin(1, 1024, 1, 0, "LoRA alpha: adapter updates are scaled by alpha / r (16 for r 8).")
-        self.lora_dropout = dspin(0, 0.9, 0.05, 2, "Dropout on the adapters' input.")
+        self.max_length = int_spin(8, 8192, "Tokens kept per text; longer texts are cut. Time and memory grow with it.",
+                                   16, suffix=" tokens")
+        self.warmup = float_spin(0, 50, 1, 0, "Share of the steps in which the learning rate rises from zero; it "
+                                              "steadies the first updates of the new head.", " %")
+        self.weight_decay = float_spin(0, 1, 0.01, 3, "AdamW weight decay: a mild pull of the weights towards zero.")
+        self.grad_accum = int_spin(1, 1024, "Micro-batches per optimizer step: the effect of a batch this many times "
+                                            "larger without its memory.")
+        self.seed = int_spin(0, 2**31 - 1, "The same seed gives the same split, data order and new head: runs repeat.")
+        self.patience = int_spin(0, 1000, "Stop after this many evaluations without improvement of the metric below; "
+                                          "the best weights are kept.", special="off", suffix=" evaluations")
+        self.eval_steps = int_spin(0, 10_000_000, "Also evaluate on the validation data every N steps, besides the "
+                                                  "end of each epoch.", 50, special="each epoch", suffix=" steps")
+        self.max_steps = int_spin(0, 10_000_000, "Stop after this many optimizer steps, whatever the epochs: quick "
+                                                 "trials.", 10, special="no limit", suffix=" steps")
+
+    def _make_choice_fields(self) -> None:
+        self.metric = choices(((m.title, m.name) for m in CLASSIFICATION),  # until the data says which task it is
+                              "The validation metric that picks the best checkpoint and drives early stopping. Macro "
+                              "F1 weighs every class equally, which matters when classes are imbalanced.")
+        self.device = choices((("Automatic", "auto"), ("Detecting devices…", None)),
+                              "Where training runs. Automatic picks a GPU when one is present, else the CPU.")
+        self.precision = choices(
+            (("Automatic", "auto"), ("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")),
+            "Number format of the matrix products: bf16/fp16 halve memory and speed training up on a GPU; on the CPU, "
+            "automatic picks bf16 where the CPU has bf16 units (AMX, AVX512-BF16) and fp32 elsewhere. Weights and the "
+            "optimizer stay fp32.")
+        self.refit = choices(
+            (("Automatic (refit sets up to 10,000 rows)", None), ("Refit on all rows", True),
+             ("Best on the validation rows", False)),
+            "Without a validation file, part of the training file is held out to draw the validation curves and "
+            "choose the number of epochs. Refit then trains the final model again on all rows, that part included, "
+            "for that many epochs: small sets gain from every row, at about twice the training time.")
+        self.device_note = text_label(selectable=False)
+        self.lr_note = text_label(selectable=False)
+
+    def _make_image_fields(self) -> None:
+        self.image_size = int_spin(0, 1024, "Pixels per side fed to the model. Larger inputs see more detail and "
+                                            "cost time and memory roughly with the square.", 32,
+                                   special="automatic (from the images)", suffix=" px")
+        self.feature_views = int_spin(
+            0, 64, "Frozen backbone: its outputs are computed once and cached for this many views of each training "
+            "image (the centre crop, then augmented crops), so the epochs after the first few train only the head, in "
+            "seconds. Off: the backbone runs on every batch.", special="off (recompute every epoch)", suffix=" per image")
+        self.augment = choices(
+            (("Automatic (from the images)", None), ("Strong: crops down to 25%, flips", "strong"),
+             ("Mild: crops of 70%+, no flips", "mild"), ("None", "none")),
+            "How training images are varied each epoch. Strong is the photo recipe (random resized crops down to a "
+            "quarter of the area, left-right flips); mild keeps at least 70% of the whole image and never mirrors it "
+            "(small images, digits, letters).")
+        self.image_note = text_label(selectable=False)  # the input size and augmentation chosen for the loaded images
+
+    def _make_method_fields(self) -> None:
+        self.method = choices(METHOD_CHOICES,
+                              "What fine-tuning trains. Full: every weight (the most accurate with enough data). New "
+                              "head only: the backbone stays frozen; much faster, a baseline. LoRA: small low-rank "
+                              "adapters in the attention layers and the head; a fraction of the parameters, a small "
+                              "adapter to ship. AdaLoRA: LoRA that moves its rank to the layers that need it.")
+        self.lora_rank = int_spin(1, 256, "LoRA rank r: the size of each adapter. 4 to 16 is usual.")
+        self.lora_alpha = float_spin(1, 1024, 1, 0, "LoRA alpha: adapter updates are scaled by alpha / r (16 for r 8).")
+        self.lora_dropout = float_spin(0, 0.9, 0.05, 2, "Dropout on the adapters' input.")
         self.lora_targets = QLineEdit()
         self.lora_targets.setPlaceholderText("the architecture's default (BERT: query, value)")
         self.lora_targets.setToolTip("Comma-separated names of the layers that get adapters, e.g. query,key,value")
-        self.trainable = QLabel()
-        self.trainable.setWordWrap(True)
+        self.trainable = text_label(selectable=False)
 
-        form.addRow("Epochs:", self.epochs)
-        form.addRow("Batch size:", self.batch_size)
-        form.addRow("Learning rate:", self.lr)
-        form.addRow(self.lr_note)
-        form.addRow("Max length:", self.max_length)
-        form.addRow("Image size:", self.image_size)
-        form.addRow("Cached views:", self.feature_views)
-        form.addRow("Augmentation:", self.augment)
-        form.addRow(self.image_note)
-        form.addRow("Method:", self.method)
-        form.addRow("LoRA rank:", self.lora_rank)
-        form.addRow("LoRA alpha:", self.lora_alpha)
-        form.addRow("LoRA dropout:", self.lora_dropout)
-        form.addRow("LoRA layers:", self.lora_targets)
-        form.addRow(self.trainable)
-        form.addRow("Warm-up:", self.warmup)
-        form.addRow("Weight decay:", self.weight_decay)
-        form.addRow("Grad accumulation:", self.grad_accum)
-        form.addRow("Seed:", self.seed)
-        form.addRow("Evaluate:", self.eval_steps)
-        form.addRow("Early stopping:", self.patience)
-        form.addRow("Best model by:", self.metric)
-        form.addRow("Final model:", self.refit)
-        form.addRow("Stop after:", self.max_steps)
-        form.addRow("Device:", self.device)
-        form.addRow("Precision:", self.precision)
-        form.addRow(self.device_note)
-        reset = QPushButton("Restore Defaults")
-        reset.clicked.connect(self.restore_defaults)
-        form.addRow(reset)
-
+    def _connect_training(self) -> None:
         for w in (self.epochs, self.batch_size, self.lr, self.max_length, self.warmup, self.weight_decay,
                   self.grad_accum, self.seed, self.patience, self.eval_steps, self.max_steps, self.image_size,
                   self.feature_views):
@@ -397,16 +322,13 @@ class ModelPage(QWidget):
         for w in (self.lora_rank, self.lora_alpha, self.lora_dropout):
             w.valueChanged.connect(self._method_edited)
         self.lora_targets.editingFinished.connect(self._method_edited)
-        self._train_form = form
-        self._show_rows_for("text")
-        form.setRowVisible(self.lr_note, False)
-        return box
 
     def _show_rows_for(self, modality: str) -> None:
         image = modality == "image"
         self._train_form.setRowVisible(self.max_length, not image)
         self._train_form.setRowVisible(self.image_size, image)
-        self._train_form.setRowVisible(self.feature_views, image and self.state.config.model.method == "frozen")
+        frozen = method_spec(self.state.config.model.method).frozen_backbone
+        self._train_form.setRowVisible(self.feature_views, image and frozen)
         self._train_form.setRowVisible(self.augment, image)
         self._train_form.setRowVisible(self.image_note, image and bool(self.image_note.text()))
         lora = self.state.config.model.uses_adapters
@@ -424,7 +346,7 @@ class ModelPage(QWidget):
         try:
             self.epochs.setValue(t.epochs or 0)
             self.batch_size.setValue(t.batch_size)
-            self.lr.setValue(t.lr)
+            self.lr.setValue(self.state.default_lr if t.lr is None else t.lr)
             self.max_length.setValue(t.max_length)
             self.warmup.setValue(round(t.warmup_ratio * 100))
             self.weight_decay.setValue(t.weight_decay)
@@ -462,7 +384,7 @@ class ModelPage(QWidget):
         t = self.state.config.train
         t.epochs = self.epochs.value() or None
         t.batch_size = self.batch_size.value()
-        t.lr = self.lr.value()
+        t.lr = self._typed_lr()
         t.max_length = self.max_length.value()
         t.warmup_ratio = self.warmup.value() / 100
         t.weight_decay = self.weight_decay.value()
@@ -505,7 +427,6 @@ class ModelPage(QWidget):
         t = self.state.config.train
         self.state.config.train = TrainConfig(device=t.device, num_processes=t.num_processes)
         self.state.config.model = ModelConfig(name=self.state.config.model.name)
-        self._suggested_lr = TrainConfig.lr
         self.sync_from_config()
         self._train_edited()
         self._show_rows_for(self.effective_modality)
@@ -568,7 +489,7 @@ class ModelPage(QWidget):
             from ...core.tasks import detect_task, task_class
 
             if chosen == "auto":
-                cls = detect_task(path) if path else task_class("text-classification")
+                cls = detect_task(path) if path else task_class(DEFAULT_TASK)
             else:
                 cls = task_class(chosen)
             return cls.name, cls.title, cls.metrics, cls.default_metric, cls.modality
@@ -607,32 +528,38 @@ class ModelPage(QWidget):
         return aio.spawn(self._refresh_suggestions())
 
     async def _refresh_suggestions(self) -> None:
-        """Apply the task's suggested learning rate for this backbone (e.g. 5e-4 for EfficientNet),
-        unless the user set one; the CLI does the same for options not given."""
+        """Show the task's learning rate for this method and backbone (e.g. 5e-4 for EfficientNet)
+        while the config leaves it to the task (lr None); a rate the user typed stays."""
         import copy
 
         config = copy.deepcopy(self.state.config)
         config.task = self.effective_task
 
-        def suggest():
+        def task_default():
             from ...core.tasks import get_task
 
-            return get_task(config.task).suggested_settings(config)
+            return get_task(config.task).default_lr(config)
 
-        lr = (await self._in_thread(warmup.serialized(suggest))).get("lr", TrainConfig.lr)
-        t = self.state.config.train
-        if abs(t.lr - self._suggested_lr) <= 1e-12 and t.lr != lr:
-            t.lr = lr
-            self._setting = True
-            try:
-                self.lr.setValue(lr)
-            finally:
-                self._setting = False
-            self.state.touch_config()
-        self._suggested_lr = lr
-        self.lr_note.setText("" if lr == TrainConfig.lr else
-                             f"Suggested for this backbone and method: {self.lr.textFromValue(lr)}.")
+        lr = await self._in_thread(warmup.serialized(task_default))
+        if lr != self.state.default_lr:
+            self.state.default_lr = lr
+            if self.state.config.train.lr is None:
+                self._setting = True
+                try:
+                    self.lr.setValue(lr)
+                finally:
+                    self._setting = False
+            self.state.touch_config()  # the Train page's summary names the rate
+        plain = default_lr(DEFAULT_TASK, DEFAULT_METHOD)
+        self.lr_note.setText("" if lr == plain else f"Suggested for this backbone and method: {self.lr.textFromValue(lr)}.")
         self._train_form.setRowVisible(self.lr_note, bool(self.lr_note.text()))
+
+    def _typed_lr(self) -> float | None:
+        """The learning rate the user typed, or None while the box shows the task's default."""
+        value = self.lr.value()
+        if self.state.config.train.lr is None and math.isclose(value, self.state.default_lr, rel_tol=1e-9):
+            return None
+        return value
 
     def refresh_trainable(self):
         """Show what the chosen method trains on the chosen backbone (counted on a model built without

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from ...core.events import Callbacks, Progress
 from ..jobs import Jobs, describe
+from ..widgets.build import button, text_label
 
 PREVIEW_ROWS = 200
 FREE_NAME_TRIES = 100
@@ -118,12 +119,8 @@ class PredictPanel(QGroupBox):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setVisible(False)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.open_button = QPushButton("Open File")
-        self.open_button.clicked.connect(self._open_output)
-        self.open_button.setVisible(False)
+        self.status = text_label()
+        self.open_button = button("Open File", self._open_output, visible=False)
         self.table = QTableWidget()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)  # the "line" (or "path") column says where each row came from

@@ -2,7 +2,7 @@
 
 Nothing here retrains: the list comes from status.json/config.json, the curves from metrics.jsonl,
 and opening a run hands its folder to the Evaluate and Export pages. Pack writes a run into one
-portable .wbrun file; Import Run unpacks one into the runs home (core/pack.py, on a worker thread).
+portable .wbrun file; Import Run unpacks one into the runs home (core/export/pack.py, on a worker thread).
 """
 
 from __future__ import annotations
@@ -11,38 +11,33 @@ import shutil
 from pathlib import Path
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QItemSelectionModel,
     QModelIndex,
     QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
-    QTimer,
     QUrl,
     Signal,
     Slot,
 )
 from PySide6.QtGui import QColor, QDesktopServices, QPalette
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMenu,
     QMessageBox,
-    QPushButton,
-    QSplitter,
     QStackedWidget,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from ...core.metrics import in_sentence, summary_text
-from ...core.rundir import read_metrics, runs_home
-from ...core.runs import RESUMABLE_STATES, RunSummary, list_runs, resumable, summarize
+from ...core.run.directory import read_metrics, runs_home
+from ...core.run.history import RESUMABLE_STATES, RunSummary, list_runs, resumable, summarize
 from ..jobs import Jobs, describe
+from ..widgets.build import button, column, fill, heading, row, rows_table, set_column, stacked, text_label, timer
+from ..widgets.table_model import ListTableModel
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -54,31 +49,13 @@ STATE_COLOURS = {"failed": QColor("#d64541"), "interrupted": QColor("#d9822b"), 
 CURVE_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f")
 
 
-class RunsModel(QAbstractTableModel):
+class RunsModel(ListTableModel):
     # "Score" is the metric each run picked its best checkpoint by ("Best by" names it): runs of
     # different tasks are scored differently.
-    COLUMNS = ("Started", "Dataset", "Task", "Backbone", "State", "Best by", "Score", "Duration", "Folder")
+    COLUMNS = HEADERS = ("Started", "Dataset", "Task", "Backbone", "State", "Best by", "Score", "Duration", "Folder")
     NUMERIC = ("Score", "Duration")
 
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.runs: list[RunSummary] = []
-
-    def set_runs(self, runs: list[RunSummary]) -> None:
-        self.beginResetModel()
-        self.runs = list(runs)
-        self.endResetModel()
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.runs)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
+    rows: list[RunSummary]
 
     def _value(self, run: RunSummary, column: int):
         name = self.COLUMNS[column]
@@ -103,7 +80,7 @@ class RunsModel(QAbstractTableModel):
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        run = self.runs[index.row()]
+        run = self.rows[index.row()]
         value = self._value(run, index.column())
         name = self.COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
@@ -286,120 +263,73 @@ class RunsPage(QWidget):
         super().__init__(parent)
         self.home = Path(home) if home is not None else None
         self._shown_once = False
+        self.jobs = Jobs(self)  # packing and unpacking, off the GUI thread
+        self.message: QMessageBox | None = None  # the last outcome shown (tests read it)
 
-        self.title = QLabel("Runs")
-        font = self.title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.25)
-        font.setBold(True)
-        self.title.setFont(font)
-        self.where = QLabel()
-        self.where.setEnabled(False)
-        self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.title = heading("Runs")
+        self.where = text_label(dimmed=True)
+        self.where.setWordWrap(False)
+        self.curves = CurvesPanel()
+        self.curves.setMinimumHeight(220)
+        split = stacked(column(self._build_buttons(), (self._build_list(), 1)), self.curves, stretch=(2, 3))
+        split.setSizes([260, 390])
+        head = QVBoxLayout()
+        head.setSpacing(2)
+        fill(head, self.title, self.where)
+        set_column(self, head, (split, 1), margins=None)
+        self._update_buttons()
+        # A run can finish, or a CLI run appear, while the page is open.
+        self._poll = timer(self, 5000, self._refresh_if_visible, start=True)
 
+    def _build_list(self) -> QStackedWidget:
+        """The runs, newest first; a note instead while there are none."""
         self.model = RunsModel(self)
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SORT_ROLE)
-        self.table = QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setAlternatingRowColors(True)
-        self.table.setWordWrap(False)
-        self.table.verticalHeader().hide()
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(len(RunsModel.COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        self.table = rows_table(self.proxy, len(RunsModel.COLUMNS) - 1, sort_column=0, descending=True,
+                                fit_columns=True)
         self.table.doubleClicked.connect(self._on_double_clicked)
         self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
-
         self.empty = QLabel()
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
         self.list_stack = QStackedWidget()
         self.list_stack.addWidget(self.table)
         self.list_stack.addWidget(self.empty)
+        return self.list_stack
 
-        self.open_button = QPushButton("Open")
-        self.open_button.setToolTip("Show this run's report and predictions (Evaluate) and its model (Export)")
-        self.open_button.clicked.connect(self._open_selected)
-        self.compare_button = QPushButton("Compare")
-        self.compare_button.setToolTip("Overlay the selected runs' training loss and validation curves")
-        self.compare_button.clicked.connect(self._compare_selected)
-        self.diff_button = QPushButton("Diff")
-        self.diff_button.setToolTip("Two runs scored on the same test data: metric deltas with p-values and the "
-                                    "examples the newer run fixed or broke")
-        self.diff_button.clicked.connect(self._diff_selected)
-        self.resume_button = QPushButton("Resume")
-        self.resume_button.setToolTip("Go on with a paused, cancelled or crashed run from its last checkpoint, "
-                                      "with its curves so far on the Train page")
-        self.resume_button.clicked.connect(self._resume_selected)
-        self.files_button = QPushButton("Show files")
-        self.files_button.setToolTip("Open the run folder in the file manager")
-        self.files_button.clicked.connect(self._show_files)
-        self.delete_button = QPushButton("Delete...")
-        self.delete_button.setToolTip("Delete the selected runs' folders (asks first)")
-        self.delete_button.clicked.connect(self._delete_selected)
-        self.pack_button = QPushButton("Pack…")
-        self.pack_button.setToolTip("Write the selected run (config, metrics, report, predictions, model) into one "
-                                    ".wbrun file to share or move; `workbench unpack` or Import Run reads it back")
+    def _build_buttons(self) -> QHBoxLayout:
+        self.open_button = button("Open", self._open_selected,
+                                  "Show this run's report and predictions (Evaluate) and its model (Export)")
+        self.compare_button = button("Compare", self._compare_selected,
+                                     "Overlay the selected runs' training loss and validation curves")
+        self.diff_button = button("Diff", self._diff_selected, "Two runs scored on the same test data: metric deltas "
+                                                               "with p-values and the examples the newer run fixed or broke")
+        self.resume_button = button("Resume", self._resume_selected, "Go on with a paused, cancelled or crashed run "
+                                    "from its last checkpoint, with its curves so far on the Train page")
+        self.files_button = button("Show files", self._show_files, "Open the run folder in the file manager")
+        self.delete_button = button("Delete...", self._delete_selected, "Delete the selected runs' folders (asks first)")
+        self.pack_button = button("Pack…", tip="Write the selected run (config, metrics, report, predictions, model) "
+                                  "into one .wbrun file to share or move; `workbench unpack` or Import Run reads it back")
         pack_menu = QMenu(self.pack_button)
         pack_menu.addAction("Pack Run…", lambda: self._pack_selected(False))
         pack_menu.addAction("Pack Run with Its Data…", lambda: self._pack_selected(True))
         self.pack_button.setMenu(pack_menu)
-        self.import_button = QPushButton("Import Run…")
-        self.import_button.setToolTip("Unpack a .wbrun file into the runs home; it is listed like a local run")
-        self.import_button.clicked.connect(self._import_chosen)
-        self.refresh_button = QPushButton("Refresh")
-        self.refresh_button.clicked.connect(self.refresh)
-        buttons = QHBoxLayout()
-        for b in (self.open_button, self.resume_button, self.compare_button, self.diff_button, self.files_button,
-                  self.pack_button, self.delete_button):
-            buttons.addWidget(b)
+        self.import_button = button("Import Run…", self._import_chosen,
+                                    "Unpack a .wbrun file into the runs home; it is listed like a local run")
+        self.refresh_button = button("Refresh", self.refresh)
+        buttons = row(self.open_button, self.resume_button, self.compare_button, self.diff_button, self.files_button,
+                      self.pack_button, self.delete_button)
         buttons.addStretch(1)
-        buttons.addWidget(self.import_button)
-        buttons.addWidget(self.refresh_button)
-        self.jobs = Jobs(self)  # packing and unpacking, off the GUI thread
-        self.message: QMessageBox | None = None  # the last outcome shown (tests read it)
-
-        self.curves = CurvesPanel()
-        self.curves.setMinimumHeight(220)
-        top = QWidget()
-        tl = QVBoxLayout(top)
-        tl.setContentsMargins(0, 0, 0, 0)
-        tl.addLayout(buttons)
-        tl.addWidget(self.list_stack, 1)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.setChildrenCollapsible(False)
-        split.addWidget(top)
-        split.addWidget(self.curves)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        split.setSizes([260, 390])
-
-        head = QVBoxLayout()
-        head.setSpacing(2)
-        head.addWidget(self.title)
-        head.addWidget(self.where)
-        layout = QVBoxLayout(self)
-        layout.addLayout(head)
-        layout.addWidget(split, 1)
-        self._update_buttons()
-        # A run can finish, or a CLI run appear, while the page is open.
-        self._poll = QTimer(self)
-        self._poll.setInterval(5000)
-        self._poll.timeout.connect(self._refresh_if_visible)
-        self._poll.start()
+        return fill(buttons, self.import_button, self.refresh_button)
 
     # ---- public ---------------------------------------------------------------------------------
     def refresh(self) -> None:
         home = self.home if self.home is not None else runs_home()
         selected = set(self.selected_paths())
         runs = list_runs(home)
-        self.model.set_runs(runs)
+        self.model.set_rows(runs)
         self.where.setText(f"{len(runs)} run{'' if len(runs) == 1 else 's'} in {home}")
         if runs:
             self.list_stack.setCurrentWidget(self.table)
@@ -430,7 +360,7 @@ class RunsPage(QWidget):
     def compare(self, paths) -> None:
         """Overlay these runs' curves (the Compare button does this for the selection)."""
         wanted = [str(Path(p).resolve()) for p in paths]
-        by_path = {str(r.path.resolve()): r for r in self.model.runs}
+        by_path = {str(r.path.resolve()): r for r in self.model.rows}
         self.curves.show_runs([by_path[p] for p in wanted if p in by_path])
 
     def shutdown(self) -> None:
@@ -439,7 +369,7 @@ class RunsPage(QWidget):
 
     def import_run(self, archive: str) -> None:
         """Unpack ``archive`` into a new folder of the runs home, then list and select it."""
-        from ...core.pack import unpack_run
+        from ...core.export.pack import unpack_run
 
         home = self.home if self.home is not None else runs_home()
         self._busy(f"Importing {Path(archive).name}…")
@@ -448,7 +378,7 @@ class RunsPage(QWidget):
 
     def pack_run(self, run_dir: str, output: str, with_data: bool = False, overwrite: bool = False) -> None:
         """Write ``run_dir`` into the .wbrun file ``output`` (``overwrite``: the save dialog asked)."""
-        from ...core.pack import pack_run
+        from ...core.export.pack import pack_run
 
         self._busy(f"Packing {Path(run_dir).name}…")
         self.jobs.submit(lambda state: pack_run(run_dir, output, with_data=with_data, overwrite=overwrite,
@@ -462,7 +392,7 @@ class RunsPage(QWidget):
 
     @Slot()
     def _refresh_if_visible(self) -> None:
-        if self.isVisible() and any(r.state == "running" for r in self.model.runs):
+        if self.isVisible() and any(r.state == "running" for r in self.model.rows):
             self.refresh()
 
     @Slot(QModelIndex)
@@ -503,7 +433,7 @@ class RunsPage(QWidget):
         """Open the diff of two runs, the older as A; returns the dialog (views/run_diff.py)."""
         from ..views.run_diff import RunDiffView
 
-        by_path = {str(r.path): r for r in self.model.runs}
+        by_path = {str(r.path): r for r in self.model.rows}
         a, b = sorted((first, second), key=lambda p: (getattr(by_path.get(p), "started", None) is None,
                                                       str(getattr(by_path.get(p), "started", "")), p))
         dialog = RunDiffView(a, b, self)
@@ -557,7 +487,7 @@ class RunsPage(QWidget):
             self.import_run(path)
 
     def _pack_selected(self, with_data: bool) -> None:
-        from ...core.pack import default_pack_name
+        from ...core.export.pack import default_pack_name
 
         paths = self.selected_paths()
         if len(paths) != 1:
@@ -583,7 +513,7 @@ class RunsPage(QWidget):
 
     def delete_runs(self, paths) -> list[str]:
         """Delete run folders (not ones still training); returns those deleted."""
-        by_path = {str(r.path): r for r in self.model.runs}
+        by_path = {str(r.path): r for r in self.model.rows}
         deleted, refused = [], []
         for p in paths:
             run = by_path.get(str(p))
@@ -604,7 +534,7 @@ class RunsPage(QWidget):
     def _update_buttons(self) -> None:
         paths = self.selected_paths()
         n = len(paths)
-        by_path = {str(r.path): r for r in self.model.runs}
+        by_path = {str(r.path): r for r in self.model.rows}
         run = by_path.get(paths[0]) if n == 1 else None
         self.resume_button.setEnabled(run is not None and run.state in RESUMABLE_STATES and resumable(paths[0]))
         self.open_button.setEnabled(n == 1)

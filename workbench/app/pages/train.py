@@ -24,17 +24,17 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
-    QPushButton,
     QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
 from ...core.metrics import CLASSIFICATION, Metric, find, specs_from, summary_text
-from ...core.runs import resumable
+from ...core.run.history import resumable
 from ..controller import TrainingController
 from ..preflight import PreflightRunner
 from ..state import AppState
+from ..widgets.build import button, fill, row, text_label
 from ..widgets.spinboxes import format_lr
 
 PHASES = {
@@ -191,57 +191,32 @@ class TrainPage(QWidget):
 
     # ---- building -----------------------------------------------------------------------------------
     def _build_controls(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        self.start_button = QPushButton("Start Training")
-        self.start_button.setDefault(True)
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.controller.cancel)
-        self.pause_button = QPushButton("Pause")
-        self.pause_button.setToolTip(PAUSE_TIP)
-        self.pause_button.setEnabled(False)
-        self.pause_button.clicked.connect(self.controller.pause)
-        self.resume_button = QPushButton("Resume")
-        self.resume_button.setToolTip("Go on with this run from its last checkpoint")
-        self.resume_button.setVisible(False)
-        self.resume_button.clicked.connect(lambda: self.resume_requested.emit(self._shown_run))
-        self.estimate_button = QPushButton("Estimate Time")
-        self.estimate_button.setToolTip("Train a few batches of these settings in a separate process and estimate "
-                                        "the time per epoch, the whole run's time and its peak memory")
-        self.estimate_button.clicked.connect(self.estimate)
-        self.copy_button = QPushButton("Copy Command")
-        self.copy_button.setToolTip("Copy the workbench train command line that repeats these settings, e.g. on "
-                                    "another machine or under a cluster's launcher")
-        self.copy_button.clicked.connect(self.copy_command)
-        texts = QVBoxLayout()
+        self.start_button = button("Start Training", self.start, default=True)
+        self.cancel_button = button("Cancel", self.controller.cancel, enabled=False)
+        self.pause_button = button("Pause", self.controller.pause, PAUSE_TIP, enabled=False)
+        self.resume_button = button("Resume", lambda: self.resume_requested.emit(self._shown_run),
+                                    "Go on with this run from its last checkpoint", visible=False)
+        self.estimate_button = button("Estimate Time", self.estimate,
+                                      "Train a few batches of these settings in a separate process and estimate the "
+                                      "time per epoch, the whole run's time and its peak memory")
+        self.copy_button = button("Copy Command", self.copy_command,
+                                  "Copy the workbench train command line that repeats these settings, e.g. on another "
+                                  "machine or under a cluster's launcher")
         self.stage = QLabel()  # "Stage 1 of 2: adapting the backbone", for runs of two stages
         self.stage.setVisible(False)
-        self.summary = QLabel()
-        self.summary.setWordWrap(True)
-        self.reason = QLabel()
-        self.reason.setWordWrap(True)
+        self.summary = text_label(selectable=False)
+        self.reason = text_label(selectable=False)
         self.reason.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.reason.linkActivated.connect(lambda _: self.go_to_data.emit())
-        texts.addWidget(self.stage)
-        texts.addWidget(self.summary)
-        self.estimate_text = QLabel()  # the preflight estimate of these settings
-        self.estimate_text.setWordWrap(True)
+        self.estimate_text = text_label(selectable=False)  # the preflight estimate of these settings
         self.estimate_text.setVisible(False)
-        texts.addWidget(self.estimate_text)
-        texts.addWidget(self.reason)
-        row.addWidget(self.start_button)
-        row.addWidget(self.pause_button)
-        row.addWidget(self.resume_button)
-        row.addWidget(self.cancel_button)
-        row.addWidget(self.estimate_button)
-        row.addWidget(self.copy_button)
-        row.addSpacing(12)
-        row.addLayout(texts, 1)
-        return row
+        controls = row(self.start_button, self.pause_button, self.resume_button, self.cancel_button,
+                       self.estimate_button, self.copy_button)
+        controls.addSpacing(12)
+        texts = fill(QVBoxLayout(), self.stage, self.summary, self.estimate_text, self.reason)
+        return fill(controls, (texts, 1))
 
     def _build_progress(self) -> QHBoxLayout:
-        row = QHBoxLayout()
         self.phase = QLabel("Not started")
         self.phase.setMinimumWidth(180)
         self.progress = QProgressBar()
@@ -251,10 +226,7 @@ class TrainPage(QWidget):
         self.rate = QLabel()
         self.rate.setMinimumWidth(280)
         self.rate.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        row.addWidget(self.phase)
-        row.addWidget(self.progress, 1)
-        row.addWidget(self.rate)
-        return row
+        return row(self.phase, (self.progress, 1), self.rate)
 
     def _build_plots(self, plots: list | None) -> QWidget:
         w = QWidget()
@@ -349,20 +321,10 @@ class TrainPage(QWidget):
             self._apply_palette()
 
     def _build_result(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        self.result = QLabel()
-        self.result.setWordWrap(True)
-        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.open_folder = QPushButton("Open Run Folder")
-        self.open_folder.clicked.connect(self._open_run_folder)
-        self.open_folder.setEnabled(False)
-        self.evaluate_button = QPushButton("Evaluate →")
-        self.evaluate_button.setEnabled(False)
-        self.evaluate_button.clicked.connect(self.evaluate_requested)
-        row.addWidget(self.result, 1)
-        row.addWidget(self.open_folder)
-        row.addWidget(self.evaluate_button)
-        return row
+        self.result = text_label()
+        self.open_folder = button("Open Run Folder", self._open_run_folder, enabled=False)
+        self.evaluate_button = button("Evaluate →", self.evaluate_requested, enabled=False)
+        return row((self.result, 1), self.open_folder, self.evaluate_button)
 
     # ---- readiness and summary ----------------------------------------------------------------------
     def set_ready(self, ready: bool, reason: str = "") -> None:
@@ -391,12 +353,12 @@ class TrainPage(QWidget):
         steps = f", at most {c.train.max_steps} steps" if c.train.max_steps else ""
         device = {"auto": "automatic device"}.get(c.train.device, c.train.device)
         self.summary.setText(f"<b>{model}</b>{rows} · {epochs}{steps} · batch {c.train.batch_size} · "
-                             f"lr {format_lr(c.train.lr)} · {device}")
+                             f"lr {format_lr(self.state.default_lr if c.train.lr is None else c.train.lr)} · {device}")
 
     # ---- preflight estimate -------------------------------------------------------------------------
     @Slot()
     def estimate(self) -> None:
-        """Measure the current settings in a child process (core/preflight.py): time and memory."""
+        """Measure the current settings in a child process (core/run/preflight.py): time and memory."""
         if self.controller.running or not self._ready:
             return
         from ...core.errors import InputError
@@ -483,7 +445,7 @@ class TrainPage(QWidget):
         self._shown_run = run_dir
         self._outcome = "running"
         if self.controller.resuming:  # the curve so far, from the run's folder, then it goes on live
-            from ...core.rundir import read_metrics
+            from ...core.run.directory import read_metrics
 
             self.on_events(read_metrics(run_dir))
             self._log(f"Resuming from step {self._last_step}")
@@ -749,7 +711,7 @@ class TrainPage(QWidget):
         """Show a finished, failed or cancelled run from its folder, as if it had just run."""
         if self.controller.running:
             return  # the live run owns the page
-        from ...core.rundir import read_metrics
+        from ...core.run.directory import read_metrics
 
         self._reset()
         self._shown_run = str(run_dir)

@@ -22,29 +22,30 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QFileDialog,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QListView,
     QListWidget,
-    QProgressBar,
     QPushButton,
-    QSizePolicy,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from ...core.tasks.table import TASKS, first_task_of, method_spec
 from ..evaluation.classification import ClassificationView, _example_caption
 from ..evaluation.predictions_model import PredictionColumns
-from ..evaluation.try_it import load_pipeline
+from ..evaluation.try_it_base import TryIt, load_pipeline
 from ..jobs import Jobs, describe
 from ..model_cache import MODELS
+from ..widgets.build import button, enlarge
+from ..widgets.score_bars import ScoreBars
 from .thumbnails import THUMB, decode_preview, thumbnail_image
 
 log = logging.getLogger(__name__)
 
-MAX_BARS = 8
+IMAGE_TASK = first_task_of("image") or ""  # what an image folder trains
+
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -173,7 +174,7 @@ class ImageGrid(QListView):
 
 def _scan(path: str):
     from ...core.data.images import scan_image_folders
-    from ...core.image_policy import measure_images
+    from ...core.tasks.image.policy import measure_images
 
     folders = scan_image_folders(path)
     # Sizes and colour modes from a few hundred file headers: what the run's defaults are chosen from.
@@ -186,7 +187,7 @@ def image_defaults_text(data, config) -> str:
     (rich text: what it will use on top, the reasons dimmed below)."""
     from html import escape
 
-    from ...core.image_policy import planned_defaults
+    from ...core.tasks.image.policy import planned_defaults
 
     stats = getattr(getattr(data, "folders", None), "stats", None)
     if stats is None:
@@ -195,7 +196,7 @@ def image_defaults_text(data, config) -> str:
     why = f"<br><span style='color: gray'>Why: {escape(plan.why)}</span>" if plan.why else ""
     cached = ""
     views = config.train.feature_views
-    if config.model.method == "frozen" and views > 0:
+    if method_spec(config.model.method).frozen_backbone and views > 0:
         # feature_cache.py: view 0 is the centre crop; only further views are augmented.
         cached = (" With the frozen backbone, its features are computed once: training uses the centre crops"
                   + (f" and {views - 1} augmented crop{'s' if views > 2 else ''} of each image" if views > 1 else
@@ -216,10 +217,7 @@ class ImageFolderView(QWidget):
         self.jobs = Jobs(self)
 
         self.title = QLabel()
-        f = self.title.font()
-        f.setPointSizeF(f.pointSizeF() * 1.3)
-        f.setBold(True)
-        self.title.setFont(f)
+        enlarge(self.title, 1.3)
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -347,8 +345,8 @@ class ImageFolderData:
     report: Any = None
     problem: str | None = None
     notes: tuple[str, ...] = ()
-    task: str = "image-classification"
-    task_title: str = "Image classification"
+    task: str = IMAGE_TASK
+    task_title: str = TASKS[IMAGE_TASK].heading
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -396,7 +394,7 @@ class DataPageImages(QObject):
     @staticmethod
     def handles(path: str | Path) -> bool:
         """Whether ``path`` is a folder of labelled images (a cheap look, fine on the GUI thread)."""
-        from ...core.image_sniff import sniff_image_folder
+        from ...core.data.image_sniff import sniff_image_folder
 
         return sniff_image_folder(Path(path)) >= 0.9
 
@@ -437,10 +435,13 @@ class DataPageImages(QObject):
 # ---------------------------------------------------------------------------- Evaluate page
 
 
+KIND = "image-classifier"  # the model cache's name for the classifier below
+
+
 def _load_image_classifier(folder: Path):
     """A function image path -> [(label, probability)], best first: Workbench's loader for its own
     architectures, the transformers pipeline for Hugging Face ones. A loader for ``MODELS.get``."""
-    from ...core.image_models import classify_with, load_image_classifier, read_image_config
+    from ...core.tasks.image.models import classify_with, load_image_classifier, read_image_config
 
     if read_image_config(folder) is not None:
         model, config = load_image_classifier(folder, fold=True)
@@ -448,7 +449,7 @@ def _load_image_classifier(folder: Path):
         def classify(path: str) -> list[tuple[str, float]]:
             return [(t["label"], t["score"]) for t in classify_with(model, config, [path], top_k=10_000)[0]]
     else:
-        pipe = load_pipeline(folder, task="image-classification")
+        pipe = load_pipeline(folder, "image")
 
         def classify(path: str) -> list[tuple[str, float]]:
             return [(o["label"], float(o["score"])) for o in pipe(path, top_k=None)]
@@ -457,7 +458,7 @@ def _load_image_classifier(folder: Path):
 
 def predict_image(model_dir: str | Path, path: str) -> list[tuple[str, float]]:
     """(label, probability) for every class, best first, from an exported image model."""
-    return MODELS.get("image-classifier", model_dir, _load_image_classifier)(path)
+    return MODELS.get(KIND, model_dir, _load_image_classifier)(path)
 
 
 def _try_image(state, model_dir: str, path: str) -> list[tuple[str, float]]:
@@ -468,10 +469,10 @@ def _try_image(state, model_dir: str, path: str) -> list[tuple[str, float]]:
 
 
 def _saliency_image(model_dir: str, path: str) -> tuple[QImage, str]:
-    """The image as the model saw it with its gradient saliency over it (core/explain.py), as a QImage."""
+    """The image as the model saw it with its gradient saliency over it (core/analysis/explain.py), as a QImage."""
     import numpy as np
 
-    from ...core.explain import explain_image, overlay
+    from ...core.analysis.explain import explain_image, overlay
 
     seen, saliency, label = explain_image(model_dir, path)
     shown = np.ascontiguousarray(overlay(seen, saliency))
@@ -481,51 +482,28 @@ def _saliency_image(model_dir: str, path: str) -> tuple[QImage, str]:
     return image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation), label
 
 
-class ImageTryIt(QWidget):
+class ImageTryIt(TryIt):
     """Drop an image (or choose one) and see the exported model's scores for it."""
 
-    predicted = Signal(object)  # [(label, score), ...] best first
+    model_kind = KIND
+    busy_text = "Predicting…"
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+        super().__init__("Choose Image…", parent)  # the run button asks for a file
         self.setAcceptDrops(True)
-        self._model_dir: str | None = None
         self._path = ""
         self._caption = ""  # what the saliency being computed is of (an image of the predictions list)
-        self.jobs = Jobs(self)  # decoding and scoring, in order, off the GUI thread
         self.picture = QLabel("Drop an image here")
         self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.picture.setMinimumSize(THUMB, THUMB)
         self.picture.setFrameShape(QLabel.Shape.StyledPanel)
-        self.choose = QPushButton("Choose Image…")
-        self.choose.clicked.connect(self._choose)
-        self.saliency = QPushButton("Show Saliency")
-        self.saliency.setToolTip("Overlay where the pixels most change the predicted class's score (gradient "
-                                 "saliency); Workbench image models")
-        self.saliency.clicked.connect(self.explain)
-        self.saliency.setEnabled(False)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self._bars = QGridLayout()
-        self._bars.setColumnStretch(1, 1)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.picture)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.choose)
-        buttons.addWidget(self.saliency)
-        lay.addLayout(buttons)
-        lay.addLayout(self._bars)
-        lay.addWidget(self.status)
-        lay.addStretch(1)
+        self.column.insertWidget(0, self.picture)
+        self.saliency = button("Show Saliency", self.explain, "Overlay where the pixels most change the predicted "
+                               "class's score (gradient saliency); Workbench image models")
+        self.add_button(self.saliency, needs_model=False)  # needs an image too: enabled once one is scored
+        self.bars = ScoreBars()
+        self.add_result(self.bars)
         self.set_model(None)
-
-    def set_model(self, model_dir: str | Path | None, why_not: str = "", pair: bool = False) -> None:
-        self._model_dir = str(model_dir) if model_dir else None
-        self.jobs.cancel()  # answers still on their way belong to the previous model
-        self._clear_bars()
-        self.choose.setEnabled(self._model_dir is not None)
-        self.status.setText("" if self._model_dir else (why_not or "This run has no exported model to try."))
 
     def dragEnterEvent(self, event) -> None:
         if self._model_dir and event.mimeData().hasUrls():
@@ -534,46 +512,43 @@ class ImageTryIt(QWidget):
     def dropEvent(self, event) -> None:
         urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if urls:
-            self.predict(urls[0])
+            self.predict_file(urls[0])
             event.acceptProposedAction()
 
-    def _choose(self) -> None:
+    @Slot()
+    def predict(self) -> None:
+        """Ask for an image, then score it."""
         path, _ = QFileDialog.getOpenFileName(self, "Choose an image", "",
                                               "Images (*.jpg *.jpeg *.png *.bmp *.webp *.gif *.tif *.tiff)")
         if path:
-            self.predict(path)
+            self.predict_file(path)
 
-    def predict(self, path: str) -> None:
+    def predict_file(self, path: str) -> None:
         if not self._model_dir:
             return
         self._path = path
-        self._clear_bars()
-        loaded = MODELS.holds("image-classifier", self._model_dir)
-        self.status.setText("Predicting…" if loaded else "Loading the model (first time only)…")
-        self.jobs.submit(_try_image, self._model_dir, path, state=True, on_progress=self._on_preview,
-                         on_done=self._on_done, on_error=self._on_failed)
+        self.clear_result()
+        self.run_prediction(_try_image, path, state=True, on_progress=self._on_preview)
 
     def _on_preview(self, image: QImage) -> None:
         self.picture.setPixmap(QPixmap.fromImage(image))
 
+    @Slot()
     def explain(self) -> None:
-        if not self._model_dir or not self._path:
-            return
-        self.saliency.setEnabled(False)
-        self.status.setText("Computing the saliency map…")
-        self.jobs.submit(_saliency_image, self._model_dir, self._path, on_done=self._on_explained,
-                         on_error=self._on_failed)
+        if self._model_dir and self._path:
+            self.run_model(_saliency_image, self._path, show=self._show_saliency, button=self.saliency,
+                           busy="Computing the saliency map…")
 
     def explain_example(self, path: str, caption: str) -> None:
         """An image of the predictions list, with its saliency drawn over it."""
         if not self._model_dir:
             return
         self._path = path
-        self._clear_bars()  # they were another image's
+        self.clear_result()  # the bars were another image's
         self._caption = caption
         self.explain()
 
-    def _on_explained(self, answer) -> None:
+    def _show_saliency(self, answer) -> None:
         image, label = answer
         self.picture.setPixmap(QPixmap.fromImage(image))
         caption, self._caption = self._caption, ""
@@ -581,49 +556,25 @@ class ImageTryIt(QWidget):
                             + f"Where the model looked for “{label}” (brighter = more influence)")
         self.saliency.setEnabled(True)
 
-    def _on_done(self, scores) -> None:
-        self.status.setText("")
+    def show_prediction(self, scores: list[tuple[str, float]]) -> None:
         self.saliency.setEnabled(True)
-        self._clear_bars()
-        for i, (label, score) in enumerate(scores[:MAX_BARS]):
-            name = QLabel(label)
-            if i == 0:
-                f = name.font()
-                f.setBold(True)
-                name.setFont(f)
-            bar = QProgressBar()
-            bar.setRange(0, 1000)
-            bar.setValue(round(score * 1000))
-            bar.setTextVisible(False)
-            bar.setMaximumHeight(14)
-            bar.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-            self._bars.addWidget(name, i, 0)
-            self._bars.addWidget(bar, i, 1)
-            self._bars.addWidget(QLabel(f"{score:.1%}"), i, 2)
-        self.predicted.emit(scores)
+        self.bars.show_scores(scores)
 
-    def _on_failed(self, error: Exception) -> None:
+    def clear_result(self) -> None:
+        self.bars.clear()
+        self.saliency.setEnabled(False)
+
+    def show_failure(self, error: Exception) -> None:
         from ...core.data.images import ImageProblem
 
-        self._clear_bars()
         if isinstance(error, ImageProblem):
             self.picture.setText("Not a readable image")
             self.status.setText(f"{Path(self._path).name} is not an image the model can read ({error}).")
         else:
-            self.status.setText(f"Could not run the model: {describe(error)}")
-
-    def _clear_bars(self) -> None:
-        while self._bars.count():
-            item = self._bars.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
+            super().show_failure(error)
 
     def top_label(self) -> str | None:
-        item = self._bars.itemAtPosition(0, 0)
-        return item.widget().text() if item and item.widget() else None
-
-    def shutdown(self, timeout_ms: int = 5000) -> None:
-        self.jobs.shutdown(timeout_ms)
+        return self.bars.top_label()
 
 
 class CellImagesDialog(QDialog):
@@ -671,13 +622,8 @@ class ImageClassificationView(ClassificationView):
             table = table.append_column("text", names)
         return PredictionColumns.from_table(table), records
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        old = self.try_it
-        self.try_it = ImageTryIt()
-        old.parentWidget().layout().replaceWidget(old, self.try_it)
-        old.shutdown()
-        old.deleteLater()
+    def __init__(self, parent: QWidget | None = None, try_it: TryIt | None = None) -> None:
+        super().__init__(parent, try_it if try_it is not None else ImageTryIt())
         self.cell_dialog = CellImagesDialog(self)
         self._records: list[dict] = []
 

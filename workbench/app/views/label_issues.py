@@ -2,7 +2,7 @@
 first, each with the label the out-of-sample model suggests; the user keeps, excludes or relabels
 them and saves a corrected copy, which becomes the training file (the original is never changed).
 
-The ranking (``workbench.core.label_issues``) runs on a worker thread through ``Jobs``, with
+The ranking (``workbench.core.analysis.label_issues``) runs on a worker thread through ``Jobs``, with
 progress and a Cancel button.
 """
 
@@ -22,14 +22,15 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from ...core.events import Callbacks, PhaseChanged, Progress
+from ...core.tasks.table import modality_of
 from ..jobs import Jobs, describe
+from ..widgets.build import items_table
 
 MAX_SHOWN = 2000  # rows in the table; the TSV from the CLI holds them all
 THUMBS = 300  # image rows that get a thumbnail
@@ -55,12 +56,17 @@ class _Forward(Callbacks):
                 self.job.progress((event.phase, event.done, event.total))
 
 
+def _of_images(result) -> bool:
+    """Whether the ranked rows are images (their text is a path; an image shows a thumbnail)."""
+    return modality_of(result.task) == "image"
+
+
 def _find(job, data, model, task, data_config):
-    from ...core.label_issues import find_label_issues
+    from ...core.analysis.label_issues import find_label_issues
 
     result = find_label_issues(data, model, task, data_config=data_config, callbacks=_Forward(job), cancel=job.token)
     thumbs = {}
-    if result.task == "image-classification":
+    if _of_images(result):
         from .thumbnails import thumbnail_image
 
         for r in result.ranked()[:THUMBS]:
@@ -106,16 +112,8 @@ class LabelIssuesView(QWidget):
         top.addWidget(self.flagged_only)
         top.addStretch(1)
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        h = self.table.horizontalHeader()
-        h.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        for c in (0, 2, 3, 4, 5):
-            h.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        self.table = items_table(COLUMNS, QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.cellDoubleClicked.connect(lambda row, _col: self.go_to(row))
 
         self.save_button = QPushButton("Save corrected copy…")
@@ -201,7 +199,7 @@ class LabelIssuesView(QWidget):
         from ...core.escaping import one_line
 
         rows = self.shown_rows()
-        image = self.result is not None and self.result.task == "image-classification"
+        image = self.result is not None and _of_images(self.result)
         self.table.setRowCount(0)
         self.table.setRowCount(len(rows))
         self.table.setHorizontalHeaderItem(0, QTableWidgetItem("Image" if image else "Line"))
@@ -267,7 +265,7 @@ class LabelIssuesView(QWidget):
         if not 0 <= row < len(rows):
             return
         r = rows[row]
-        if self.result.task == "image-classification":
+        if _of_images(self.result):
             self.show_image.emit(r.text, r.given)
         else:
             self.jump_to_line.emit(r.line)
@@ -282,7 +280,7 @@ class LabelIssuesView(QWidget):
             return
         if target is None:
             suggested = str(default_copy_path(self.result.path))
-            if self.result.task == "image-classification":
+            if _of_images(self.result):
                 target = QFileDialog.getSaveFileName(self, "Save the corrected copy (a folder of links)", suggested)[0]
             else:
                 target = QFileDialog.getSaveFileName(self, "Save a corrected copy of the training file", suggested)[0]

@@ -8,28 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal, Slot
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSplitter,
-    QTableView,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ...core.runs import RunData
-from ..evaluation.classification import _section
+from ...core.run.history import RunData
 from ..evaluation.predictions_model import PAIR_SEPARATOR
-from ..evaluation.tiles import MetricTile, MetricTiles
-from ..evaluation.try_it import load_pipeline
-from ..jobs import Jobs, describe
+from ..evaluation.tiles import MetricTile
+from ..evaluation.try_it_base import TextTryIt, TryIt, load_pipeline
+from ..evaluation.view_base import RunView
 from ..model_cache import MODELS
+from ..widgets.build import enlarge, rows_table, section, side_by_side
+from ..widgets.table_model import RIGHT, HeadedTableModel
 
 
 @dataclass
@@ -58,7 +48,7 @@ class ScoredRows:
                    np.asarray(table.column("predicted").to_numpy(), dtype=np.float64), pair)
 
 
-class ScoredModel(QAbstractTableModel):
+class ScoredModel(HeadedTableModel):
     """Line, input, gold, predicted, error; sorted by the size of the error, largest first."""
 
     HEADERS = ("Line", "Input", "Gold", "Predicted", "Error")
@@ -90,16 +80,8 @@ class ScoredModel(QAbstractTableModel):
     def row_index(self, view_row: int) -> int:
         return int(self.order[view_row])
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.order)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self.order)
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -116,7 +98,7 @@ class ScoredModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole and c == 1:
             return r.text[i][:2000]
         if role == Qt.ItemDataRole.TextAlignmentRole and c != 1:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            return RIGHT
         return None
 
 
@@ -156,13 +138,16 @@ class ScatterPlot(QWidget):
 # ---------------------------------------------------------------------------- try it
 
 
+KIND = "text-scorer"  # the model cache's name for the pipeline below
+
+
 def _load_scorer(folder: Path):
     return load_pipeline(folder, function_to_apply="none")  # the raw output is the number
 
 
 def predict_value(model_dir: str | Path, text: str, text_pair: str | None = None) -> float:
     """The exported regression model's number for ``text`` (and ``text_pair``), in the user's units."""
-    pipe = MODELS.get("text-regression", model_dir, _load_scorer)
+    pipe = MODELS.get(KIND, model_dir, _load_scorer)
     inputs = {"text": text, "text_pair": text_pair} if text_pair is not None else text
     out = pipe(inputs, truncation=True)
     if isinstance(out, list):
@@ -170,130 +155,47 @@ def predict_value(model_dir: str | Path, text: str, text_pair: str | None = None
     return float(out["score"])
 
 
-class ScoreTryIt(QWidget):
-    predicted = Signal(float)
+class ScoreTryIt(TextTryIt):
+    """Type a text (or a pair), press Enter: the model's number for it."""
+
+    model_kind = KIND
+    predict_texts = staticmethod(predict_value)
+    placeholder = "Type a text and press Enter to score it"
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._model_dir: str | None = None
-        self._pair = False
-        self.jobs = Jobs(self)  # one thread: the pipeline is never used by two at once
-        self.input = QLineEdit()
-        self.input.setClearButtonEnabled(True)
-        self.input.returnPressed.connect(self.predict)
-        self.input_pair = QLineEdit()
-        self.input_pair.setPlaceholderText("Second text of the pair")
-        self.input_pair.returnPressed.connect(self.predict)
-        self.button = QPushButton("Predict")
-        self.button.clicked.connect(self.predict)
+        super().__init__(parent=parent)
         self.value = QLabel("")
-        font = self.value.font()
-        font.setPointSizeF(font.pointSizeF() * 1.6)
-        font.setBold(True)
-        self.value.setFont(font)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        row = QHBoxLayout()
-        row.addWidget(self.input, 1)
-        row.addWidget(self.button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(row)
-        layout.addWidget(self.input_pair)
-        layout.addWidget(self.value)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        enlarge(self.value, 1.6)
+        self.add_result(self.value)
         self.set_model(None)
 
-    def set_model(self, model_dir, why_not: str = "", pair: bool = False) -> None:
-        self._model_dir = str(model_dir) if model_dir else None
-        self._pair = pair
-        self.jobs.cancel()  # answers still on their way belong to the previous model
-        self.input_pair.setVisible(pair)
-        self.input.setPlaceholderText("First text of the pair" if pair else "Type a text and press Enter to score it")
-        enabled = self._model_dir is not None
-        for w in (self.input, self.input_pair, self.button):
-            w.setEnabled(enabled)
-        self.value.setText("")
-        self.status.setText("" if enabled else (why_not or "This run has no exported model to try."))
-
-    @Slot()
-    def predict(self) -> None:
-        text = self.input.text().strip()
-        pair = self.input_pair.text().strip() if self._pair else None
-        if not self._model_dir or not text or (self._pair and not pair):
-            return
-        loaded = MODELS.holds("text-regression", self._model_dir)
-        self.status.setText("Predicting..." if loaded else "Loading the model (first time only)...")
-        self.button.setEnabled(False)
-        self.jobs.submit(predict_value, self._model_dir, text, pair, on_done=self._on_done, on_error=self._on_failed)
-
-    def _on_done(self, value: float) -> None:
-        self.button.setEnabled(True)
-        self.status.setText("")
+    def show_prediction(self, value: float) -> None:
         self.value.setText(f"{value:.4g}")
-        self.predicted.emit(value)
 
-    def _on_failed(self, error: Exception) -> None:
-        self.button.setEnabled(self._model_dir is not None)
-        self.status.setText(f"Could not run the model: {describe(error)}")
-
-    def shutdown(self, timeout_ms: int = 5000) -> None:
-        self.jobs.shutdown(timeout_ms)
+    def clear_result(self) -> None:
+        self.value.setText("")
 
 
 # ---------------------------------------------------------------------------- the view
 
 
-class RegressionView(QWidget):
+class RegressionView(RunView):
     @staticmethod
     def prepare(run: RunData) -> ScoredRows:
         return ScoredRows.from_table(run.predictions())
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.examples = MetricTile("Examples")
-        self.score_tiles = MetricTiles(self.examples)
+    def __init__(self, parent: QWidget | None = None, try_it: TryIt | None = None) -> None:
+        examples = MetricTile("Examples")
+        super().__init__(try_it if try_it is not None else ScoreTryIt(), examples, parent=parent)
+        self.examples = examples
         self.scatter = ScatterPlot()
-        self.try_it = ScoreTryIt()
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.setChildrenCollapsible(False)
-        top.addWidget(_section("Predicted vs gold", self.scatter,
-                               hint="Each dot is one evaluated row; a perfect model puts every dot on the dashed line."))
-        top.addWidget(_section("Try it", self.try_it))
-        top.setStretchFactor(0, 3)
-        top.setStretchFactor(1, 2)
+        sections = side_by_side(
+            section("Predicted vs gold", self.scatter,
+                    hint="Each dot is one evaluated row; a perfect model puts every dot on the dashed line."),
+            section("Try it", self.try_it), stretch=(3, 2))
         self.model = ScoredModel(self)
-        self.table = QTableView()
-        self.table.setModel(self.model)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
-        self.table.setAlternatingRowColors(True)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setWordWrap(False)
-        self.table.verticalHeader().hide()
-        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
-        hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        top_w = QWidget()
-        tl = QVBoxLayout(top_w)
-        tl.setContentsMargins(0, 0, 0, 0)
-        tl.addWidget(self.score_tiles)
-        tl.addWidget(top, 1)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.setChildrenCollapsible(False)
-        split.addWidget(top_w)
-        split.addWidget(_section("Predictions (largest errors first)", self.table))
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
-
-    @property
-    def tiles(self) -> dict[str, MetricTile]:
-        return self.score_tiles.tiles
+        self.table = rows_table(self.model, 1, sort_column=-1)
+        self.arrange(sections, section("Predictions (largest errors first)", self.table), stretch=())
 
     def show_run(self, run: RunData, rows: ScoredRows) -> None:
         report = run.report or {}
@@ -301,16 +203,9 @@ class RegressionView(QWidget):
         self.examples.value.setText(f"{report.get('n', len(rows)):,}")
         self.scatter.set_points(rows.gold, rows.predicted)
         self.model.set_rows(rows)
-        if run.model_dir is not None:
-            self.try_it.set_model(run.model_dir, pair=rows.has_pair)
-        else:
-            self.try_it.set_model(None, "This run has no exported model (it did not finish), so there is nothing to try.")
+        self.show_model(run, pair=rows.has_pair)
 
     def clear(self) -> None:
-        self.score_tiles.clear()
+        super().clear()
         self.scatter.set_points(np.zeros(0), np.zeros(0))
         self.model.set_rows(ScoredRows())
-        self.try_it.set_model(None, "")
-
-    def shutdown(self) -> None:
-        self.try_it.shutdown()

@@ -1,39 +1,34 @@
 """The Runs page's diff of two runs: metric deltas with paired p-values, per-class deltas, and the
 examples the newer run fixed or broke, filterable by kind and by confusion cell (gold, A's answer,
 B's answer). Regression adds a scatter of A's errors against B's. Computed on a worker thread
-(``workbench.core.compare``), the same numbers as `workbench compare`."""
+(``workbench.core.analysis.compare``), the same numbers as `workbench compare`."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QSplitter,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from ...core.tasks.table import DEFAULT_TASK, prediction_kind
 from ..jobs import Jobs, describe
+from ..widgets.build import items_table
 
 ALL = "All cells"
 
 
-def _table(headers) -> QTableWidget:
-    t = QTableWidget(0, len(headers))
-    t.setHorizontalHeaderLabels(headers)
-    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    t.verticalHeader().hide()
-    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    return t
+def _kind(diff) -> str | None:
+    """What the compared runs predict (classes, tags, values); runs without a recorded task were classifiers."""
+    return prediction_kind(diff.task or DEFAULT_TASK)
 
 
 def _num(value, fmt="{:.4f}") -> QTableWidgetItem:
@@ -54,8 +49,8 @@ class RunDiffView(QDialog):
         self.head = QLabel("Comparing…")
         self.head.setWordWrap(True)
         self.head.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.metrics = _table(("Metric", "A", "B", "B − A", "p-value", "test"))
-        self.per_class = _table(("Class", "F1 A", "F1 B", "B − A", "support"))
+        self.metrics = items_table(("Metric", "A", "B", "B − A", "p-value", "test"))
+        self.per_class = items_table(("Class", "F1 A", "F1 B", "B − A", "support"))
         self.kind = QComboBox()
         self.kind.addItems(["Fixed and broken", "Fixed", "Broken"])
         self.cell = QComboBox()
@@ -63,7 +58,7 @@ class RunDiffView(QDialog):
         self.count = QLabel()
         for combo in (self.kind, self.cell):
             combo.currentIndexChanged.connect(self._fill_examples)
-        self.examples = _table(("Change", "Row", "Gold", "A said", "B said", "Text"))
+        self.examples = items_table(("Change", "Row", "Gold", "A said", "B said", "Text"))
         self.examples.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.scatter = None  # regression: A's error against B's
 
@@ -87,7 +82,7 @@ class RunDiffView(QDialog):
         lay = QVBoxLayout(self)
         lay.addWidget(self.head)
         lay.addWidget(self.split, 1)
-        from ...core.compare import compare_runs
+        from ...core.analysis.compare import compare_runs
 
         self.jobs.submit(compare_runs, run_a, run_b, on_done=self.show_diff, on_error=self._failed)
 
@@ -122,7 +117,7 @@ class RunDiffView(QDialog):
         self.cell.blockSignals(True)
         self.cell.clear()
         self.cell.addItem(ALL)
-        if diff.task != "text-regression" and diff.task != "token-classification":
+        if _kind(diff) == "classes":  # a confusion cell: gold label, A's answer, B's answer
             cells = sorted({(e["gold"], e["a"], e["b"]) for e in diff.changed})
             for gold, a, b in cells:
                 self.cell.addItem(f"gold {gold}: A {a}, B {b}", (gold, a, b))
@@ -147,7 +142,7 @@ class RunDiffView(QDialog):
         self.count.setText(f"{len(shown):,} {self.diff.unit if self.diff else 'examples'}")
         shown = shown[:5000]
         self.examples.setRowCount(len(shown))
-        fmt = (lambda v: f"{v:.3f}") if self.diff is not None and self.diff.task == "text-regression" else str
+        fmt = (lambda v: f"{v:.3f}") if self.diff is not None and _kind(self.diff) == "values" else str
         for i, e in enumerate(shown):
             change = QTableWidgetItem(e["change"])
             change.setForeground(QColor(30, 140, 60) if e["change"] == "fixed" else QColor(200, 50, 40))

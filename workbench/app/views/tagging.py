@@ -14,30 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal, Slot
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal, Slot
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSplitter,
-    QTableView,
-    QTextBrowser,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QAbstractItemView, QTextBrowser, QWidget
 
-from ...core.runs import RunData
-from ..evaluation.classification import _section
+from ...core.run.history import RunData
 from ..evaluation.confusion import ConfusionView
 from ..evaluation.report_table import PerClassTable
-from ..evaluation.tiles import MetricTile, MetricTiles
-from ..jobs import Jobs, describe
+from ..evaluation.tiles import MetricTile
+from ..evaluation.try_it_base import TextTryIt, TryIt
+from ..evaluation.view_base import ExampleFilters, RunView
 from ..model_cache import MODELS
+from ..widgets.build import column, rows_table, section, side_by_side
+from ..widgets.table_model import RIGHT, HeadedTableModel
 
 # Background colours for entity types (first type, second, ...), light enough for dark text.
 SPAN_COLOURS = ("#ffe08a", "#a8e6a1", "#9fd3ff", "#f7b2d9", "#d4c2ff", "#ffc59e", "#b8f0ec", "#e6e6a1")
@@ -135,7 +124,7 @@ def sentence_html(tokens, gold, predicted, confidence, types: list[str], row: in
 # ---------------------------------------------------------------------------- sentence list
 
 
-class SentencesModel(QAbstractTableModel):
+class SentencesModel(HeadedTableModel):
     """Line, sentence, errors; filtered to errors only, to a tag confusion cell, or by a search."""
 
     LINE, TEXT, ERRORS = range(3)
@@ -186,16 +175,8 @@ class SentencesModel(QAbstractTableModel):
     def sentence_index(self, view_row: int) -> int:
         return int(self.visible[view_row])
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.visible)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else 3
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self.visible)
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -211,11 +192,14 @@ class SentencesModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == self.ERRORS and d.errors[i]:
             return QColor(ERROR_COLOUR)
         if role == Qt.ItemDataRole.TextAlignmentRole and index.column() != self.TEXT:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            return RIGHT
         return None
 
 
 # ---------------------------------------------------------------------------- try it
+
+
+KIND = "tagger"  # the model cache's name for the engine's Tagger
 
 
 def _load_tagger(folder: Path):
@@ -226,180 +210,92 @@ def _load_tagger(folder: Path):
 
 def tagger_for(model_dir: str | Path):
     """The cached engine Tagger for ``model_dir``; reloaded when the folder was rewritten."""
-    return MODELS.get("tagger", model_dir, _load_tagger)
+    return MODELS.get(KIND, model_dir, _load_tagger)
 
 
 def tag_text(model_dir: str | Path, text: str) -> list[dict]:
     return tagger_for(model_dir).tag(text)
 
 
-class TagTryIt(QWidget):
+class TagTryIt(TextTryIt):
     """Type a sentence, press Enter: every word with the tag the model gives it, entities highlighted."""
 
-    tagged = Signal(object)  # [{"word", "start", "end", "tag", "confidence"}, ...]
+    model_kind = KIND
+    predict_texts = staticmethod(tag_text)
+    busy_text = "Tagging..."
+    placeholder = "Type a sentence and press Enter to tag it"
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._model_dir: str | None = None
+        super().__init__("Tag", parent)
         self._types: list[str] = []
-        self.jobs = Jobs(self)  # one thread: the tagger is never used by two at once
-        self.input = QLineEdit()
-        self.input.setPlaceholderText("Type a sentence and press Enter to tag it")
-        self.input.setClearButtonEnabled(True)
-        self.input.returnPressed.connect(self.tag)
-        self.button = QPushButton("Tag")
-        self.button.clicked.connect(self.tag)
         self.result = QTextBrowser()
         self.result.setOpenLinks(False)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        row = QHBoxLayout()
-        row.addWidget(self.input, 1)
-        row.addWidget(self.button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(row)
-        layout.addWidget(self.result, 1)
-        layout.addWidget(self.status)
+        self.add_result(self.result, stretch=1)
         self.set_model(None)
 
-    def set_model(self, model_dir: str | Path | None, why_not: str = "", types: list[str] | None = None) -> None:
-        self._model_dir = str(model_dir) if model_dir else None
+    @property
+    def tagged(self):
+        """``predicted`` under the name the tagging tests know: [{"word", "start", "end", "tag", "confidence"}, ...]."""
+        return self.predicted
+
+    def configure(self, types: list[str] | None = None, **options) -> None:
+        super().configure(**options)
         self._types = list(types or [])
-        self.jobs.cancel()  # answers still on their way belong to the previous model
-        self.result.clear()
-        enabled = self._model_dir is not None
-        self.input.setEnabled(enabled)
-        self.button.setEnabled(enabled)
-        self.status.setText("" if enabled else (why_not or "This run has no exported model to try."))
 
-    @Slot()
-    def tag(self) -> None:
-        text = self.input.text().strip()
-        if not self._model_dir or not text:
-            return
-        loaded = MODELS.holds("tagger", self._model_dir)
-        self.status.setText("Tagging..." if loaded else "Loading the model (first time only)...")
-        self.button.setEnabled(False)
-        self.jobs.submit(tag_text, self._model_dir, text, on_done=self._on_done, on_error=self._on_failed)
-
-    def _on_done(self, tagged) -> None:
-        self.button.setEnabled(True)
-        self.status.setText("")
+    def show_prediction(self, tagged: list[dict]) -> None:
         words = [t["word"] for t in tagged]
         tags = [t["tag"] for t in tagged]
         self.result.setHtml(f"<p>{spans_html(words, tags, self._types)}</p>" + "".join(
             f"<br>{html.escape(t['word'])} &rarr; {html.escape(t['tag'])} ({t['confidence']:.0%})" for t in tagged))
-        self.tagged.emit(tagged)
 
-    def _on_failed(self, error: Exception) -> None:
-        self.button.setEnabled(self._model_dir is not None)
-        self.status.setText(f"Could not run the model: {describe(error)}")
-
-    def shutdown(self, timeout_ms: int = 5000) -> None:
-        self.jobs.shutdown(timeout_ms)
+    def clear_result(self) -> None:
+        self.result.clear()
 
 
 # ---------------------------------------------------------------------------- the view
 
 
-class TaggingView(QWidget):
+def _cell_text(gold: str, predicted: str) -> str:
+    return f"Tokens tagged <b>{html.escape(gold)}</b>, predicted <b>{html.escape(predicted)}</b>"
+
+
+class TaggingView(RunView):
     """Shows one token-classification run; ``prepare`` reads the predictions on the loading thread."""
 
     @staticmethod
     def prepare(run: RunData) -> TaggedSentences:
         return TaggedSentences.from_table(run.predictions())
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, parent: QWidget | None = None, try_it: TryIt | None = None) -> None:
+        sentences_tile, errors_tile = MetricTile("Sentences"), MetricTile("Sentences with errors")
+        super().__init__(try_it if try_it is not None else TagTryIt(), sentences_tile, errors_tile, parent=parent)
+        self.sentences_tile, self.errors_tile = sentences_tile, errors_tile
         self._types: list[str] = []
-        self.sentences_tile = MetricTile("Sentences")
-        self.errors_tile = MetricTile("Sentences with errors")
-        self.score_tiles = MetricTiles(self.sentences_tile, self.errors_tile)
-
         self.per_class = PerClassTable()
-        self.per_class_box = _section("Per entity", self.per_class)
+        self.per_class_box = section("Per entity", self.per_class)
         self.confusion = ConfusionView()
-        self.confusion.cell_chosen.connect(self._on_cell_chosen)
-        self.confusion.cell_cleared.connect(self._on_cell_cleared)
-        self.try_it = TagTryIt()
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.setChildrenCollapsible(False)
-        top.addWidget(self.per_class_box)
-        top.addWidget(_section("Tag confusion", self.confusion,
-                               hint="Rows: gold tag, columns: predicted tag, per token. Click a cell to list "
-                                    "the sentences with such a token."))
-        top.addWidget(_section("Try it", self.try_it))
+        sections = side_by_side(
+            self.per_class_box,
+            section("Tag confusion", self.confusion, hint="Rows: gold tag, columns: predicted tag, per token. Click "
+                                                          "a cell to list the sentences with such a token."),
+            section("Try it", self.try_it))
+        self.arrange(sections, section("Sentences", self._build_sentences()))
 
+    def _build_sentences(self) -> QWidget:
         self.model = SentencesModel(self)
         self.model.filtered.connect(self._on_filtered)
-        self.table = QTableView()
-        self.table.setModel(self.model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setAlternatingRowColors(True)
-        self.table.setWordWrap(False)
-        self.table.verticalHeader().hide()
-        vh = self.table.verticalHeader()
-        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        vh.setDefaultSectionSize(self.fontMetrics().height() + 8)
+        self.table = rows_table(self.model, SentencesModel.TEXT, selection=QAbstractItemView.SelectionMode.SingleSelection)
         hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        hh.setSectionResizeMode(SentencesModel.TEXT, QHeaderView.ResizeMode.Stretch)
-        digit = self.fontMetrics().horizontalAdvance("0")
-        hh.resizeSection(SentencesModel.LINE, digit * 8 + 16)
+        hh.resizeSection(SentencesModel.LINE, self.fontMetrics().horizontalAdvance("0") * 8 + 16)
         hh.resizeSection(SentencesModel.ERRORS, self.fontMetrics().horizontalAdvance("Errors") + 24)
         self.table.selectionModel().currentRowChanged.connect(self._on_row)
         self.detail = QTextBrowser()
         self.detail.setOpenLinks(False)
-
-        self.errors_only = QCheckBox("Sentences with errors only")
-        self.errors_only.toggled.connect(self.model.set_errors_only)
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Search sentences")
-        self.search.setClearButtonEnabled(True)
-        self.search.textChanged.connect(self.model.set_query)
-        self.cell_label = QLabel()
-        self.show_all = QPushButton("Show all")
-        self.show_all.clicked.connect(self.confusion.clear_choice)
-        self.show_all.setVisible(False)
-        self.count = QLabel()
-        bar = QHBoxLayout()
-        bar.addWidget(self.errors_only)
-        bar.addWidget(self.search, 1)
-        bar.addWidget(self.cell_label)
-        bar.addWidget(self.show_all)
-        bar.addWidget(self.count)
-        sentences = QSplitter(Qt.Orientation.Horizontal)
-        sentences.addWidget(self.table)
-        sentences.addWidget(self.detail)
-        sentences.setStretchFactor(0, 3)
-        sentences.setStretchFactor(1, 2)
-        bottom = QWidget()
-        bl = QVBoxLayout(bottom)
-        bl.setContentsMargins(0, 0, 0, 0)
-        bl.addLayout(bar)
-        bl.addWidget(sentences, 1)
-
-        top_w = QWidget()
-        tl = QVBoxLayout(top_w)
-        tl.setContentsMargins(0, 0, 0, 0)
-        tl.addWidget(self.score_tiles)
-        tl.addWidget(top, 1)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.setChildrenCollapsible(False)
-        split.addWidget(top_w)
-        split.addWidget(_section("Sentences", bottom))
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
-
-    @property
-    def tiles(self) -> dict[str, MetricTile]:
-        return self.score_tiles.tiles
+        self.filters = ExampleFilters(self.model, self.confusion, _cell_text, "Sentences with errors only",
+                                      "Search sentences", "sentences")
+        f = self.filters
+        self.errors_only, self.search, self.show_all, self.count = f.errors_only, f.search, f.show_all, f.count
+        return column(self.filters, (side_by_side(self.table, self.detail, stretch=(3, 2)), 1))
 
     def show_run(self, run: RunData, sentences: TaggedSentences) -> None:
         report = run.report or {}
@@ -413,26 +309,19 @@ class TaggingView(QWidget):
         self._types = [r["label"] for r in report.get("per_class", [])] if spans else []
         labels = report.get("confusion_labels") or report.get("labels") or []
         self.confusion.set_matrix(labels, report.get("confusion_matrix") or [[0] * len(labels) for _ in labels])
-        self._on_cell_cleared()
+        self.filters.clear_cell()
         self.model.set_sentences(sentences)
         self.detail.clear()
         self._select_first()
-        if run.model_dir is not None:
-            self.try_it.set_model(run.model_dir, types=self._types)
-        else:
-            self.try_it.set_model(None, "This run has no exported model (it did not finish), so there is nothing to try.")
+        self.show_model(run, types=self._types)
 
     def clear(self) -> None:
         self.score_tiles.show_metrics((), {})
-        self.score_tiles.clear()
+        super().clear()
         self.per_class.set_rows([])
         self.confusion.set_matrix([], [])
         self.model.set_sentences(TaggedSentences())
         self.detail.clear()
-        self.try_it.set_model(None, "")
-
-    def shutdown(self) -> None:
-        self.try_it.shutdown()
 
     def show_sentence(self, i: int) -> None:
         d = self.model.data_
@@ -444,21 +333,8 @@ class TaggingView(QWidget):
         if current.isValid():
             self.show_sentence(self.model.sentence_index(current.row()))
 
-    @Slot(str, str)
-    def _on_cell_chosen(self, gold: str, predicted: str) -> None:
-        self.model.set_cell(gold, predicted)
-        self.cell_label.setText(f"Tokens tagged <b>{html.escape(gold)}</b>, predicted <b>{html.escape(predicted)}</b>")
-        self.show_all.setVisible(True)
-
-    @Slot()
-    def _on_cell_cleared(self) -> None:
-        self.model.set_cell(None)
-        self.cell_label.setText("")
-        self.show_all.setVisible(False)
-
     @Slot(int, int)
-    def _on_filtered(self, shown: int, total: int) -> None:
-        self.count.setText(f"{total:,} sentences" if shown == total else f"{shown:,} of {total:,} sentences")
+    def _on_filtered(self, shown: int, _total: int) -> None:
         if shown and not self.table.selectionModel().hasSelection():
             self._select_first()
 

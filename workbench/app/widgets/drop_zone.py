@@ -6,6 +6,8 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
+from .build import enlarge
+
 
 class DropZone(QFrame):
     """Looks like a drop target; the window itself takes the drop, wherever it lands."""
@@ -30,10 +32,7 @@ class DropZone(QFrame):
         lay.addWidget(logo)
         lay.addSpacing(8)
         title = QLabel("Drop a data file or folder here")
-        f = title.font()
-        f.setPointSizeF(f.pointSizeF() * 1.5)
-        f.setBold(True)
-        title.setFont(f)
+        enlarge(title, 1.5)
         title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         lay.addWidget(title)
         hint = QLabel(

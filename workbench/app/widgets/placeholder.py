@@ -6,6 +6,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
+from .build import enlarge
+
 
 class Placeholder(QWidget):
     action = Signal()
@@ -15,10 +17,7 @@ class Placeholder(QWidget):
         lay = QVBoxLayout(self)
         lay.addStretch(1)
         self.title = QLabel(title)
-        f = self.title.font()
-        f.setPointSizeF(f.pointSizeF() * 1.4)
-        f.setBold(True)
-        self.title.setFont(f)
+        enlarge(self.title, 1.4)
         self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.reason = QLabel()
         self.reason.setWordWrap(True)

@@ -5,7 +5,28 @@ from __future__ import annotations
 import math
 
 from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import QDoubleSpinBox
+from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox
+
+
+def _set_up(box, lo, hi, step, tip: str, suffix: str):
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setToolTip(tip)
+    box.setSuffix(suffix)
+    return box
+
+
+def int_spin(lo: int, hi: int, tip: str, step: int = 1, special: str = "", suffix: str = "") -> QSpinBox:
+    """A whole-number setting; ``special``: what the lowest value shows instead of its number ("off")."""
+    box = _set_up(QSpinBox(), lo, hi, step, tip, suffix)
+    box.setSpecialValueText(special)
+    return box
+
+
+def float_spin(lo: float, hi: float, step: float, decimals: int, tip: str, suffix: str = "") -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setDecimals(decimals)  # first: the range and step are rounded to it
+    return _set_up(box, lo, hi, step, tip, suffix)
 
 
 def format_lr(lr: float) -> str:

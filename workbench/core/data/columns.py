@@ -144,7 +144,8 @@ def _name_rank(name: str, names: tuple[str, ...], secondary: tuple[str, ...]) ->
 def _rank(columns: list[str], stats: dict[str, _Stats], names: tuple[tuple[str, ...], tuple[str, ...]],
           order) -> tuple[list[str], list[str]]:
     """Columns best first for a role, and those chosen by name: name matches first, then by content."""
-    named = sorted((c for c in columns if _name_rank(c, *names)), key=lambda c: _name_rank(c, *names))
+    ranked = [(rank, c) for c in columns if (rank := _name_rank(c, *names))]
+    named = [c for _, c in sorted(ranked, key=lambda rc: rc[0])]
     position = {c: i for i, c in enumerate(columns)}
     rest = sorted((c for c in columns if c not in named), key=lambda c: order(stats[c], position[c]))
     return named + rest, named
@@ -161,7 +162,10 @@ def _text_order(s: _Stats, position: int):
 
 def _tied_names(named: list[str], names: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:
     """Whether the best name match shares its tier with another column's."""
-    return len(named) > 1 and _name_rank(named[0], *names)[0] == _name_rank(named[1], *names)[0]
+    if len(named) < 2:
+        return False
+    first, second = _name_rank(named[0], *names), _name_rank(named[1], *names)
+    return first is not None and second is not None and first[0] == second[0]
 
 
 def build_labeled(table: Table, choice: ColumnChoice, cancel: CancelToken = NEVER) -> datasets.Dataset:

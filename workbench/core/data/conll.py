@@ -168,116 +168,139 @@ def _conllu_fields(line: str, column: str) -> tuple[str, str] | None:
     return fields[1], tag
 
 
-def _read(p: Path, fmt: str, column: str, codec: str, skip_bad: bool, out_dir: Path,
-          progress, cancel: CancelToken, warnings: list[str]) -> TaggedFile:
-    parse = _conllu_fields if fmt == "conllu" else _conll_fields
-    total = p.stat().st_size
-    target = out_dir / f"{_safe_stem(p)}-{uuid.uuid4().hex[:12]}.arrow"
-    rows: list[int] = []
-    tokens: list[list[str]] = []
-    tags: list[list[str]] = []
-    lines: list[list[int]] = []
-    malformed: list[RowProblem] = []
-    n_tokens = dropped = 0
-    cur_tokens: list[str] = []
-    cur_tags: list[str] = []
-    cur_lines: list[int] = []
-    cur_bad = False
-    ok = False
-    sink = pa.OSFile(str(target), "wb")
-    writer = pa.ipc.new_stream(sink, SENTENCE_SCHEMA)
+@dataclass
+class _Sentence:
+    """The token lines read since the last blank line."""
+    tokens: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    bad: bool = False  # holds a bad line (--skip-bad-rows): left out whole
 
-    def flush() -> None:
-        cancel.raise_if_cancelled()
-        writer.write_batch(pa.record_batch([
-            pa.array(rows, pa.int64()),
-            pa.array(tokens, pa.list_(pa.string())),
-            pa.array(tags, pa.list_(pa.string())),
-            pa.array(lines, pa.list_(pa.int32())),
+
+class _SentenceWriter:
+    """Sentences batched into an Arrow stream file, so memory stays flat however large the file; a
+    file left unfinished (an error, a cancel) is deleted."""
+
+    def __init__(self, target: Path, cancel: CancelToken) -> None:
+        self.target, self.cancel = target, cancel
+        self.rows: list[int] = []
+        self.tokens: list[list[str]] = []
+        self.tags: list[list[str]] = []
+        self.lines: list[list[int]] = []
+        self.n_tokens = self.dropped = 0
+        self.sink = pa.OSFile(str(target), "wb")
+        self.writer: pa.ipc.RecordBatchStreamWriter | None = pa.ipc.new_stream(self.sink, SENTENCE_SCHEMA)
+
+    def add(self, sentence: _Sentence) -> None:
+        """Keep a finished sentence, or count it as dropped when it holds a bad line."""
+        if sentence.bad:
+            self.dropped += 1
+        elif sentence.tokens:
+            self.rows.append(sentence.lines[0])
+            self.tokens.append(sentence.tokens)
+            self.tags.append(sentence.tags)
+            self.lines.append(sentence.lines)
+            self.n_tokens += len(sentence.tokens)
+
+    @property
+    def full(self) -> bool:
+        return len(self.rows) >= BATCH_SENTENCES
+
+    def flush(self) -> None:
+        self.cancel.raise_if_cancelled()
+        assert self.writer is not None
+        self.writer.write_batch(pa.record_batch([
+            pa.array(self.rows, pa.int64()),
+            pa.array(self.tokens, pa.list_(pa.string())),
+            pa.array(self.tags, pa.list_(pa.string())),
+            pa.array(self.lines, pa.list_(pa.int32())),
         ], schema=SENTENCE_SCHEMA))
-        for buf in (rows, tokens, tags, lines):
+        for buf in (self.rows, self.tokens, self.tags, self.lines):
             buf.clear()
 
+    def finish(self) -> None:
+        """Write the last batch and close the file."""
+        self.flush()
+        assert self.writer is not None
+        self.writer.close()
+        self.writer = None
+        self.sink.close()
+
+    def close(self, keep: bool) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if not self.sink.closed:
+            self.sink.close()
+        if not keep:
+            self.target.unlink(missing_ok=True)
+
+
+def _read(p: Path, fmt: str, column: str, codec: str, skip_bad: bool, out_dir: Path,
+          progress, cancel: CancelToken, warnings: list[str]) -> TaggedFile:
+    total = p.stat().st_size
+    out = _SentenceWriter(out_dir / f"{_safe_stem(p)}-{uuid.uuid4().hex[:12]}.arrow", cancel)
+    malformed: list[RowProblem] = []
+    ok = False
     try:
-        with open(p, "rb") as f:
-            number = 0
-            done = 0
-            for raw in f:
-                number += 1
-                done += len(raw)
-                if b"\x00" in raw:
-                    raise InputError(NUL_MESSAGE.replace("text table", "tagged text file"), path=p, line=number)
-                line = raw.decode(codec)
-                if number == 1:
-                    line = line.lstrip("\ufeff")
-                line = line.rstrip()  # CR, LF and trailing blanks
-                end_of_sentence = not line or (fmt == "conll" and line.startswith("-DOCSTART-"))
-                if fmt == "conllu" and line.startswith("#"):
-                    continue
-                if end_of_sentence:
-                    if cur_tokens:
-                        if cur_bad:
-                            dropped += 1
-                        else:
-                            rows.append(cur_lines[0])
-                            tokens.append(cur_tokens)
-                            tags.append(cur_tags)
-                            lines.append(cur_lines)
-                            n_tokens += len(cur_tokens)
-                            if len(rows) >= BATCH_SENTENCES:
-                                flush()
-                                if progress is not None:
-                                    progress(done, total)
-                    elif cur_bad:
-                        dropped += 1
-                    cur_tokens, cur_tags, cur_lines, cur_bad = [], [], [], False
-                    continue
-                try:
-                    parsed = parse(line, column)
-                except _LineError as e:
-                    if not skip_bad:
-                        raise InputError(e.problem, path=p, line=number) from None
-                    malformed.append(RowProblem(number, e.problem))
-                    cur_bad = True
-                    continue
-                if parsed is None:
-                    continue
-                cur_tokens.append(parsed[0])
-                cur_tags.append(parsed[1])
-                cur_lines.append(number)
-        if cur_tokens and not cur_bad:
-            rows.append(cur_lines[0])
-            tokens.append(cur_tokens)
-            tags.append(cur_tags)
-            lines.append(cur_lines)
-            n_tokens += len(cur_tokens)
-        elif cur_bad:
-            dropped += 1
-        flush()
-        writer.close()
-        writer = None
-        sink.close()
+        _read_sentences(p, fmt, column, codec, skip_bad, out, malformed, progress, total)
+        out.finish()
         if progress is not None:
             progress(total, total)
-        dataset = datasets.Dataset.from_file(str(target))
+        dataset = datasets.Dataset.from_file(str(out.target))
         if len(dataset) == 0:
             what = "CoNLL-U word lines" if fmt == "conllu" else "token and tag lines"
             raise InputError(f"has no sentences: no {what} were found" + (
-                f" ({dropped} sentence(s) dropped for bad lines)" if dropped else ""), path=p)
+                f" ({out.dropped} sentence(s) dropped for bad lines)" if out.dropped else ""), path=p)
         ok = True
     finally:
-        if writer is not None:
-            writer.close()
-        if not sink.closed:
-            sink.close()
-        if not ok:
-            target.unlink(missing_ok=True)
+        out.close(keep=ok)
     if malformed:
         first = malformed[0]
-        warnings.append(f"{p}: {dropped:,} sentence(s) with bad lines were left out "
+        warnings.append(f"{p}: {out.dropped:,} sentence(s) with bad lines were left out "
                         f"(line {first.line}: {first.problem})")
-    return TaggedFile(p, dataset, fmt, column, n_tokens, malformed, dropped, warnings,
+    return TaggedFile(p, dataset, fmt, column, out.n_tokens, malformed, out.dropped, warnings,
                       encoding="utf-8" if codec == "utf-8" else codec)
+
+
+def _read_sentences(p: Path, fmt: str, column: str, codec: str, skip_bad: bool, out: _SentenceWriter,
+                    malformed: list[RowProblem], progress, total: int) -> None:
+    """Parse ``p`` line by line into ``out``; bad lines stop the read, or with ``skip_bad`` mark
+    their sentence (and are listed in ``malformed``)."""
+    parse = _conllu_fields if fmt == "conllu" else _conll_fields
+    sentence = _Sentence()
+    with open(p, "rb") as f:
+        done = 0
+        for number, raw in enumerate(f, 1):
+            done += len(raw)
+            if b"\x00" in raw:
+                raise InputError(NUL_MESSAGE.replace("text table", "tagged text file"), path=p, line=number)
+            line = raw.decode(codec)
+            if number == 1:
+                line = line.lstrip("\ufeff")
+            line = line.rstrip()  # CR, LF and trailing blanks
+            if fmt == "conllu" and line.startswith("#"):
+                continue
+            if not line or (fmt == "conll" and line.startswith("-DOCSTART-")):  # the end of a sentence
+                out.add(sentence)
+                if out.full:
+                    out.flush()
+                    if progress is not None:
+                        progress(done, total)
+                sentence = _Sentence()
+                continue
+            try:
+                parsed = parse(line, column)
+            except _LineError as e:
+                if not skip_bad:
+                    raise InputError(e.problem, path=p, line=number) from None
+                malformed.append(RowProblem(number, e.problem))
+                sentence.bad = True
+                continue
+            if parsed is not None:
+                sentence.tokens.append(parsed[0])
+                sentence.tags.append(parsed[1])
+                sentence.lines.append(number)
+    out.add(sentence)
 
 
 def sniff_tagged(path: Path) -> float:

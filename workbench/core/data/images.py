@@ -27,8 +27,8 @@ import numpy as np
 
 from ..cancel import NEVER, CancelToken
 from ..errors import InputError
-from ..image_sniff import IGNORED, IMAGE_EXTENSIONS, SPLIT_FOLDERS, is_image_name, sniff_image_folder  # noqa: F401
 from ..labels import build_label_map
+from .image_sniff import IGNORED, IMAGE_EXTENSIONS, SPLIT_FOLDERS, is_image_name, sniff_image_folder  # noqa: F401
 from .validation import SEVERITY_ORDER, SPLIT_ORDER, Finding, ValidationReport
 
 IMBALANCE_RATIO = 3  # image sets are small: a 3x gap between classes is already worth a warning
@@ -51,7 +51,7 @@ class ImageFolders:
     sources: dict[str, str]  # split -> folder
     findings: list[Finding] = field(default_factory=list)
     layout: str = "classes"  # "classes" | "splits"
-    stats: Any = None  # ImageStats of the training images (workbench/core/image_policy.py), when measured
+    stats: Any = None  # ImageStats of the training images (workbench/core/tasks/image/policy.py), when measured
 
 
 class ImageProblem(Exception):
@@ -73,9 +73,10 @@ def _entries(folder: Path, broken: list[tuple[Path, str]]) -> tuple[list[os.DirE
     try:
         with os.scandir(folder) as it:
             entries = sorted((e for e in it if _visible(e)), key=lambda e: e.name)
-    except OSError as e:
-        raise InputError(f"cannot read the folder ({e.strerror or e})", path=folder) from None
-    dirs, files = [], []
+    except OSError as err:
+        raise InputError(f"cannot read the folder ({err.strerror or err})", path=folder) from None
+    dirs: list[os.DirEntry] = []
+    files: list[os.DirEntry] = []
     for e in entries:
         try:
             if e.is_dir():
@@ -386,7 +387,7 @@ def check_images(splits: dict[str, list[ImageItem]], hashes: dict[str, np.ndarra
             findings.append(Finding("warning", "rare_class", f"{where}: class(es) with fewer than 2 images: "
                                     f"{', '.join(rare[:10])}; the model can hardly learn them", [], len(rare), where,
                                     "train", items=rare))
-        most, least = max(train, key=train.get), min(train, key=train.get)
+        most, least = max(train, key=train.__getitem__), min(train, key=train.__getitem__)
         if train[most] > IMBALANCE_RATIO * train[least]:
             findings.append(Finding("warning", "imbalance", f"{where}: classes are imbalanced: '{most}' has "
                                     f"{train[most]:,} images but '{least}' only {train[least]:,} "

@@ -71,10 +71,10 @@ def choose_text_columns(table: Table, text: str | None = None, pair: str | None 
         raise InputError(f"the column '{label}' cannot be both a text and the label", path=table.path)
     rest = [c for c in cols if c != label and c not in taken]
     if text is None or (pair is None and pair_required):
-        named = named_pair([c for c in cols]) if table.format.has_header else None
-        if named and cols[named[0]] != label and cols[named[1]] != label:
-            text = text or cols[named[0]]
-            pair = pair or (cols[named[1]] if cols[named[1]] != text else None)
+        pair_at = named_pair([c for c in cols]) if table.format.has_header else None
+        if pair_at and cols[pair_at[0]] != label and cols[pair_at[1]] != label:
+            text = text or cols[pair_at[0]]
+            pair = pair or (cols[pair_at[1]] if cols[pair_at[1]] != text else None)
         rest = [c for c in cols if c not in (label, text, pair)]
         texts = sorted(rest, key=lambda c: -_mean_length(sample[c]))
         if text is None:
@@ -92,9 +92,9 @@ def choose_text_columns(table: Table, text: str | None = None, pair: str | None 
         # A score over two texts (STS-B): pair them when they are named as a pair, or when a
         # headerless file holds exactly two free-text columns.
         others = [c for c in cols if c not in (label, text)]
-        named = named_pair(cols) if table.format.has_header else None
-        if named and text in (cols[named[0]], cols[named[1]]):
-            other = cols[named[1]] if text == cols[named[0]] else cols[named[0]]
+        pair_at = named_pair(cols) if table.format.has_header else None
+        if pair_at and text in (cols[pair_at[0]], cols[pair_at[1]]):
+            other = cols[pair_at[1]] if text == cols[pair_at[0]] else cols[pair_at[0]]
             pair = other if other != label else None
         elif not table.format.has_header:
             texts = [c for c in others if text_like(sample[c])]

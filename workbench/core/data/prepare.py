@@ -4,7 +4,7 @@ training never saw, and choosing the split the final report is computed on."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -15,6 +15,12 @@ from .tabular import Table, arrow_table
 HELD_OUT = " (held out)"  # appended to the training source's name for a part held out of it
 
 
+@overload
+def matching_column(table: Table, train_table: Table, column: str) -> str: ...
+@overload
+def matching_column(table: Table, train_table: Table, column: None) -> None: ...
+@overload
+def matching_column(table: Table, train_table: Table, column: str | None) -> str | None: ...
 def matching_column(table: Table, train_table: Table, column: str | None) -> str | None:
     """The column of a validation or test ``table`` that holds what the training file's ``column``
     holds: by name when both have a header naming it, else at the same position."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import codecs
 import csv
+import functools
 import io
 import itertools
 import json
@@ -119,11 +120,12 @@ def read_table(
     if delimiter is not None:
         delimiter = _normalize_delimiter(delimiter, p)
     out_dir = _cache_dir(cache_dir)
-    args = dict(delimiter=delimiter, has_header=has_header, out_dir=out_dir, progress=progress, cancel=cancel)
+    read = functools.partial(_read, delimiter=delimiter, has_header=has_header, out_dir=out_dir,
+                             progress=progress, cancel=cancel)
     if encoding is not None:
         codec = _codec_for(encoding, p)
         try:
-            return _read(p, codec, warnings=[], **args)
+            return read(p, codec, warnings=[])
         except UnicodeDecodeError:
             raise InputError(
                 f"is not valid {encoding} text (first bad byte on this line); "
@@ -131,7 +133,7 @@ def read_table(
                 path=p, line=_first_bad_line(p, codec),
             ) from None
     try:
-        return _read(p, "utf-8-sig", warnings=[], **args)
+        return read(p, "utf-8-sig", warnings=[])
     except UnicodeDecodeError:
         # Spreadsheet exports on Windows are often latin-1/cp1252; every byte decodes in latin-1,
         # so the retry cannot fail, but accented letters may come out wrong - hence the warning.
@@ -140,7 +142,7 @@ def read_table(
             f"{p}: line {line} is not valid UTF-8, so the file was read as latin-1; "
             "check accented characters, or save the file as UTF-8"
         )
-        return _read(p, "latin-1", warnings=[warning], **args)
+        return read(p, "latin-1", warnings=[warning])
 
 
 # ---------------------------------------------------------------------------- file checks

@@ -120,10 +120,11 @@ def validate_classification(
         train = digests["train"]
         _train_checks(paths["train"], train, findings)
         others = [split for split in names if split != "train"]
-        train_texts = np.unique(train.hashes[~train.empty_text]) if others else None
-        for split in others:
-            cancel.raise_if_cancelled()
-            _against_train(split, paths[split], paths["train"], digests[split], train, train_texts, findings)
+        if others:
+            train_texts = np.unique(train.hashes[~train.empty_text])
+            for split in others:
+                cancel.raise_if_cancelled()
+                _against_train(split, paths[split], paths["train"], digests[split], train, train_texts, findings)
     findings.sort(key=lambda f: SEVERITY_ORDER.get(f.severity, 3))  # stable: check order within a severity
     return ValidationReport(findings, {k: d.class_counts() for k, d in digests.items()},
                             {k: len(d.rows) for k, d in digests.items()}, paths)
@@ -339,8 +340,8 @@ def _train_checks(path: str | None, d: _Digest, findings: list[Finding]) -> None
                                 f"{name}: {_plural(len(rare), 'class has', 'classes have')} fewer than 2 examples "
                                 f"({_shown(rare)}); the model can hardly learn them and they cannot be held out "
                                 "for validation", _first_lines(d.rows, d.label_mask(rare)), len(rare), path, "train"))
-    most = max(counts, key=counts.get)
-    least = min(counts, key=counts.get)
+    most = max(counts, key=counts.__getitem__)
+    least = min(counts, key=counts.__getitem__)
     if counts[most] > IMBALANCE_RATIO * counts[least]:
         small = sum(c * IMBALANCE_RATIO < counts[most] for c in counts.values())  # count: the minority classes
         findings.append(Finding("warning", "imbalance",
@@ -376,7 +377,7 @@ def blank_pair_findings(ds: datasets.Dataset, path: str | None, split: str, colu
     row (an error: the wrong column, or nothing to learn from) or on most rows (a warning)."""
     t = arrow_table(ds, ["row", "text", "text_pair"])
     rows = t.column("row").to_numpy()
-    out = []
+    out: list[Finding] = []
     if not len(rows):
         return out
     name = _name(path, split)

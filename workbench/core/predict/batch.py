@@ -14,9 +14,7 @@ Output columns: ``line`` (or ``path`` for images), the input (``text`` and ``tex
 from __future__ import annotations
 
 import csv
-import os
 import stat
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..atomic import move_into_place, remove, temp_beside
 from ..cancel import NEVER, CancelToken
 from ..errors import InputError, write_failure
 from ..events import Callbacks, Progress, Warning_
@@ -164,10 +163,9 @@ def predict_file(predictor: Predictor, source: str | Path, output: str | Path | 
             summary.warnings.append(message)
             callbacks.on_event(Warning_(message))
     start = time.perf_counter()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.writing-{os.getpid()}-", dir=out.parent)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(out)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, delimiter="\t", lineterminator="\n")
             writer.writerow(_columns(predictor, reader.kind))
             chunk: list[Item] = []
@@ -197,22 +195,15 @@ def predict_file(predictor: Predictor, source: str | Path, output: str | Path | 
             header = reader.layout is not None and reader.layout.has_header
             raise InputError(f"has {'a header but ' if header else ''}no {reader.kind} to predict", path=src)
         cancel.raise_if_cancelled()
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
+        move_into_place(tmp, out)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
         failure = write_failure(e, out, permission_too=True)
         if failure is not None:
             raise failure from e
         raise
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _report(problem: Problem, summary: PredictSummary, on_problem) -> None:

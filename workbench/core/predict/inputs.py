@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..data.conll import _CONLLU_ID, detect_format, sniff_tagged
+from ..data.image_sniff import IGNORED, is_image_name
 from ..data.tabular import (
     SAMPLE_BYTES,
     _check_file,
@@ -27,7 +28,6 @@ from ..data.tabular import (
     sniff_delimiter,
 )
 from ..errors import InputError
-from ..image_sniff import IGNORED, is_image_name
 from ..paths import check_data_path
 
 # The parts of the training data's description (``PreparedData.resolved``) that tell a prediction

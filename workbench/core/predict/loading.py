@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from ..tasks.table import TASKS
 
-KINDS = {"text-classification": "classes", "text-pair-classification": "classes", "image-classification": "classes",
-         "text-regression": "values", "token-classification": "tags"}
+# Task name -> what its models predict ("classes", "tags", "values"): the tasks a Predictor serves.
+KINDS = {name: t.prediction for name, t in TASKS.items() if t.prediction is not None}
 
 
 def load_torch_model(folder: Path, task: str, fold: bool = False):
@@ -17,27 +18,28 @@ def load_torch_model(folder: Path, task: str, fold: bool = False):
     weights or their config cannot be loaded (missing, damaged)."""
     from ..errors import WorkbenchError
 
+    spec = TASKS[task]
     try:
-        if task == "image-classification":
-            from ..image_models import load_image_classifier, read_image_config
+        model = _own_image_model(folder, fold) if spec.modality == "image" else None
+        if model is None:  # a transformers model: the task's AutoModel class loads it
+            import transformers
 
-            if read_image_config(folder) is not None:
-                model, _ = load_image_classifier(folder, fold=fold)
-            else:
-                from transformers import AutoModelForImageClassification
-
-                model = AutoModelForImageClassification.from_pretrained(folder)
-        else:
-            from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-            cls = AutoModelForTokenClassification if KINDS[task] == "tags" else AutoModelForSequenceClassification
-            model = cls.from_pretrained(folder)
+            model = getattr(transformers, spec.auto_model).from_pretrained(folder)
     except (WorkbenchError, MemoryError, ImportError):
         raise
     except Exception as e:  # a damaged model.safetensors or config.json, missing weights
         raise InputError(f"its PyTorch model cannot be loaded ({error_line(e)}); export the model again",
                          path=folder) from None
     return model.eval()
+
+
+def _own_image_model(folder: Path, fold: bool):
+    """Workbench's own image model in ``folder`` (EfficientNet-Lite0, the small CNN), None for any other."""
+    from ..tasks.image.models import load_image_classifier, read_image_config
+
+    if read_image_config(folder) is None:
+        return None
+    return load_image_classifier(folder, fold=fold)[0]
 
 
 def error_line(e: BaseException) -> str:

@@ -19,9 +19,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..export_target import MARKER, missing_tokenizer
-from ..onnx_export import INT8_FILE, ONNX_FILE, open_session, run_session
+from ..export.onnx_export import INT8_FILE, ONNX_FILE, open_session, run_session
+from ..export.target import MARKER, missing_tokenizer
 from ..tasks.scoring import softmax
+from ..tasks.table import TASKS
 from .loading import KINDS, error_line, load_torch_model
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -78,7 +79,7 @@ class Predictor:
         self.meta = read_meta(folder)
         self.task: str = self.meta["task"]
         self.kind = KINDS[self.task]
-        self.modality = "image" if self.task == "image-classification" else "text"
+        self.modality = TASKS[self.task].modality
         self.inputs: dict[str, Any] = self.meta.get("inputs") or {}
         try:
             self.max_length = int(self.meta.get("max_length") or 128)
@@ -269,6 +270,7 @@ class Predictor:
             if out is None:
                 out = np.empty((n, logits.shape[-1]), np.float32)
             out[idx] = logits
+        assert out is not None, "n > 0, so the loop ran"
         return out
 
     # ---- tagging --------------------------------------------------------------------------------
@@ -307,8 +309,8 @@ class Predictor:
     # ---- images ---------------------------------------------------------------------------------
     def pixels(self, image) -> np.ndarray:
         """(3, size, size) float32 pixels of one image (a path, bytes or a PIL image); ImageProblem if broken."""
-        from ..data.image_transforms import to_pixels
         from ..data.images import decode_bytes, decode_file, open_rgb, resize_center_square
+        from ..tasks.image.transforms import to_pixels
 
         p = self.preprocessing
         if isinstance(image, (str, Path)):

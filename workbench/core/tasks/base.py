@@ -3,10 +3,11 @@
 A task reads and validates its data, loads its preprocessor (a tokenizer, an image processor),
 encodes the data, builds its model head, turns rows into arrays, computes its loss and metrics,
 writes its predictions and exports its model. The training loop and the run orchestration
-(``workbench.core.run``) know none of that.
+(``workbench.core.run.pipeline``) know none of that.
 
-Adding a task: subclass ``Task``, implement the abstract methods, register the class in
-``workbench/core/tasks/__init__.py`` and give it a ``sniff`` so ``--task auto`` can pick it.
+Adding a task: describe it in ``workbench/core/tasks/table.py`` (a TaskSpec in ``TASKS``), subclass
+``Task`` with ``spec = TASKS[its name]``, implement the abstract methods and give it a ``sniff`` so
+``--task auto`` can pick it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from ..config import DEFAULT_EPOCHS, DataConfig
 from ..events import Callbacks
 from ..labels import LabelMap
 from ..metrics import CLASSIFICATION, Metric
-
-METHOD_LR = {"frozen": 1e-3, "lora": 5e-4, "adalora": 5e-4}
+from .table import BASELINE, CALIBRATION, TaskSpec, default_lr, method_spec
 
 # Model types whose position ids are offset by the padding index (RoBERTa and its descendants).
 _OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
@@ -41,6 +41,12 @@ class PreparedData:
     report: Any  # ValidationReport (has .findings, .errors, .to_dict())
     resolved: dict[str, Any] = field(default_factory=dict)  # columns, formats, sources, labels, warnings
     eval_split: str = "test"  # the split the final report is computed on
+
+    def require_label_map(self) -> LabelMap:
+        """``label_map``, for a task that has classes or tags (all but masked-LM, whose data has none)."""
+        if self.label_map is None:
+            raise ValueError("this data has no label map")
+        return self.label_map
 
 
 @dataclass
@@ -77,6 +83,12 @@ def table_preview(table) -> DataPreview:
                        table=table)
 
 
+def table_format(table) -> dict[str, Any]:
+    """How a delimited file was read, for config.json's "resolved": its delimiter, header and encoding."""
+    f = table.format
+    return {"delimiter": f.delimiter, "has_header": f.has_header, "encoding": f.encoding}
+
+
 @dataclass
 class EncodedSplit:
     name: str
@@ -97,8 +109,11 @@ class EvalResult:
 
 
 class Task(ABC):
+    # The task's row of workbench/core/tasks/table.py. A subclass sets it; ``__init_subclass__`` then
+    # copies the facts below from it, so each is written once (in the table).
+    spec: ClassVar[TaskSpec]
     name: ClassVar[str]
-    title: ClassVar[str]
+    title: ClassVar[str]  # spec.heading
     pipeline_tag: ClassVar[str]
     # The metrics ``evaluate`` returns, in display order, with their titles and direction: every
     # front end reads them from here (see workbench/core/metrics.py).
@@ -112,9 +127,9 @@ class Task(ABC):
     # The loss averages over tokens, not rows (tagging): length-grouped batches then balance tokens.
     token_level_loss: ClassVar[bool] = False
     # One class per row from softmax logits: the run reports calibration (ECE, reliability bins) and
-    # fits a temperature on the validation split (workbench/core/calibration.py).
+    # fits a temperature on the validation split (workbench/core/analysis/calibration.py).
     calibrated: ClassVar[bool] = False
-    # A quick model trained on the frozen backbone's features (workbench/core/baseline.py), reported
+    # A quick model trained on the frozen backbone's features (workbench/core/tasks/image/baseline.py), reported
     # beside the fine-tuned one so that a user sees when fine-tuning did not pay.
     frozen_baseline: ClassVar[bool] = False
     # Length-grouped batches unless --group-by-length/--no-group-by-length says otherwise (and
@@ -128,7 +143,7 @@ class Task(ABC):
     # on this one: for batches that cost real time to make (image augmentation), in the same order
     # (the same random crops) as without it.
     prefetch_batches: ClassVar[bool] = False
-    # ONNX export (workbench/core/onnx_export.py): logits per token rather than per row; whether the
+    # ONNX export (workbench/core/export/onnx_export.py): logits per token rather than per row; whether the
     # outputs are classes (top-1 agreement is checked) or values; the metric an int8 model is judged by.
     per_token_outputs: ClassVar[bool] = False
     has_classes: ClassVar[bool] = True
@@ -141,12 +156,21 @@ class Task(ABC):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
+        if "spec" in cls.__dict__:
+            cls._take_spec(cls.spec)
         cls.metric_names = tuple(m.name for m in cls.metrics)
         cls.greater_is_better = {m.name: m.greater_is_better for m in cls.metrics}
         if cls.quantize_metric is None or cls.quantize_metric not in cls.metric_names:
             cls.quantize_metric = cls.default_metric
         if cls.default_metric not in cls.metric_names:
             raise TypeError(f"{cls.__name__}.default_metric {cls.default_metric!r} is not one of its metrics")
+
+    @classmethod
+    def _take_spec(cls, spec: TaskSpec) -> None:
+        cls.name, cls.title, cls.pipeline_tag = spec.name, spec.heading, spec.pipeline_tag
+        cls.metrics, cls.default_metric = spec.metrics, spec.default_metric
+        cls.modality, cls.row_unit = spec.modality, spec.row_unit
+        cls.calibrated, cls.frozen_baseline = spec.supports(CALIBRATION), spec.supports(BASELINE)
 
     def metric_specs(self) -> tuple[Metric, ...]:
         """The metrics of this run, once ``prepare_data`` has seen the data (a task may retitle them,
@@ -163,7 +187,7 @@ class Task(ABC):
         return 0.0
 
     @classmethod
-    def groups_by_length(cls, method: str = "full") -> bool:
+    def groups_by_length(cls, method: str | None = None) -> bool:
         """Whether a run without --group-by-length/--no-group-by-length trains length-grouped batches.
 
         Not for LoRA/AdaLoRA: a few adapter weights at a 10x learning rate follow each batch's
@@ -173,18 +197,21 @@ class Task(ABC):
         peft: 0.758, 0.749, 0.748); grouping only 4 batches' worth of rows at a time still scored
         0.693, 0.698. Random batches go through the CPU as micro-batches of similar length, so they
         stay 1.7x the Trainer's speed (grouped: 2.7x)."""
-        return cls.group_by_length_default and method not in ("lora", "adalora")
+        return cls.group_by_length_default and not (method and method_spec(method).uses_adapters)
 
     def configure(self, config) -> None:
         """Called once with the whole RunConfig before ``prepare_data``: a task reads its own settings
         here (an image size, a frozen backbone) and may pin defaults it owns so config.json records them."""
 
+    def default_lr(self, config) -> float:
+        """The learning rate a run of ``config`` takes when --lr is not given: the table's for the task
+        and method (an image task refines it by backbone)."""
+        return default_lr(self.name, config.model.method)
+
     def suggested_settings(self, config) -> dict[str, Any]:
-        """TrainConfig values this task recommends for ``config`` (e.g. its learning rate); front ends
-        apply them to the settings the user left alone."""
-        # Only a head, or low-rank adapters and a head, learn: they take a larger step than a whole
-        # network (LoRA papers use 5e-4 to 1e-3 where full fine-tuning uses 2e-5 to 5e-5).
-        return {"lr": METHOD_LR[config.model.method]} if config.model.method in METHOD_LR else {}
+        """TrainConfig values this task recommends for ``config`` (its learning rate); front ends show
+        them for the settings the user left alone."""
+        return {"lr": self.default_lr(config)}
 
     def default_epochs(self, train_rows: int, config) -> tuple[float, int | None, str]:
         """(epochs, early-stopping patience or None, why) when --epochs is not given; the run
@@ -330,8 +357,10 @@ class Task(ABC):
         rescales them, as regression does)."""
         return outputs
 
-    def model_card(self, **fields) -> str:
-        """The export's README.md; ``fields`` are those of ``workbench.core.export.model_card``."""
-        from ..export import model_card
+    def model_card(self, *, task_title: str, pipeline_tag: str, backbone: str, data: dict[str, Any],
+                   hyper: dict[str, Any], metrics: dict[str, float], report_table: str, eval_split: str) -> str:
+        """The export's README.md (see ``workbench.core.export.model.model_card``)."""
+        from ..export.model import model_card
 
-        return model_card(**fields)
+        return model_card(task_title=task_title, pipeline_tag=pipeline_tag, backbone=backbone, data=data, hyper=hyper,
+                          metrics=metrics, report_table=report_table, eval_split=eval_split)

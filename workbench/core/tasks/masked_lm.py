@@ -32,16 +32,11 @@ from ..data.tabular import arrow_table
 from ..data.validation import ValidationReport
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress, Warning_
-from ..metrics import Metric
 from .base import EncodedSplit, EvalResult, PreparedData, Task
+from .table import DEFAULT_METHOD, TASKS
 from .tokenize import tokenize_columns
 
 IGNORE = -100
-MASKED_LM_METRICS = (
-    Metric("perplexity", "Perplexity", greater_is_better=False, bounded=False, plot=True, headline=True),
-    Metric("accuracy", "Masked-token accuracy", plot=False, headline=True),
-    Metric("loss", "Masked-LM loss", greater_is_better=False, bounded=False, headline=True),
-)
 
 
 def _read_lines(path: Path) -> tuple[list[str], list[int], list[str]]:
@@ -57,19 +52,15 @@ def _read_lines(path: Path) -> tuple[list[str], list[int], list[str]]:
     if "\x00" in text:
         raise InputError("holds NUL bytes: it is not a text file", path=path)
     texts, lines = [], []
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            texts.append(line.strip())
+    for i, text_line in enumerate(text.splitlines(), 1):
+        if text_line.strip():
+            texts.append(text_line.strip())
             lines.append(i)
     return texts, lines, warnings
 
 
 class MaskedLanguageModeling(Task):
-    name = "masked-lm"
-    title = "Masked-language-model adaptation"
-    pipeline_tag = "fill-mask"
-    metrics = MASKED_LM_METRICS
-    default_metric = "loss"
+    spec = TASKS["masked-lm"]
     token_level_loss = True
     evaluate_before_training = True
 
@@ -81,7 +72,7 @@ class MaskedLanguageModeling(Task):
         self.source_kind = "lines"
 
     def configure(self, config) -> None:
-        if config.model.method != "full":
+        if config.model.method != DEFAULT_METHOD:
             raise InputError("masked-LM adaptation trains the whole backbone; --method does not apply to it")
         self.seed = config.train.seed
         self.probability = config.train.mlm_probability
@@ -107,7 +98,7 @@ class MaskedLanguageModeling(Task):
             ds, _ = random_split(ds, 1 - cfg.sample / len(ds), seed)
         train, held = random_split(ds, cfg.val_fraction, seed + 1)
         splits = {"train": train, "validation": held}
-        sources = {"train": str(path), "validation": str(path) + HELD_OUT}
+        sources: dict[str, str | None] = {"train": str(path), "validation": str(path) + HELD_OUT}
         report = ValidationReport(findings=[], class_counts={}, n_rows={k: len(v) for k, v in splits.items()},
                                   paths=sources)
         resolved.update({"sources": sources, "rows": {k: len(v) for k, v in splits.items()}, "texts": len(texts),

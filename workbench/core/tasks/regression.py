@@ -18,42 +18,29 @@ import pyarrow.compute as pc
 
 from ..cancel import NEVER
 from ..data import read_table
-from ..data.pairs import TextColumns, build_text_dataset, choose_text_columns
-from ..data.prepare import eval_split_of, hold_out, matching_column, sample_train
-from ..data.sniffing import sample_table, score_column
+from ..data.pairs import build_text_dataset
+from ..data.prepare import eval_split_of, hold_out, sample_train
+from ..data.sniffing import score_column
 from ..data.tabular import arrow_table
 from ..data.validation import Finding, ValidationReport, blank_pair_findings, hash_strings
 from ..errors import InputError
 from ..events import PhaseChanged
-from ..metrics import LOSS, Metric
-from .base import EncodedSplit, EvalResult, PreparedData, Task, table_preview
-from .text_classification import _progress
+from .base import EncodedSplit, EvalResult, PreparedData, table_format, table_preview
+from .table import TASKS
+from .text_classification import TokenizedText, _progress
+from .text_pair import text_columns, wide_sample
 from .tokenize import tokenize_columns
 
 MAX_LINES = 50
 
 
-class TextRegression(Task):
-    name = "text-regression"
-    title = "Text regression"
-    pipeline_tag = "text-classification"
-    metrics = (
-        Metric("mse", "MSE", greater_is_better=False, bounded=False, plot=True, headline=True),
-        Metric("rmse", "RMSE", greater_is_better=False, bounded=False),
-        Metric("mae", "MAE", greater_is_better=False, bounded=False, headline=True),
-        Metric("pearson", "Pearson", plot=True, headline=True),
-        Metric("spearman", "Spearman", headline=True),
-        Metric("r2", "R²", bounded=False),
-        LOSS,
-    )
-    default_metric = "mse"
+class TextRegression(TokenizedText):
+    spec = TASKS["text-regression"]
 
     @classmethod
     def sniff(cls, path: Path) -> float:
-        sample = sample_table(path)
-        if sample is None or sample.width < 2:
-            return 0.0
-        return 0.7 if score_column(sample) is not None else 0.0
+        sample = wide_sample(path, 2)
+        return 0.7 if sample is not None and score_column(sample) is not None else 0.0
 
     # ---- data -----------------------------------------------------------------------------------
     def _read(self, path, cfg, cache_dir, callbacks, cancel, like=None):
@@ -62,12 +49,7 @@ class TextRegression(Task):
                            progress=_progress(callbacks, "reading"), cancel=cancel)
         if like is None:
             self._preview = table_preview(table)  # before any check can refuse the file
-            cols = choose_text_columns(table, cfg.text_column, cfg.text_pair_column, cfg.label_column,
-                                       pair_required=False, numeric_label=True)
-        else:
-            train_table, train_cols = like
-            cols = TextColumns(*(matching_column(table, train_table, c) for c in (train_cols.text, train_cols.pair,
-                                                                                  train_cols.label)))
+        cols = text_columns(table, cfg, like, pair_required=False, numeric_label=True)
         ds, problems = build_text_dataset(table, cols, numeric=True, skip_bad=cfg.skip_bad_rows, cancel=cancel)
         return table, cols, ds, problems
 
@@ -102,9 +84,7 @@ class TextRegression(Task):
             "text_column": cols.text,
             "text_pair_column": cols.pair,
             "label_column": cols.label,
-            "delimiter": train_table.format.delimiter,
-            "has_header": train_table.format.has_header,
-            "encoding": train_table.format.encoding,
+            **table_format(train_table),
             "sources": sources,
             "rows": {k: len(v) for k, v in splits.items()},
             "target": {"mean": self.mean, "std": self.std, "min": float(y.min()), "max": float(y.max())},
@@ -165,13 +145,6 @@ class TextRegression(Task):
         return ValidationReport(findings, {}, {k: len(v) for k, v in splits.items()}, dict(sources))
 
     # ---- encoding and model ---------------------------------------------------------------------
-    def load_preprocessor(self, backbone_path: str):
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(backbone_path)
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        return tok
-
     def encode(self, name, rows, tokenizer, max_length, cache_dir, callbacks, cancel=NEVER) -> EncodedSplit:
         callbacks.on_event(PhaseChanged("tokenizing", name))
         cols = ["text"] + (["text_pair"] if "text_pair" in rows.column_names else [])
@@ -191,15 +164,6 @@ class TextRegression(Task):
             backbone_path, num_labels=1, problem_type="regression", id2label={0: name}, label2id={name: 0},
             ignore_mismatched_sizes=True,
         )
-
-    def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
-        width = int(split.lengths[rows].max())
-        batch = {"input_ids": split.inputs["input_ids"].pad(rows, self.pad_id, width),
-                 "attention_mask": (np.arange(width)[None, :] < split.lengths[rows][:, None]).astype(np.int64)}
-        if "token_type_ids" in split.inputs:
-            batch["token_type_ids"] = split.inputs["token_type_ids"].pad(rows, 0, width)
-        batch["labels"] = split.labels[rows]
-        return batch
 
     def loss(self, logits, labels):
         import torch.nn.functional as F

@@ -15,6 +15,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def scored_row(names: list[str], gold: int, probs: np.ndarray) -> dict:
+    """A row's gold class, predicted class, its confidence and every class's probability (rounded), as
+    predictions.jsonl holds them."""
+    pred = int(probs.argmax(-1))
+    return {"gold": names[gold], "predicted": names[pred], "confidence": round(float(probs[pred]), 6),
+            "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)}}
+
+
 def classification_result(gold: np.ndarray, pred: np.ndarray, names: list[str], loss: float) -> EvalResult:
     """Accuracy, macro/weighted F1, macro precision/recall, the per-class table and confusion matrix."""
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score

@@ -16,8 +16,9 @@ from ..data.tabular import arrow_table
 from ..data.validation import SEVERITY_ORDER
 from ..errors import InputError
 from ..events import Callbacks, PhaseChanged, Progress
-from .base import EncodedSplit, EvalResult, PreparedData, Task, table_preview
-from .scoring import classification_result, classification_text, softmax
+from .base import EncodedSplit, EvalResult, PreparedData, Task, table_format, table_preview
+from .scoring import classification_result, classification_text, scored_row, softmax
+from .table import TASKS
 from .tokenize import tokenize_columns
 
 
@@ -25,13 +26,32 @@ def _progress(callbacks: Callbacks, phase: str):
     return lambda done, total: callbacks.on_event(Progress(phase, done, total))
 
 
-class TextClassification(Task):
-    name = "text-classification"
-    title = "Text classification"
-    pipeline_tag = "text-classification"
+class TokenizedText(Task):
+    """A task whose rows are one text (or a pair) tokenized into input ids: its tokenizer and padded
+    batches (classification, sentence pairs, regression)."""
 
+    pad_id = 0
+
+    def load_preprocessor(self, backbone_path: str):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(backbone_path)
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        return tok
+
+    def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
+        width = int(split.lengths[rows].max())
+        ids = split.inputs["input_ids"].pad(rows, self.pad_id, width)
+        batch = {"input_ids": ids, "attention_mask": (np.arange(width)[None, :] < split.lengths[rows][:, None]).astype(np.int64)}
+        if "token_type_ids" in split.inputs:
+            batch["token_type_ids"] = split.inputs["token_type_ids"].pad(rows, 0, width)
+        batch["labels"] = split.labels[rows]
+        return batch
+
+
+class TextClassification(TokenizedText):
+    spec = TASKS["text-classification"]
     data_view_column_choice = True
-    calibrated = True
 
     # ---- data -----------------------------------------------------------------------------------
     def _read(self, path: str, cfg: DataConfig, cache_dir: Path, callbacks, cancel, like=None):
@@ -94,9 +114,7 @@ class TextClassification(Task):
             "text_column": cols.text,
             **({"text_pair_column": cols.pair} if getattr(cols, "pair", None) else {}),
             "label_column": cols.label,
-            "delimiter": train_table.format.delimiter,
-            "has_header": train_table.format.has_header,
-            "encoding": train_table.format.encoding,
+            **table_format(train_table),
             "sources": sources,
             "rows": {k: len(v) for k, v in splits.items()},
             "labels": label_map.names,
@@ -118,13 +136,6 @@ class TextClassification(Task):
     def sniff(cls, path: Path) -> float:
         return 0.5 if path.is_file() and path.suffix.lower() in (".tsv", ".csv", ".txt", ".tab") else 0.1
 
-    def load_preprocessor(self, backbone_path: str):
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(backbone_path)
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        return tok
-
     def encode(self, name, rows, tokenizer, max_length, cache_dir, callbacks, cancel=NEVER) -> EncodedSplit:
         callbacks.on_event(PhaseChanged("tokenizing", name))
         inputs, lengths = tokenize_columns(
@@ -140,22 +151,14 @@ class TextClassification(Task):
     def build_model(self, backbone_path: str, data: PreparedData):
         from transformers import AutoModelForSequenceClassification
 
+        label_map = data.require_label_map()
         return AutoModelForSequenceClassification.from_pretrained(
             backbone_path,
-            num_labels=len(data.label_map.names),
-            id2label=data.label_map.id2label,
-            label2id=data.label_map.label2id,
+            num_labels=len(label_map.names),
+            id2label=label_map.id2label,
+            label2id=label_map.label2id,
             ignore_mismatched_sizes=True,  # a backbone that already has a different head
         )
-
-    def make_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
-        width = int(split.lengths[rows].max())
-        ids = split.inputs["input_ids"].pad(rows, self.pad_id, width)
-        batch = {"input_ids": ids, "attention_mask": (np.arange(width)[None, :] < split.lengths[rows][:, None]).astype(np.int64)}
-        if "token_type_ids" in split.inputs:
-            batch["token_type_ids"] = split.inputs["token_type_ids"].pad(rows, 0, width)
-        batch["labels"] = split.labels[rows]
-        return batch
 
     def loss(self, logits, labels):
         import torch.nn.functional as F
@@ -169,13 +172,12 @@ class TextClassification(Task):
     def write_predictions(self, path: Path, logits, split, data) -> None:
         names = data.label_map.names
         probs = softmax(logits)
-        pred = probs.argmax(-1)
         row_ids = arrow_table(split.rows, ["row"]).column("row").to_numpy()
         texts = arrow_table(split.rows, ["text"]).column("text")
         # Sentence pairs carry a second text; predictions show both.
         seconds = arrow_table(split.rows, ["text_pair"]).column("text_pair") if "text_pair" in split.rows.column_names else None
         with open(path, "w", encoding="utf-8") as f:
-            for start in range(0, len(pred), 5000):
+            for start in range(0, len(probs), 5000):
                 chunk = texts.slice(start, 5000).to_pylist()
                 second = seconds.slice(start, 5000).to_pylist() if seconds is not None else None
                 for j, text in enumerate(chunk):
@@ -184,10 +186,7 @@ class TextClassification(Task):
                         "row": int(row_ids[i]),
                         "text": text,
                         **({"text_pair": second[j]} if second is not None else {}),
-                        "gold": names[split.labels[i]],
-                        "predicted": names[pred[i]],
-                        "confidence": round(float(probs[i, pred[i]]), 6),
-                        "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs[i])},
+                        **scored_row(names, split.labels[i], probs[i]),
                     }, ensure_ascii=False) + "\n")
 
     def report_text(self, result: EvalResult) -> str:

@@ -22,24 +22,38 @@ from ..data.validation import blank_pair_findings
 from ..errors import InputError
 from ..events import PhaseChanged
 from .base import EncodedSplit
+from .table import TASKS
 from .text_classification import TextClassification
 from .tokenize import tokenize_columns
 
 _VALIDATION_SCHEMA = pa.schema([("row", pa.int64()), ("text", pa.string()), ("label", pa.string())])
 
 
+def wide_sample(path: Path, columns: int):
+    """The sampled head of the delimited file at ``path`` when it has at least ``columns`` columns, else None."""
+    sample = sample_table(path)
+    return sample if sample is not None and sample.width >= columns else None
+
+
+def text_columns(table, cfg, like, *, pair_required: bool, numeric_label: bool) -> TextColumns:
+    """The text, second text and label columns of ``table``: chosen from the settings for the training
+    file; for another file (``like`` = the training file's table and columns) the training file's."""
+    if like is None:
+        return choose_text_columns(table, cfg.text_column, cfg.text_pair_column, cfg.label_column,
+                                   pair_required=pair_required, numeric_label=numeric_label)
+    train_table, train_cols = like
+    return TextColumns(*(matching_column(table, train_table, c) for c in (train_cols.text, train_cols.pair,
+                                                                          train_cols.label)))
+
+
 class TextPairClassification(TextClassification):
-    name = "text-pair-classification"
-    title = "Sentence-pair classification"
-    pipeline_tag = "text-classification"
+    spec = TASKS["text-pair-classification"]
 
     @classmethod
     def sniff(cls, path: Path) -> float:
-        sample = sample_table(path)
-        if sample is None or sample.width < 3:
-            return 0.0
-        pair = pair_columns(sample)
-        if pair is None:
+        sample = wide_sample(path, 3)
+        pair = pair_columns(sample) if sample is not None else None
+        if sample is None or pair is None:
             return 0.0
         # A continuous score over a pair is a regression (STS-B), not classes.
         if score_column(sample, exclude=pair) is not None:
@@ -53,13 +67,7 @@ class TextPairClassification(TextClassification):
 
     def _read(self, path, cfg, cache_dir, callbacks, cancel, like=None):
         table = self._read_table(path, cfg, cache_dir, callbacks, cancel, first=like is None)
-        if like is None:
-            cols = choose_text_columns(table, cfg.text_column, cfg.text_pair_column, cfg.label_column,
-                                       pair_required=True, numeric_label=False)
-        else:
-            train_table, train_cols = like
-            cols = TextColumns(*(matching_column(table, train_table, c) for c in (train_cols.text, train_cols.pair,
-                                                                                  train_cols.label)))
+        cols = text_columns(table, cfg, like, pair_required=True, numeric_label=False)
         ds, _ = build_text_dataset(table, cols, numeric=False, cancel=cancel)
         labels = arrow_table(ds, ["label"]).column("label")
         distinct = pc.count_distinct(labels).as_py()

@@ -37,6 +37,7 @@ from ..labels import build_label_map
 from ..metrics import LOSS, Metric
 from .base import PREVIEW_ROWS, DataPreview, EncodedSplit, EvalResult, PreparedData, Task
 from .scoring import per_class_table, softmax
+from .table import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class WindowStats:
 def encode_sentences(tokenizer, sentences: list[list[str]], tag_ids: list[list[int]] | None, max_length: int,
                      specials: Specials, first_word: int, first_sentence: int, stats: WindowStats) -> dict[str, list]:
     """Windows (dict of WINDOW_SCHEMA columns) for ``sentences``; each word's first sub-word gets its tag."""
-    out = {k: [] for k in WINDOW_SCHEMA.names}
+    out: dict[str, list] = {k: [] for k in WINDOW_SCHEMA.names}
     budget = max_length - len(specials.prefix) - len(specials.suffix)
     if budget < 1:
         raise InputError(f"--max-length {max_length} leaves no room for words next to the special tokens")
@@ -196,19 +197,7 @@ def sentence_preview(read: TaggedFile) -> DataPreview:
 
 
 class TokenClassification(Task):
-    name = "token-classification"
-    title = "Token classification"
-    pipeline_tag = "token-classification"
-    row_unit = "sentences"
-    metrics = (
-        Metric("f1", "Entity F1", plot=True, headline=True),
-        Metric("precision", "Entity precision", headline=True),
-        Metric("recall", "Entity recall", headline=True),
-        Metric("macro_f1", "Macro F1 (entity types)"),
-        Metric("accuracy", "Token accuracy", plot=True, headline=True),
-        LOSS,
-    )
-    default_metric = "f1"
+    spec = TASKS["token-classification"]
     token_level_loss = True
     per_token_outputs = True
     # Random batches by default (on the CPU the loop still trains each as length-sorted
@@ -284,7 +273,7 @@ class TokenClassification(Task):
         counts = {}
         for name, ds in splits.items():
             tags, _ = flat_column(ds, "tags")
-            values, n = np.unique(tags.astype(str), return_counts=True) if len(tags) else ([], [])
+            values, n = np.unique(tags.astype(str), return_counts=True) if len(tags) else (np.array([]), np.array([]))
             counts[name] = {str(v): int(c) for v, c in zip(values, n)}
             unseen = sorted(set(counts[name]) - set(label_map.names))
             if unseen and name != "train":
@@ -332,7 +321,9 @@ class TokenClassification(Task):
         return detect_scheme(sentences())
 
     def _check_sequences(self, name, ds, scheme, path, cancel) -> list[Finding]:
-        lines, first, count = [], None, 0
+        lines: list[int] = []
+        first: tuple[int, str] | None = None  # the first break's line and problem
+        count = 0
         for b in iter_batches(ds, ["tags", "lines"], batch_rows=5000):
             cancel.raise_if_cancelled()
             for tags, where in zip(b.column("tags").to_pylist(), b.column("lines").to_pylist()):
@@ -342,7 +333,7 @@ class TokenClassification(Task):
                         lines.append(where[i])
                     if first is None:
                         first = (where[i], problem)
-        if not count:
+        if first is None:  # nothing counted
             return []
         return [Finding("warning", "invalid_tag_sequence",
                         f"{path}: {count:,} tag(s) break the {scheme} scheme (line {first[0]}: {first[1]}); they "
@@ -424,11 +415,12 @@ class TokenClassification(Task):
     def build_model(self, backbone_path: str, data: PreparedData):
         from transformers import AutoModelForTokenClassification
 
+        label_map = data.require_label_map()
         return AutoModelForTokenClassification.from_pretrained(
             backbone_path,
-            num_labels=len(data.label_map),
-            id2label=data.label_map.id2label,
-            label2id=data.label_map.label2id,
+            num_labels=len(label_map),
+            id2label=label_map.id2label,
+            label2id=label_map.label2id,
             ignore_mismatched_sizes=True,
         )
 
@@ -557,6 +549,18 @@ class TokenClassification(Task):
         if w and w["split_sentences"]:
             lines.append(f"{w['split_sentences']:,} long sentences were split into windows")
         return "\n".join(lines)
+
+    def model_card(self, **fields) -> str:
+        """The export's README.md, with transformers' token-classification pipeline and its entity groups."""
+        from ..export.model import model_card
+
+        usage = f"""```python
+from transformers import pipeline
+tagger = pipeline("{self.pipeline_tag}", model="path/to/this/folder", aggregation_strategy="simple")
+tagger("John Smith lives in Berlin")  # entity groups named by your tags (IOB2 tags group cleanly)
+```
+Training labelled the first sub-word of each word; `aggregation_strategy="first"` reads words the same way."""
+        return model_card(**fields, usage=usage)
 
 
 # ---------------------------------------------------------------------------- tagging new text

@@ -17,7 +17,7 @@ def length_grouped_batches(
 ) -> list[np.ndarray]:
     order = rng.permutation(len(lengths))
     mega = batch_size * mega_factor
-    batches = []
+    batches: list[np.ndarray] = []
     for start in range(0, len(order), mega):
         chunk = order[start : start + mega]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]

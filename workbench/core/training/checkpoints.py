@@ -25,13 +25,13 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import replacing
 from ..errors import InputError
 
 KEEP = 2  # complete checkpoints kept besides the best weights
@@ -73,9 +73,9 @@ class LoopState:
 
 def _python_and_numpy_rng() -> dict[str, Any]:
     version, state, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # the 5-tuple, not a dict
     return {"python": [version, list(state), gauss],
-            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+            "numpy": [kind, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)]}
 
 
 def _restore_python_and_numpy_rng(d: dict[str, Any]) -> None:
@@ -235,7 +235,7 @@ class Checkpoints:
     def newest_intact(self) -> tuple[Path | None, list[tuple[Path, str]]]:
         """The newest checkpoint that ``verify`` passes, and the newer ones that it does not (with
         what is wrong with each)."""
-        damaged = []
+        damaged: list[tuple[Path, str]] = []
         for path in reversed(self.complete()):
             problem = self.verify(path)
             if problem is None:
@@ -293,21 +293,11 @@ class Checkpoints:
     # ---- writing ------------------------------------------------------------------------------------
     def _write_folder(self, name: str, write) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.writing-{os.getpid()}-", dir=self.folder))
         target = self.folder / name
-        try:
+        # The best weights are replaced; a step folder never exists twice. On an error the previous
+        # checkpoints stay as they were.
+        with replacing(target, folder=True) as tmp:
             write(tmp)
-            if target.exists():  # the best weights are replaced; a step folder never exists twice
-                old = self.folder / f".{name}.old-{os.getpid()}"
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoints stay as they were
-            raise
         return target
 
     def save(self, state: LoopState, model, optimizer, scheduler, scaler=None) -> Path:

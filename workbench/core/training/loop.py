@@ -8,6 +8,10 @@ In a distributed run (core/distributed.py) every rank makes the same global batc
 batch_size x world rows and trains its shard of each through DistributedDataParallel; the ranks
 agree on the rows of each batch and on stopping (cancel, pause) in one small all-reduce per batch,
 evaluation is sharded and gathered, and only rank 0 writes checkpoints.
+
+``run`` is the plain loop; its features (checkpoints, evaluation and early stopping, best weights,
+pause, out-of-memory back-off, test fault injection) are callbacks in callbacks.py that it calls at
+fixed points and that steer it through a ``LoopControl``.
 """
 
 from __future__ import annotations
@@ -16,19 +20,18 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .. import distributed
 from ..cancel import NEVER, CancelToken
 from ..config import TrainConfig
-from ..errors import Cancelled, OutOfMemory, Paused
-from ..events import Callbacks, CheckpointSaved, EvalMetrics, PhaseChanged, StepMetrics, Warning_
+from ..errors import Cancelled, Paused
+from ..events import Callbacks, EvalMetrics, PhaseChanged, StepMetrics
 from ..tasks.base import EncodedSplit, EvalResult, PreparedData, Task
 from .batching import (
     bucket_widths,
@@ -38,8 +41,22 @@ from .batching import (
     split_by_length,
     token_balanced_batches,
 )
+from .callbacks import (
+    BestWeights,
+    Checkpointing,
+    FaultInjection,
+    LoopCallback,
+    LoopControl,
+    LoopHooks,
+    OutOfMemoryBackoff,
+    PauseAgreement,
+    Validation,
+)
 from .checkpoints import Checkpoints, LoopState
 from .performance import StepCounter, enable_fast_matmul, keep_freed_memory
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +77,30 @@ class TrainOutcome:
     evaluations: list = dataclasses.field(default_factory=list)  # [step, metric value, loss] per validation
 
 
+class _Clock:
+    """Training seconds: counted into ``state.train_seconds`` while running, not while evaluating
+    or saving a checkpoint."""
+
+    def __init__(self, state: LoopState) -> None:
+        self.state = state
+        self.t0 = time.perf_counter()
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        self.state.train_seconds += time.perf_counter() - self.t0
+
+    def elapsed(self) -> float:
+        return self.state.train_seconds + (time.perf_counter() - self.t0)
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        self.stop()
+        yield
+        self.start()
+
+
 def _to_device(batch: dict[str, np.ndarray], device) -> dict:
     import torch
 
@@ -74,6 +115,7 @@ def planned_steps(n_rows: int, cfg: TrainConfig) -> tuple[int, int]:
     distributed run's steps each take batch_size rows on every process."""
     n_batches = math.ceil(n_rows / (cfg.batch_size * distributed.world_size()))
     steps_per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
+    assert cfg.epochs is not None, "the epochs are settled before training (Task.default_epochs)"
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -81,6 +123,10 @@ def planned_steps(n_rows: int, cfg: TrainConfig) -> tuple[int, int]:
 
 
 class TrainingLoop:
+    """Trains ``model`` on ``train`` for ``task``; reports to ``callbacks`` (the front end's events)
+    and calls ``hooks`` (its own LoopCallbacks, after the built-in ones) at the points callbacks.py
+    lists."""
+
     def __init__(
         self,
         model,
@@ -97,6 +143,7 @@ class TrainingLoop:
         metrics_position: Callable[[], int] | None = None,
         stop_at: int | None = None,
         method=None,
+        hooks: Sequence[LoopCallback] = (),
     ) -> None:
         # ``stop_at``: stop at that step of the configured run, its learning-rate schedule unchanged
         # (a refit repeats the first pass on all rows and stops where the validation split chose).
@@ -109,17 +156,34 @@ class TrainingLoop:
         self.checkpoints = checkpoints  # None: no checkpoints (library use, tests of the loop alone)
         self.metrics_position = metrics_position or (lambda: 0)
         self.method = method  # TrainingMethod (training/methods.py): AdaLoRA's hooks; None: plain training
-        self.micro_batch: int | None = None  # set by an out-of-memory back-off
-        self._step = 0  # the optimizer step being computed, for fault injection
-        self._fault = _injected_oom()
+        self.current_step = 0  # the optimizer step being computed (from 0), for the callbacks
         self.dist = distributed.current()  # None: this process trains alone
         self.train_model = model  # what training calls: the DDP wrapper and/or torch.compile of ``model``
-        self._pause_agreed = False  # distributed: every rank saw a pause request
         self.counter = StepCounter()
         task.use_model(model, device)
         self.upcoming: np.ndarray | None = None  # the next training batch's rows, for the prefetch
-        self._prefetched = None  # (rows, Future of task.loop_batch(train split, rows))
-        self._prefetcher = None  # a one-thread executor, while run() trains
+        self._prefetched: tuple[np.ndarray, Any] | None = None  # (rows, Future of task.loop_batch(train split, rows))
+        self._prefetcher: Any = None  # a one-thread executor, while run() trains
+        # The loop's features, in calling order (callbacks.py); ``hooks``: the caller's own, last.
+        self.backoff = OutOfMemoryBackoff()
+        builtin = [FaultInjection.from_environment(), self.backoff,
+                   Validation(cfg.eval_steps, cfg.early_stopping_patience), BestWeights(), PauseAgreement(),
+                   Checkpointing(cfg.save_steps, cfg.save_minutes)]
+        self.hooks = LoopHooks([*(cb for cb in builtin if cb is not None), *hooks])
+        self.control = LoopControl()
+        # Set by run(): the run in progress, as the callbacks read it.
+        self.state = LoopState()
+        self.optimizer: Any = None
+        self.scheduler: Any = None
+        self.scaler: Any = None  # fp16 only
+        self.total_steps = 0
+        self.steps_per_epoch = 1
+        self.epoch_ended = False  # the last optimizer step ended an epoch
+        self.stopped_early = False  # a callback stopped training before its last step
+        self.log_every = 1  # optimizer steps between StepMetrics
+        self.running_loss: Any = None  # the loss summed since the last StepMetrics (a device tensor)
+        self.running_n = 0
+        self.clock = _Clock(self.state)
 
     # ---- helpers --------------------------------------------------------------------------------
     def autocast(self, precision: str | None = None):
@@ -139,7 +203,8 @@ class TrainingLoop:
         import torch
         from transformers import get_linear_schedule_with_warmup
 
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
@@ -152,8 +217,9 @@ class TrainingLoop:
         # The fused kernel updates all parameters in a few passes. On the CPU it is ~5x faster than
         # torch's default there (one small op per tensor), which for short inputs costs as much as
         # the forward pass; transformers' Trainer uses it too.
-        kwargs = {"fused": True} if self.device.type in ("cuda", "cpu") else {}
-        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, **kwargs)
+        fused = True if self.device.type in ("cuda", "cpu") else None  # None: torch's default
+        assert self.cfg.lr is not None, "the learning rate is settled before training (Task.default_lr)"
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, fused=fused)
         warmup = int(round(self.cfg.warmup_ratio * total_steps))
         return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
 
@@ -166,35 +232,55 @@ class TrainingLoop:
         same on every rank: each trains its shard of each."""
         rng = np.random.default_rng(self.cfg.seed + epoch)
         lengths = self.train_split.lengths if lengths is None else lengths
-        size = self.cfg.batch_size * (self.dist.world_size if self._distributed else 1)
+        size = self.cfg.batch_size * (self.group.world_size if self.is_distributed else 1)
         if self._grouped():
             group = token_balanced_batches if self.task.token_level_loss else length_grouped_batches
             return group(lengths, size, rng)
         return random_batches(len(lengths), size, rng)
 
     @property
-    def _distributed(self) -> bool:
+    def is_distributed(self) -> bool:
+        """Whether this process trains with others (DistributedDataParallel) right now."""
         return self.dist is not None and self.dist.active
+
+    @property
+    def group(self) -> distributed.Dist:
+        """The process group of a distributed run (only while ``is_distributed``)."""
+        assert self.dist is not None, "not a distributed run"
+        return self.dist
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, or a process training alone: the one that writes checkpoints."""
+        return self.dist is None or self.dist.main
+
+    @property
+    def micro_batch(self) -> int | None:
+        """The most rows per forward call after an out-of-memory back-off; None: a batch at once."""
+        return self.backoff.micro_batch
+
+    def sync_state(self) -> LoopState:
+        """``state`` with every callback's part filled in: the loop state a checkpoint holds."""
+        for key, value in self.hooks.state_dict().items():
+            setattr(self.state, key, value)
+        return self.state
 
     def _check_cancel(self) -> None:
         """Stop now if cancelled; a distributed run stops only where all ranks agree (``_agree``)."""
-        if not self._distributed:
+        if not self.is_distributed:
             self.cancel.raise_if_cancelled()
 
     def _agree(self, units: int) -> int:
         """Distributed: the loss units of the whole global batch, and whether any rank was asked to
         cancel or pause: one all-reduce, so every rank stops at the same batch."""
-        fault_cancel = _injected_cancel()
-        if fault_cancel is not None and self.dist.main and self._step + 1 >= fault_cancel:
-            self.cancel.cancel()
-        total, cancel, pause = self.dist.sum([units, self.cancel.cancelled, self.cancel.pause_requested])
+        total, cancel, pause = self.group.sum([units, self.cancel.cancelled, self.cancel.pause_requested])
         if cancel:
             self.cancel.cancel()
             raise Cancelled()
-        self._pause_agreed = self._pause_agreed or bool(pause)
+        self.hooks.on_ranks_agreed(self, bool(pause))
         return int(total)
 
-    def _forward_backward(self, rows: np.ndarray, scaler, sync: bool = True) -> "torch.Tensor":  # noqa: F821 - torch loads lazily
+    def _forward_backward(self, rows: np.ndarray, scaler, sync: bool = True) -> torch.Tensor:
         """Loss and gradients of one batch; returns the (detached) batch loss.
 
         Random batches on the CPU go through as micro-batches of similar length: their short rows
@@ -208,8 +294,8 @@ class TrainingLoop:
         the last backward call of an optimizer step (``sync``) all-reduces the gradients."""
         split = self.train_split
         empty, rows_in = False, rows
-        if self._distributed:
-            rows = distributed.shard(rows, self.dist.rank, self.dist.world_size)
+        if self.is_distributed:
+            rows = distributed.shard(rows, self.group.rank, self.group.world_size)
             if len(rows) == 0:  # a short tail batch: a weightless row keeps this rank in step
                 rows, empty = distributed.shard(rows_in, 0, 1)[:1], True
         if self.device.type == "cpu" and self.task.split_batches_by_length and not self._grouped():
@@ -223,10 +309,10 @@ class TrainingLoop:
         self._prefetch_next(split, len(parts))
         if self.cfg.compile and self.device.type == "cuda":  # a few padded widths, not a graph per batch length
             host = [bucket_widths(h, getattr(self.task, "pad_id", 0), self.cfg.max_length) for h in host]
-        if self._distributed:
+        if self.is_distributed:
             units = [0 if empty else self.task.loss_units(h["labels"]) for h in host]
             total_units = self._agree(sum(units))
-            weights = [self.dist.world_size * u / max(total_units, 1) for u in units]
+            weights = [self.group.world_size * u / max(total_units, 1) for u in units]
         elif len(host) == 1:
             weights = [1.0]
         else:
@@ -235,11 +321,11 @@ class TrainingLoop:
         self.counter.add_batch(host, len(rows) if not empty else 0)
         total = None
         for i, (h, w) in enumerate(zip(host, weights)):
-            self._maybe_inject_oom(len(h["labels"]))
+            self.hooks.on_forward(self, len(h["labels"]))
             batch = _to_device(h, self.device)
             labels = batch.pop("labels")
             last_call = sync and i == len(host) - 1
-            no_sync = self.train_model.no_sync() if self._distributed and not last_call else contextlib.nullcontext()
+            no_sync = self.train_model.no_sync() if self.is_distributed and not last_call else contextlib.nullcontext()
             with no_sync, self.autocast():
                 logits = self.task.forward(self.train_model, batch)
             loss = self.task.loss(logits, labels)
@@ -255,6 +341,7 @@ class TrainingLoop:
             self._check_cancel()
             (scaler.scale(scaled) if scaler else scaled).backward()
             total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None  # a batch has one part at least
         return total
 
     def _host_batch(self, split: EncodedSplit, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -273,8 +360,8 @@ class TrainingLoop:
         if (self._prefetcher is None or upcoming is None or split is not self.train_split or parts != 1
                 or self.micro_batch):
             return
-        if self._distributed:
-            upcoming = distributed.shard(upcoming, self.dist.rank, self.dist.world_size)
+        if self.is_distributed:
+            upcoming = distributed.shard(upcoming, self.group.rank, self.group.world_size)
             if len(upcoming) == 0:  # a short tail batch: this rank takes a weightless row instead
                 return
         self._prefetched = (upcoming, self._prefetcher.submit(self.task.loop_batch, split, upcoming))
@@ -284,16 +371,9 @@ class TrainingLoop:
             self._prefetcher.shutdown(wait=True, cancel_futures=True)  # a batch in making ends first
         self._prefetcher, self._prefetched, self.upcoming = None, None, None
 
-    def _maybe_inject_oom(self, rows: int) -> None:
-        """WORKBENCH_FAULT_OOM=STEP raises once at that optimizer step, STEP:always at every size."""
-        step, always = self._fault
-        if step == self._step and (always or not getattr(self, "_fault_fired", False)):
-            self._fault_fired = True
-            raise MemoryError(f"injected out-of-memory at step {step} ({rows} rows)")
-
     def _train_batch(self, rows: np.ndarray, scaler, window: list[np.ndarray], sync: bool = True):
-        """``_forward_backward`` with out-of-memory back-off: the micro-batch is halved (the batch goes
-        through in more calls, the same gradient) until it fits, down to one row."""
+        """``_forward_backward``, tried again after running out of memory where a callback says so
+        (OutOfMemoryBackoff: with fewer rows per call)."""
         import torch
 
         window.append(rows)
@@ -301,19 +381,8 @@ class TrainingLoop:
             try:
                 return self._forward_backward(rows, scaler, sync)
             except (MemoryError, torch.OutOfMemoryError) as e:
-                if self._distributed:  # the other ranks cannot redo their part of the step with this one
-                    raise OutOfMemory(f"out of memory at step {self._step + 1} on rank {self.dist.rank} ({e}); "
-                                      "lower --batch-size (rows per process) or --max-length") from None
-                current = self.micro_batch or max(len(r) for r in window)
-                if current <= 1:
-                    raise OutOfMemory(f"out of memory even with one row per call at step {self._step + 1} ({e}); "
-                                      "lower --max-length or --batch-size, or train on a device with more "
-                                      "memory") from None
-                self.micro_batch = max(1, current // 2)
-                message = (f"out of memory at step {self._step + 1} with {current} rows per call; going on with "
-                           f"{self.micro_batch} (the same batch of {self.cfg.batch_size}, in more calls)")
-                log.warning(message)
-                self.callbacks.on_event(Warning_(message))
+                if not self.hooks.on_out_of_memory(self, e, window):
+                    raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 # The failed call may have left part of its gradient: rebuild this step's gradient
@@ -321,11 +390,6 @@ class TrainingLoop:
                 self.model.zero_grad(set_to_none=True)
                 for earlier in window[:-1]:
                     self._forward_backward(earlier, scaler, sync=False)
-
-    def _better(self, metric: str, new: float, old: float | None) -> bool:
-        if old is None:
-            return True
-        return new < old if not self.task.greater_is_better.get(metric, True) else new > old
 
     # ---- inference ------------------------------------------------------------------------------
     def predict(self, split: EncodedSplit, phase: str = "evaluating",
@@ -343,8 +407,8 @@ class TrainingLoop:
         order: list[np.ndarray] = []
         loss_sum, n = 0.0, 0
         batches = sorted_batches(split.lengths, bs)
-        if self._distributed:  # each rank predicts every world-th batch; the parts are gathered below
-            batches = batches[self.dist.rank::self.dist.world_size]
+        if self.is_distributed:  # each rank predicts every world-th batch; the parts are gathered below
+            batches = batches[self.group.rank::self.group.world_size]
         with torch.inference_mode():
             for rows in batches:
                 self._check_cancel()
@@ -358,8 +422,8 @@ class TrainingLoop:
                 order.append(rows)
         if was_training:
             model.train()
-        if self._distributed:
-            parts = self.dist.gather((outs, order, loss_sum, n))
+        if self.is_distributed:
+            parts = self.group.gather((outs, order, loss_sum, n))
             outs = [o for p in parts for o in p[0]]
             order = [r for p in parts for r in p[1]]
             loss_sum, n = sum(p[2] for p in parts), sum(p[3] for p in parts)
@@ -384,7 +448,7 @@ class TrainingLoop:
     # ---- preflight ------------------------------------------------------------------------------
     def timed_batches(self, batches: list[np.ndarray]) -> list[float]:
         """Seconds of each batch's forward, backward, clipping and update, as ``run`` does them (the
-        preflight estimate, core/preflight.py). The model's weights change: it is a throw-away model."""
+        preflight estimate, core/run/preflight.py). The model's weights change: it is a throw-away model."""
         import torch
 
         model, device = self.model, self.device
@@ -423,18 +487,30 @@ class TrainingLoop:
 
     # ---- training -------------------------------------------------------------------------------
     def run(self, resume: Path | None = None) -> TrainOutcome:
-        """Train to the end (or early stopping); with ``resume``, from that checkpoint on, exactly as
-        the uninterrupted run would have gone on (same batches, dropout, optimizer state)."""
+        """Train to the end (or until a callback stops it); with ``resume``, from that checkpoint on,
+        exactly as the uninterrupted run would have gone on (same batches, dropout, optimizer state)."""
+        self._start(resume)
+        if self.task.prefetch_batches:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="workbench-batches")
+        try:
+            done = self.state.step >= self.total_steps
+            while not done:
+                done = self._train_epoch()
+        finally:
+            self._stop_prefetch()
+        return self._finish()
+
+    def _start(self, resume: Path | None) -> None:
+        """Device, optimizer, schedule and the state to start from (``resume``'s, with the callbacks')."""
         import torch
 
         cfg, model, device = self.cfg, self.model, self.device
-        main = self.dist is None or self.dist.main
         # Each rank its own dropout masks; one process keeps the seed as it always was.
-        torch.manual_seed(cfg.seed + (self.dist.rank if self._distributed else 0))
-        steps_per_epoch, total_steps = planned_steps(len(self.train_split), cfg)
-        schedule_steps = total_steps
-        if self.stop_at:
-            total_steps = min(total_steps, self.stop_at)
+        torch.manual_seed(cfg.seed + (self.group.rank if self.is_distributed else 0))
+        self.steps_per_epoch, schedule_steps = planned_steps(len(self.train_split), cfg)
+        self.total_steps = min(schedule_steps, self.stop_at) if self.stop_at else schedule_steps
         if device.type == "cuda":
             torch.cuda.set_device(device)  # the current device is per thread; the app trains in a worker thread
             enable_fast_matmul()
@@ -443,181 +519,170 @@ class TrainingLoop:
             keep_freed_memory()  # each step's activations reuse the last step's pages
         model.to(device)
         model.train()
-        optimizer, scheduler = self._optimizer(schedule_steps)
-        scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        self.optimizer, self.scheduler = self._optimizer(schedule_steps)
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         # loss.item() forces a GPU sync; on GPUs read the loss only every few steps.
-        log_every = 1 if device.type == "cpu" else 10
+        self.log_every = 1 if device.type == "cpu" else 10
+        self._load_state(resume)
+        self.train_model = self._wrapped(model)
+        self.counter.start(model, device, self.precision, self.group.world_size if self.is_distributed else 1)
+        self.stopped_early = False
+        self.running_loss = torch.zeros((), device=device)  # summed on the device: no sync per batch
+        self.running_n = 0
+        self.clock = _Clock(self.state)
 
-        s = LoopState()
-        best_state = None
-        if resume is not None:
-            s = self.checkpoints.load(resume, model, optimizer, scheduler, scaler)
-            best_state = self.checkpoints.best_weights() if main else None
-            self.micro_batch = s.micro_batch
-            if self._distributed and self.dist.rank:  # the checkpoint holds rank 0's generators
-                torch.manual_seed(cfg.seed + self.dist.rank + 7919 * s.step)
-            self.callbacks.on_event(PhaseChanged("training", f"from step {s.step} of {total_steps}"))
+    def _load_state(self, resume: Path | None) -> None:
+        """A fresh state, or ``resume``'s checkpoint put back into the model, optimizer, random
+        generators and callbacks."""
+        import torch
+
+        if resume is None:
+            self.state = LoopState()
+            self.hooks.on_train_start(self, resumed=False)
+            self.callbacks.on_event(PhaseChanged("training", f"{self.total_steps} steps"))
         else:
-            self.callbacks.on_event(PhaseChanged("training", f"{total_steps} steps"))
-        world = self.dist.world_size if self._distributed else 1
-        if resume is not None and s.extra.get("world_size", 1) != world:
+            assert self.checkpoints is not None, "resuming needs the run's checkpoints"
+            self.state = self.checkpoints.load(resume, self.model, self.optimizer, self.scheduler, self.scaler)
+            self.hooks.load_state_dict(self.state.to_dict())
+            self.hooks.on_train_start(self, resumed=True)
+            if self.is_distributed and self.group.rank:  # the checkpoint holds rank 0's generators
+                torch.manual_seed(self.cfg.seed + self.group.rank + 7919 * self.state.step)
+            self.callbacks.on_event(PhaseChanged("training", f"from step {self.state.step} of {self.total_steps}"))
+        extra = self.state.extra
+        world = self.group.world_size if self.is_distributed else 1
+        if resume is not None and extra.get("world_size", 1) != world:
             from ..errors import InputError
 
-            raise InputError(f"this run trained on {s.extra.get('world_size', 1)} process(es); resume it with "
-                             f"--num-processes {s.extra.get('world_size', 1)} (its batches are cut for that many)")
-        s.extra["world_size"] = world
-        self.train_model = self._wrapped(model)
-        self.counter.start(model, device, self.precision, self.dist.world_size if self._distributed else 1)
-        stopped_early = False
-        running_loss = torch.zeros((), device=device)
-        running_n = 0
-        last_save = time.monotonic()
+            raise InputError(f"this run trained on {extra.get('world_size', 1)} process(es); resume it with "
+                             f"--num-processes {extra.get('world_size', 1)} (its batches are cut for that many)")
+        extra["world_size"] = world
 
-        def save(reason: str) -> None:
-            nonlocal last_save
-            if self.checkpoints is None or not main:  # rank 0 writes; the ranks hold the same weights
-                return
-            s.micro_batch = self.micro_batch
-            s.metrics_bytes = self.metrics_position()
-            path = self.checkpoints.save(s, model, optimizer, scheduler, scaler)
-            last_save = time.monotonic()
-            self.callbacks.on_event(CheckpointSaved(s.step, str(path), self.checkpoints.disk_bytes()))
-            log.info("checkpoint at step %d (%s): %s", s.step, reason, path)
+    def _train_epoch(self) -> bool:
+        """The epoch's batches from ``state.batch`` on; True when training is done."""
+        s, cfg = self.state, self.cfg
+        batches = self._batches(s.epoch)
+        self.clock.start()
+        window: list[np.ndarray] = []  # this optimizer step's batches (for the out-of-memory retry)
+        done = False
+        while s.batch < len(batches):
+            rows = batches[s.batch]
+            self._check_cancel()
+            self.current_step = s.step
+            self.hooks.on_batch_start(self)
+            last_of_step = (s.batch + 1) % cfg.grad_accum == 0 or s.batch + 1 == len(batches)
+            self.upcoming = batches[s.batch + 1] if s.batch + 1 < len(batches) else None
+            self.running_loss += self._train_batch(rows, self.scaler, window, sync=last_of_step)
+            self.running_n += 1
+            s.seen += len(rows)
+            s.batch += 1
+            self.epoch_ended = s.batch == len(batches)
+            if s.batch % cfg.grad_accum and not self.epoch_ended:
+                continue
+            window = []
+            grad_norm = self._optimizer_step()
+            if self.epoch_ended:  # the state says where training goes on: the next epoch's start
+                s.epoch, s.batch = s.epoch + 1, 0
+            if s.step % self.log_every == 0 or s.step == self.total_steps:
+                self._report_step(grad_norm)
+            done = self._end_step()
+            if done or self.epoch_ended:
+                break
+        self.clock.stop()
+        return done
 
-        def do_eval() -> bool:
-            """Evaluate on the validation split; returns True when training should stop."""
-            nonlocal best_state
-            if self.val_split is None:
-                return False
-            self.callbacks.on_event(PhaseChanged("evaluating", "validation"))
-            if self._distributed:  # every rank the same batch-norm statistics: one model evaluated
-                self.dist.average_norm_statistics(model)
-            result, _ = self.evaluate(self.val_split)
-            value = result.metrics[self.metric]
-            s.evaluations.append([s.step, value, result.metrics.get("loss")])
-            improved = self._better(self.metric, value, s.best_value)
-            if improved:
-                s.best_value, s.best_metrics, s.best_step, s.bad_evals = value, result.metrics, s.step, 0
-                # Kept on the CPU so the best weights survive later steps without a second GPU copy.
-                # Only rank 0 keeps them: it alone goes on to test and export.
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if main else None
-                if self.checkpoints is not None and main:
-                    self.checkpoints.save_best(s, best_state)
-            else:
-                s.bad_evals += 1
-            self.callbacks.on_event(
-                EvalMetrics(s.step, s.step / steps_per_epoch, "validation", dict(result.metrics), improved)
+    def _optimizer_step(self) -> torch.Tensor | None:
+        """Clip, step the optimizer and the schedule, count the step; returns the gradient norm
+        (None without clipping)."""
+        import torch
+
+        self._check_cancel()
+        optimizer, scaler = self.optimizer, self.scaler
+        if scaler:
+            scaler.unscale_(optimizer)
+        grad_norm = None
+        if self.cfg.max_grad_norm and self.cfg.max_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if self.method is not None:
+            self.method.after_optimizer_step(self.state.step)
+        self.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        return grad_norm
+
+    def _report_step(self, grad_norm: torch.Tensor | None) -> None:
+        """StepMetrics: the mean loss since the last report, speed, learning rate."""
+        s = self.state
+        loss_sum = float(self.running_loss)
+        if self.is_distributed:  # each rank's loss is its weighted share of the global batch's
+            loss_sum = self.group.sum([loss_sum])[0] / self.group.world_size
+        elapsed = self.clock.elapsed()
+        mfu, peak = self.counter.read(elapsed)
+        self.callbacks.on_event(
+            StepMetrics(
+                step=s.step,
+                total_steps=self.total_steps,
+                epoch=s.step / self.steps_per_epoch,
+                loss=loss_sum / max(self.running_n, 1),
+                learning_rate=float(self.scheduler.get_last_lr()[0]),
+                samples_per_second=s.seen / elapsed if elapsed > 0 else 0.0,
+                elapsed_s=elapsed,
+                eta_s=(self.total_steps - s.step) * elapsed / s.step,
+                grad_norm=float(grad_norm) if grad_norm is not None else None,
+                mfu=mfu,
+                peak_memory_gib=peak,
             )
-            self.callbacks.on_event(PhaseChanged("training"))
-            patience = cfg.early_stopping_patience
-            return patience is not None and s.bad_evals >= patience
+        )
+        self.running_loss.zero_()
+        self.running_n = 0
 
-        if self.task.prefetch_batches:
-            from concurrent.futures import ThreadPoolExecutor
+    def _end_step(self) -> bool:
+        """The callbacks' turn after an optimizer step: evaluation, stopping, a checkpoint, a pause
+        (raises Paused). True: training ends with this step."""
+        s, control = self.state, self.control
+        control.clear()
+        self.hooks.on_step_end(self, control)
+        if control.should_evaluate:
+            with self.clock.stopped():
+                self._validate(control)
+        reached_end = s.step >= self.total_steps
+        if control.should_stop or reached_end:
+            self.stopped_early = not reached_end
+            return True
+        self.hooks.on_before_save(self, control)
+        if control.should_save:
+            with self.clock.stopped():
+                self.hooks.on_save(self, control)
+        if control.should_pause:
+            raise Paused(s.step, f"paused at step {s.step} of {self.total_steps}")
+        return False
 
-            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="workbench-batches")
-        try:
-            done = s.step >= total_steps
-            while not done:
-                batches = self._batches(s.epoch)
-                t0 = time.perf_counter()
-                window: list[np.ndarray] = []  # this optimizer step's batches (for the out-of-memory retry)
-                while s.batch < len(batches):
-                    rows = batches[s.batch]
-                    self._check_cancel()
-                    self._step = s.step
-                    _maybe_kill_rank(self.dist, s.step)
-                    last_of_step = (s.batch + 1) % cfg.grad_accum == 0 or s.batch + 1 == len(batches)
-                    self.upcoming = batches[s.batch + 1] if s.batch + 1 < len(batches) else None
-                    loss = self._train_batch(rows, scaler, window, sync=last_of_step)
-                    running_loss += loss
-                    running_n += 1
-                    s.seen += len(rows)
-                    s.batch += 1
-                    last_in_epoch = s.batch == len(batches)
-                    if s.batch % cfg.grad_accum and not last_in_epoch:
-                        continue
-                    window = []
-                    self._check_cancel()
-                    if scaler:
-                        scaler.unscale_(optimizer)
-                    grad_norm = None
-                    if cfg.max_grad_norm and cfg.max_grad_norm > 0:
-                        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    if scaler:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    if self.method is not None:
-                        self.method.after_optimizer_step(s.step)
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    s.step += 1
-                    if last_in_epoch:  # the state says where training goes on: the next epoch's start
-                        s.epoch, s.batch = s.epoch + 1, 0
+    def _validate(self, control: LoopControl) -> None:
+        """Evaluate on the validation split (if there is one) and tell the callbacks."""
+        s = self.state
+        if self.val_split is None:
+            self.hooks.on_evaluate(self, control, None)
+            return
+        self.callbacks.on_event(PhaseChanged("evaluating", "validation"))
+        if self.is_distributed:  # every rank the same batch-norm statistics: one model evaluated
+            self.group.average_norm_statistics(self.model)
+        result, _ = self.evaluate(self.val_split)
+        self.hooks.on_evaluate(self, control, result.metrics)
+        self.callbacks.on_event(
+            EvalMetrics(s.step, s.step / self.steps_per_epoch, "validation", dict(result.metrics), control.is_best)
+        )
+        self.callbacks.on_event(PhaseChanged("training"))
 
-                    if s.step % log_every == 0 or s.step == total_steps:
-                        loss_sum = float(running_loss)
-                        if self._distributed:  # each rank's loss is its weighted share of the global batch's
-                            loss_sum = self.dist.sum([loss_sum])[0] / self.dist.world_size
-                        now = time.perf_counter()
-                        elapsed = s.train_seconds + (now - t0)
-                        mean_loss = loss_sum / max(running_n, 1)
-                        sps = s.seen / elapsed if elapsed > 0 else 0.0
-                        mfu, peak = self.counter.read(elapsed)
-                        self.callbacks.on_event(
-                            StepMetrics(
-                                step=s.step,
-                                total_steps=total_steps,
-                                epoch=s.step / steps_per_epoch,
-                                loss=mean_loss,
-                                learning_rate=float(scheduler.get_last_lr()[0]),
-                                samples_per_second=sps,
-                                elapsed_s=elapsed,
-                                eta_s=(total_steps - s.step) * elapsed / s.step,
-                                grad_norm=float(grad_norm) if grad_norm is not None else None,
-                                mfu=mfu,
-                                peak_memory_gib=peak,
-                            )
-                        )
-                        running_loss.zero_()
-                        running_n = 0
-
-                    stop_now = s.step >= total_steps
-                    at_epoch_end = last_in_epoch or stop_now
-                    evaluated = False
-                    if (cfg.eval_steps and s.step % cfg.eval_steps == 0 and not at_epoch_end) or at_epoch_end:
-                        s.train_seconds += time.perf_counter() - t0
-                        evaluated = True
-                        if do_eval():
-                            stopped_early = not stop_now
-                            stop_now = True
-                        t0 = time.perf_counter()
-                    if not stop_now:
-                        paused = self._pause_agreed if self._distributed else self.cancel.pause_requested
-                        due = (evaluated or paused or (cfg.save_steps and s.step % cfg.save_steps == 0)
-                               or (cfg.save_minutes and time.monotonic() - last_save >= cfg.save_minutes * 60))
-                        if due:
-                            s.train_seconds += time.perf_counter() - t0
-                            save("pause" if paused else "evaluation" if evaluated else "interval")
-                            t0 = time.perf_counter()
-                        if paused:
-                            raise Paused(s.step, f"paused at step {s.step} of {total_steps}")
-                    if stop_now:
-                        done = True
-                        break
-                    if last_in_epoch:
-                        break
-                s.train_seconds += time.perf_counter() - t0
-        finally:
-            self._stop_prefetch()
-
-        if self._distributed:  # rank 0 goes on alone: with the statistics of every rank's batches
-            self.dist.average_norm_statistics(model)
-        if best_state is not None and s.best_step != s.step:
-            model.load_state_dict(best_state)
-        self.train_model = model
+    def _finish(self) -> TrainOutcome:
+        if self.is_distributed:  # rank 0 goes on alone: with the statistics of every rank's batches
+            self.group.average_norm_statistics(self.model)
+        self.hooks.on_train_end(self)
+        self.train_model = self.model
+        s = self.sync_state()
         return TrainOutcome(
             steps=s.step,
             train_seconds=s.train_seconds,
@@ -625,17 +690,16 @@ class TrainingLoop:
             samples_per_second=s.seen / s.train_seconds if s.train_seconds > 0 else 0.0,
             best_step=s.best_step,
             best_metrics=s.best_metrics,
-            stopped_early=stopped_early,
+            stopped_early=self.stopped_early,
             evaluations=list(s.evaluations),
         )
-
 
     def _wrapped(self, model):
         """What training calls: DistributedDataParallel around the model in a distributed run, and
         torch.compile's graph with --compile. Evaluation, checkpoints and the export use ``model``."""
         import torch
 
-        if self._distributed:
+        if self.is_distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -654,29 +718,3 @@ class TrainingLoop:
                 model = torch.compile(model)
         return model
 
-
-def _maybe_kill_rank(dist, step: int) -> None:
-    """WORKBENCH_FAULT_KILL_RANK=RANK:STEP: a test hook; that rank kills itself (SIGKILL) at that step."""
-    spec = os.environ.get("WORKBENCH_FAULT_KILL_RANK", "")
-    if not spec or dist is None:
-        return
-    rank, _, at = spec.partition(":")
-    if dist.rank == int(rank) and step + 1 >= int(at or 1):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _injected_cancel() -> int | None:
-    """WORKBENCH_FAULT_CANCEL=STEP: a test hook; rank 0 alone is cancelled at that optimizer step."""
-    spec = os.environ.get("WORKBENCH_FAULT_CANCEL", "")
-    return int(spec) if spec else None
-
-
-def _injected_oom() -> tuple[int | None, bool]:
-    """WORKBENCH_FAULT_OOM=STEP[:always]: a test hook that makes that optimizer step run out of memory."""
-    spec = os.environ.get("WORKBENCH_FAULT_OOM", "")
-    if not spec:
-        return None, False
-    step, _, mode = spec.partition(":")
-    return int(step) - 1, mode == "always"  # steps count from 1 for people, from 0 here

@@ -22,11 +22,11 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import InputError
+from ..tasks.table import DEFAULT_TASK, METHODS, method_spec, spec_or_none, task_spec
 
 log = logging.getLogger(__name__)
 
-METHOD_TITLES = {"full": "full fine-tuning", "frozen": "frozen backbone (head only)", "lora": "LoRA",
-                 "adalora": "AdaLoRA"}
+METHOD_TITLES = {name: m.title for name, m in METHODS.items()}  # the table's, by name
 
 # Attention projections by the names architectures peft has no default for give them, tried in
 # order: the first pair (or single fused projection) found in the model is used.
@@ -92,11 +92,13 @@ class TrainingMethod:
 
     @property
     def uses_adapters(self) -> bool:
-        return self.name in ("lora", "adalora")
+        spec = METHODS.get(self.name)
+        return spec is not None and spec.uses_adapters
 
     def describe(self) -> str:
         share = f"{self.trainable / self.total:.2%}" if self.total else "?"
-        what = METHOD_TITLES.get(self.name, self.name)
+        spec = METHODS.get(self.name)
+        what = spec.title if spec else self.name
         if self.uses_adapters:
             what += f" r={self.settings['r']}, alpha={self.settings['alpha']:g} on {','.join(self.targets)}"
         return f"{what}: {self.trainable:,} of {self.total:,} parameters trained ({share})"
@@ -145,17 +147,12 @@ class TrainingMethod:
 
 def apply_method(model, cfg: ModelConfig, total_steps: int | None = None) -> tuple[Any, TrainingMethod]:
     """The model to train under ``cfg.method`` (wrapped by peft for lora/adalora) and its method."""
-    method = cfg.method
-    if method == "full":
-        trainable, total = count_parameters(model)
-        return model, TrainingMethod("full", trainable, total)
-    if method == "frozen":
-        head = freeze_backbone(model)
-        trainable, total = count_parameters(model)
-        return model, TrainingMethod("frozen", trainable, total, head=head)
-    if method in ("lora", "adalora"):
+    spec = method_spec(cfg.method)
+    if spec.uses_adapters:
         return _with_adapters(model, cfg, total_steps)
-    raise InputError(f"unknown --method {method!r}")
+    head = freeze_backbone(model) if spec.frozen_backbone else []
+    trainable, total = count_parameters(model)
+    return model, TrainingMethod(spec.name, trainable, total, head=head)
 
 
 def freeze_backbone(model) -> list[str]:
@@ -190,10 +187,12 @@ def _with_adapters(model, cfg: ModelConfig, total_steps: int | None):
         raise InputError(f"--lora-targets: {type(model).__name__} has no module named {', '.join(missing)}; "
                          f"its linear layers are named {', '.join(sorted(_linear_names(model))[:20])}")
     settings = {"r": cfg.lora_rank, "alpha": float(cfg.lora_alpha), "dropout": float(cfg.lora_dropout)}
-    common = dict(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
-                  modules_to_save=head)
+    common: dict[str, Any] = dict(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                  target_modules=targets, modules_to_save=head)
     adalora = None
-    if cfg.method == "adalora":
+    peft_cfg: LoraConfig  # an AdaLoraConfig is one
+    adaptive = method_spec(cfg.method).adaptive_rank
+    if adaptive:
         total = max(int(total_steps or 0), 10)
         # Ranks start at 1.5x the target and are pruned between the first 10% and the last 20% of the
         # steps (the AdaLoRA paper's schedule, scaled to the run).
@@ -207,7 +206,7 @@ def _with_adapters(model, cfg: ModelConfig, total_steps: int | None):
     with warnings.catch_warnings():  # peft reads a transformers attribute that is being renamed
         warnings.simplefilter("ignore", FutureWarning)
         wrapped = get_peft_model(model, peft_cfg)
-    if cfg.method == "adalora":
+    if adaptive:
         adalora = wrapped.base_model
     trainable, total = count_parameters(wrapped)
     method = TrainingMethod(cfg.method, trainable, total, targets=targets, head=head, settings=settings,
@@ -228,20 +227,14 @@ def estimate_method(task_name: str, backbone, cfg: ModelConfig, num_labels: int 
 
     with torch.device("meta"):
         if backbone.source in ("package", "builtin") and backbone.model_type in ("efficientnet-lite0", "small-cnn"):
-            from ..image_models import ImageClassifier
+            from ..tasks.image.models import ImageClassifier
 
             model = ImageClassifier(backbone.model_type, num_labels)
         else:
-            from transformers import (
-                AutoConfig,
-                AutoModelForImageClassification,
-                AutoModelForSequenceClassification,
-                AutoModelForTokenClassification,
-            )
+            import transformers
 
-            auto = {"token-classification": AutoModelForTokenClassification,
-                    "image-classification": AutoModelForImageClassification}.get(task_name,
-                                                                                  AutoModelForSequenceClassification)
-            labels = 1 if task_name == "text-regression" else num_labels
-            model = auto.from_config(AutoConfig.from_pretrained(backbone.path, num_labels=labels))
+            spec = spec_or_none(task_name) or task_spec(DEFAULT_TASK)  # "auto" before the data is read
+            auto = getattr(transformers, spec.auto_model)
+            labels = spec.num_outputs or num_labels
+            model = auto.from_config(transformers.AutoConfig.from_pretrained(backbone.path, num_labels=labels))
     return apply_method(model, cfg, total_steps=100)[1]

@@ -175,7 +175,7 @@ class StepCounter:
         self.rows = 0
         self.device = None
         self.flops: FlopCount | None = None
-        self.peak = None
+        self.peak: float | None = None  # the GPU's peak FLOP/s, where known
         self._last_elapsed = 0.0
 
     @property

@@ -1,0 +1,148 @@
+"""`workbench label-issues` and `workbench compare`: what is wrong with the data, what changed
+between two runs. Both print a readable table and end stdout with one JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..core.escaping import one_line
+from ..core.tasks.table import LABEL_ISSUES, TASKS, modality_of
+from .progress import add_quiet_flag
+
+ANALYSIS_COMMANDS = ("label-issues", "compare")
+
+
+def _label_issue_tasks() -> str:
+    """--task's help: "auto, A, B or C", the tasks whose rows label-issues can rank."""
+    names = ["auto", *(name for name, t in TASKS.items() if t.supports(LABEL_ISSUES))]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def add_parsers(sub) -> None:
+    li = sub.add_parser(
+        "label-issues", help="rank the training rows whose label is probably wrong",
+        description="Score every training row of DATA by cross-validating a logistic regression on the backbone's "
+                    "frozen features and ranking with cleanlab (confident learning). Prints the most suspicious rows; "
+                    "writes a TSV (line, given, suggested, score, ...) most suspicious first with -o; the last stdout "
+                    "line is a JSON summary.")
+    li.add_argument("data", help="a classification .tsv/.csv file (texts or pairs) or a folder of images in class folders")
+    li.add_argument("--model", default=None, help="backbone whose frozen features are used (default: the task's default)")
+    li.add_argument("--task", default=None, help=_label_issue_tasks())
+    li.add_argument("-o", "--output", help="write the ranked rows to this TSV file")
+    li.add_argument("--overwrite", action="store_true", help="let -o/--corrected replace an existing file")
+    li.add_argument("--all", action="store_true", help="write every row to the TSV, not only the flagged ones")
+    li.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+    li.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    li.add_argument("--method", default="self_confidence", choices=("self_confidence", "normalized_margin"),
+                    help="cleanlab's label quality score (default self_confidence)")
+    li.add_argument("--text-column", default=None)
+    li.add_argument("--text-pair-column", default=None)
+    li.add_argument("--label-column", default=None)
+    li.add_argument("--delimiter", default=None)
+    li.add_argument("--max-length", type=int, default=128, help="tokens per text (default 128)")
+    li.add_argument("--corrected", metavar="COPY",
+                    help="also write a corrected copy of DATA (the original is never changed) applying --fix to "
+                         "every flagged row; train on COPY next")
+    li.add_argument("--fix", choices=("exclude", "relabel"), default="exclude",
+                    help="what --corrected does with a flagged row: leave it out (default) or give it the suggested label")
+    add_quiet_flag(li, "no progress")
+
+    c = sub.add_parser(
+        "compare", help="what changed between two runs scored on the same test data",
+        description="Metric deltas with paired significance tests (McNemar for accuracy, paired bootstrap for F1 and "
+                    "errors) and the examples RUN_B fixed or broke relative to RUN_A; the last stdout line is JSON "
+                    "with at least fixed and broken (counts of examples).")
+    c.add_argument("run_a", metavar="RUN_A")
+    c.add_argument("run_b", metavar="RUN_B")
+    c.add_argument("--examples", type=int, default=10, help="fixed and broken examples to print (default 10 each)")
+    c.add_argument("-o", "--output", help="write every fixed/broken example to this JSONL file")
+    c.add_argument("--overwrite", action="store_true", help="let -o replace an existing file")
+
+
+def _check_label_issues_outputs(args: argparse.Namespace) -> None:
+    """DATA can be read; -o and --corrected can be written (``paths.check_output_path``, the check of
+    `predict` and of corrected copies made in the app): never DATA itself or inside it (an image
+    folder), never inside the --model folder, an existing file only with --overwrite, in a folder that
+    exists and can be written, and not both the same file."""
+    from ..core.errors import InputError
+    from ..core.paths import check_data_path, check_output_path
+
+    data = Path(args.data).expanduser()
+    check_data_path(data, folder_ok=True)
+    model = Path(args.model).expanduser() if args.model else None
+    reads = [("the data", data), ("the --model folder", model if model is not None and model.is_dir() else None)]
+    out = copy = None
+    if args.output:
+        out = check_output_path(args.output, reads, what="the issues table", overwrite=args.overwrite)
+    if args.corrected:
+        copy = check_output_path(args.corrected, reads, what="the corrected copy", overwrite=args.overwrite,
+                                 folder_ok=data.is_dir())
+    if out is not None and out == copy:
+        raise InputError("is named by both -o and --corrected; give the issues table and the corrected copy "
+                         "different names", path=out)
+
+
+def cmd_label_issues(args: argparse.Namespace) -> int:
+    from ..core.analysis.label_issues import find_label_issues, issues_tsv, write_atomic
+    from ..core.config import DataConfig
+    from ..core.corrections import write_corrected_copy
+    from ..core.errors import InputError
+    from .interrupt import cancel_then_stop, cancelled_by_ctrl_c
+    from .progress import TerminalProgress
+
+    if args.folds < 2:
+        raise InputError(f"--folds must be at least 2, got {args.folds}")
+    _check_label_issues_outputs(args)  # before any work: a bad -o must not cost the whole computation
+    delimiter = "\t" if args.delimiter and args.delimiter.lower() in ("tab", "\\t") else args.delimiter
+    dc = DataConfig(text_column=args.text_column, text_pair_column=args.text_pair_column,
+                    label_column=args.label_column, delimiter=delimiter)
+    progress = TerminalProgress(enabled=not args.quiet)
+    with cancelled_by_ctrl_c(progress, "workbench: cancelled", cancel_then_stop) as cancel:
+        result = find_label_issues(args.data, args.model, args.task, data_config=dc, folds=args.folds,
+                                   method=args.method, max_length=args.max_length, callbacks=progress, cancel=cancel)
+    ranked = result.ranked()
+    flagged = [r for r in ranked if r.flagged]
+    print(f"{result.n_flagged:,} of {len(result.rows):,} rows flagged as probable label errors "
+          f"({result.folds}-fold out-of-sample accuracy {result.cv_accuracy:.3f}; {result.seconds:.1f} s)")
+    shown = (flagged or ranked)[: max(0, args.top)]
+    if shown:
+        where = "image" if modality_of(result.task) == "image" else "line"
+        print(f"{where:>6}  {'given':<14} {'suggested':<14} {'score':>7}  text")
+        for r in shown:
+            text = one_line(r.text)
+            print(f"{r.line:>6}  {one_line(r.given)[:14]:<14} {one_line(r.suggested)[:14]:<14} {r.score:7.4f}  "
+                  f"{text[:80]}{'…' if len(text) > 80 else ''}")
+    summary = result.summary()
+    if args.output:
+        summary["output"] = str(write_atomic(args.output, issues_tsv(ranked if args.all else flagged),
+                                             overwrite=args.overwrite))
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.corrected:
+        decisions = {r.line: (None if args.fix == "exclude" else r.suggested) for r in flagged}
+        copy = write_corrected_copy(result, decisions, args.corrected, overwrite=args.overwrite)
+        summary["corrected"] = str(copy)
+        print(f"corrected copy ({args.fix} {len(decisions):,} rows): {copy}; train on it with "
+              f"`workbench train {copy}`", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..core.analysis.compare import compare_runs
+    from ..core.analysis.label_issues import write_atomic
+
+    diff = compare_runs(args.run_a, args.run_b)
+    print(diff.text(args.examples))
+    summary = diff.summary()
+    if args.output:
+        lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in diff.changed)
+        summary["output"] = str(write_atomic(args.output, lines, overwrite=args.overwrite))
+    print(json.dumps(summary))
+    return 0
+
+
+def run_analysis(args: argparse.Namespace) -> int:
+    return cmd_label_issues(args) if args.command == "label-issues" else cmd_compare(args)

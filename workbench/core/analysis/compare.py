@@ -1,0 +1,312 @@
+"""What changed between two runs scored on the same test data.
+
+    diff = compare_runs(RUN_A, RUN_B)
+    diff.fixed, diff.broken     # examples A got wrong and B right, and the reverse
+    diff.metrics                # deltas with paired significance tests
+
+Paired tests, because both runs scored the same examples: McNemar's test on the examples the runs
+disagree about (exact binomial below 1,000 discordant pairs, chi-squared with continuity
+correction above) for accuracy; a paired bootstrap (the same resampled examples for both runs) for
+macro F1 and regression errors. Tagging compares whole sentences (right = every tag right) and
+lists per-entity-type F1 deltas; regression counts a prediction right within a quarter of the gold
+scores' standard deviation, and compares absolute errors row by row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..run.history import RunData, load_run
+from ..tasks.table import DEFAULT_TASK, RUN_DIFF, prediction_kind, spec_or_none
+
+BOOTSTRAP = 1000
+REGRESSION_TOLERANCE = 0.25  # of the gold scores' standard deviation
+
+
+def mcnemar(b: int, c: int) -> float:
+    """Two-sided p-value of McNemar's test for b and c discordant pairs (A right only, B right only)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    if n > 1000:  # the binomial is close to normal here: chi-squared with continuity correction
+        chi2 = (abs(b - c) - 1) ** 2 / n
+        return float(min(1.0, math.erfc(math.sqrt(chi2 / 2))))
+    k = min(b, c)
+    # P(X <= k) for X ~ Binomial(n, 1/2), summed in log space so that large n does not overflow.
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
+    top = max(logs)
+    tail = math.exp(top) * sum(math.exp(v - top) for v in logs)
+    return float(min(1.0, 2 * tail))
+
+
+def _resample_weights(n: int, rounds: int, seed: int) -> np.ndarray:
+    """(rounds, n) counts: how often each example is drawn in each bootstrap resample."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=rounds).astype(np.float32)
+
+
+def _macro_f1(weights: np.ndarray, gold: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """Macro F1 over ``k`` classes of each weighted resample (rows of ``weights``), as sklearn computes
+    it with labels=range(k) and zero_division=0."""
+    g = np.eye(k, dtype=np.float32)[gold]
+    p = np.eye(k, dtype=np.float32)[pred]
+    tp = weights @ (g * p)
+    denom = weights @ g + weights @ p
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return f1.mean(1)
+
+
+def bootstrap_delta(stat_a: np.ndarray, stat_b: np.ndarray, observed: float) -> tuple[float, tuple[float, float]]:
+    """(two-sided p-value, 95% interval) of B - A from paired resampled statistics."""
+    deltas = stat_b - stat_a
+    if observed == 0:
+        p = 1.0
+    else:
+        opposite = int((deltas <= 0).sum() if observed > 0 else (deltas >= 0).sum())
+        # (count + 1) / (resamples + 1): never 0 from a finite number of resamples
+        p = float(min(1.0, 2 * (opposite + 1) / (len(deltas) + 1)))
+    return p, (float(np.percentile(deltas, 2.5)), float(np.percentile(deltas, 97.5)))
+
+
+@dataclass
+class MetricDelta:
+    name: str
+    title: str
+    a: float | None
+    b: float | None
+    p_value: float | None = None
+    test: str = ""
+    interval: tuple[float, float] | None = None
+    greater_is_better: bool = True
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b - self.a
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "title": self.title, "a": self.a, "b": self.b, "delta": self.delta,
+                "p_value": self.p_value, "test": self.test, "interval": self.interval,
+                "greater_is_better": self.greater_is_better}
+
+
+@dataclass
+class RunDiff:
+    run_a: str
+    run_b: str
+    task: str
+    split: str
+    n: int
+    metrics: list[MetricDelta]
+    changed: list[dict[str, Any]]  # every example fixed or broken: row, change, gold, a, b, text, ...
+    per_class: list[dict[str, Any]] = field(default_factory=list)  # label, f1_a, f1_b, delta, support
+    labels: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: dict[str, list[float]] | None = None  # regression: per-row errors of A and B, for a scatter
+    unit: str = "examples"
+
+    @property
+    def fixed(self) -> list[dict[str, Any]]:
+        return [e for e in self.changed if e["change"] == "fixed"]
+
+    @property
+    def broken(self) -> list[dict[str, Any]]:
+        return [e for e in self.changed if e["change"] == "broken"]
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_a": self.run_a, "run_b": self.run_b, "task": self.task, "split": self.split, "n": self.n,
+                "fixed": len(self.fixed), "broken": len(self.broken),
+                "metrics": {m.name: {"a": m.a, "b": m.b, "delta": m.delta, "p_value": m.p_value}
+                            for m in self.metrics}}
+
+    def text(self, examples: int = 10) -> str:
+        from ..escaping import one_line
+
+        lines = [f"A: {self.run_a}", f"B: {self.run_b}",
+                 f"{self.task}, {self.split} split, {self.n:,} {self.unit} scored by both", ""]
+        lines.append(f"{'metric':<22} {'A':>9} {'B':>9} {'B - A':>9}  p-value")
+        for m in self.metrics:
+            if m.a is None or m.b is None:
+                continue
+            p = f"{m.p_value:.4g} ({m.test})" if m.p_value is not None else ""
+            lines.append(f"{m.title[:22]:<22} {m.a:9.4f} {m.b:9.4f} {m.delta:+9.4f}  {p}")
+        if self.per_class:
+            lines += ["", f"{'entity/tag' if prediction_kind(self.task) == 'tags' else 'class':<22} {'F1 A':>9} "
+                          f"{'F1 B':>9} {'B - A':>9}  support"]
+            for r in self.per_class:
+                lines.append(f"{one_line(r['label'])[:22]:<22} {r['f1_a']:9.4f} {r['f1_b']:9.4f} {r['delta']:+9.4f}  "
+                             f"{r['support']}")
+        lines += ["", f"B fixed {len(self.fixed):,} {self.unit} that A got wrong and broke {len(self.broken):,} that "
+                      "A got right"]
+        for kind, group in (("fixed", self.fixed), ("broken", self.broken)):
+            for e in group[:examples]:
+                text = one_line(str(e.get("text", "")))
+                lines.append(f"  {kind:<6} row {e['row']:>6}  gold {one_line(str(e['gold']))[:16]:<16} "
+                             f"A {one_line(str(e['a']))[:16]:<16} B {one_line(str(e['b']))[:16]:<16} {text[:60]}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _table(run: RunData) -> dict[str, list]:
+    t = run.predictions()
+    if t.num_rows == 0:
+        raise InputError("has no predictions.jsonl (the run did not finish its test evaluation)", path=run.path)
+    return t.to_pydict()
+
+
+def _text_of(row: dict[str, list], i: int) -> str:
+    if "text" in row:
+        text = row["text"][i]
+        if "text_pair" in row:
+            text = f"{text} ⟶ {row['text_pair'][i]}"
+        return text
+    if "tokens" in row:
+        return " ".join(row["tokens"][i])
+    return str(row.get("path", [""] * (i + 1))[i])
+
+
+def _source(run: RunData) -> str | None:
+    split = (run.report or {}).get("split", "test")
+    return ((run.config.get("resolved") or {}).get("sources") or {}).get(split)
+
+
+def compare_runs(run_a: str | Path | RunData, run_b: str | Path | RunData, seed: int = 0) -> RunDiff:
+    a = run_a if isinstance(run_a, RunData) else load_run(run_a)
+    b = run_b if isinstance(run_b, RunData) else load_run(run_b)
+    if a.task != b.task:
+        raise InputError(f"the runs trained different tasks ({a.task} and {b.task}); compare runs of one task",
+                         path=b.path)
+    spec = spec_or_none(a.task or DEFAULT_TASK)  # runs written before runs recorded a task were classifiers
+    if spec is not None and not spec.supports(RUN_DIFF):
+        raise InputError(f"runs of {spec.name} have no per-row predictions to compare", path=a.path)
+    ta, tb = _table(a), _table(b)
+    notes = []
+    if _source(a) != _source(b):
+        notes.append(f"the test data came from different places ({_source(a)} and {_source(b)}) but holds the same "
+                     "rows and labels")
+    key = "tokens" if "tokens" in ta else ("text" if "text" in ta else "path")
+
+    def index(t: dict[str, list]) -> dict[int, int]:
+        return {int(r): i for i, r in enumerate(t["row"])}
+
+    ia, ib = index(ta), index(tb)
+    same = set(ia) == set(ib) and all(ta["gold"][ia[r]] == tb["gold"][ib[r]] and
+                                      ta.get(key, [None] * len(ia))[ia[r]] == tb.get(key, [None] * len(ib))[ib[r]]
+                                      for r in ia)
+    if not same:
+        raise InputError(
+            f"the runs were not scored on the same test data ({len(ia):,} rows from {_source(a)}, {len(ib):,} rows "
+            f"from {_source(b)}, with different rows or labels); give both runs the same --test file to compare them",
+            path=b.path)
+    rows = sorted(ia)
+    oa = [ia[r] for r in rows]
+    ob = [ib[r] for r in rows]
+    kind = prediction_kind(a.task or DEFAULT_TASK)
+    if kind == "values":
+        return _regression(a, b, ta, tb, rows, oa, ob, notes)
+    if kind == "tags":
+        return _tagging(a, b, ta, tb, rows, oa, ob, notes)
+    return _classification(a, b, ta, tb, rows, oa, ob, notes, seed)
+
+
+def _example(t: dict[str, list], tb: dict[str, list], i: int, j: int, row: int, change: str) -> dict[str, Any]:
+    return {"row": row, "change": change, "gold": t["gold"][i], "a": t["predicted"][i], "b": tb["predicted"][j],
+            "text": _text_of(t, i)}
+
+
+def _metric(run: RunData, name: str) -> float | None:
+    v = ((run.report or {}).get("metrics") or {}).get(name)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _classification(a, b, ta, tb, rows, oa, ob, notes, seed) -> RunDiff:
+    labels = list((a.report or {}).get("labels") or sorted(set(ta["gold"])))
+    ids = {n: i for i, n in enumerate(labels)}
+    for n in set(ta["predicted"]) | set(tb["predicted"]) | set(ta["gold"]):
+        ids.setdefault(n, len(ids))
+    gold = np.array([ids[ta["gold"][i]] for i in oa])
+    pa = np.array([ids[ta["predicted"][i]] for i in oa])
+    pb = np.array([ids[tb["predicted"][j]] for j in ob])
+    ca, cb = pa == gold, pb == gold
+    fixed, broken = int((~ca & cb).sum()), int((ca & ~cb).sum())
+    weights = _resample_weights(len(gold), BOOTSTRAP if len(gold) <= 50_000 else 200, seed)
+    fa, fb = _macro_f1(weights, gold, pa, len(labels)), _macro_f1(weights, gold, pb, len(labels))
+    from sklearn.metrics import f1_score
+
+    f1a = float(f1_score(gold, pa, labels=list(range(len(labels))), average="macro", zero_division=0))
+    f1b = float(f1_score(gold, pb, labels=list(range(len(labels))), average="macro", zero_division=0))
+    p_f1, ci = bootstrap_delta(fa, fb, f1b - f1a)
+    metrics = [MetricDelta("accuracy", "Accuracy", float(ca.mean()), float(cb.mean()), mcnemar(broken, fixed),
+                           "McNemar"),
+               MetricDelta("macro_f1", "Macro F1", f1a, f1b, p_f1, "paired bootstrap", ci)]
+    for name, title in (("weighted_f1", "Weighted F1"), ("loss", "Test loss")):
+        metrics.append(MetricDelta(name, title, _metric(a, name), _metric(b, name), greater_is_better=name != "loss"))
+    per_class = _per_class(a, b)
+    changed = [_example(ta, tb, i, j, r, "fixed" if not x and y else "broken")
+               for r, i, j, x, y in zip(rows, oa, ob, ca, cb) if x != y]
+    return RunDiff(str(a.path), str(b.path), a.task, (a.report or {}).get("split", "test"), len(rows), metrics,
+                   changed, per_class, labels, notes)
+
+
+def _per_class(a: RunData, b: RunData) -> list[dict[str, Any]]:
+    pa = {r["label"]: r for r in (a.report or {}).get("per_class") or []}
+    pb = {r["label"]: r for r in (b.report or {}).get("per_class") or []}
+    out = []
+    for label in list(pa) + [x for x in pb if x not in pa]:
+        ra, rb = pa.get(label, {}), pb.get(label, {})
+        f1a, f1b = float(ra.get("f1", 0.0)), float(rb.get("f1", 0.0))
+        out.append({"label": label, "f1_a": f1a, "f1_b": f1b, "delta": f1b - f1a,
+                    "support": int(ra.get("support", rb.get("support", 0)))})
+    return out
+
+
+def _tagging(a, b, ta, tb, rows, oa, ob, notes) -> RunDiff:
+    ca = np.array([ta["predicted"][i] == ta["gold"][i] for i in oa])
+    cb = np.array([tb["predicted"][j] == tb["gold"][j] for j in ob])
+    fixed, broken = int((~ca & cb).sum()), int((ca & ~cb).sum())
+    metrics = [MetricDelta("sentence_accuracy", "Sentences all right", float(ca.mean()), float(cb.mean()),
+                           mcnemar(broken, fixed), "McNemar")]
+    for m in a.metric_specs:
+        metrics.append(MetricDelta(m.name, m.title, _metric(a, m.name), _metric(b, m.name),
+                                   greater_is_better=m.greater_is_better))
+    changed = []
+    for r, i, j, x, y in zip(rows, oa, ob, ca, cb):
+        if x != y:
+            e = _example(ta, tb, i, j, r, "fixed" if y else "broken")
+            e["gold"], e["a"], e["b"] = (" ".join(v) for v in (e["gold"], e["a"], e["b"]))
+            changed.append(e)
+    return RunDiff(str(a.path), str(b.path), a.task, (a.report or {}).get("split", "test"), len(rows), metrics,
+                   changed, _per_class(a, b), [], notes, unit="sentences")
+
+
+def _regression(a, b, ta, tb, rows, oa, ob, notes, seed: int = 0) -> RunDiff:
+    gold = np.array([ta["gold"][i] for i in oa], np.float64)
+    ea = np.array([ta["predicted"][i] for i in oa], np.float64) - gold
+    eb = np.array([tb["predicted"][j] for j in ob], np.float64) - gold
+    tol = REGRESSION_TOLERANCE * float(gold.std()) if len(gold) > 1 and gold.std() > 0 else 1e-9
+    ca, cb = np.abs(ea) <= tol, np.abs(eb) <= tol
+    fixed, broken = int((~ca & cb).sum()), int((ca & ~cb).sum())
+    weights = _resample_weights(len(gold), BOOTSTRAP, seed)
+    total = weights.sum(1)
+    metrics = [MetricDelta("within_tolerance", f"Within ±{tol:.3g}", float(ca.mean()), float(cb.mean()),
+                           mcnemar(broken, fixed), "McNemar")]
+    for name, title, fn in (("mse", "MSE", np.square), ("mae", "MAE", np.abs)):
+        va, vb = float(fn(ea).mean()), float(fn(eb).mean())
+        p, ci = bootstrap_delta((weights @ fn(ea)) / total, (weights @ fn(eb)) / total, vb - va)
+        metrics.append(MetricDelta(name, title, va, vb, p, "paired bootstrap", ci, greater_is_better=False))
+    for m in a.metric_specs:
+        if m.name not in ("mse", "mae"):
+            metrics.append(MetricDelta(m.name, m.title, _metric(a, m.name), _metric(b, m.name),
+                                       greater_is_better=m.greater_is_better))
+    changed = [_example(ta, tb, i, j, r, "fixed" if y else "broken")
+               for r, i, j, x, y in zip(rows, oa, ob, ca, cb) if x != y]
+    notes.append(f"a prediction counts as right within ±{tol:.3g} ({REGRESSION_TOLERANCE} x the gold scores' "
+                 "standard deviation)")
+    return RunDiff(str(a.path), str(b.path), a.task, (a.report or {}).get("split", "test"), len(rows), metrics,
+                   changed, [], [], notes, errors={"a": ea.tolist(), "b": eb.tolist()})
+
