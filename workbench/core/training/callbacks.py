@@ -351,6 +351,9 @@ class BestWeights(LoopCallback):
         state = loop.sync_state()
         if self.weights is not None and state.best_step != state.step:
             loop.model.load_state_dict(self.weights)
+        # The copy goes now, not with the loop: the report and the export come after training, and
+        # a second copy of the weights would raise their peak memory by the model's size.
+        self.weights = None
 
 
 # ---- pause and checkpoints ---------------------------------------------------------------------------

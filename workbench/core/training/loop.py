@@ -498,9 +498,12 @@ class TrainingLoop:
             done = self.state.step >= self.total_steps
             while not done:
                 done = self._train_epoch()
+            return self._finish()
         finally:
             self._stop_prefetch()
-        return self._finish()
+            # The optimizer's state (AdamW: two more copies of the weights) goes as training ends: the
+            # loop lives on to predict for the test and the export, and must not hold it meanwhile.
+            self.optimizer = self.scheduler = self.scaler = None
 
     def _start(self, resume: Path | None) -> None:
         """Device, optimizer, schedule and the state to start from (``resume``'s, with the callbacks')."""
