@@ -1,18 +1,28 @@
-"""Help > About: the version, and the diagnostics a bug report needs (core/diagnostics.py) with a
-button that copies them. The diagnostics import torch and transformers, so they are gathered on a
-worker thread; the dialog opens at once and fills in when they are ready."""
+"""The Help menu's windows. About: the version, and the diagnostics a bug report needs
+(core/diagnostics.py) with a button that copies them. The diagnostics import torch and
+transformers, so they are gathered on a worker thread; the dialog opens at once and fills in when
+they are ready. Report a problem copies the same text without a dialog; Keyboard Shortcuts lists
+the shortcuts of the window's actions."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QGuiApplication
+import re
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QDialog,
     QDialogButtonBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
+    QMainWindow,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -80,3 +90,85 @@ class AboutDialog(QDialog):
     def done(self, result: int) -> None:  # noqa: D401 - Qt API
         self.jobs.shutdown()
         super().done(result)
+
+
+class DiagnosticsCopier(QObject):
+    """Help > Report a Problem: gathers the About dialog's diagnostics on a worker thread and puts
+    them on the clipboard; ``copied`` carries the text (or why it could not be gathered)."""
+
+    copied = Signal(str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.jobs = Jobs(self)
+
+    def start(self) -> None:
+        from ..core.diagnostics import diagnostics_text
+
+        self.jobs.submit(diagnostics_text, on_done=self._copy,
+                         on_error=lambda e: self._copy(f"The diagnostics could not be gathered: {describe(e)}"))
+
+    def _copy(self, text: str) -> None:
+        QGuiApplication.clipboard().setText(text)
+        self.copied.emit(text)
+
+
+def plain_text(action_text: str) -> str:
+    """A menu text as it reads: "&Open File…" -> "Open File…", "Model && task" -> "Model & task"."""
+    return re.sub("&(.)", r"\1", action_text)
+
+
+def shortcut_rows(window: QMainWindow) -> list[tuple[str, str]]:
+    """(what, keys) for every action of the window with a shortcut: the menus' in menu order
+    ("Run › Start Training"), then any others."""
+    rows: list[tuple[str, str]] = []
+    seen: set[QAction] = set()
+
+    def walk(menu: QMenu, path: str) -> None:
+        for action in menu.actions():
+            submenu = action.menu()
+            if isinstance(submenu, QMenu):
+                walk(submenu, f"{path} › {plain_text(action.text())}")
+            elif not action.isSeparator():
+                seen.add(action)
+                if not action.shortcut().isEmpty():
+                    rows.append((f"{path} › {plain_text(action.text())}", _keys(action)))
+
+    for top in window.menuBar().actions():
+        menu = top.menu()
+        if isinstance(menu, QMenu):
+            walk(menu, plain_text(top.text()))
+    for action in window.findChildren(QAction):
+        if action not in seen and not action.shortcut().isEmpty() and action.text():
+            rows.append((plain_text(action.text()), _keys(action)))
+    return rows
+
+
+def _keys(action: QAction) -> str:
+    return ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts())
+
+
+class ShortcutsDialog(QDialog):
+    """Help > Keyboard Shortcuts: a two-column table of the window's shortcuts."""
+
+    def __init__(self, window: QMainWindow) -> None:
+        super().__init__(window)
+        self.setWindowTitle("Keyboard Shortcuts")
+        rows = shortcut_rows(window)
+        self.table = QTableWidget(len(rows), 2)
+        self.table.setHorizontalHeaderLabels(["Action", "Keys"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        for i, (what, keys) in enumerate(rows):
+            self.table.setItem(i, 0, QTableWidgetItem(what))
+            self.table.setItem(i, 1, QTableWidgetItem(keys))
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setMinimumSize(460, 320)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(buttons)

@@ -1,8 +1,9 @@
 """How the app looks: icon, style, light or dark palette, settings storage.
 
 The style is the platform's own where it has a good one (Windows, macOS) and Fusion elsewhere;
-Fusion follows the palette, so light and dark both work. ``WORKBENCH_COLOR_SCHEME=light|dark``
-forces one (screenshots, testing); otherwise the desktop's preference is followed.
+Fusion follows the palette, so light and dark both work. View > Appearance picks light, dark or
+the desktop's preference (the default) and is remembered in the settings;
+``WORKBENCH_COLOR_SCHEME=light|dark`` forces one at start-up (screenshots, testing).
 """
 
 from __future__ import annotations
@@ -69,17 +70,47 @@ def paint_icon(size: int) -> QPixmap:
     return pm
 
 
+# View > Appearance: the setting's value and the menu's text.
+APPEARANCES = (("light", "&Light"), ("dark", "&Dark"), ("system", "Follow the &System"))
+APPEARANCE_KEY = "appearance"
+
+
 def apply_style(app: QApplication) -> None:
     if sys.platform.startswith("linux") or app.style().name().lower() == "windows":
         app.setStyle(QStyleFactory.create("Fusion"))
     scheme = os.environ.get("WORKBENCH_COLOR_SCHEME", "").lower()
-    if scheme in ("dark", "light"):
-        hints = app.styleHints()
-        want = Qt.ColorScheme.Dark if scheme == "dark" else Qt.ColorScheme.Light
-        hints.setColorScheme(want)
-        # Platforms without a theme (Xvfb, offscreen) ignore the hint: give Fusion the palette ourselves.
-        if (app.palette().color(QPalette.ColorRole.Window).lightness() < 128) != (scheme == "dark"):
-            app.setPalette(dark_palette() if scheme == "dark" else app.style().standardPalette())
+    if scheme not in ("dark", "light"):
+        scheme = saved_appearance()
+    if scheme != "system":
+        apply_appearance(app, scheme)
+
+
+def saved_appearance() -> str:
+    """The appearance chosen in View > Appearance: "light", "dark" or "system" (the default)."""
+    value = str(settings().value(APPEARANCE_KEY, "system") or "system").lower()
+    return value if value in dict(APPEARANCES) else "system"
+
+
+def set_appearance(scheme: str) -> None:
+    """View > Appearance: apply ``scheme`` now and remember it for the next start."""
+    settings().setValue(APPEARANCE_KEY, scheme)
+    app = QApplication.instance()
+    if isinstance(app, QApplication):
+        apply_appearance(app, scheme)
+
+
+def apply_appearance(app: QApplication, scheme: str) -> None:
+    """Light or dark whatever the desktop says, or ("system") the desktop's own preference."""
+    hints = app.styleHints()
+    if scheme == "system":
+        hints.unsetColorScheme()
+        app.setPalette(QPalette())  # no palette of ours: the platform theme's (or the style's) again
+        return
+    want = Qt.ColorScheme.Dark if scheme == "dark" else Qt.ColorScheme.Light
+    hints.setColorScheme(want)
+    # Platforms without a theme (Xvfb, offscreen) ignore the hint: give Fusion the palette ourselves.
+    if (app.palette().color(QPalette.ColorRole.Window).lightness() < 128) != (scheme == "dark"):
+        app.setPalette(dark_palette() if scheme == "dark" else app.style().standardPalette())
 
 
 def dark_palette() -> QPalette:
@@ -114,7 +145,7 @@ def dark_palette() -> QPalette:
 
 
 def settings() -> QSettings:
-    """App settings (recent files, window geometry); under $WORKBENCH_HOME when that is set."""
+    """App settings (recent files, window geometry, appearance); under $WORKBENCH_HOME when that is set."""
     home = os.environ.get("WORKBENCH_HOME")
     if home:
         return QSettings(str(Path(home).expanduser() / "settings.ini"), QSettings.Format.IniFormat)

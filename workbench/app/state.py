@@ -6,12 +6,13 @@ between pages keeps everything and each page can be built (or rebuilt) on its ow
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
 from ..core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..core.tasks.table import DEFAULT_METHOD, DEFAULT_TASK, default_lr, modality_of
+from . import carried
 
 if TYPE_CHECKING:
     from .dataset import LoadedData
@@ -42,13 +43,19 @@ class AppState(QObject):
         self.adapt_first = False
         self.adapt_texts: str | None = None  # None: the training file's own texts
         self.adapt_epochs = 1.0
+        # The Model-page settings' values as the app last chose them (carried.py): one that differs
+        # was changed by the user, and is kept for the next dataset where it applies.
+        self.auto: dict[str, Any] = carried.values(self.config)
+        self.kept: dict[str, str] = {}  # {setting: "learning rate 3e-4"} kept from before the last load
 
     # ---- data ---------------------------------------------------------------------------------------
     @property
     def has_data(self) -> bool:
         return self.data is not None and self.data.usable
 
-    def set_data(self, data: LoadedData | None) -> None:
+    def set_data(self, data: LoadedData | None, quick_trial: bool = False) -> None:
+        """Use ``data`` (None: none); the settings follow it as on a fresh start, but for those the user
+        changed that still apply (``kept``); ``quick_trial``: the bundled sample's quick settings."""
         self.data = data
         d = self.config.data
         if data is None:
@@ -58,6 +65,7 @@ class AppState(QObject):
             d.val = data.val_path
             d.test = data.test_path
             self._pin_columns(data)
+            self._rederive_settings(data, quick_trial)
         self.dataset_changed.emit(data)
         self.config_changed.emit()
 
@@ -78,6 +86,27 @@ class AppState(QObject):
         d.has_header = data.table.format.has_header
         d.text_column = data.choice.text if data.choice else None
         d.label_column = data.choice.label if data.choice else None
+
+    def _rederive_settings(self, data: LoadedData, quick_trial: bool) -> None:
+        task = self.config.task if self.config.task != "auto" else getattr(data, "task", DEFAULT_TASK)
+        self.auto, self.kept = carried.rederive(self.config, self.auto, task, quick_trial)
+
+    # ---- settings the app chooses -------------------------------------------------------------------
+    def user_changed(self, key: str) -> bool:
+        """Whether the user changed setting ``key`` ("train.metric") from the value the app chose."""
+        return carried.get(self.config, key) != self.auto.get(key)
+
+    def choose(self, key: str, value: Any) -> None:
+        """Set ``key`` as the app's own choice (the task's metric, a method that applies): the next
+        dataset chooses it afresh, and it is no longer "kept from before"."""
+        carried.assign(self.config, key, value)
+        self.auto[key] = value
+        self.kept.pop(key, None)
+
+    def forget_changes(self) -> None:
+        """Count every setting as the app's choice (after Restore Defaults): none is kept."""
+        self.auto = carried.values(self.config)
+        self.kept = {}
 
     # ---- config and runs ----------------------------------------------------------------------------
     def adaptation_config(self) -> RunConfig | None:

@@ -13,9 +13,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QColor, QFont, QIcon, QKeySequence, QPainter, QPalette, QPixmap
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QColor,
+    QDesktopServices,
+    QFont,
+    QIcon,
+    QKeySequence,
+    QPainter,
+    QPalette,
+    QPixmap,
+)
 from PySide6.QtWidgets import (
     QApplication,
     QFrame,
@@ -24,6 +36,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMessageBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -32,12 +45,15 @@ from PySide6.QtWidgets import (
 from . import warmup
 from .controller import TrainingController
 from .logs import LogRelay
-from .look import SIDEBAR_QSS, app_icon, settings
+from .look import APPEARANCES, SIDEBAR_QSS, app_icon, saved_appearance, set_appearance, settings
 from .pages.data import DataPage
 from .pages.model import ModelPage
 from .state import AppState
 from .widgets.build import enlarge, timer
 from .widgets.placeholder import Placeholder
+
+if TYPE_CHECKING:
+    from .about import DiagnosticsCopier
 
 STEPS = (
     # key, sidebar title, badge, title of the placeholder
@@ -49,6 +65,8 @@ STEPS = (
     ("runs", "Runs", "≡", "Runs"),
 )
 MAX_RECENT = 10
+# Help > User Guide: the guide beside the package in a source checkout (pyproject names no online copy).
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "GUIDE.md"
 CLOSE_WAIT_S = 2.0  # cancelling takes effect within a step; past this the window closes once the run stops
 
 
@@ -165,6 +183,8 @@ class MainWindow(QMainWindow):
         self.evaluate_page = None
         self.export_page = None
         self.runs_page = None
+        self._diagnostics: DiagnosticsCopier | None = None  # Help > Report a Problem's, made on first use
+        self.report_box: QMessageBox | None = None  # what Report a Problem said last
 
         self._build_menus()
         self._wire()
@@ -230,9 +250,10 @@ class MainWindow(QMainWindow):
         act.triggered.connect(self.close)
         file_menu.addAction(act)
 
+        self._build_view_menu()
         go = self.menuBar().addMenu("&Go")
         for i, (key, text, _, _) in enumerate(STEPS):
-            act = QAction(text, self)
+            act = QAction(text.replace("&", "&&"), self)  # a single & would underline the next letter
             act.setShortcut(QKeySequence(f"Ctrl+{i + 1}"))
             act.triggered.connect(lambda _=False, k=key: self.go_to(k))
             go.addAction(act)
@@ -248,7 +269,29 @@ class MainWindow(QMainWindow):
         self.cancel_action.setEnabled(False)
         run.addAction(self.cancel_action)
 
+        self._build_help_menu()
+
+    def _build_view_menu(self) -> None:
+        appearance = self.menuBar().addMenu("&View").addMenu("&Appearance")
+        group = QActionGroup(self)
+        current = saved_appearance()
+        self.appearance_actions: dict[str, QAction] = {}
+        for scheme, text in APPEARANCES:
+            act = appearance.addAction(text)
+            act.setCheckable(True)
+            act.setChecked(scheme == current)
+            act.triggered.connect(lambda _=False, s=scheme: set_appearance(s))
+            group.addAction(act)
+            self.appearance_actions[scheme] = act
+
+    def _build_help_menu(self) -> None:
         help_menu = self.menuBar().addMenu("&Help")
+        act = help_menu.addAction("&User Guide")
+        act.setShortcut(QKeySequence.StandardKey.HelpContents)
+        act.triggered.connect(self.open_guide)
+        help_menu.addAction("&Keyboard Shortcuts").triggered.connect(self._shortcuts)
+        help_menu.addAction("&Report a Problem…").triggered.connect(self.report_problem)
+        help_menu.addSeparator()
         act = QAction("&About Workbench", self)
         act.setMenuRole(QAction.MenuRole.AboutRole)
         act.triggered.connect(self._about)
@@ -584,7 +627,7 @@ class MainWindow(QMainWindow):
         self.recent_menu.clear()
         recent = [p for p in self.recent_files() if Path(p).exists()]
         for p in recent:
-            act = self.recent_menu.addAction(Path(p).name)
+            act = self.recent_menu.addAction(Path(p).name.replace("&", "&&"))  # "R&D.tsv" as it is
             act.setToolTip(p)
             act.setStatusTip(p)
             act.triggered.connect(lambda _=False, p=p: self.open_path(p))
@@ -597,9 +640,8 @@ class MainWindow(QMainWindow):
             clear.triggered.connect(lambda: (settings().setValue("recentFiles", []), self.data_page.set_recent([])))
 
     def _apply_quick_trial(self) -> None:
-        # The bundled sample: settings that train in a few minutes on a laptop CPU, like `workbench demo`.
-        t = self.state.config.train
-        t.epochs, t.max_length = 1.0, 64
+        # The bundled sample: AppState.set_data chose settings that train in a few minutes on a laptop CPU,
+        # like `workbench demo` (app/carried.py QUICK_TRIAL), unless the user had changed them.
         self.model_page.sync_from_config()
         self.state.touch_config()
 
@@ -615,6 +657,42 @@ class MainWindow(QMainWindow):
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
         return dialog
+
+    def open_guide(self) -> bool:
+        """Help > User Guide: docs/GUIDE.md in the desktop's viewer for Markdown (or its editor)."""
+        if not GUIDE.is_file():
+            QMessageBox.information(self, "User Guide", "The user guide (docs/GUIDE.md) is not installed with this "
+                                    "copy of Workbench; it is in the docs folder of the source repository.")
+            return False
+        return QDesktopServices.openUrl(QUrl.fromLocalFile(str(GUIDE)))
+
+    def _shortcuts(self):
+        """Help > Keyboard Shortcuts: the shortcuts of the window's actions (about.py); returns the dialog."""
+        from .about import ShortcutsDialog
+
+        dialog = ShortcutsDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        return dialog
+
+    def report_problem(self) -> None:
+        """Help > Report a Problem: the About dialog's diagnostics onto the clipboard, then say so."""
+        from .about import DiagnosticsCopier
+
+        if self._diagnostics is None:
+            self._diagnostics = DiagnosticsCopier(self)
+            self._diagnostics.copied.connect(self._diagnostics_copied)
+        self._status("Gathering the versions and devices for a problem report…")
+        self._diagnostics.start()
+
+    def _diagnostics_copied(self, _text: str) -> None:
+        self._status("Diagnostics copied to the clipboard.")
+        self.report_box = box = QMessageBox(
+            QMessageBox.Icon.Information, "Report a Problem",
+            "The versions and devices of this installation are on the clipboard. Paste them into your report, "
+            "with what you did, what you expected and what happened instead.", QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
 
     def _restore(self) -> None:
         geometry = settings().value("windowGeometry")
@@ -639,6 +717,8 @@ class MainWindow(QMainWindow):
             self.runs_page.shutdown()
         if self.train_page is not None:
             self.train_page.preflight.stop()
+        if self._diagnostics is not None:
+            self._diagnostics.jobs.shutdown()
         self.log_relay.uninstall()
         settings().setValue("windowGeometry", self.saveGeometry())
         QApplication.instance().removeEventFilter(self)

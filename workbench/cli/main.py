@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ..core.tasks import task_names
 
     p = _Parser(prog="workbench", description="Fine-tune pretrained models on your own data. Without a command, "
-                "`workbench [PATH]` opens the desktop app (with PATH, a data file or folder, loaded).")
+                "`workbench [PATH]` opens the desktop app (with PATH, a data file or folder, loaded); "
+                "`workbench --sample` opens it with a bundled sample dataset (labelled tweets) and settings "
+                "for a quick first run.")
     p.add_argument("--version", action="version", version=f"workbench {__version__}")
     p.add_argument("--install-desktop-entry", action="store_true", help="Linux: add Workbench to the applications "
                    "menu with its icon, and let TSV/CSV/CoNLL files, folders and .wbrun runs open with it "

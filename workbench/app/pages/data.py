@@ -120,6 +120,7 @@ class DataPage(QWidget):
         self._model = None
         self._setting = False  # True while widgets are filled from code, so change handlers stay quiet
         self._opened_path: str | None = None
+        self._opened_sample = False  # the file shown is the bundled sample (or a corrected copy of it)
         # The split summary says whether the final model refits, a Model-page setting.
         state.config_changed.connect(lambda: self.split_summary.setText(self._split_text()))
 
@@ -365,8 +366,8 @@ class DataPage(QWidget):
         if token is not self._token:
             return  # a newer load took over
         self._token = None
-        self._opened_path = path
-        self.state.set_data(loaded)
+        self._opened_path, self._opened_sample = path, sample
+        self.state.set_data(loaded, quick_trial=sample)
         self._show_loaded(loaded, sample)
         self.file_loaded.emit(path)
         if sample:
@@ -561,7 +562,7 @@ class DataPage(QWidget):
     def _train_on_copy(self, copy: str) -> None:
         """A corrected copy was saved: it becomes the training file (config.json records its original)."""
         self.tabs.setCurrentWidget(self.preview)
-        self.open_path(copy)
+        self.open_path(copy, sample=self._opened_sample)  # the sample's copy trains as quickly
 
     @property
     def preview_model(self):

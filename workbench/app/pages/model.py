@@ -35,7 +35,15 @@ from PySide6.QtWidgets import (
 from ...core.config import DEFAULT_MODEL, ModelConfig, TrainConfig
 from ...core.errors import InputError
 from ...core.metrics import CLASSIFICATION
-from ...core.tasks.table import DEFAULT_METHOD, DEFAULT_TASK, METHODS, default_lr, method_spec
+from ...core.tasks.table import (
+    DEFAULT_METHOD,
+    DEFAULT_TASK,
+    METHODS,
+    applicable_methods,
+    default_lr,
+    method_spec,
+    task_spec,
+)
 from .. import aio, warmup
 from ..state import AppState
 from ..widgets.build import add_rows, button, choices, row, section, text_label
@@ -219,10 +227,10 @@ class ModelPage(QWidget):
         self._make_choice_fields()
         self._make_image_fields()
         self._make_method_fields()
-        add_rows(form, ("Epochs:", self.epochs), ("Batch size:", self.batch_size), ("Learning rate:", self.lr),
+        add_rows(form, self.kept_note, ("Epochs:", self.epochs), ("Batch size:", self.batch_size), ("Learning rate:", self.lr),
                  self.lr_note, ("Max length:", self.max_length), ("Image size:", self.image_size),
                  ("Cached views:", self.feature_views), ("Augmentation:", self.augment), self.image_note,
-                 ("Method:", self.method), ("LoRA rank:", self.lora_rank), ("LoRA alpha:", self.lora_alpha),
+                 ("Method:", self.method), self.method_note, ("LoRA rank:", self.lora_rank), ("LoRA alpha:", self.lora_alpha),
                  ("LoRA dropout:", self.lora_dropout), ("LoRA layers:", self.lora_targets), self.trainable,
                  ("Warm-up:", self.warmup), ("Weight decay:", self.weight_decay), ("Grad accumulation:", self.grad_accum),
                  ("Seed:", self.seed), ("Evaluate:", self.eval_steps), ("Early stopping:", self.patience),
@@ -232,7 +240,8 @@ class ModelPage(QWidget):
         self._connect_training()
         self._train_form = form
         self._show_rows_for("text")
-        form.setRowVisible(self.lr_note, False)
+        for note in (self.lr_note, self.kept_note, self.method_note):
+            form.setRowVisible(note, False)
         return box
 
     def _make_schedule_fields(self) -> None:
@@ -280,6 +289,7 @@ class ModelPage(QWidget):
             "for that many epochs: small sets gain from every row, at about twice the training time.")
         self.device_note = text_label(selectable=False)
         self.lr_note = text_label(selectable=False)
+        self.kept_note = text_label(selectable=False)  # the settings the user changed that a new dataset kept
 
     def _make_image_fields(self) -> None:
         self.image_size = int_spin(0, 1024, "Pixels per side fed to the model. Larger inputs see more detail and "
@@ -310,6 +320,7 @@ class ModelPage(QWidget):
         self.lora_targets.setPlaceholderText("the architecture's default (BERT: query, value)")
         self.lora_targets.setToolTip("Comma-separated names of the layers that get adapters, e.g. query,key,value")
         self.trainable = text_label(selectable=False)
+        self.method_note = text_label(selectable=False)  # why the method was switched to one that applies
 
     def _connect_training(self) -> None:
         for w in (self.epochs, self.batch_size, self.lr, self.max_length, self.warmup, self.weight_decay,
@@ -368,7 +379,7 @@ class ModelPage(QWidget):
             self.adapt_texts.setText(self.state.adapt_texts or "")
             for w in (self.adapt_texts, self.adapt_epochs, self.adapt_clear):
                 w.setEnabled(self.state.adapt_first)
-            _select_data(self.metric, t.metric or self.metric.itemData(0))
+            _select_data(self.metric, t.metric or self._default_metric())
             _select_data(self.device, device_item(t))
             _select_data(self.precision, t.precision)
             _select_data(self.refit, t.refit)
@@ -393,7 +404,8 @@ class ModelPage(QWidget):
         t.early_stopping_patience = self.patience.value() or None
         t.eval_steps = self.eval_steps.value() or None
         t.max_steps = self.max_steps.value() or None
-        t.metric = self.metric.currentData()
+        if self.metric.currentData() != (t.metric or self._default_metric()):
+            t.metric = self.metric.currentData()  # the shown default stays the app's choice (None) until changed
         if self.device.currentData() is not None:
             t.device, t.num_processes = device_choice(self.device.currentData())
         t.precision = self.precision.currentData()
@@ -410,6 +422,8 @@ class ModelPage(QWidget):
             return
         m = self.state.config.model
         changed = self.method.currentData() != m.method
+        if changed:
+            self._show_method_note("")
         m.method = self.method.currentData()
         m.lora_rank = self.lora_rank.value()
         m.lora_alpha = self.lora_alpha.value()
@@ -429,6 +443,9 @@ class ModelPage(QWidget):
         self.state.config.model = ModelConfig(name=self.state.config.model.name)
         self.sync_from_config()
         self._train_edited()
+        self.state.forget_changes()  # the defaults are the app's choice: a new dataset re-derives them all
+        self._show_kept()
+        self._offer_methods()
         self._show_rows_for(self.effective_modality)
         self.refresh_suggestions()
         self.refresh_trainable()
@@ -457,8 +474,27 @@ class ModelPage(QWidget):
     def _data_changed(self, data) -> None:
         if data is None:
             self.task_note.setText("Load data to see which task fits it.")
+        else:  # the state chose the settings afresh for the data, but for those the user changed
+            self.sync_from_config()
+            self._show_rows_for(self.effective_modality)
+            self._show_method_note("")
+        self._show_kept()
         self.refresh_task()
         self._show_image_defaults()
+
+    def _show_kept(self) -> None:
+        kept = list(self.state.kept.values())
+        self.kept_note.setText(f"Kept from before: {', '.join(kept)}." if kept else "")
+        self.kept_note.setToolTip("Settings you changed are kept for a newly opened dataset where they apply; the "
+                                  "others are chosen afresh for it, as when it is opened first.")
+        self._train_form.setRowVisible(self.kept_note, bool(kept))
+
+    def _show_method_note(self, text: str) -> None:
+        self.method_note.setText(text)
+        self._train_form.setRowVisible(self.method_note, bool(text))
+
+    def _default_metric(self) -> str:
+        return task_spec(self.effective_task).default_metric
 
     def _show_image_defaults(self) -> None:
         """What a run will choose for the loaded image folder (input size, augmentation, epochs) and why."""
@@ -497,32 +533,39 @@ class ModelPage(QWidget):
         name, title, metrics, default, modality = await self._in_thread(warmup.serialized(resolve))
         if chosen != self.state.config.task:
             return  # the user picked another task meanwhile; that refresh follows this one
-        changed = name != self.effective_task
         self.effective_task = name
         if path and chosen == "auto":
             self.task_note.setText(f"Detected from {Path(path).name}: {title}.")
         elif path:
             self.task_note.setText(f"{title}, as chosen.")
-        self._setting = True
-        try:
-            current = self.metric.currentData()
-            self.metric.clear()
-            for m in metrics:
-                self.metric.addItem(m.title, m.name)
-            # A new task starts from its own default metric (entity F1 for tags, MSE for scores).
-            names = [m.name for m in metrics]
-            _select_data(self.metric, current if current in names and not changed else default)
-        finally:
-            self._setting = False
-        self.state.config.train.metric = self.metric.currentData()
+        self._show_metrics(metrics, default)
         self.state.touch_config()
         self.effective_modality = modality
         self._show_rows_for(modality)
         self._show_image_defaults()
         if self.catalog_loaded or self._catalog_task is not None:
             await self._show_catalog(modality)
+        self._offer_methods()
         await self._refresh_suggestions()
         self.refresh_trainable()
+
+    def _show_metrics(self, metrics, default: str) -> None:
+        """List the task's metrics; select the one the user chose where the task has it, else the
+        task's default (entity F1 for tags, MSE for scores), which stays the app's choice."""
+        chosen = self.state.config.train.metric
+        names = [m.name for m in metrics]
+        keep = chosen in names and self.state.user_changed("train.metric")
+        self._setting = True
+        try:
+            self.metric.clear()
+            for m in metrics:
+                self.metric.addItem(m.title, m.name)
+            _select_data(self.metric, chosen if keep else default)
+        finally:
+            self._setting = False
+        if not keep:
+            self.state.choose("train.metric", default)
+            self._show_kept()
 
     def refresh_suggestions(self):
         return aio.spawn(self._refresh_suggestions())
@@ -702,6 +745,35 @@ class ModelPage(QWidget):
         self.state.config.model.name = info.path if info.source in ("local", "adapted") else info.name
         self.state.backbone_parameters = info.num_parameters
         self.backbone_note.setText(f"<b>{_html(info.name)}</b>: {backbone_note(info)}")
+        self._offer_methods()
+        self.state.touch_config()
+        self.refresh_suggestions()
+        self.refresh_trainable()
+
+    def _offer_methods(self) -> None:
+        """Offer only the methods the selected backbone can train with; a chosen one that does not
+        apply becomes full fine-tuning, and the page says why (Start never fails on it)."""
+        info = self.selected_backbone if self.modality == self.effective_modality else None
+        offered = methods_for(info, self.effective_modality)
+        shown = [self.method.itemData(i) for i in range(self.method.count())]
+        method = self.state.config.model.method
+        self._setting = True
+        try:
+            if shown != list(offered):
+                self.method.clear()
+                for title, name in METHOD_CHOICES:
+                    if name in offered:
+                        self.method.addItem(title, name)
+            _select_data(self.method, method if method in offered else DEFAULT_METHOD)
+        finally:
+            self._setting = False
+        if method in offered:
+            return
+        self.state.choose("model.method", DEFAULT_METHOD)
+        self._show_kept()
+        self._show_method_note(method_switch_note(method, info))
+        self._show_rows_for(self.effective_modality)
+        self._show_image_defaults()
         self.state.touch_config()
         self.refresh_suggestions()
         self.refresh_trainable()
@@ -752,6 +824,41 @@ class ModelPage(QWidget):
     def shutdown(self) -> None:
         self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def methods_for(info, modality: str) -> tuple[str, ...]:
+    """The methods that apply to backbone ``info`` (None: the modality's default backbone). Text
+    backbones are Hugging Face transformers; Workbench's own image models (packaged, built in, or a
+    Workbench image export) are not, and small-cnn has no pretrained weights to freeze."""
+    if modality != "image":
+        return applicable_methods(hf_backbone=True)
+    if info is None:  # the default image backbone, EfficientNet-Lite0: Workbench's own
+        return applicable_methods(hf_backbone=False)
+    own = info.source in ("package", "builtin") or _is_workbench_export(info.path)
+    return applicable_methods(hf_backbone=not own, pretrained=info.model_type != "small-cnn")
+
+
+def method_switch_note(method: str, info) -> str:
+    """Why the page switched ``method`` to full fine-tuning for backbone ``info``."""
+    name = info.name if info is not None else "the default image backbone"
+    title = METHODS[method].menu_title if method in METHODS else method
+    if method in METHODS and METHODS[method].frozen_backbone:
+        why = f"needs pretrained weights to freeze; {name} is trained from scratch"
+    else:
+        why = f"applies to Hugging Face transformer backbones; {name} is not one"
+    return f"{title} {why}, so the method is now full fine-tuning (every weight trains)."
+
+
+def _is_workbench_export(folder: str) -> bool:
+    """Whether ``folder`` holds a model Workbench exported from an image run (its config.json marks
+    it, core/tasks/image/models.py CONFIG_KEY; read here without importing torch)."""
+    import json
+
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "workbench_architecture" in config
 
 
 def _cpu_bf16_units() -> tuple[bool, str]:

@@ -9,6 +9,7 @@ keeping long series cheap. A past run replays through the same code from its met
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -63,6 +64,12 @@ PLOT_INTERVAL_S = 1.0
 SERIES_COLORS = {"val_loss": "#e8710a", "lr": "#12b5cb"}
 METRIC_COLORS = ("#1e8e3e", "#9334e6", "#d93025", "#f9ab00")  # the task's plotted metrics, in declaration order
 METRIC_SYMBOLS = ("o", "s", "t", "d")
+
+
+def counted(n: float, noun: str) -> str:
+    """ "1 epoch", "2 epochs", "0.5 epochs", "1,200 rows": a count with its noun."""
+    number = f"{int(n):,}" if float(n).is_integer() else f"{n:g}"
+    return f"{number} {noun}" if n == 1 else f"{number} {noun}s"
 
 
 def format_duration(seconds: float) -> str:
@@ -152,6 +159,7 @@ class TrainPage(QWidget):
         self._total_steps = 0
         self._last_step = 0
         self._outcome = ""
+        self._eval_split = "validation"  # the split of the shown run's final results (test when it has one)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(16, 12, 16, 12)
@@ -186,6 +194,7 @@ class TrainPage(QWidget):
         self.preflight.failed.connect(self._on_estimate_failed)
         state.config_changed.connect(self._update_summary)
         state.config_changed.connect(self._forget_estimate)
+        state.dataset_changed.connect(self._on_new_data)
         self._update_summary()
         self.set_ready(False, "Load a dataset on the Data page first.")
 
@@ -347,10 +356,9 @@ class TrainPage(QWidget):
         rows = ""
         if data is not None:
             n = c.data.sample or data.n_rows
-            rows = f" on {Path(c.data.train).name} ({min(n, data.n_rows):,} rows)"
-        epochs = ("automatic epochs" if c.train.epochs is None
-                  else f"{c.train.epochs:g} epoch{'s' if c.train.epochs != 1 else ''}")
-        steps = f", at most {c.train.max_steps} steps" if c.train.max_steps else ""
+            rows = f" on {Path(c.data.train).name} ({counted(min(n, data.n_rows), 'row')})"
+        epochs = "automatic epochs" if c.train.epochs is None else counted(c.train.epochs, "epoch")
+        steps = f", at most {counted(c.train.max_steps, 'step')}" if c.train.max_steps else ""
         device = {"auto": "automatic device"}.get(c.train.device, c.train.device)
         self.summary.setText(f"<b>{model}</b>{rows} · {epochs}{steps} · batch {c.train.batch_size} · "
                              f"lr {format_lr(self.state.default_lr if c.train.lr is None else c.train.lr)} · {device}")
@@ -494,7 +502,8 @@ class TrainPage(QWidget):
     @Slot(object)
     def _on_finished(self, result) -> None:
         self._stopped("finished")
-        self.result.setText(f"<b>Finished.</b> {result.eval_split.capitalize()}: {self._metric_text(result.metrics)} · "
+        split = result.eval_split or self._eval_split
+        self.result.setText(f"<b>Finished.</b> {split.capitalize()}: {self._metric_text(result.metrics, split)} · "
                             f"{result.samples_per_second:.1f} samples/s · trained in {format_duration(result.train_seconds)}")
         self.evaluate_button.setEnabled(True)
 
@@ -544,12 +553,17 @@ class TrainPage(QWidget):
 
     # ---- events -------------------------------------------------------------------------------------
     def _reset(self) -> None:
+        self.log.clear()
+        self._clear_run()
+
+    def _clear_run(self) -> None:
+        """Empty curves, no results, an idle bar: the page before a run (the log stays)."""
         self.stage.setVisible(False)
         self.series = _Series()
         self._set_metric_curves(CLASSIFICATION)
         self._total_steps = 0
         self._last_step = 0
-        self.log.clear()
+        self._eval_split = "validation"
         self.result.setText("")
         self.rate.setText("")
         self.evaluate_button.setEnabled(False)
@@ -557,6 +571,27 @@ class TrainPage(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("")
         self._redraw()
+        for plot in (self.loss_plot, self.metric_plot, self.lr_plot):
+            # Empty curves leave a plot's range where the last run had it: the next run's first
+            # points would sit in the old x-range. Back to a neutral one, following the data.
+            plot.getPlotItem().getViewBox().setXRange(0, 1, padding=0)
+            plot.enableAutoRange(axis="x")
+
+    @Slot(object)
+    def _on_new_data(self, _data) -> None:
+        """New data (or none): the page is ready for a run of it. The last run's status, curves and
+        results go; the run itself stays on the Runs page, where reopening it shows it here again."""
+        if self.controller.running:
+            return  # the live run owns the page
+        had_run = bool(self._shown_run)
+        self._clear_run()
+        self._shown_run = ""
+        self._outcome = ""
+        self.phase.setText("Not started")
+        self.resume_button.setVisible(False)
+        self.open_folder.setEnabled(False)
+        if had_run:
+            self._log("New data: the page is ready for a run of it (past runs are on the Runs page).")
 
     @Slot(list)
     def on_events(self, batch: list[dict]) -> None:
@@ -585,7 +620,7 @@ class TrainPage(QWidget):
             elif kind == "Warning_":
                 self._log(f"⚠ {e.get('message', '')}", e.get("time"))
             elif kind == "Finished":
-                self._log(f"Finished: {self._metric_text(e.get('metrics', {}))}", e.get("time"))
+                self._log(f"Finished: {self._metric_text(e.get('metrics', {}), self._eval_split)}", e.get("time"))
             elif kind == "Failed":
                 self._log(f"Failed: {e.get('message', '')}", e.get("time"))
             elif kind == "Cancelled":
@@ -640,7 +675,9 @@ class TrainPage(QWidget):
             best = " (best so far)" if e.get("is_best") else ""
             self._log(f"Validation at step {e['step']}: {self._metric_text(metrics)}{best}", e.get("time"))
             return True
-        self._log(f"{split.capitalize()} ({e['step']} steps): {self._metric_text(metrics)}", e.get("time"))
+        self._eval_split = split
+        self._log(f"{split.capitalize()} ({counted(e['step'], 'step')}): {self._metric_text(metrics, split)}",
+                  e.get("time"))
         return False
 
     def _on_phase(self, e: dict) -> None:
@@ -699,8 +736,13 @@ class TrainPage(QWidget):
         """A record of the engine's log (see app/logs.py)."""
         self._log(text, when)
 
-    def _metric_text(self, metrics: dict) -> str:
-        return summary_text(metrics, self.metric_specs)
+    def _metric_text(self, metrics: dict, split: str = "validation") -> str:
+        """The headline metrics; the loss named after ``split`` (the test split's results say "test loss")."""
+        specs = self.metric_specs
+        if split and split != "validation":
+            specs = tuple(dataclasses.replace(m, title=f"{split.capitalize()} loss") if m.name == "loss" else m
+                          for m in specs)
+        return summary_text(metrics, specs)
 
     def _log(self, text: str, when: float | None = None) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(when if when else time.time()))
@@ -727,7 +769,8 @@ class TrainPage(QWidget):
             self.progress.setRange(0, self._total_steps)
             self.progress.setValue(self._last_step)
         if outcome == "finished":
-            self.result.setText(f"<b>Finished</b> run, {self._metric_text(state.get('metrics', {}))}")
+            split = self._eval_split
+            self.result.setText(f"<b>Finished</b> run, {split}: {self._metric_text(state.get('metrics', {}), split)}")
             self.evaluate_button.setEnabled(True)
         elif outcome == "failed":
             self.result.setText(f"<b>Failed:</b> {_escape(state.get('message', ''))}")

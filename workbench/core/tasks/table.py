@@ -11,6 +11,7 @@ Names others read (kept stable):
     TASKS: dict[str, TaskSpec]          registration order (it breaks --task auto's ties)
     task_spec(name) -> TaskSpec         aliases resolved; InputError naming the choices
     method_spec(name) -> MethodSpec     InputError naming the choices
+    applicable_methods(hf_backbone, pretrained) -> names of the methods that apply to a backbone
     default_lr(task, method) -> float   the learning rate when --lr is not given (the run asks
                                         ``Task.default_lr(config)``, which an image task refines by backbone)
     spec_or_none(task) -> TaskSpec | None   for names read from files (an export, an old run)
@@ -231,6 +232,13 @@ def method_spec(name: str) -> MethodSpec:
     if spec is None:
         raise InputError(f"unknown --method {name!r}; choose one of: {', '.join(METHODS)}")
     return spec
+
+
+def applicable_methods(hf_backbone: bool, pretrained: bool = True) -> tuple[str, ...]:
+    """The methods a backbone can train with: adapters need a Hugging Face transformer, a frozen
+    backbone needs pretrained weights (the image task refuses the rest when a run starts)."""
+    return tuple(m.name for m in METHODS.values()
+                 if (hf_backbone or not m.hf_only) and (pretrained or not m.frozen_backbone))
 
 
 def default_lr(task: str, method: str) -> float:

@@ -285,7 +285,7 @@ def planned_defaults(stats: ImageStats | None, train_rows: int, train, model_nam
     policy = choose_image_policy(stats, native, image_size=train.image_size, augment=train.augment,
                                  resizable=resizable)
     if train.epochs is not None:
-        epochs = f"{train.epochs:g} epochs, as set."
+        epochs = f"{train.epochs:g} epoch{'' if train.epochs == 1 else 's'}, as set."
     else:
         plan = image_epochs(train_rows, train.batch_size, train.grad_accum)
         epochs = plan.reason[0].upper() + plan.reason[1:] + "."
