@@ -208,11 +208,6 @@ class Task(ABC):
         and method (an image task refines it by backbone)."""
         return default_lr(self.name, config.model.method)
 
-    def suggested_settings(self, config) -> dict[str, Any]:
-        """TrainConfig values this task recommends for ``config`` (its learning rate); front ends show
-        them for the settings the user left alone."""
-        return {"lr": self.default_lr(config)}
-
     def default_epochs(self, train_rows: int, config) -> tuple[float, int | None, str]:
         """(epochs, early-stopping patience or None, why) when --epochs is not given; the run
         pins them in config.json."""

@@ -26,7 +26,6 @@ from ..tasks.table import DEFAULT_TASK, METHODS, method_spec, spec_or_none, task
 
 log = logging.getLogger(__name__)
 
-METHOD_TITLES = {name: m.title for name, m in METHODS.items()}  # the table's, by name
 
 # Attention projections by the names architectures peft has no default for give them, tried in
 # order: the first pair (or single fused projection) found in the model is used.
