@@ -546,7 +546,8 @@ def _bf16_check(task: Task, loop: TrainingLoop, split: EncodedSplit, logits: Any
     bf16 = task.predicted_classes(bf16_logits, split)
     changed = int(np.sum(bf16 != fp32))
     diff = float(np.abs(bf16_logits - logits).max()) if logits.shape == bf16_logits.shape else None
-    log.info("bf16 check on %s: %d of %d labels change, logits move by up to %s", split.name, changed, len(fp32), diff)
+    log.info("bf16 check on %s: %d of %d labels change, logits move by up to %s", split.name, changed, len(fp32),
+             "?" if diff is None else f"{diff:.3g}")
     return {"ran": True, "split": split.name, "items": int(len(fp32)), "changed": changed,
             "max_abs_logit_diff": diff, "reason": why}
 
