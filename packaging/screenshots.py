@@ -10,6 +10,8 @@
     python packaging/screenshots.py --scheme light --predict RUN_DIR --data INPUT.tsv
     # the Runs page after Import Run of a packed run (`workbench pack`), then Help > About
     python packaging/screenshots.py --scheme light --import-run RUN.wbrun
+    # another window size (default 1280x800, what every page must fit), e.g. a 1920x1080 screen's
+    xvfb-run -s "-screen 0 1920x1080x24" python packaging/screenshots.py --size 1920x1080 --suffix -1920
 
 Data: the shared SST-2 training file when present, else the bundled tweets sample. The run fine-
 tunes the default backbone (all-MiniLM-L6-v2) for a few dozen steps on a few hundred rows, so the
@@ -27,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SUFFIX = ""  # --suffix: after the scheme in every file name (-1920 for another window size)
 SHARED_SST2 = ROOT.parent / "shared" / "datasets" / "sst2" / "train.tsv"
 
 
@@ -56,7 +59,7 @@ async def settle(seconds: float = 0.6) -> None:
 async def walk(window, data: str, out: Path, scheme: str, rows: int, steps: int, prefix: str = "",
                lr: float | None = None, methods: bool = False, preflight: bool = False, frozen: bool = False) -> None:
     def shot(name: str) -> None:
-        path = out / f"{prefix}{name}-{scheme}.png"
+        path = out / f"{prefix}{name}-{scheme}{SUFFIX}.png"
         window.grab().save(str(path))
         print(f"wrote {path}", flush=True)
 
@@ -155,7 +158,7 @@ async def predict_walk(window, run_dir: str, data: str, out: Path, scheme: str, 
     await settle(1.0)
     window.export_page.body.setSizes([260, 420, 120])
     await settle(0.5)
-    path = out / f"{prefix}09-export-predict-{scheme}.png"
+    path = out / f"{prefix}09-export-predict-{scheme}{SUFFIX}.png"
     window.grab().save(str(path))
     print(f"wrote {path}", flush=True)
 
@@ -170,14 +173,14 @@ async def import_walk(window, pack: str, out: Path, scheme: str, prefix: str = "
         await settle(0.2)
     page.message.close()
     await settle(1.0)
-    path = out / f"{prefix}10-runs-imported-{scheme}.png"
+    path = out / f"{prefix}10-runs-imported-{scheme}{SUFFIX}.png"
     window.grab().save(str(path))
     print(f"wrote {path}", flush=True)
     dialog = window._about()
     while not dialog.ready:
         await settle(0.2)
     await settle(0.5)
-    path = out / f"{prefix}11-about-{scheme}.png"
+    path = out / f"{prefix}11-about-{scheme}{SUFFIX}.png"
     dialog.grab().save(str(path))
     print(f"wrote {path}", flush=True)
     dialog.close()
@@ -185,7 +188,7 @@ async def import_walk(window, pack: str, out: Path, scheme: str, prefix: str = "
 
 def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: str = "", lr: float | None = None,
             predict: str | None = None, methods: bool = False, import_run: str | None = None,
-            preflight: bool = False, frozen: bool = False) -> int:
+            preflight: bool = False, frozen: bool = False, size: tuple[int, int] = (1280, 800)) -> int:
     os.environ["WORKBENCH_COLOR_SCHEME"] = scheme
     os.environ.setdefault("WORKBENCH_HOME", tempfile.mkdtemp(prefix="workbench-shots-"))
     import qasync
@@ -201,7 +204,7 @@ def run_one(scheme: str, data: str, out: Path, rows: int, steps: int, prefix: st
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     window = MainWindow()
-    window.resize(1280, 800)
+    window.resize(*size)
     window.show()
     window.ensure_pages()
     out.mkdir(parents=True, exist_ok=True)
@@ -235,12 +238,23 @@ def main() -> int:
                    "one epoch (04-train-estimate), no training run")
     p.add_argument("--import-run", metavar="PACK", help="only the Runs page after importing this .wbrun, and "
                    "Help > About (10-runs-imported, 11-about)")
+    p.add_argument("--size", default="1280x800", help="the window's size, WIDTHxHEIGHT (default 1280x800)")
+    p.add_argument("--suffix", default="", help="added after the scheme to every file name, e.g. -1920")
     a = p.parse_args()
+    global SUFFIX
+    SUFFIX = a.suffix
+    try:
+        size = tuple(int(v) for v in a.size.lower().split("x"))
+        if len(size) != 2 or min(size) < 200:
+            raise ValueError
+    except ValueError:
+        p.error(f"--size {a.size}: give the window's size as WIDTHxHEIGHT, e.g. 1920x1080")
     data = a.data or default_data()
     if a.scheme == "both" and not (a.predict or a.import_run):
         for scheme in ("light", "dark"):  # one process each: the palette is chosen at start-up
             args = [sys.executable, __file__, "--scheme", scheme, "--data", data, "--out", a.out,
-                    "--rows", str(a.rows), "--steps", str(a.steps), "--prefix", a.prefix]
+                    "--rows", str(a.rows), "--steps", str(a.steps), "--prefix", a.prefix, "--size", a.size,
+                    "--suffix", a.suffix]
             if a.lr is not None:
                 args += ["--lr", str(a.lr)]
             if a.methods:
@@ -255,7 +269,7 @@ def main() -> int:
         return 0
     scheme = "light" if a.scheme == "both" else a.scheme
     return run_one(scheme, data, Path(a.out), a.rows, a.steps, a.prefix, a.lr, a.predict, a.methods, a.import_run,
-                   a.preflight, a.frozen)
+                   a.preflight, a.frozen, size)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

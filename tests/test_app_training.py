@@ -47,7 +47,9 @@ def test_train_a_tiny_model_to_the_finished_signal(qtbot, window, sentiment_tsv,
     s = page.series
     steps = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     n_steps = sum(1 for e in steps if e["event"] == "StepMetrics")
-    assert len(s.step) == n_steps > 10 and s.step[-1] == page.progress.maximum() == page.progress.value()
+    # The bar ends on the refit's own steps (tests/test_app_refit_phase.py): the final model on all rows.
+    assert len(s.step) == n_steps > 10 and s.step[-1] == s.refit_from + page.progress.maximum()
+    assert page.progress.maximum() == page.progress.value()
     assert len(s.eval_step) == 2 and all(0 <= a <= 1 for a in s.metrics["accuracy"])  # one validation per epoch
     assert len(s.ema) == len(s.loss) and page.raw_curve.getData()[0] is not None
     # Batched: at most ~10 GUI updates a second, however many events the run made.

@@ -3,6 +3,7 @@ of epochs the held-out part chose (workbench/core/run/refit.py)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -11,7 +12,7 @@ import pytest
 from tests.conftest import sentiment_rows, write_tsv
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.core.data.prepare import HELD_OUT
-from workbench.core.events import Callbacks, PhaseChanged, StepMetrics
+from workbench.core.events import Callbacks, PhaseChanged, Refitted, StepMetrics
 from workbench.core.run.pipeline import run_training
 from workbench.core.run.refit import REFIT_MAX_ROWS, plan_refit, wants_refit
 from workbench.core.training.loop import TrainOutcome
@@ -81,11 +82,57 @@ def test_small_sets_refit_on_every_row(tmp_path, tiny_model_dir):
     assert second and second[0].step == 25 and second[-1].step == second[-1].total_steps == 24 + math.ceil(round(13 * chosen, 6))
     assert any(isinstance(e, PhaseChanged) and e.phase == "refitting" for e in rec.events)
     assert "trained on all 200 rows" in (run / "report.txt").read_text()
-    assert "trained on all 200 rows" in (run / "model" / "README.md").read_text()
+    card = (run / "model" / "README.md").read_text()
+    assert "trained on all 200 rows" in card
+    # The card's data lists the rows the final model saw, and says why: 180 + 20 held out, one source.
+    assert "- train, refit on all rows (180 training + 20 held out for validation): `" in card
+    assert "` (200 rows)" in card and "- validation:" not in card and "(40 rows)" in card
+    _refit_is_a_phase_of_its_own(rec.events, len(second))
+    _the_terminal_says_so(rec.events, len(second))
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["refit"] is True and "200 rows" in config["resolved"]["refit_reason"]
     assert result.metrics["accuracy"] >= 0  # tested on the test file, with the refitted model
     assert not (run / "checkpoints").exists()
+
+
+def _refit_is_a_phase_of_its_own(events, refit_steps: int) -> None:
+    """The refit says what it will do as it starts, counts its own steps and epochs, and says what it
+    did once it has: the log line of its end, not of its start."""
+    kinds = [type(e).__name__ for e in events]
+    start = next(i for i, e in enumerate(events) if isinstance(e, PhaseChanged) and e.phase == "refitting")
+    assert "trains again from the backbone on all 200 rows" in events[start].detail
+    assert "was trained" not in events[start].detail
+    end = kinds.index("Refitted")
+    steps = [e for e in events if isinstance(e, StepMetrics)]
+    first = [e for e in steps if e.refit_step is None]
+    refit = [e for e in events[start:end] if isinstance(e, StepMetrics)]
+    assert first and all(events.index(e) < start for e in first)
+    assert [e.refit_step for e in refit] == list(range(1, refit_steps + 1)) and refit == steps[len(first):]
+    assert {e.refit_steps for e in refit} == {refit_steps} and refit[-1].step == first[-1].step + refit_steps
+    assert refit[0].refit_epoch == pytest.approx(1 / 13) and refit[-1].epoch > refit[-1].refit_epoch
+    done = events[end]
+    assert isinstance(done, Refitted) and (done.rows, done.steps) == (200, refit_steps)
+    assert done.epochs == pytest.approx(refit_steps / 13)
+    assert done.message.startswith(f"the final model trained on all 200 rows for {refit_steps} steps (")
+    assert kinds.index("Refitted") < max(i for i, e in enumerate(events) if isinstance(e, PhaseChanged)
+                                         and e.phase == "testing")
+
+
+def _the_terminal_says_so(events, refit_steps: int) -> None:
+    """The CLI's progress: the first pass's bar, then the refit's own, counting its own steps."""
+    from workbench.cli.progress import TerminalProgress
+
+    out = io.StringIO()
+    progress = TerminalProgress(stream=out)
+    for e in events:
+        progress.on_event(e)
+    progress.close()
+    text = out.getvalue()
+    assert "training: 100%" in text and "24/24" in text
+    assert "[refitting: the final model trains again from the backbone on all 200 rows" in text
+    assert "training on all rows: 100%" in text and f" {refit_steps}/{refit_steps} " in text
+    assert f"[refitted: the final model trained on all 200 rows for {refit_steps} steps (" in text
+    assert text.index("[refitting") < text.index("training on all rows:") < text.index("[refitted")
 
 
 @pytest.mark.slow

@@ -43,6 +43,11 @@ class LoadedData:
     unit: str = "rows"  # what a preview row is: "rows", "sentences"
     description: str = ""  # the task's one line about the file, when it is not a plain table
     counts_title: str = "Classes"
+    delimiter: str | None = None  # the delimiter the user chose on the Data page (None: sniffed)
+    # Multi-label: the DataConfig label settings the user chose on the Data page (label_columns,
+    # label_separator, ...; empty: detected), and what the task resolved them to (config.json's "resolved").
+    data_options: dict[str, Any] = field(default_factory=dict)
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -79,7 +84,7 @@ def resolve_data_path(path: str | Path) -> tuple[Path, str | None, str | None, l
             return files[0], None, None, [f"Read {files[0].name}, the only data file in {p}."]
         if not files:
             sub = [d.name for d in p.iterdir() if d.is_dir()]
-            kind = " (it holds folders: image folders are not a supported task yet)" if sub else ""
+            kind = " (it holds folders, but not of images sorted into class folders)" if sub else ""
             raise InputError(f"is a folder without a .tsv or .csv file{kind}; drop a data file instead", path=p)
         names = ", ".join(f.name for f in files[:6])
         raise InputError(f"holds several data files ({names}) and none is named train.*; drop the training file itself",
@@ -102,25 +107,32 @@ def load_data(
     cancel: CancelToken = NEVER,
     text_column: str | None = None,
     label_column: str | None = None,
+    delimiter: str | None = None,
+    data_options: dict[str, Any] | None = None,
 ) -> LoadedData:
-    """Read ``path`` (a file, or a folder with train/dev/test files) and check it for training."""
+    """Read ``path`` (a file, or a folder with train/dev/test files) and check it for training;
+    ``delimiter``: the fields' separator as the user chose it (None: sniffed); ``data_options``: other
+    DataConfig settings chosen for it (a multi-label file's label columns and separator)."""
+    from ..core.config import DataConfig
     from ..core.data import read_table
     from ..core.data.tabular import LINE_COLUMN, arrow_table
     from ..core.tasks import detect_task
 
     say = phase or (lambda _: None)
     train, val, test, notes = resolve_data_path(path)
-    task = detect_task(train)
+    task = detect_task(train, DataConfig(**data_options) if data_options else None)
     say("Reading")
     if not task.data_view_column_choice:
-        return _other_task(train, val, test, notes, task, progress, cancel)
-    table = read_table(train, progress=progress, cancel=cancel)
+        return _other_task(train, val, test, notes, task, progress, cancel, delimiter, data_options)
+    table = read_table(train, delimiter=delimiter, progress=progress, cancel=cancel)
     preview = arrow_table(table.dataset, [*table.columns, LINE_COLUMN])
-    loaded = LoadedData(train.resolve(), val, test, table, preview, None, None, None, notes=notes + table.warnings)
+    loaded = LoadedData(train.resolve(), val, test, table, preview, None, None, None, notes=notes + table.warnings,
+                        delimiter=delimiter)
     return with_columns(loaded, text_column, label_column, phase=say, cancel=cancel)
 
 
-def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel) -> LoadedData:
+def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel, delimiter=None,
+                data_options=None) -> LoadedData:
     """Data of a task without the Data page's column choice, read and checked by that task's own code
     (the engine's): CoNLL sentences with their tags, or the columns of a pair or score file, and the
     task's validation report (tag-scheme breaks with their lines, tag counts, bad scores)."""
@@ -135,7 +147,8 @@ def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel
                 progress(event.done, max(event.total, 1))
 
     reader = task()
-    cfg = DataConfig(train=str(train), val=val, test=test, val_fraction=0.0, test_fraction=0.0, skip_bad_rows=True)
+    cfg = DataConfig(train=str(train), val=val, test=test, val_fraction=0.0, test_fraction=0.0, skip_bad_rows=True,
+                     delimiter=delimiter, **(data_options or {}))
     with tempfile.TemporaryDirectory(prefix="workbench-preview-") as tmp:
         try:
             prepared, problem = reader.prepare_data(cfg, 0, Path(tmp), _Reading(), cancel), None
@@ -148,7 +161,8 @@ def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel
         raise problem or RuntimeError(f"{task.name} set no data preview")
     table = shown.table if shown.table is not None else shown  # both have the columns, rows and malformed rows
     kind = dict(task=task.name, task_title=task.title, checked_here=False, unit=shown.unit,
-                description=shown.description, counts_title=shown.counts_title)
+                description=shown.description, counts_title=shown.counts_title, delimiter=delimiter,
+                data_options=dict(data_options or {}))
     if problem is not None:
         return LoadedData(train.resolve(), val, test, table, shown.rows, None, None, None, problem=str(problem),
                           notes=notes, **kind)
@@ -159,7 +173,8 @@ def _other_task(train: Path, val, test, notes: list[str], task, progress, cancel
     extra = reader.describe_data(prepared)
     summary += f" {extra}" if extra else ""
     notes = [*notes, *prepared.resolved.get("warnings", []), summary]
-    return LoadedData(train.resolve(), val, test, table, shown.rows, None, None, report, notes=notes, **kind)
+    return LoadedData(train.resolve(), val, test, table, shown.rows, None, None, report, notes=notes,
+                      resolved=dict(prepared.resolved), **kind)
 
 
 def _malformed_finding(path: Path, malformed: list, unit: str):

@@ -10,6 +10,8 @@ from collections import deque
 import shiboken6
 from PySide6.QtCore import QObject, Signal
 
+from .wording import in_app_words
+
 KEPT = 200
 
 
@@ -23,7 +25,7 @@ class _Handler(logging.Handler):
             logging.getLogger("workbench").removeHandler(self)
             return
         try:
-            text = record.getMessage()
+            text = in_app_words(record.getMessage())  # the engine's log names the CLI's flags; the app its controls
             if record.levelno >= logging.WARNING:
                 text = f"⚠ {text}"
             self.relay.recent.append((text, record.created))

@@ -79,8 +79,12 @@ class AppState(QObject):
         # What the preview showed is what the engine reads: the format and columns are pinned.
         d = self.config.data
         if not getattr(data, "checked_here", True):
-            # The engine reads other tasks' files its own way (CoNLL, pairs, scores): pin nothing.
-            d.delimiter = d.has_header = d.text_column = d.label_column = None
+            # The engine reads other tasks' files its own way (CoNLL, pairs, scores): pin nothing but
+            # the delimiter the user chose on the Data page.
+            d.has_header = d.text_column = d.label_column = d.label_separator = d.label_columns = None
+            d.delimiter = getattr(data, "delimiter", None)
+            for key, value in (getattr(data, "data_options", None) or {}).items():  # multi-label label settings
+                setattr(d, key, value)
             return
         d.delimiter = data.table.format.delimiter
         d.has_header = data.table.format.has_header

@@ -112,6 +112,17 @@ def _owns_file_drops(widget: QWidget | None) -> bool:
     return False
 
 
+DEFAULT_SIZE = QSize(1280, 800)  # what every page is laid out for; larger screens get this, smaller ones less
+FRAME_ALLOWANCE = QSize(16, 48)  # the window manager's title bar and borders around the window's own size
+
+
+def default_size(available: QSize) -> QSize:
+    """The window's first size: ``DEFAULT_SIZE``, or what fits the screen's ``available`` area (a
+    1280x800 laptop less its panel) with the window manager's frame around it."""
+    room = available - FRAME_ALLOWANCE
+    return QSize(max(640, min(DEFAULT_SIZE.width(), room.width())), max(480, min(DEFAULT_SIZE.height(), room.height())))
+
+
 # `workbench --sample`: open the bundled real dataset (the tweets corpus) with quick-trial settings.
 SAMPLE = ":sample:"
 
@@ -268,6 +279,9 @@ class MainWindow(QMainWindow):
         self.cancel_action.triggered.connect(self.controller.cancel)
         self.cancel_action.setEnabled(False)
         run.addAction(self.cancel_action)
+        from .search import install as install_search
+
+        install_search(self, run)  # Find Best Settings, Log Runs To
 
         self._build_help_menu()
 
@@ -302,6 +316,7 @@ class MainWindow(QMainWindow):
         self.data_page.status.connect(self._status)
         self.data_page.file_loaded.connect(self._add_recent)
         self.data_page.sample_opened.connect(self._apply_quick_trial)
+        self.data_page.opening.connect(lambda _path: self.go_to("data"))  # File > Open from any page shows it
         self.model_page.status.connect(self._status)
         s.dataset_changed.connect(lambda _: self._refresh_steps())
         s.columns_changed.connect(lambda _: self._refresh_steps())
@@ -696,10 +711,8 @@ class MainWindow(QMainWindow):
 
     def _restore(self) -> None:
         geometry = settings().value("windowGeometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1280, 820)
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(default_size(self.screen().availableGeometry().size()))
         self.data_page.set_recent(self.recent_files())
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API

@@ -1,5 +1,6 @@
-"""`workbench label-issues` and `workbench compare`: what is wrong with the data, what changed
-between two runs. Both print a readable table and end stdout with one JSON line."""
+"""`workbench label-issues`, `workbench compare` and `workbench explain`: what is wrong with the data,
+what changed between two runs, which tokens made a text model decide. Each prints a readable table and
+ends stdout with one JSON line."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import sys
 from pathlib import Path
 
 from ..core.escaping import one_line
-from ..core.tasks.table import LABEL_ISSUES, TASKS, modality_of
+from ..core.tasks.table import EXPLANATIONS, LABEL_ISSUES, TASKS, modality_of, prediction_kind, spec_or_none
 from .progress import add_quiet_flag
 
-ANALYSIS_COMMANDS = ("label-issues", "compare")
+ANALYSIS_COMMANDS = ("label-issues", "compare", "explain")
 
 
 def _label_issue_tasks() -> str:
@@ -41,6 +42,10 @@ def add_parsers(sub) -> None:
     li.add_argument("--text-column", default=None)
     li.add_argument("--text-pair-column", default=None)
     li.add_argument("--label-column", default=None)
+    li.add_argument("--label-separator", default=None,
+                    help="several labels per row: what separates them in the label column (|, , or ;; default: detected)")
+    li.add_argument("--label-columns", default=None, metavar="A,B,C",
+                    help="several labels per row given as 0/1 columns, one per label")
     li.add_argument("--delimiter", default=None)
     li.add_argument("--max-length", type=int, default=128, help="tokens per text (default 128)")
     li.add_argument("--corrected", metavar="COPY",
@@ -60,6 +65,20 @@ def add_parsers(sub) -> None:
     c.add_argument("--examples", type=int, default=10, help="fixed and broken examples to print (default 10 each)")
     c.add_argument("-o", "--output", help="write every fixed/broken example to this JSONL file")
     c.add_argument("--overwrite", action="store_true", help="let -o replace an existing file")
+
+    e = sub.add_parser(
+        "explain", help="which tokens of a text pushed a text model towards its answer",
+        description="Integrated gradients of an exported text model (RUN/model or an --export folder): each token's "
+                    "share of the explained logit, strongest first. A classifier explains its predicted class; a "
+                    "multi-label model each label it decides at its thresholds (the top label when it decides none), "
+                    "or the labels named by --label. The last stdout line is JSON with every token's attribution.")
+    e.add_argument("model", metavar="EXPORT_DIR")
+    e.add_argument("text", metavar="TEXT")
+    e.add_argument("--text-pair", default=None, help="the second text, for a sentence-pair model")
+    e.add_argument("--label", action="append", default=None,
+                   help="a multi-label model's label to explain (repeat for several; default: the decided ones)")
+    e.add_argument("--steps", type=int, default=48, help="integration steps (default 48)")
+    e.add_argument("--top", type=int, default=10, help="tokens to print per label (default 10)")
 
 
 def _check_label_issues_outputs(args: argparse.Namespace) -> None:
@@ -98,7 +117,8 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
     _check_label_issues_outputs(args)  # before any work: a bad -o must not cost the whole computation
     delimiter = "\t" if args.delimiter and args.delimiter.lower() in ("tab", "\\t") else args.delimiter
     dc = DataConfig(text_column=args.text_column, text_pair_column=args.text_pair_column,
-                    label_column=args.label_column, delimiter=delimiter)
+                    label_column=args.label_column, delimiter=delimiter, label_separator=args.label_separator,
+                    label_columns=[c.strip() for c in args.label_columns.split(",")] if args.label_columns else None)
     progress = TerminalProgress(enabled=not args.quiet)
     with cancelled_by_ctrl_c(progress, "workbench: cancelled", cancel_then_stop) as cancel:
         result = find_label_issues(args.data, args.model, args.task, data_config=dc, folds=args.folds,
@@ -144,5 +164,43 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explanations(args: argparse.Namespace) -> list:
+    """The attributions `workbench explain` prints, after checking that the export can be explained."""
+    from ..core.analysis.explain import explain_text, explain_text_labels
+    from ..core.errors import InputError
+    from ..core.predict.predictor import read_meta
+
+    if args.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {args.steps}")
+    meta = read_meta(Path(args.model).expanduser())
+    spec = spec_or_none(meta["task"])
+    if spec is None or not spec.supports(EXPLANATIONS) or spec.modality != "text":
+        raise InputError(f"explanations are for text classifiers; this model is {meta['task']} (images: the app's "
+                         "Evaluate page shows saliency)", path=args.model)
+    if prediction_kind(spec.name) == "labels":
+        return explain_text_labels(str(Path(args.model).expanduser()), args.text, args.label, args.steps)
+    if args.label:
+        raise InputError("--label is for multi-label models; a classifier explains its predicted class")
+    return [explain_text(str(Path(args.model).expanduser()), args.text, args.text_pair, args.steps)]
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    out = []
+    for att in _explanations(args):
+        tokens = [(t, s) for t, s, sp in zip(att.tokens, att.scores, att.special) if not sp]
+        head = f"{one_line(att.label)}: logit {att.logit:+.3f} (baseline {att.baseline_logit:+.3f})"
+        if att.score is not None:
+            head += f", score {att.score:.3f}, {'decided' if att.decided else 'not decided'}"
+        print(head)
+        for token, score in sorted(tokens, key=lambda x: -abs(x[1]))[: max(0, args.top)]:
+            print(f"  {score:+9.4f}  {one_line(token)}")
+        out.append({"label": att.label, "logit": att.logit, "baseline_logit": att.baseline_logit, "delta": att.delta,
+                    **({"score": att.score, "decided": att.decided} if att.score is not None else {}),
+                    "tokens": [[t, round(s, 6)] for t, s in tokens]})
+    print(json.dumps({"model": args.model, "explained": out}, ensure_ascii=False))
+    return 0
+
+
 def run_analysis(args: argparse.Namespace) -> int:
-    return cmd_label_issues(args) if args.command == "label-issues" else cmd_compare(args)
+    commands = {"label-issues": cmd_label_issues, "compare": cmd_compare, "explain": cmd_explain}
+    return commands[args.command](args)

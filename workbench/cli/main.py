@@ -38,8 +38,44 @@ from ..launcher import launch, under_launcher
 from .exits import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_USAGE, EXIT_WRITE, UsageError
 from .interrupt import Interrupted
 from .progress import add_quiet_flag
+from .track import add_parsers as add_track_parsers
+from .track import add_tracking_flags
 
 PAUSE_SIGNAL = getattr(signal, "SIGUSR1", None)  # `kill -USR1 PID` pauses a run (POSIX only)
+
+
+# `workbench train --help` in sections, as docs/CLI.md lists them; an option in none stays under "options".
+TRAIN_GROUPS = {
+    "data": ("--val", "--test", "--task", "--text-column", "--label-column", "--label-separator", "--label-columns",
+             "--text-pair-column", "--delimiter", "--no-header", "--header", "--skip-bad-rows", "--sample",
+             "--val-fraction", "--test-fraction", "--refit"),
+    "tagging": ("--tag-column", "--tag-scheme"),
+    "model and method": ("--model", "--method", "--freeze-backbone", "--lora-rank", "--lora-alpha", "--lora-dropout",
+                         "--lora-targets", "--export-adapter"),
+    "training": ("--epochs", "--batch-size", "--lr", "--max-length", "--seed", "--weight-decay", "--warmup-ratio",
+                 "--grad-accum", "--max-grad-norm", "--max-steps", "--group-by-length", "--no-group-by-length"),
+    "evaluation": ("--eval-steps", "--early-stopping", "--metric"),
+    "device and speed": ("--device", "--precision", "--compile", "--num-processes"),
+    "images": ("--image-size", "--augment", "--batch-norm", "--feature-views"),
+    "checkpoints and resume": ("--save-minutes", "--save-steps", "--keep-checkpoints", "--resume"),
+    "output": ("--run-dir", "--export", "--overwrite", "--quantize", "--config"),
+    "estimate only": ("--preflight",),
+    "experiment trackers": ("--report-to", "--mlflow-uri"),
+    "terminal": ("--quiet", "--verbose"),
+}
+
+
+class _Grouped:
+    """A parser whose ``add_argument`` puts each option in its TRAIN_GROUPS section of the help."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+        self.sections = {title: parser.add_argument_group(title) for title in TRAIN_GROUPS}
+        self.section_of = {flag: title for title, flags in TRAIN_GROUPS.items() for flag in flags}
+
+    def add_argument(self, *names, **kwargs):
+        title = self.section_of.get(names[0])
+        return (self.sections[title] if title else self.parser).add_argument(*names, **kwargs)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "transformers, PySide6), the OS and the devices, for a bug report (as Help > About copies them)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    t = sub.add_parser("train", help="fine-tune a model headless", description="Fine-tune a model on DATA (a TSV or CSV file, or a CoNLL/CoNLL-U file for tagging).")
+    t = _Grouped(sub.add_parser("train", help="fine-tune a model headless", description="Fine-tune a model on DATA "
+                                "(a TSV or CSV file, a CoNLL/CoNLL-U file for tagging, or an image folder)."))
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="go on with a paused, cancelled or crashed run from its last checkpoint, in its own folder "
                         "(its settings come from RUN_DIR/config.json)")
@@ -110,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preflight", action="store_true",
                    help="do not train: estimate the run's time per epoch, its total time and its peak memory on the "
                         "chosen device from a few timed batches, print them (last line JSON) and exit")
+    add_tracking_flags(t, None)  # --report-to, --mlflow-uri (cli/track.py)
     add_quiet_flag(t)
     t.add_argument("--verbose", "-v", action="store_true",
                    help="also show the engine's log (backbone resolution, fallbacks, devices) on stderr")
@@ -127,8 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .predict import add_commands
 
     add_commands(sub)  # predict, serve
-    add_parsers(sub)  # label-issues, compare
+    add_parsers(sub)  # label-issues, compare, explain
     add_pack_parsers(sub)  # pack, unpack
+    add_track_parsers(sub)  # track, runs
+    from .search import add_parsers as add_search_parsers
+
+    add_search_parsers(sub)  # search
     return p
 
 
@@ -236,6 +278,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.export_dir = args.export_dir
     if args.quantize:
         cfg.quantize = args.quantize
+    if args.report_to is not None:
+        cfg.report_to = args.report_to
+    if args.mlflow_uri:
+        cfg.mlflow_uri = args.mlflow_uri
     if args.overwrite:
         if not args.export_dir:
             raise UsageError("workbench train: --overwrite applies to --export DIR; give the folder too")
@@ -260,7 +306,7 @@ def _launch_run_dir(cfg: RunConfig, args: argparse.Namespace) -> str:
     from ..core.tasks import get_task
 
     sweep_interrupted_runs(runs_home())
-    return str(default_run_path(Path(cfg.data.train).stem, get_task(cfg.task, cfg.data.train).name))
+    return str(default_run_path(Path(cfg.data.train).stem, get_task(cfg.task, cfg.data.train, cfg.data).name))
 
 
 def _saved_train(run_dir: str) -> dict:
@@ -289,7 +335,7 @@ def _check_resume_args(args: argparse.Namespace) -> None:
     given += [f"--{name.replace('_', '-')}" for name in ("header", "no_header", "skip_bad_rows", "group_by_length",
                                                           "no_group_by_length", "freeze_backbone", "overwrite",
                                                           "keep_checkpoints", "export_adapter", "lora_targets", "preflight",
-                                                          "compile") if getattr(args, name)]
+                                                          "compile", "report_to", "mlflow_uri") if getattr(args, name)]
     if given:
         raise UsageError(f"workbench train: --resume goes on with the run's own settings (RUN_DIR/config.json); "
                          f"leave out {', '.join(given)}")
@@ -484,7 +530,8 @@ def cmd_demo(args) -> int:
     return _run_and_report(cfg, args.quiet)
 
 
-SUBCOMMANDS = ("train", "adapt", "models", "demo", "predict", "serve", "label-issues", "compare", "pack", "unpack")
+SUBCOMMANDS = ("train", "adapt", "models", "demo", "predict", "serve", "label-issues", "compare", "explain", "pack",
+               "unpack", "track", "runs", "search")
 
 
 def open_app(path: str | None) -> int:
@@ -538,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import cmd_predict, cmd_serve
 
             return cmd_predict(args) if args.command == "predict" else cmd_serve(args)
-        if args.command in ("label-issues", "compare"):
+        if args.command in ("label-issues", "compare", "explain"):
             from .analysis import run_analysis
 
             return run_analysis(args)
@@ -546,6 +593,14 @@ def main(argv: list[str] | None = None) -> int:
             from .pack import run_pack_command
 
             return run_pack_command(args)
+        if args.command in ("track", "runs"):
+            from .track import run_track_command
+
+            return run_track_command(args)
+        if args.command == "search":
+            from .search import cmd_search
+
+            return cmd_search(args, argv, config_from_args(args))
         if args.install_desktop_entry or args.uninstall_desktop_entry:
             from ..desktop import run
 

@@ -4,9 +4,10 @@
     workbench serve EXPORT_DIR [--port 8000] [--host 127.0.0.1] [--api-key KEY]
 
 ``predict`` streams INPUT (a TSV/CSV file, a CoNLL or plain-text file for tagging, a folder of images)
-into a TSV; bad rows are reported on stderr by line or path and skipped; the last stdout line is a
-JSON summary. Exit status as for ``train``: 0 done (even with skipped rows), 2 bad input, 3 the
-output could not be written, 130 interrupted (nothing is left behind).
+into a TSV (for a multi-label model: a ``labels`` column, the decided labels joined by the export's
+separator, and the ``p_<label>`` scores); bad rows are reported on stderr by line or path and skipped;
+the last stdout line is a JSON summary. Exit status as for ``train``: 0 done (even with skipped rows),
+2 bad input, 3 the output could not be written, 130 interrupted (nothing is left behind).
 """
 
 from __future__ import annotations

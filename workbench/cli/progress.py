@@ -12,6 +12,7 @@ from ..core.events import (
     Finished,
     PhaseChanged,
     Progress,
+    Refitted,
     RunStarted,
     StepMetrics,
     TaskReady,
@@ -23,6 +24,10 @@ from ..core.metrics import CLASSIFICATION, specs_from, summary_text
 def add_quiet_flag(parser, help: str | None = "no progress bar") -> None:
     """--quiet/-q: no progress bar (every long-running command has it)."""
     parser.add_argument("--quiet", "-q", action="store_true", help=help)
+
+
+TRAINING = "training"
+REFITTING = "training on all rows"  # the refit's bar: the final model, trained again on every row
 
 
 class TerminalProgress(Callbacks):
@@ -49,7 +54,7 @@ class TerminalProgress(Callbacks):
         from tqdm import tqdm
 
         if isinstance(event, PhaseChanged):
-            if event.phase in ("training", "evaluating") and self.bar is not None and self.bar.desc == "training":
+            if event.phase in ("training", "evaluating") and self.bar is not None and self.bar.desc == TRAINING:
                 return  # evaluations between steps keep the training bar on screen
             if event.phase != self._phase:
                 self._close_bar()
@@ -77,20 +82,32 @@ class TerminalProgress(Callbacks):
                 # No rate: a phase reports in a few large jumps (a whole small file in one), and the
                 # rate of the first jump is absurd ("22581894761.30it/s"). Reading counts bytes.
                 size = dict(unit="B", unit_scale=True, unit_divisor=1024) if event.phase == "reading" else {}
+                # Predicting a file counts bytes, a folder images: "112/112" for 3 rows read as rows. A share only.
+                counts = "" if event.phase == "predicting" else " {n_fmt}/{total_fmt}"
                 self.bar = tqdm(total=event.total, desc=event.phase, file=self.stream, leave=False, dynamic_ncols=True,
-                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]", **size)
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}|" + counts + " [{elapsed}]", **size)
             self.bar.n = event.done
             self.bar.refresh()
             if event.done >= event.total:
                 self._close_bar()
         elif isinstance(event, StepMetrics):
-            if self.bar is None or self.bar.desc != "training":
-                self._close_bar()
-                self.bar = tqdm(total=event.total_steps, desc="training", unit="step", file=self.stream, dynamic_ncols=True)
-            self.bar.n = event.step
-            self.bar.set_postfix_str(
-                f"loss {event.loss:.4f}, {event.samples_per_second:.1f} samples/s, ETA {event.eta_s:.0f}s", refresh=True
-            )
+            self._step(event, tqdm)
+        elif isinstance(event, Refitted):
+            self._close_bar()
+            print(f"[refitted: {event.message}]", file=self.stream, flush=True)
+
+    def _step(self, event: StepMetrics, tqdm) -> None:
+        """The training bar; the refit (the final model on every row) has its own, counting its own steps."""
+        refit = event.refit_step is not None
+        desc, step = (REFITTING, event.refit_step) if refit else (TRAINING, event.step)
+        total = event.refit_steps if refit else event.total_steps
+        if self.bar is None or self.bar.desc != desc:
+            self._close_bar()
+            self.bar = tqdm(total=total, desc=desc, unit="step", file=self.stream, dynamic_ncols=True)
+        self.bar.n = step
+        self.bar.set_postfix_str(
+            f"loss {event.loss:.4f}, {event.samples_per_second:.1f} samples/s, ETA {event.eta_s:.0f}s", refresh=True
+        )
 
     def write(self, line: str) -> None:
         """A line on stderr that does not tear the progress bar."""

@@ -6,15 +6,18 @@ model.onnx); requests are read and answered on a worker thread so a long batch d
 
     POST /predict  {"inputs": [...]}  ->  {"predictions": [...]}
     GET  /health                      ->  {"status": "ok", "task": ..., "backend": ..., "labels": [...]}
+                                          (multi-label: also "thresholds", "thresholds_fallback", "label_separator")
 
 Inputs by task: texts (classification, regression), ``[text, second text]`` pairs or
 ``{"text": ..., "text_pair": ...}`` (sentence pairs), texts or lists of tokens (tagging), base64-encoded
 image files (images; line breaks and a ``data:image/...;base64,`` prefix are allowed). Predictions:
 ``{"label", "score", "probabilities"}`` (classes), ``{"score"}`` (regression), ``{"tokens", "tags",
-"scores"}`` (tagging). Bad requests get a 4xx answer ``{"error": "..."}`` naming the problem (and the
-input's index): 400 not JSON (or nested too deeply) or no "inputs" list, 401 no or a wrong API key
-(``--api-key``), 413 too large, 422 an input of the wrong kind (or text that is not Unicode: a lone
-surrogate), 404/405 wrong path or method; a bug answers 500 ``{"error": ...}`` and the server goes on.
+"scores"}`` (tagging), ``{"labels": [the decided labels], "scores": {label: sigmoid score}}``
+(multi-label: each label decided at the export's threshold for it; an empty list when none is). Bad
+requests get a 4xx answer ``{"error": "..."}`` naming the problem (and the input's index): 400 not
+JSON (or nested too deeply) or no "inputs" list, 401 no or a wrong API key (``--api-key``), 413 too
+large, 422 an input of the wrong kind (or text that is not Unicode: a lone surrogate), 404/405 wrong
+path or method; a bug answers 500 ``{"error": ...}`` and the server goes on.
 
 Stopping (SIGTERM, Ctrl+C): no new connections are taken, the requests in flight are answered (for
 at most GRACE_SECONDS, then they get 503), and the process exits (0 for SIGTERM, 130 for Ctrl+C).

@@ -12,12 +12,22 @@ from pathlib import Path
 from .config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
 from .tasks.table import DEFAULT_TASK, default_lr, lr_help, method_help, spec_or_none
 
+
+def comma_list(value: str) -> list[str]:
+    """A comma-separated option (--label-columns a,b,c) as its parts."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 TRAIN_FLAGS = {
     # flag: (section, field, type, help)
     "--val": ("data", "val", str, "validation file (default: a stratified 10%% of DATA)"),
     "--test": ("data", "test", str, "test file for the final report (default: a stratified 10%% of DATA when no --val)"),
     "--text-column": ("data", "text_column", str, "text column: a header name or a 0-based position (default: guessed)"),
     "--label-column": ("data", "label_column", str, "label column: a header name or a 0-based position (default: guessed)"),
+    "--label-separator": ("data", "label_separator", str, "multi-label: what separates the labels in the label "
+                          "column: '|', ',' or ';' (default: detected)"),
+    "--label-columns": ("data", "label_columns", comma_list, "multi-label: one 0/1 column per label "
+                        "instead of a label column, comma-separated names or 0-based positions, e.g. billing,bug"),
     "--text-pair-column": ("data", "text_pair_column", str, "sentence pairs: the second text column (default: guessed, e.g. sentence2, hypothesis)"),
     "--tag-column": ("data", "tag_column", str, "tagging: CoNLL tag column as a 0-based position (default: the last); CoNLL-U: upos (default) or xpos"),
     "--tag-scheme": ("data", "tag_scheme", str, "tagging: auto (IOB2 for span tags, converting IOB1/IOBES/BILOU), iob2, iobes, io, or none (tags as written, token-level metrics)"),
@@ -117,6 +127,8 @@ def _stated_lr(config: RunConfig) -> float | None:
 
 
 def _text(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # 3.0 epochs: "3"
     return str(value)

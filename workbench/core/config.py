@@ -21,6 +21,7 @@ DEFAULT_EPOCHS = 3.0  # when --epochs is not given (image tasks choose from thei
 # Settings that are real numbers, with the flag that sets each (for messages).
 _FLOAT_FLAGS = {"epochs": "--epochs", "lr": "--lr", "weight_decay": "--weight-decay", "warmup_ratio": "--warmup-ratio",
                 "max_grad_norm": "--max-grad-norm", "save_minutes": "--save-minutes"}
+LABEL_SEPARATORS = ("|", ",", ";")  # what a multi-label column may separate its labels with
 _DATA_FLOAT_FLAGS = {"val_fraction": "--val-fraction", "test_fraction": "--test-fraction"}
 
 
@@ -31,6 +32,10 @@ class DataConfig:
     test: str | None = None
     text_column: str | None = None  # a name, or a 0-based position written as digits
     label_column: str | None = None
+    # Multi-label: the label column's separator ("|", "," or ";"; None: detected), or one 0/1 column per
+    # label instead of a label column (header names or 0-based positions).
+    label_separator: str | None = None
+    label_columns: list[str] | None = None
     text_pair_column: str | None = None  # sentence pairs: the second text (default: guessed from the header)
     tag_column: str | None = None  # tagging: CoNLL 0-based tag column (default: last); CoNLL-U upos (default) or xpos
     tag_scheme: str = "auto"  # tagging: auto (IOB2 for span tags), iob2, iobes, io, or none (tags as written)
@@ -41,7 +46,26 @@ class DataConfig:
     sample: int | None = None  # keep a stratified random sample of N rows of the training file
     skip_bad_rows: bool = False  # otherwise malformed rows stop the run before training
 
+    def problems(self) -> list[str]:
+        out = []
+        if self.label_separator is not None and self.label_separator not in LABEL_SEPARATORS:
+            out.append(f"--label-separator must be one of {', '.join(map(repr, LABEL_SEPARATORS))}, "
+                       f"got {self.label_separator!r}")
+        if self.label_columns is not None:
+            names = self.label_columns
+            if not names or not all(isinstance(n, str) and n.strip() for n in names):
+                out.append("--label-columns must name at least one column, e.g. billing,bug,feature")
+            elif len(set(names)) != len(names):
+                out.append(f"--label-columns names a column twice: {','.join(names)}")
+            if self.label_column is not None:
+                out.append("--label-columns (0/1 columns, one per label) and --label-column (one column of label "
+                           "lists) contradict each other; give one")
+            if self.label_separator is not None:
+                out.append("--label-separator applies to one column of label lists, not to --label-columns")
+        return out
 
+
+TRACKERS = ("tensorboard", "mlflow")  # what --report-to accepts (core/tracking logs to each)
 METHODS = tuple(METHOD_SPECS)  # what --method accepts (core/tasks/table.py describes each)
 
 
@@ -155,6 +179,9 @@ class RunConfig:
     overwrite_export: bool = False  # replace an earlier Workbench export in export_dir (never other files)
     name: str | None = None
     quantize: str | None = None  # "int8": also write model.int8.onnx, measured against fp32 (onnx_export.py)
+    # Experiment trackers the run also logs to (core/tracking): tensorboard (RUN/tensorboard), mlflow.
+    report_to: list[str] = field(default_factory=list)
+    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else a local store under the runs home
 
     def validate(self) -> None:
         t = self.train
@@ -220,7 +247,11 @@ class RunConfig:
             problems.append(f"--sample must be at least 10 rows, got {self.data.sample}")
         if not 0 < t.mlm_probability < 1:
             problems.append(f"mlm_probability must be between 0 and 1, got {t.mlm_probability}")
-        problems += self.model.problems()
+        problems += self.data.problems() + self.model.problems()
+        trackers = self.report_to if isinstance(self.report_to, list) else [self.report_to]
+        if unknown := [t for t in trackers if t not in TRACKERS]:
+            problems.append(f"--report-to takes {' and/or '.join(TRACKERS)} (comma-separated), got "
+                            f"{', '.join(map(str, unknown))}")
         if problems:
             raise InputError("; ".join(problems))
 
@@ -242,7 +273,7 @@ class RunConfig:
             model=build(ModelConfig, ModelConfig.upgrade(d.pop("model", {}))),
             train=build(TrainConfig, d.pop("train", {})),
             **{k: v for k, v in d.items() if k in {"task", "run_dir", "export_dir", "overwrite_export", "name",
-                                                  "quantize"}},
+                                                  "quantize", "report_to", "mlflow_uri"}},
         )
 
     @classmethod

@@ -68,7 +68,10 @@ def write_corrected_copy(issues, decisions: dict[int, str | None], target: str |
     target = check_output_path(target or default_copy_path(source), [("the original", source)],
                                what="the corrected copy", overwrite=overwrite, folder_ok=source.is_dir(),
                                exists_hint="choose another name (or allow overwriting)")
-    unknown = [label for label in decisions.values() if label is not None and label not in issues.labels]
+    # A multi-label row's new label is a set joined by the file's separator ("billing|bug"; "" for none).
+    separator = getattr(issues, "separator", None)
+    unknown = [part for label in decisions.values() if label is not None
+               for part in (_label_set(label, separator) if separator else [label]) if part not in issues.labels]
     if unknown:
         raise InputError(f"unknown label {unknown[0]!r}; the labels are {', '.join(issues.labels)}")
     by_line = {r.line: r for r in issues.rows}
@@ -104,7 +107,9 @@ def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resol
         from .data.tabular import LINE_COLUMN, arrow_table
 
         starts = arrow_table(table.dataset, [LINE_COLUMN]).column(LINE_COLUMN).to_pylist()
-        label_index = table.columns.index(str(resolved["label_column"]))
+        # One label column (a class, or a separated label set), or 0/1 columns, one per label.
+        label_index = table.columns.index(str(resolved["label_column"])) if resolved.get("label_column") else -1
+        one_hot = {table.columns.index(c): c for c in resolved.get("label_columns") or []}
     codec = "latin-1" if encoding == "latin-1" else ("utf-8" if encoding == "utf-8" else encoding)
     lines = source.read_bytes().splitlines(keepends=True)  # bytes split on \n, \r\n, \r: csv's physical lines
     # Each row spans from its start line to the line before the next row (or unparsed line) starts.
@@ -123,7 +128,12 @@ def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resol
         ending = raw[len(body):]
         bom = b"\xef\xbb\xbf" if line == 1 and body.startswith(b"\xef\xbb\xbf") else b""
         fields = next(csv.reader(io.StringIO(body[len(bom):].decode(codec), newline=""), delimiter=table.format.delimiter))
-        fields[label_index] = label
+        if one_hot:
+            chosen = set(_label_set(label, str(resolved.get("label_separator") or "|")))
+            for j, column in one_hot.items():
+                fields[j] = "1" if column in chosen else "0"
+        else:
+            fields[label_index] = label
         out = io.StringIO()
         csv.writer(out, delimiter=table.format.delimiter, lineterminator="").writerow(fields)
         replace[line] = bom + out.getvalue().encode(codec) + (ending or b"")
@@ -135,6 +145,10 @@ def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resol
             elif i not in drop:
                 f.write(raw)
     write_json_atomic(sidecar_of(target), {**record, "copy": str(target)}, fsync=False)
+
+
+def _label_set(label: str, separator: str) -> list[str]:
+    return [p.strip() for p in label.split(separator) if p.strip()]
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -65,7 +65,7 @@ class TaskReady(Event):
 @dataclass(frozen=True)
 class PhaseChanged(Event):
     """The run moved to another phase: reading, validating, tokenizing, loading_model, training,
-    evaluating, testing, exporting."""
+    evaluating, refitting, tuning, calibrating, testing, exporting."""
 
     phase: str
     detail: str = ""
@@ -93,6 +93,23 @@ class StepMetrics(Event):
     grad_norm: float | None = None
     mfu: float | None = None  # model FLOPs utilisation on a known GPU (6 x parameters x tokens / peak)
     peak_memory_gib: float | None = None  # the GPU memory the run has held at most
+    # In the refit (core/run/refit.py: the final model trained again on every row) ``step``,
+    # ``total_steps`` and ``epoch`` go on from the first pass's, one x-axis for both; these are the
+    # refit's own, for its own progress. None in the first pass.
+    refit_step: int | None = None
+    refit_steps: int | None = None
+    refit_epoch: float | None = None
+
+
+@dataclass(frozen=True)
+class Refitted(Event):
+    """The refit ended: the final model trained on ``rows`` rows (training and held-out validation)
+    for ``steps`` steps of its own (``epochs`` passes over them); ``message`` says it in a sentence."""
+
+    rows: int
+    steps: int
+    epochs: float
+    message: str = ""
 
 
 @dataclass(frozen=True)

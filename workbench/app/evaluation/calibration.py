@@ -5,7 +5,8 @@ workbench/core/analysis/calibration.py). pyqtgraph is imported when the first ru
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 
@@ -49,7 +50,7 @@ class ReliabilityView(QWidget):
         if self.plot is None:
             import pyqtgraph as pg
 
-            self.plot = pg.PlotWidget(background="w")
+            self.plot = pg.PlotWidget()
             self.plot.setLabel("bottom", "confidence")
             self.plot.setLabel("left", "accuracy")
             self.plot.setXRange(0, 1, padding=0.02)
@@ -57,7 +58,33 @@ class ReliabilityView(QWidget):
             self.plot.setMouseEnabled(False, False)
             self.plot.setMinimumHeight(160)
             self._lay.addWidget(self.plot, 1)
+            self._apply_palette()
         return self.plot
+
+    def _apply_palette(self) -> None:
+        """The plot on the palette's base colour with its text colour, in light and dark schemes alike."""
+        if self.plot is None:
+            return
+        import pyqtgraph as pg
+
+        pal = self.palette()
+        text = pal.color(QPalette.ColorRole.Text)
+        self.plot.setBackground(pal.color(QPalette.ColorRole.Base))
+        for name in ("left", "bottom"):
+            axis = self.plot.getPlotItem().getAxis(name)
+            axis.setPen(pg.mkPen(text))
+            axis.setTextPen(pg.mkPen(text))
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_palette()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        # A wrapped label asks for one line's height; the note needs as many lines as this width
+        # wraps it to, or the splitter above gives the plot too little and cuts its axis title.
+        self.note.setMinimumHeight(self.note.heightForWidth(max(1, self.width())))
 
     def set_calibration(self, cal: dict | None) -> None:
         self.calibration = cal

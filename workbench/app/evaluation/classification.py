@@ -4,6 +4,7 @@ and a box to try the model on new text."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QLabel, QWidget
 
 from ...core.run.history import RunData
@@ -37,17 +38,21 @@ class ClassificationView(RunView):
 
         self.reliability = ReliabilityView()
         self.reliability.setToolTip("Accuracy per confidence bin: a calibrated model follows the diagonal.")
-        self.arrange(self._build_sections(), section("Predictions", self._build_predictions()))
+        # The reports on top; the examples below, with Try it beside them: an explained example
+        # shows next to its row, and the box has the height for a few lines of text.
+        examples = side_by_side(section("Predictions", self._build_predictions()), section("Try it", self.try_it),
+                                stretch=(3, 2))
+        self.arrange(self._build_sections(), examples)
 
     def _build_sections(self) -> QWidget:
         axis = QLabel("Rows: gold label  \u00b7  Columns: predicted label")
         axis.setEnabled(False)
+        axis.setWordWrap(True)
         return side_by_side(
             section("Per class", self.per_class),
             section("Confusion matrix", column(axis, (self.confusion, 1)), hint="Click a cell to list its examples below."),
-            section("Try it", self.try_it),
             section("Calibration", self.reliability),
-            stretch=(3, 3, 3, 2))
+            stretch=(2, 3, 2))
 
     def _build_predictions(self) -> QWidget:
         self.predictions_model = PredictionsModel(self)
@@ -81,8 +86,21 @@ class ClassificationView(RunView):
         self.confusion.set_matrix(labels, report.get("confusion_matrix") or [[0] * len(labels) for _ in labels])
         self.filters.clear_cell()
         self.predictions_model.set_columns(columns)
+        self._fit_label_columns(columns.labels)
         self.predictions.scrollToTop()
         self.show_model(run, pair=columns.has_pair)
+
+    def _fit_label_columns(self, labels: list[str]) -> None:
+        """Gold and Predicted as wide as their header or longest label (at most 16 ems): the
+        input takes the rest."""
+        metrics = self.predictions.fontMetrics()
+        bold = self.predictions.font()
+        bold.setBold(True)  # a mistaken prediction is shown in bold
+        bold_metrics = QFontMetrics(bold)
+        header = self.predictions.horizontalHeader()
+        for c in (PredictionsModel.GOLD, PredictionsModel.PREDICTED):
+            widest = max((bold_metrics.horizontalAdvance(str(l)) + 16 for l in labels), default=0)
+            header.resizeSection(c, min(max(header.sectionSizeHint(c), widest), metrics.horizontalAdvance("M") * 16))
 
     def show_baseline(self, baseline: dict | None, metrics: dict) -> None:
         """The frozen-feature baseline's accuracy, with its macro-F1 and cost in the tooltip."""

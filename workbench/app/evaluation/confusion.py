@@ -163,8 +163,24 @@ class ConfusionView(QTableView):
         mode = QHeaderView.ResizeMode.Stretch if n <= 8 else QHeaderView.ResizeMode.Fixed
         self.horizontalHeader().setSectionResizeMode(mode)
         self.verticalHeader().setSectionResizeMode(mode if n <= 8 else QHeaderView.ResizeMode.Fixed)
-        self.horizontalHeader().setDefaultSectionSize(56)
+        self.horizontalHeader().setDefaultSectionSize(self.cell_width())
         self.verticalHeader().setDefaultSectionSize(36)
+        self.updateGeometry()
+
+    def cell_width(self) -> int:
+        """A column's width: its label's (the header's text and margins, up to 12 ems) or 56 pixels."""
+        header = self.horizontalHeader()
+        cap = self.fontMetrics().horizontalAdvance("M") * 12
+        return max([56, *(min(header.sectionSizeHint(c), cap) for c in range(len(self.matrix.labels)))])
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        """Few labels: every column as wide as its label, so no header is cut; many: what scrolls."""
+        hint = super().minimumSizeHint()
+        n = len(self.matrix.labels)
+        if not 0 < n <= 8:
+            return hint
+        width = self.verticalHeader().sizeHint().width() + n * self.cell_width() + 2 * self.frameWidth()
+        return QSize(max(hint.width(), width), hint.height())
 
     def choose(self, gold: str, predicted: str) -> None:
         """Select a cell by label names, as a click on it does."""
@@ -199,6 +215,6 @@ class ConfusionView(QTableView):
 
     def sizeHint(self) -> QSize:
         n = max(1, len(self.matrix.labels))
-        w = self.verticalHeader().sizeHint().width() + 56 * min(n, 8) + 4
+        w = self.verticalHeader().sizeHint().width() + self.cell_width() * min(n, 8) + 4
         h = self.horizontalHeader().sizeHint().height() + 36 * min(n, 8) + 4
         return QSize(max(w, 220), max(h, 120))

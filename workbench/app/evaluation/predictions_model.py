@@ -298,6 +298,14 @@ class PredictionsModel(HeadedTableModel):
             return self.row_record(index.row())
         return None
 
+    def probabilities(self, view_row: int) -> list[tuple[str, float]]:
+        """The recorded probability of every label for the listed row, best first ([] when the run
+        recorded none)."""
+        if self._cols.probs is None or not 0 <= view_row < len(self._order):
+            return []
+        probs = self._cols.probs[int(self._order[view_row])].as_py() or {}
+        return sorted(((k, float(v)) for k, v in probs.items() if v is not None), key=lambda kv: -kv[1])
+
     def _probabilities_tip(self, i: int) -> str | None:
         if self._cols.probs is None:
             return None

@@ -1,13 +1,14 @@
-"""Per-class precision/recall/F1/support, sortable by any column."""
+"""Per-class precision/recall/F1/support, sortable by any column; never narrower than its headers."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView
 
 from ..widgets.table_model import RIGHT, ListTableModel
 
 SORT_ROLE = Qt.ItemDataRole.UserRole  # numbers sort as numbers, not as text
+LABEL_EMS = 14  # the label column asks for its longest label up to this many widths of "M"; longer ones elide
 
 
 # (the report's key, header, tooltip) per column
@@ -41,6 +42,10 @@ class PerClassModel(ListTableModel):
 
 
 class PerClassTable(QTableView):
+    """The number columns as wide as their headers (sort arrow included) or values, the label column
+    taking the rest; the table asks its parent for that much width, so a splitter or a narrow window
+    never cuts a column or adds a horizontal scroll bar."""
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.source = PerClassModel(self)
@@ -53,10 +58,36 @@ class PerClassTable(QTableView):
         self.setAlternatingRowColors(True)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a long label keeps its start and end
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the width is asked for instead
         self.verticalHeader().hide()
         header = self.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(self.fontMetrics().horizontalAdvance("0.000") + 16)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for c in range(1, self.source.columnCount()):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        self.fit_width()
 
     def set_rows(self, rows: list[dict]) -> None:
         self.source.set_rows(rows)
+        self.fit_width()
+
+    def column_widths(self) -> list[int]:
+        """The width each column needs: its header (text, margins, sort arrow) or its widest value;
+        the label column at most ``LABEL_EMS`` ems."""
+        header = self.horizontalHeader()
+        widths = [max(header.sectionSizeHint(c), self.sizeHintForColumn(c)) for c in range(self.proxy.columnCount())]
+        if widths:
+            widths[0] = min(widths[0], max(header.sectionSizeHint(0), self.fontMetrics().horizontalAdvance("M") * LABEL_EMS))
+        return widths
+
+    def fit_width(self) -> None:
+        """Ask for the width every column needs, a vertical scroll bar's and the frame's included."""
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent, None, self)
+        self.setMinimumWidth(sum(self.column_widths()) + bar + 2 * self.frameWidth())
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().changeEvent(event)
+        if event.type() in (event.Type.FontChange, event.Type.StyleChange):
+            self.fit_width()

@@ -23,8 +23,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QWidget
+from PySide6.QtCore import QSize, Qt, Signal, Slot
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import QHBoxLayout, QPlainTextEdit, QPushButton, QWidget
 
 from ...core.tasks.table import DEFAULT_TASK, TASKS, first_task_of, spec_or_none
 from ..jobs import Jobs, describe
@@ -171,31 +172,62 @@ class TryIt(QWidget):
         self.show_failure(error)
 
 
-def _line_edit(placeholder: str) -> QLineEdit:
-    edit = QLineEdit()
-    edit.setPlaceholderText(placeholder)
-    edit.setClearButtonEnabled(True)
-    return edit
+class TextInput(QPlainTextEdit):
+    """A text field a few lines tall, for texts longer than a line: Enter runs the model
+    (``returnPressed``, as a line edit's), Shift+Enter starts a new line. ``text()``/``setText()``
+    as a QLineEdit's."""
+
+    returnPressed = Signal()  # noqa: N815 - QLineEdit's name for it
+    LINES = 3  # the height it asks for, in lines of text
+
+    def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setPlaceholderText(placeholder)
+        self.setTabChangesFocus(True)  # Tab moves on to the next field or button, as in a form
+        self.setMinimumHeight(self._height(2))
+
+    def _height(self, lines: int) -> int:
+        margins = self.contentsMargins()
+        return (lines * self.fontMetrics().lineSpacing() + 2 * round(self.document().documentMargin())
+                + margins.top() + margins.bottom() + 2)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(super().sizeHint().width(), self._height(self.LINES))
+
+    def text(self) -> str:
+        return self.toPlainText()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - QLineEdit's name
+        self.setPlainText(text)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt API
+        enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        if enter and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.returnPressed.emit()
+            return
+        super().keyPressEvent(event)
 
 
 class TextTryIt(TryIt):
-    """A text field, and a second one for the second text of sentence-pair models; Enter runs
-    ``predict_texts(model_dir, text[, text_pair])`` on them."""
+    """A text field a few lines tall over the buttons, and a second one for the second text of
+    sentence-pair models; Enter runs ``predict_texts(model_dir, text[, text_pair])`` on them."""
 
-    placeholder: ClassVar[str] = "Type a sentence and press Enter to see what the model says"
+    placeholder: ClassVar[str] = "Type a sentence and press Enter to see what the model says (Shift+Enter: new line)"
     predict_texts: Callable[..., Any]  # a staticmethod: the prediction, run on the worker thread
 
     def __init__(self, button_text: str = "Predict", parent: QWidget | None = None) -> None:
         super().__init__(button_text, parent)
         self._pair = False
-        self.input = _line_edit(self.placeholder)
+        self.input = TextInput(self.placeholder)
         self.input.returnPressed.connect(self.predict)
-        self.input_pair = _line_edit("Second text of the pair")  # shown for sentence-pair models only
+        self.input_pair = TextInput("Second text of the pair")  # shown for sentence-pair models only
         self.input_pair.returnPressed.connect(self.predict)
         self.input_pair.hide()
-        self.add_input(self.input)
-        self.add_result(self.input_pair)
-        self._controls.append(self.input_pair)
+        # The texts above the row of buttons, the full width of the box: room for a few lines.
+        self.column.insertWidget(0, self.input)
+        self.column.insertWidget(1, self.input_pair)
+        self._controls += [self.input, self.input_pair]
+        self.input_row.insertStretch(0, 1)  # the buttons at the right, under the texts
 
     def configure(self, pair: bool = False, **_: Any) -> None:
         self._pair = pair

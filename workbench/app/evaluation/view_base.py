@@ -3,9 +3,9 @@ examples below them, a "Try it" box, and the bar that filters the examples."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from PySide6.QtCore import Slot
+from PySide6.QtCore import SignalInstance, Slot
 from PySide6.QtWidgets import QCheckBox, QLabel, QLineEdit, QWidget
 
 from ...core.run.history import RunData
@@ -46,6 +46,16 @@ class RunView(QWidget):
         self.try_it.shutdown()
 
 
+class CellChooser(Protocol):
+    """What narrows a list of examples to a cell: a confusion matrix, or a multi-label view's counts per
+    label (``cell_chosen(label, kind)``)."""
+
+    cell_chosen: SignalInstance
+    cell_cleared: SignalInstance
+
+    def clear_choice(self) -> None: ...
+
+
 class ExampleFilters(QWidget):
     """Above a list of examples: errors only, a search, the confusion cell the list is narrowed to
     (a click in ``confusion``; Show all widens it again), then ``extra`` widgets and the count of rows shown.
@@ -54,7 +64,7 @@ class ExampleFilters(QWidget):
     predicted)`` (``set_cell(None)``: every cell) and a ``filtered(shown, total)`` signal. ``cell_text``
     says which cell the list shows (rich text)."""
 
-    def __init__(self, model, confusion: ConfusionView, cell_text: Callable[[str, str], str], errors_text: str,
+    def __init__(self, model, confusion: ConfusionView | CellChooser, cell_text: Callable[[str, str], str], errors_text: str,
                  search_text: str, noun: str, *extra: QWidget) -> None:
         super().__init__()
         self.model, self.cell_text = model, cell_text

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
-from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -24,7 +25,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListView,
-    QListWidget,
     QListWidgetItem,
     QProgressBar,
     QPushButton,
@@ -44,11 +44,14 @@ from ...core.run.refit import decide_refit
 from .. import aio, warmup
 from ..dataset import LoadedData, load_data, with_columns
 from ..state import AppState
-from ..views.images import DataPageImages
+from ..views.images import DataPageImages, ImageFolderData
+from ..views.multilabel_data import LabelSourceBox, LabelSpread, is_multilabel, readable_preview
 from ..widgets.bar_chart import ClassBarChart
 from ..widgets.build import add_rows, button, column, enlarge, row, section, set_column, side_by_side, text_label
 from ..widgets.drop_zone import DropZone
+from ..widgets.fit_list import FitList
 from ..widgets.spinboxes import float_spin, int_spin
+from ..wording import in_app_words
 
 FILE_FILTER = "Data files (*.tsv *.csv *.tab *.txt);;All files (*)"
 SEVERITY_ICON = {
@@ -57,6 +60,8 @@ SEVERITY_ICON = {
     "info": QStyle.StandardPixmap.SP_MessageBoxInformation,
 }
 FINDING_ROLE = Qt.ItemDataRole.UserRole + 1
+# The Delimiter control: "Auto" sniffs the file (and names what it found), the others force a re-read.
+DELIMITERS = (("Auto", None), ("Tab", "\t"), ("Comma", ","), ("Semicolon", ";"), ("Pipe", "|"))
 
 
 def _title(text: str) -> QLabel:
@@ -106,10 +111,47 @@ class _FileField(QWidget):
             self.changed.emit()
 
 
+class _ProblemPanel(QFrame):
+    """Why the file just opened could not be used, at the top of the page, and which data is still the
+    one training would use: a failed open must not look like the file shown."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("problemPanel")
+        self.icon = QLabel()
+        self.title = QLabel()
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        enlarge(self.title, 1.1, bold=True)
+        self.detail = text_label()
+        close = QToolButton()
+        close.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_TitleBarCloseButton))
+        close.setAutoRaise(True)
+        close.setToolTip("Hide this message")
+        close.clicked.connect(self.hide)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(12, 8, 8, 8)
+        lay.addWidget(self.icon, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addWidget(column(self.title, self.detail), 1)
+        lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def say(self, title: str, detail: str, error: bool) -> None:
+        colour = "214, 69, 65" if error else "217, 130, 43"  # translucent: reads on light and dark schemes
+        self.setStyleSheet(f"QFrame#problemPanel {{ border: 1px solid rgb({colour}); border-radius: 4px; "
+                           f"background: rgba({colour}, 0.12); margin: 10px 16px 0px 16px; }}")
+        icon = SEVERITY_ICON["error" if error else "warning"]
+        self.icon.setPixmap(self.style().standardIcon(icon).pixmap(32, 32))
+        self.title.setText(title)
+        self.detail.setText(detail)
+        self.detail.setVisible(bool(detail))
+        self.show()
+
+
 class DataPage(QWidget):
     status = Signal(str)  # for the status bar
     file_loaded = Signal(str)  # the path the user opened (file or folder), for the recent list
     sample_opened = Signal()  # the bundled sample was loaded: the window applies quick-trial settings
+    opening = Signal(str)  # a file or folder starts loading (from any menu or page): the window shows this page
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -121,6 +163,8 @@ class DataPage(QWidget):
         self._setting = False  # True while widgets are filled from code, so change handlers stay quiet
         self._opened_path: str | None = None
         self._opened_sample = False  # the file shown is the bundled sample (or a corrected copy of it)
+        self._delimiter: str | None = None  # the Delimiter control's choice for the file shown (None: sniffed)
+        self._label_options: dict | None = None  # the multi-label settings chosen for the file shown (None: detected)
         # The split summary says whether the final model refits, a Model-page setting.
         state.config_changed.connect(lambda: self.split_summary.setText(self._split_text()))
 
@@ -129,8 +173,10 @@ class DataPage(QWidget):
         self.stack.addWidget(self._build_loading())
         self.stack.addWidget(self._build_loaded())
         self.images = DataPageImages(self)  # image folders: a thumbnail grid per class (views/images.py)
+        self.problem = _ProblemPanel()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.problem)
         lay.addWidget(self.stack)
         self.sync_from_config()
 
@@ -178,11 +224,15 @@ class DataPage(QWidget):
         self.file_info = text_label(selectable=False)
         head = row((column(self.file_title, self.file_info), 1))
         head.addWidget(button("Open Another…", self.choose_file), 0, Qt.AlignmentFlag.AlignTop)
-        self.banner = text_label()
-        self.banner.hide()
         side = QWidget()
-        set_column(side, self._build_columns_box(), self._build_classes_box(), (self._build_checks_box(), 1),
-                   self._build_splits_box()).setContentsMargins(8, 0, 0, 0)
+        self.label_source, self.label_spread = LabelSourceBox(), LabelSpread()  # multi-label (views/multilabel_data.py)
+        self.label_source.options_chosen.connect(self._label_options_chosen)
+        # Each box as tall as it needs (the checks list fits its findings), the room left at the bottom:
+        # the split explanation reads at 1280x800 without scrolling.
+        boxes = set_column(side, self._build_columns_box(), self.label_source, self._build_classes_box(),
+                           self.label_spread, self._build_checks_box(), self._build_splits_box())
+        boxes.setContentsMargins(8, 0, 0, 0)
+        boxes.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(side)
         scroll.setWidgetResizable(True)
@@ -192,7 +242,7 @@ class DataPage(QWidget):
         split.setChildrenCollapsible(True)
         split.setSizes([800, 380])
         w = QWidget()
-        set_column(w, head, self.banner, (split, 1)).setContentsMargins(16, 12, 16, 12)
+        set_column(w, head, (split, 1)).setContentsMargins(16, 12, 16, 12)
         self._set_split_widgets()
         return w
 
@@ -223,12 +273,19 @@ class DataPage(QWidget):
     def _build_columns_box(self) -> QGroupBox:
         cols = QGroupBox("Columns")
         form = QFormLayout(cols)
+        self.delimiter = QComboBox()
+        for text, value in DELIMITERS:
+            self.delimiter.addItem(text, value)
+        self.delimiter.setToolTip("What separates the fields of each line. Auto: worked out from the file; "
+                                  "another choice reads the file again with it")
+        self.delimiter.activated.connect(self._delimiter_chosen)
         self.text_combo = QComboBox()
         self.text_combo.setToolTip("The column holding the texts the model reads")
         self.label_combo = QComboBox()
         self.label_combo.setToolTip("The column holding the class of each text")
         self.columns_note = text_label(selectable=False)
-        add_rows(form, ("Text:", self.text_combo), ("Label:", self.label_combo), self.columns_note)
+        add_rows(form, ("Delimiter:", self.delimiter), ("Text:", self.text_combo), ("Label:", self.label_combo),
+                 self.columns_note)
         self.text_combo.currentTextChanged.connect(self._columns_edited)
         self.label_combo.currentTextChanged.connect(self._columns_edited)
         self.columns_box = cols
@@ -242,17 +299,18 @@ class DataPage(QWidget):
     def _build_checks_box(self) -> QGroupBox:
         checks = QGroupBox("Checks")
         ch = QVBoxLayout(checks)
-        self.findings = QListWidget()
+        self.findings = FitList(max_height=220)
         self.findings.setWordWrap(True)
         self.findings.setTextElideMode(Qt.TextElideMode.ElideNone)
         self.findings.setResizeMode(QListView.ResizeMode.Adjust)
         self.findings.setUniformItemSizes(False)
         self.findings.setSpacing(2)
-        self.findings.setMinimumHeight(90)
+        self.findings.setMinimumHeight(36)
+        self.findings.setIconSize(QSize(20, 20))  # a line per finding, not a 32-pixel row each
         self.findings.setToolTip("Click a finding to show its first row in the preview")
         self.findings.itemClicked.connect(self._finding_clicked)
         self.findings.currentItemChanged.connect(lambda item, _prev: self._finding_clicked(item) if item else None)
-        ch.addWidget(self.findings, 1)
+        ch.addWidget(self.findings)
         self.finding_lines = QLabel()
         self.finding_lines.setWordWrap(True)
         self.finding_lines.setTextFormat(Qt.TextFormat.RichText)
@@ -276,7 +334,9 @@ class DataPage(QWidget):
         self.skip_bad = QCheckBox("Skip malformed rows")
         self.skip_bad.setToolTip("Rows with the wrong number of fields stop a run unless they are skipped")
         self.split_summary = text_label(selectable=False)
-        add_rows(sf, ("Validation:", self.val_fraction), ("Test:", self.test_fraction), ("Validation file:", self.val_file),
+        # The two shares on one line: the split explanation below fits a 1280x800 window.
+        shares = row((self.val_fraction, 1), QLabel("Test:"), (self.test_fraction, 1))
+        add_rows(sf, ("Validation:", shares), ("Validation file:", self.val_file),
                  ("Test file:", self.test_file), ("Rows used:", self.sample_rows), self.skip_bad, self.split_summary)
         for sig in (self.val_fraction.valueChanged, self.test_fraction.valueChanged, self.sample_rows.valueChanged,
                     self.skip_bad.toggled, self.val_file.changed, self.test_file.changed):
@@ -303,25 +363,38 @@ class DataPage(QWidget):
         if path:
             self.open_path(path)
 
-    def open_sample(self) -> None:
-        from ...samples import tweets_corpus
+    def open_sample(self):
+        """Load the bundled sample, cleaned once into the cache (``samples.sample_dataset``, on the
+        worker thread); returns the asyncio task doing it."""
+        from ...samples import sample_dataset, tweets_corpus
 
+        self.opening.emit("sample")
+        self.problem.hide()
         try:
-            path = tweets_corpus()
+            tweets_corpus()
         except InputError as e:
-            self.drop_zone.set_message(str(e), error=True)
-            return
-        self.open_path(str(path), sample=True)
+            self._back_to_start(str(e), error=True)
+            return None
+        self._delimiter = self._label_options = None
+        return self._start(sample_dataset, "the sample dataset", sample=True)
 
-    def open_path(self, path: str, sample: bool = False):
-        """Load ``path`` (a file or folder) in the background; returns the asyncio task doing it."""
+    def open_path(self, path: str, sample: bool = False, delimiter: str | None = None, label_options: dict | None = None):
+        """Load ``path`` (a file or folder) in the background, its fields split at ``delimiter`` (None:
+        sniffed), its labels where ``label_options`` say (None: detected); returns the asyncio task doing it."""
+        self.opening.emit(str(path))
+        self.problem.hide()
         if self.images.handles(path):
             return self.images.open(path)
+        self._delimiter, self._label_options = delimiter, label_options
+        return self._start(str(path), str(path), sample)
+
+    def _start(self, source: str | Callable[[], Path], shown: str, sample: bool):
+        """Load ``source``: a path, or a function that makes the file on the worker thread."""
         self.cancel_loading()
         # The token exists from this moment, so a Cancel right after the drop already counts.
         self._token = CancelToken()
-        self._show_loading(str(path))
-        self._task = aio.spawn(self._load(str(path), sample, self._token))
+        self._show_loading(shown)
+        self._task = aio.spawn(self._load(source, sample, self._token))
         return self._task
 
     def cancel_loading(self) -> None:
@@ -342,12 +415,16 @@ class DataPage(QWidget):
         self.stack.setCurrentIndex(1)
         self.status.emit(f"Reading {path}…")
 
-    async def _load(self, path: str, sample: bool, token: CancelToken) -> None:
+    async def _load(self, source: str | Callable[[], Path], sample: bool, token: CancelToken) -> None:
         progress = aio.threadsafe(self._on_progress)
         phase = aio.threadsafe(self._on_phase)
+        path = source if isinstance(source, str) else "the sample dataset"
         try:
+            if not isinstance(source, str):
+                path = str(await aio.in_thread(self._executor, source))
             loaded = await aio.in_thread(self._executor, warmup.serialized(load_data), path, progress=progress,
-                                         phase=phase, cancel=token)
+                                         phase=phase, cancel=token, delimiter=self._delimiter,
+                                         data_options=self._label_options)
         except Cancelled:
             if token is self._token:
                 self._token = None
@@ -356,12 +433,13 @@ class DataPage(QWidget):
         except InputError as e:
             if token is self._token:
                 self._token = None
-                self._back_to_start(str(e), error=True)
+                self._back_to_start(str(e), error=True, opened=path)
             return
         except Exception as e:  # an unexpected failure: say so on the page, and report it
             if token is self._token:
                 self._token = None
-                self._back_to_start(f"Could not read {Path(path).name}: {type(e).__name__}: {e}", error=True)
+                self._back_to_start(f"Could not read {Path(path).name}: {type(e).__name__}: {e}", error=True,
+                                    opened=path)
             raise
         if token is not self._token:
             return  # a newer load took over
@@ -389,16 +467,27 @@ class DataPage(QWidget):
             self.loading_bar.setRange(0, 0)
             self.loading_bar.setFormat("")
 
-    def _back_to_start(self, message: str, error: bool) -> None:
-        if self.state.data is not None and self._model is not None:
-            # Keep showing the data already loaded; say what went wrong with the new file above it.
-            self.banner.setText(("⚠ " if error else "") + message)
-            self.banner.show()
-            self.stack.setCurrentIndex(2)
-        else:
+    def _back_to_start(self, message: str, error: bool, opened: str | None = None) -> None:
+        """Say why the file ``opened`` is not shown (``error``) or that its loading was cancelled."""
+        message = in_app_words(message)
+        data = self.state.data
+        if data is None:
             self.drop_zone.set_message(message, error=error)
             self.stack.setCurrentIndex(0)
+        else:
+            # The data loaded before stays the data to train on: say what went wrong with the new file
+            # at the top of the page, and that what is shown is the earlier file.
+            still = f"Still loaded: {data.path.name}, shown below; training uses it until another file opens."
+            if opened and error:
+                self.problem.say(f"Could not open {Path(opened).name}", f"{_named(message, Path(opened))}\n{still}",
+                                 error)
+            else:
+                self.problem.say(message, still, error)
+            self.stack.setCurrentWidget(self.images.view if self._showing_images() else self.stack.widget(2))
         self.status.emit(message)
+
+    def _showing_images(self) -> bool:
+        return isinstance(self.state.data, ImageFolderData)
 
     # ---- showing ------------------------------------------------------------------------------------
     def _show_loaded(self, loaded: LoadedData, sample: bool = False) -> None:
@@ -407,7 +496,7 @@ class DataPage(QWidget):
 
         table = loaded.table
         self.label_issues.clear()  # a ranking belongs to the file it was made for
-        self.banner.hide()
+        self.problem.hide()
         self.drop_zone.set_message("")
         self.file_title.setText(loaded.path.name)
         self.file_title.setToolTip(str(loaded.path))
@@ -415,16 +504,20 @@ class DataPage(QWidget):
         if fmt is None:
             parts = [loaded.task_title, f"{loaded.n_rows:,} {loaded.unit}"]
         else:
-            parts = [f"{loaded.n_rows:,} rows", f"{len(table.columns)} columns", f"{fmt.delimiter_name}-separated",
+            n = len(table.columns)
+            parts = [f"{loaded.n_rows:,} rows", f"{n} column{'' if n == 1 else 's'}", f"{fmt.delimiter_name}-separated",
                      "with a header row" if fmt.has_header else "no header row", fmt.encoding]
             if not loaded.checked_here:
                 parts.insert(0, loaded.task_title)
         info = " · ".join(parts)
         if loaded.notes:
-            info += "\n" + "\n".join(_without_path(n, loaded.path) for n in loaded.notes)
+            info += "\n" + "\n".join(in_app_words(_without_path(n, loaded.path)) for n in loaded.notes)
         self.file_info.setText(info)
+        self._show_delimiter(fmt)
 
-        self._model = ArrowTableModel(loaded.preview, table.columns, LINE_COLUMN, self)
+        shown, columns, roles = readable_preview(loaded)  # a multi-label file's labels as read
+        self._model = ArrowTableModel(shown, columns, LINE_COLUMN, self)
+        self._model.set_roles(roles)
         self.preview.setModel(self._model)
         header = self.preview.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
@@ -446,9 +539,36 @@ class DataPage(QWidget):
         self._splits_edited()
         self.stack.setCurrentIndex(2)
 
+    def _show_delimiter(self, fmt) -> None:
+        """The Delimiter control shows the choice the file was read with; Auto names what it found."""
+        self.delimiter.setEnabled(fmt is not None)
+        found = fmt.delimiter_name if fmt is not None else ""
+        self.delimiter.setItemText(0, f"Auto ({found})" if found and self._delimiter is None else "Auto")
+        index = self.delimiter.findData(self._delimiter) if self._delimiter is not None else 0
+        self.delimiter.setCurrentIndex(max(index, 0))
+
+    def _label_options_chosen(self, options: dict) -> None:
+        """Read the file shown again with the multi-label settings chosen (LabelSourceBox)."""
+        if self._opened_path is not None:
+            self.open_path(self._opened_path, sample=self._opened_sample, delimiter=self._delimiter,
+                           label_options=options)
+
+    def _delimiter_chosen(self, index: int) -> None:
+        """Read the file shown again, split at the chosen delimiter (Auto: sniffed again)."""
+        chosen = self.delimiter.itemData(index)
+        if self._opened_path is None or chosen == self._delimiter:
+            return
+        self.open_path(self._opened_path, sample=self._opened_sample, delimiter=chosen, label_options=self._label_options)
+
     def _show_columns(self, loaded: LoadedData) -> None:
         self.columns_box.setVisible(loaded.checked_here)
-        self.classes_box.setVisible(loaded.checked_here or bool(loaded.class_counts))
+        multi = is_multilabel(loaded)
+        self.label_source.setVisible(multi or loaded.checked_here)
+        self.label_source.show_data(loaded)
+        self.label_spread.setVisible(multi)
+        if multi:
+            self.label_spread.show_data(loaded)
+        self.classes_box.setVisible((loaded.checked_here or bool(loaded.class_counts)) and not multi)
         self.classes_box.setTitle(loaded.counts_title)
         self.skip_bad.setVisible(bool(loaded.table.malformed))
         if not loaded.checked_here:
@@ -476,11 +596,11 @@ class DataPage(QWidget):
             self._model.set_roles({choice.text: "text", choice.label: "label"} if choice else {})
             self._size_columns(loaded)
         if loaded.problem:
-            self.columns_note.setText(f"⚠ {loaded.problem}")
+            self.columns_note.setText(f"⚠ {_sentence(in_app_words(loaded.problem))}")
         elif choice is not None and choice.ambiguous:
             self.columns_note.setText("These columns were guessed from their contents; check them.")
         else:
-            self.columns_note.setText("Chosen from the column names and contents; change them if they are wrong.")
+            self.columns_note.setText("Worked out from the file; change them if wrong.")
         self.chart.set_counts(loaded.class_counts)
         self._fill_findings(loaded)
 
@@ -510,9 +630,10 @@ class DataPage(QWidget):
             self.findings.addItem(item)
 
         if loaded.problem:
-            add(loaded.problem, SEVERITY_ICON["error"])
+            add(_sentence(in_app_words(loaded.problem)), SEVERITY_ICON["error"])
         if not loaded.checked_here:
-            add(loaded.notes[-1] if loaded.notes else f"Detected task: {loaded.task_title}.", SEVERITY_ICON["info"])
+            add(in_app_words(loaded.notes[-1]) if loaded.notes else f"Detected task: {loaded.task_title}.",
+                SEVERITY_ICON["info"])
         report = loaded.report
         if report is None:
             return
@@ -523,7 +644,9 @@ class DataPage(QWidget):
             prefix = f"{f.path}: "
             if f.path and message.startswith(prefix):
                 message = message[len(prefix):]  # the file is named in the header already
-            add(message[:1].upper() + message[1:], SEVERITY_ICON.get(f.severity, SEVERITY_ICON["info"]), f.message, f)
+            message = in_app_words(message)
+            add(message[:1].upper() + message[1:], SEVERITY_ICON.get(f.severity, SEVERITY_ICON["info"]),
+                in_app_words(f.message), f)
 
     def _finding_clicked(self, item: QListWidgetItem) -> None:
         f = item.data(FINDING_ROLE)
@@ -649,8 +772,8 @@ class DataPage(QWidget):
                                 capped=bool(self.state.config.train.max_steps))
         if refit:
             text += (f" The validation rows choose the number of epochs; then the final model trains again on all "
-                     f"{train + val:,} rows (refit: small sets gain from every row; it about doubles the training "
-                     "time, and the Model page can turn it off).")
+                     f"{train + val:,} rows (small sets gain from every row; about twice the time; the Model "
+                     "page's Final model turns it off).")
         elif val:
             text += " The final model is the best one on the validation rows, which it never trains on."
         return text
@@ -675,6 +798,21 @@ class DataPage(QWidget):
         if self._token is not None:
             self._token.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _named(message: str, path: Path) -> str:
+    """An engine message about ``path`` ("/long/path/x.tsv: is empty") with the file's name for its path
+    ("x.tsv is empty.")."""
+    for full in (f"{path}", f"{path.resolve()}"):
+        if message.startswith(full + ": "):
+            return f"{path.name} {message[len(full) + 2:].rstrip('.')}."
+        if message.startswith(full):
+            return f"{path.name}{message[len(full):]}"
+    return message
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _without_path(note: str, path: Path) -> str:

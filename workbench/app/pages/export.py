@@ -37,6 +37,7 @@ from ...core.run.history import RunData, load_run
 from ...core.tasks.table import DEFAULT_TASK, TASKS, spec_or_none
 from ..jobs import Jobs, describe
 from ..widgets.build import button, heading, row, text_label
+from ..wording import in_app_words
 from .predict_panel import PredictPanel
 
 EXPORTS_HOME = Path.home() / "workbench-models"
@@ -100,6 +101,9 @@ def onnx_summary(model_dir: Path) -> str:
     if check.get("top1_agreement") is not None:
         parts.append(f"ONNX Runtime agrees with PyTorch on {check['top1_agreement']:.1%} of {check.get('rows', 0):,} "
                      f"{_html(str(check.get('split', '')))} rows")
+    elif check.get("labels_agreement") is not None:  # multi-label: every decided label of a row, not a top class
+        parts.append(f"ONNX Runtime decides the same labels as PyTorch on {check['labels_agreement']:.1%} of "
+                     f"{check.get('rows', 0):,} {_html(str(check.get('split', '')))} rows")
     parts.append(f"max logit difference {check.get('max_abs_diff', 0):.2g}")
     line = ", ".join(parts)
     q = check.get("int8")
@@ -123,10 +127,10 @@ def _mb(size) -> str:
 
 def _copy_failure(error: Exception, target: Path) -> str:
     if isinstance(error, WorkbenchError):  # a refused target, a full disk, another process exporting there
-        return str(error)
+        return in_app_words(str(error))  # the core's target messages name the command line's flags
     if isinstance(error, OSError):
         return f"{error.strerror or error}: {error.filename or target}"
-    return describe(error)
+    return in_app_words(describe(error))
 
 
 class ExportPage(QWidget):
@@ -177,8 +181,11 @@ class ExportPage(QWidget):
         self.usage.setReadOnly(True)
         self.usage.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.usage.setMaximumHeight(self.usage.fontMetrics().height() * 6)
+        # Its three lines whole, without a scroll bar, however little height the splitter leaves it.
+        self.usage.setMinimumHeight(3 * self.usage.fontMetrics().lineSpacing() + 2 * self.usage.frameWidth()
+                                    + 2 * round(self.usage.document().documentMargin()) + 2)
 
-        form_box = QGroupBox("Export the model")
+        form_box = _FittedBox("Export the model")
         form = QFormLayout(form_box)
         form.addRow("Model:", self.model_info)
         form.addRow("Files:", self.files)
@@ -357,11 +364,44 @@ class ExportPage(QWidget):
             # The model card's front matter names the pipeline that loads this model.
             match = re.search(r"^pipeline_tag:\s*(\S+)", _read(self.run.model_dir / "README.md"), re.MULTILINE)
             tag = match.group(1) if match else tag
-        self.usage.setPlainText(
-            "from transformers import pipeline\n"
-            f"model = pipeline({tag!r}, model={path!r})\n"
-            'print(model("Type your text here", truncation=True))'
-        )
+        self.usage.setPlainText(usage_code(path, tag, task.modality, self.run.model_dir if self.run else None,
+                                           labels=task.prediction == "labels"))
+
+
+# core/tasks/image/models.py CONFIG_KEY (not imported: that module imports torch): it marks the
+# config.json of an image model of Workbench's own architectures, which transformers cannot load.
+WORKBENCH_IMAGE_MODEL = "workbench_architecture"
+
+
+def usage_code(path: str, tag: str, modality: str, model_dir: Path | None, labels: bool = False) -> str:
+    """Python that loads the export at ``path`` and predicts with it: transformers' pipeline, or for
+    an image model of Workbench's own architectures, its loader. ``labels``: a multi-label model,
+    whose labels are its sigmoid scores against the thresholds in workbench.json."""
+    own_image_model = (modality == "image" and model_dir is not None
+                       and WORKBENCH_IMAGE_MODEL in _read(model_dir / "config.json"))
+    if labels:
+        if own_image_model:
+            return ("from workbench.core.predict.predictor import Predictor\n"
+                    f"print(Predictor({path!r}).predict(['photo.jpg']))")
+        from ...core.tasks.multilabel.outputs import labels_usage
+
+        return labels_usage(path, tag, "['photo.jpg']" if modality == "image" else '["Type your text here"], truncation=True')
+    if own_image_model:
+        return ("from workbench.core.tasks.image.models import classify_images\n"
+                f"print(classify_images({path!r}, ['photo.jpg']))")
+    example = "print(model('photo.jpg'))" if modality == "image" else 'print(model("Type your text here", truncation=True))'
+    return f"from transformers import pipeline\nmodel = pipeline({tag!r}, model={path!r})\n{example}"
+
+
+class _FittedBox(QGroupBox):
+    """A group box in a splitter that is never cut: a splitter asks a widget only for its minimum
+    height, which for wrapped labels is one line each, so the minimum follows the width instead."""
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        need = self.heightForWidth(self.width())
+        if need > 0 and need != self.minimumHeight():
+            self.setMinimumHeight(need)
 
 
 def _model_summary(run: RunData) -> str:

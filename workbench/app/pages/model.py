@@ -78,6 +78,25 @@ def speed_note(n: int | None) -> str:
             f"{train:.1f} GB plus activations; {speed}.")
 
 
+def trainable_text(trainable: int, total: int, listed: int | None, labels: int) -> str:
+    """What the method trains, of the model this task builds. That model is the backbone without
+    the head it was published with (an ImageNet backbone's 1000-class layer) plus a new head for
+    ``labels`` outputs, so its size may differ from the backbone list's (``listed``): then both
+    are named."""
+    count = format_params(trainable) if trainable >= 1e5 else f"{trainable:,}"
+    text = f"Trains {count} of {format_params(total)} parameters ({trainable / total:.2%})."
+    if not listed or format_params(listed) == format_params(total):
+        return text
+    outputs = f"{labels} output{'s' if labels != 1 else ''}"
+    if listed > total:
+        why = (f"The list's {format_params(listed)} counts the backbone as published, with the head it was pretrained "
+               f"with; this task's model swaps that head for one with {outputs}.")
+    else:
+        why = (f"The list's {format_params(listed)} counts the backbone alone; this task's model adds a head with "
+               f"{outputs}.")
+    return f"{text} {why}"
+
+
 def backbone_note(info) -> str:
     """The selected backbone's size and speed: measured figures for packaged image models, an
     estimate from the parameter count for the rest."""
@@ -117,7 +136,8 @@ class ModelPage(QWidget):
         grid.addWidget(self._build_task(), 0, 0)
         grid.addWidget(self._build_backbones(), 1, 0)
         grid.addWidget(self._build_adaptation(), 2, 0)
-        grid.addWidget(self._build_training(), 0, 1, 3, 1)
+        grid.addWidget(self._build_training(), 0, 1, 4, 1)
+        grid.addWidget(self._build_hardware(), 3, 0)  # after _build_training, which makes its fields
         grid.setColumnStretch(0, 3)
         grid.setColumnStretch(1, 2)
         grid.setRowStretch(1, 1)
@@ -152,6 +172,9 @@ class ModelPage(QWidget):
     def _build_backbones(self) -> QGroupBox:
         self.backbones = QTreeWidget()
         self.backbones.setHeaderLabels(["Name", "Parameters", "Source", "About"])
+        self.backbones.headerItem().setToolTip(1, "The backbone's parameters as published, with the head it was "
+                                                  "pretrained with where it has one; the Training box says how many "
+                                                  "the model for this task has and trains")
         self.backbones.setRootIsDecorated(False)
         self.backbones.setAlternatingRowColors(True)
         self.backbones.setSelectionMode(QTreeWidget.SelectionMode.SingleSelection)
@@ -235,13 +258,19 @@ class ModelPage(QWidget):
                  ("Warm-up:", self.warmup), ("Weight decay:", self.weight_decay), ("Grad accumulation:", self.grad_accum),
                  ("Seed:", self.seed), ("Evaluate:", self.eval_steps), ("Early stopping:", self.patience),
                  ("Best model by:", self.metric), ("Final model:", self.refit), ("Stop after:", self.max_steps),
-                 ("Device:", self.device), ("Precision:", self.precision), self.device_note,
                  button("Restore Defaults", self.restore_defaults))
         self._connect_training()
         self._train_form = form
         self._show_rows_for("text")
         for note in (self.lr_note, self.kept_note, self.method_note):
             form.setRowVisible(note, False)
+        return box
+
+    def _build_hardware(self) -> QGroupBox:
+        """Device and precision, beside the backbone rather than under the training settings: the
+        page then fits a 1280x800 screen."""
+        box = QGroupBox("Hardware")
+        add_rows(QFormLayout(box), ("Device:", self.device), ("Precision:", self.precision), self.device_note)
         return box
 
     def _make_schedule_fields(self) -> None:
@@ -635,8 +664,7 @@ class ModelPage(QWidget):
             return
         if cfg != self.state.config.model or info is not self.selected_backbone:
             return  # the choice changed meanwhile; its own count follows
-        self.trainable.setText(f"Trains {format_params(method.trainable) if method.trainable >= 1e5 else f'{method.trainable:,}'} "
-                               f"of {format_params(method.total)} parameters ({method.trainable / method.total:.2%}).")
+        self.trainable.setText(trainable_text(method.trainable, method.total, info.num_parameters, labels))
 
     # ---- backbones ----------------------------------------------------------------------------------
     def load_catalog(self):
@@ -894,4 +922,4 @@ def _select_data(combo: QComboBox, value) -> bool:
     return False
 
 
-__all__ = ["ModelPage", "DEFAULT_MODEL", "backbone_note", "format_params", "speed_note"]
+__all__ = ["ModelPage", "DEFAULT_MODEL", "backbone_note", "format_params", "speed_note", "trainable_text"]

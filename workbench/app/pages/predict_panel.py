@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from ...core.events import Callbacks, Progress
 from ..jobs import Jobs, describe
 from ..widgets.build import button, text_label
+from ..wording import in_app_words
 
 PREVIEW_ROWS = 200
 FREE_NAME_TRIES = 100
@@ -56,12 +57,15 @@ def _predict_job(state, model_dir: str, source: str, output: str, overwrite: boo
     from ...core.predict.batch import PHASE, predict_file
     from ...core.predict.predictor import Predictor
 
+    images = Path(source).is_dir()
+
     class Relay(Callbacks):
         def on_event(self, event) -> None:
             if isinstance(event, Progress) and event.phase == PHASE and event.total:
-                state.progress(event.done / event.total)
+                # Images are counted one by one; a file's progress is how far it has been read, in bytes.
+                state.progress((event.done, event.total, images))
 
-    state.progress(0.0)
+    state.progress((0, 0, images))
     predictor = Predictor(model_dir)
     return predict_file(predictor, source, output, overwrite=overwrite, callbacks=Relay(), cancel=state.token)
 
@@ -221,8 +225,17 @@ class PredictPanel(QGroupBox):
     def _start_dir(self) -> Path:
         return self.source.parent if self.source is not None else Path.home()
 
-    def _on_progress(self, fraction: float) -> None:
-        self.progress.setValue(int(fraction * 1000))
+    def _on_progress(self, value: tuple[int, int, bool]) -> None:
+        """Images: "12 of 40 images"; a file: the share read so far (its bytes are no count of rows)."""
+        done, total, images = value
+        if images and total:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self.progress.setFormat(f"{done:,} of {total:,} images")
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * done / total) if total else 0)
+            self.progress.setFormat("%p% of the file read")
 
     def _on_done(self, summary) -> None:
         self.summary = summary
@@ -241,7 +254,7 @@ class PredictPanel(QGroupBox):
 
     def _on_error(self, error: Exception) -> None:
         self._busy(False)
-        self._fail(f"Prediction failed: {describe(error)}")
+        self._fail(f"Prediction failed: {in_app_words(describe(error))}")
 
     @Slot()
     def _open_output(self) -> None:

@@ -35,9 +35,11 @@ from PySide6.QtWidgets import (
 from ...core.metrics import in_sentence, summary_text
 from ...core.run.directory import read_metrics, runs_home
 from ...core.run.history import RESUMABLE_STATES, RunSummary, list_runs, resumable, summarize
+from ...core.tasks.table import DEFAULT_METHOD, METHODS
 from ..jobs import Jobs, describe
 from ..widgets.build import button, column, fill, heading, row, rows_table, set_column, stacked, text_label, timer
 from ..widgets.table_model import ListTableModel
+from ..wording import in_app_words
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -49,11 +51,24 @@ STATE_COLOURS = {"failed": QColor("#d64541"), "interrupted": QColor("#d9822b"), 
 CURVE_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f")
 
 
+# How a run's folder came to be here (status.json's "imported.via"): Import Run, or `workbench unpack`.
+ORIGINS = {"import": "Imported", "unpack": "Unpacked"}
+RUN_TIME_TIP = ("The whole run, from its start to its end: reading and checking the data, loading the model, "
+                "training, the final test and the export. The Train page's \"trained in\" counts the training "
+                "steps alone.")
+
+
 class RunsModel(ListTableModel):
     # "Score" is the metric each run picked its best checkpoint by ("Best by" names it): runs of
     # different tasks are scored differently.
-    COLUMNS = HEADERS = ("Started", "Dataset", "Task", "Backbone", "State", "Best by", "Score", "Duration", "Folder")
-    NUMERIC = ("Score", "Duration")
+    COLUMNS = HEADERS = ("Started", "Dataset", "Task", "Method", "Backbone", "Source", "State", "Best by", "Score",
+                         "Run time", "Folder")
+    TIPS = ("When the run started", "The training file", "What the model learns", "What trains: every weight, the "
+            "new head only, or low-rank adapters", "The pretrained model it started from", "Trained here, or "
+            "brought from a .wbrun file: imported (Import Run) or unpacked (from the command line), and when",
+            "How the run ended", "The metric that picked the best checkpoint", "That metric on the run's test "
+            "(or validation) split", RUN_TIME_TIP, "The run's folder")
+    NUMERIC = ("Score", "Run time")
 
     rows: list[RunSummary]
 
@@ -65,15 +80,19 @@ class RunsModel(ListTableModel):
             return run.dataset or ""
         if name == "Task":
             return run.task or ""
+        if name == "Method":
+            return _method(run.method)
         if name == "Backbone":
             return run.backbone or ""
+        if name == "Source":
+            return _source(run)
         if name == "State":
             return run.state
         if name == "Best by":
             return run.main_title
         if name == "Score":
             return run.main_value
-        if name == "Duration":
+        if name == "Run time":
             return run.duration_s
         return run.name
 
@@ -90,8 +109,8 @@ class RunsModel(ListTableModel):
                 return value.strftime("%Y-%m-%d %H:%M")
             if name == "Score":
                 return f"{value:.3f}"
-            if name == "Duration":
-                return _duration(value)
+            if name == "Run time":
+                return _duration(value) if value >= 0 else ""  # a clock set back meanwhile: no honest figure
             return str(value)
         if role == SORT_ROLE:
             if value is None:
@@ -104,15 +123,50 @@ class RunsModel(ListTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and name in self.NUMERIC:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
-            lines = [str(run.path)]
-            if run.dataset_path:
-                lines.append(f"data: {run.dataset_path}")
-            if run.message:
-                lines.append(f"{run.state}: {run.message}")
-            if run.key_metrics():
-                lines.append(summary_text(run.metrics, run.metric_specs))
-            return "\n".join(lines)
+            return _tooltip(run, name)
         return None
+
+
+def _tooltip(run: RunSummary, column: str) -> str:
+    """A cell's tooltip: what the column counts (Run time, Source), then the run's folder, data and result."""
+    lines = []
+    if column == "Run time" and run.duration_s is not None:
+        lines.append(f"Run time {_duration(run.duration_s)}. {RUN_TIME_TIP}")
+    elif column == "Source" and run.imported:
+        packed = run.imported.get("packed")
+        lines.append(f"{_source(run)} from the pack of {run.imported.get('pack') or 'a run'}"
+                     + (f", packed {str(packed).replace('T', ' ')}" if packed else ""))
+    elif column == "Method" and run.method in METHODS:
+        lines.append(f"{METHODS[run.method].menu_title}: trains {METHODS[run.method].help}")
+    lines.append(str(run.path))
+    if run.dataset_path:
+        lines.append(f"data: {run.dataset_path}")
+    if run.message:
+        lines.append(f"{run.state}: {in_app_words(run.message)}")
+    if run.key_metrics():
+        lines.append(summary_text(run.metrics, run.metric_specs))
+    return "\n".join(lines)
+
+
+def _method(name: str | None) -> str:
+    """The method as the runs list names it: the table's title (runs before methods were recorded: full)."""
+    spec = METHODS.get(name or DEFAULT_METHOD)
+    return spec.title[:1].upper() + spec.title[1:] if spec else str(name)
+
+
+def _source(run: RunSummary) -> str:
+    """Trained here, or imported / unpacked from a pack, with when (two copies of one run differ)."""
+    if not run.imported:
+        return "Trained here"
+    origin = ORIGINS.get(str(run.imported.get("via")), "Imported")  # unpacked before "via" was recorded
+    at = str(run.imported.get("at") or "")
+    return f"{origin} {at[5:16].replace('T', ' ')}" if len(at) >= 16 else origin
+
+
+def _copy_to_clipboard(text: str) -> None:
+    from PySide6.QtGui import QGuiApplication
+
+    QGuiApplication.clipboard().setText(text)
 
 
 def _duration(seconds: float) -> str:
@@ -289,6 +343,7 @@ class RunsPage(QWidget):
         self.proxy.setSortRole(SORT_ROLE)
         self.table = rows_table(self.proxy, len(RunsModel.COLUMNS) - 1, sort_column=0, descending=True,
                                 fit_columns=True)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a copy's folder differs at its end ("-2")
         self.table.doubleClicked.connect(self._on_double_clicked)
         self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
         self.empty = QLabel()
@@ -311,7 +366,7 @@ class RunsPage(QWidget):
         self.files_button = button("Show files", self._show_files, "Open the run folder in the file manager")
         self.delete_button = button("Delete...", self._delete_selected, "Delete the selected runs' folders (asks first)")
         self.pack_button = button("Pack…", tip="Write the selected run (config, metrics, report, predictions, model) "
-                                  "into one .wbrun file to share or move; `workbench unpack` or Import Run reads it back")
+                                  "into one .wbrun file to share or move; Import Run reads it back, here or on another machine")
         pack_menu = QMenu(self.pack_button)
         pack_menu.addAction("Pack Run…", lambda: self._pack_selected(False))
         pack_menu.addAction("Pack Run with Its Data…", lambda: self._pack_selected(True))
@@ -326,18 +381,21 @@ class RunsPage(QWidget):
 
     # ---- public ---------------------------------------------------------------------------------
     def refresh(self) -> None:
+        """List the runs afresh; the runs selected before stay selected (by folder, wherever their rows
+        moved), and so does the current one."""
         home = self.home if self.home is not None else runs_home()
         selected = set(self.selected_paths())
+        current = self.table.currentIndex().siblingAtColumn(0).data(PATH_ROLE)
         runs = list_runs(home)
         self.model.set_rows(runs)
         self.where.setText(f"{len(runs)} run{'' if len(runs) == 1 else 's'} in {home}")
         if runs:
             self.list_stack.setCurrentWidget(self.table)
         else:
-            self.empty.setText(f"No runs yet. Runs you train, here or with `workbench train`, are kept in\n{home}")
+            self.empty.setText(f"No runs yet. Runs you train, here or from the command line, are kept in\n{home}")
             self.list_stack.setCurrentWidget(self.empty)
         if selected:
-            self.select_paths(selected)
+            self.select_paths(selected, current)
         elif runs and not self._shown_once:
             # The newest run selected at first sight, so its curves are there without a click.
             self.table.selectRow(0)
@@ -348,14 +406,24 @@ class RunsPage(QWidget):
         rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
         return [self.proxy.index(r, 0).data(PATH_ROLE) for r in rows]
 
-    def select_paths(self, paths) -> None:
+    def select_paths(self, paths, current: str | None = None) -> None:
+        """Select the runs in these folders; the current row (where the keyboard and Shift+click go on
+        from) is ``current``'s, else the first selected run's."""
         wanted = {str(Path(p).resolve()) for p in paths}
+        current = str(Path(current).resolve()) if current else None
         sel = self.table.selectionModel()
         sel.clearSelection()
+        first = None
         for r in range(self.proxy.rowCount()):
             idx = self.proxy.index(r, 0)
-            if str(Path(idx.data(PATH_ROLE)).resolve()) in wanted:
+            path = str(Path(idx.data(PATH_ROLE)).resolve())
+            if path in wanted:
                 sel.select(idx, QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+                if first is None or path == current:
+                    first = idx
+        if first is not None:
+            sel.setCurrentIndex(first, QItemSelectionModel.SelectionFlag.NoUpdate)
+            self.table.scrollTo(first)
 
     def compare(self, paths) -> None:
         """Overlay these runs' curves (the Compare button does this for the selection)."""
@@ -373,7 +441,7 @@ class RunsPage(QWidget):
 
         home = self.home if self.home is not None else runs_home()
         self._busy(f"Importing {Path(archive).name}…")
-        self.jobs.submit(lambda state: unpack_run(archive, home=home, cancel=state.token), state=True,
+        self.jobs.submit(lambda state: unpack_run(archive, home=home, cancel=state.token, via="import"), state=True,
                          on_done=self._imported, on_error=lambda e: self._failed("Import failed", e))
 
     def pack_run(self, run_dir: str, output: str, with_data: bool = False, overwrite: bool = False) -> None:
@@ -455,13 +523,20 @@ class RunsPage(QWidget):
         self.import_button.setEnabled(True)
         self.refresh()
 
-    def _show(self, icon, title: str, text: str, details: str = "") -> None:
-        box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self)
+    def _show(self, icon, title: str, text: str, details: str = "", command: str = "") -> QMessageBox:
+        """A message in the app's words; ``command``: a command line, behind a Copy Command button."""
+        box = QMessageBox(icon, title, in_app_words(text), QMessageBox.StandardButton.Ok, self)
         if details:
-            box.setInformativeText(details)
+            box.setInformativeText(in_app_words(details))
+        if command:
+            copy = box.addButton("Copy Command", QMessageBox.ButtonRole.ActionRole)
+            copy.setToolTip(f"Copy the command line that repeats this run: {command}")
+            copy.clicked.disconnect()  # an action button would close the box; copying should not
+            copy.clicked.connect(lambda: _copy_to_clipboard(command))
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.message = box
         box.open()
+        return box
 
     def _imported(self, result) -> None:
         self._done()
@@ -469,7 +544,8 @@ class RunsPage(QWidget):
         notes = "\n".join(result.notes)
         self._show(QMessageBox.Icon.Information, "Run imported",
                    f"Imported {result.manifest.get('run')} into\n{result.path}",
-                   notes + ("\n\n" if notes else "") + f"Repeat it: workbench train --config {result.path / 'config.json'}")
+                   notes + ("\n\n" if notes else "") + "It is selected in the list: Open shows its report and model.",
+                   command=f"workbench train --config {result.path / 'config.json'}")
 
     def _packed(self, result) -> None:
         self._done()

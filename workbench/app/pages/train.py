@@ -37,6 +37,7 @@ from ..preflight import PreflightRunner
 from ..state import AppState
 from ..widgets.build import button, fill, row, text_label
 from ..widgets.spinboxes import format_lr
+from ..wording import in_app_words
 
 PHASES = {
     "reading": "Reading data",
@@ -51,6 +52,8 @@ PHASES = {
     "baseline": "Baseline on frozen features",
     "refitting": "Training on all rows",
     "evaluating": "Evaluating",
+    "tuning": "Tuning thresholds",
+    "calibrating": "Calibrating",
     "testing": "Testing",
     "exporting": "Exporting the model",
 }
@@ -61,7 +64,8 @@ PAUSE_TIP = "Write a checkpoint at the end of this step and stop; Resume goes on
 # comes out of training: at 10 redraws a second the app trained MiniLM 25% slower than the CLI.
 # The numbers (progress, rate, log) still follow every event batch.
 PLOT_INTERVAL_S = 1.0
-SERIES_COLORS = {"val_loss": "#e8710a", "lr": "#12b5cb"}
+SERIES_COLORS = {"val_loss": "#e8710a", "lr": "#12b5cb", "refit": "#9334e6"}
+REFIT_LABEL = "final model, all rows"  # the refit's band and curves: the final model trained again on every row
 METRIC_COLORS = ("#1e8e3e", "#9334e6", "#d93025", "#f9ab00")  # the task's plotted metrics, in declaration order
 METRIC_SYMBOLS = ("o", "s", "t", "d")
 
@@ -90,13 +94,21 @@ class _Series:
         self.eval_step: list[float] = []
         self.val_loss: list[float] = []
         self.metrics: dict[str, list[float]] = {}  # plotted validation metric -> one value per evaluation
+        # The refit (the final model trained again on every row) goes on along the same x-axis from
+        # the first pass's last step, ``refit_from``; its points start at index ``refit_at``.
+        self.refit_at: int | None = None
+        self.refit_from = 0
         self._ema_raw = 0.0
         self._ema_n = 0
         self.smoothing = 0.9
 
-    def add_step(self, step: int, loss: float, lr: float, total: int) -> None:
-        if not self.step:
-            # About a tenth of the run's steps in the smoothing window, within sane bounds.
+    def add_step(self, step: int, loss: float, lr: float, total: int, refit_step: int | None = None) -> None:
+        """``total``: the steps of this pass (the refit's own in the refit, whose ``refit_step`` is given)."""
+        if refit_step is not None and self.refit_at is None:
+            self.refit_at, self.refit_from = len(self.step), step - refit_step
+            self._ema_raw, self._ema_n = 0.0, 0  # the refit's smoothed curve is its own, not the first pass's
+        if not self._ema_n:
+            # About a tenth of the pass's steps in the smoothing window, within sane bounds.
             self.smoothing = min(0.98, max(0.6, 1 - 10 / max(total, 1)))
         self.step.append(step)
         self.loss.append(loss)
@@ -105,6 +117,16 @@ class _Series:
         self._ema_raw = a * self._ema_raw + (1 - a) * loss
         self._ema_n += 1
         self.ema.append(self._ema_raw / (1 - a**self._ema_n))  # bias-corrected, as TensorBoard does
+
+    def first_pass(self, values: list[float]) -> list[float]:
+        return values if self.refit_at is None else values[:self.refit_at]
+
+    def refit(self, values: list[float]) -> list[float]:
+        return [] if self.refit_at is None else values[self.refit_at:]
+
+    @property
+    def last_step(self) -> float:
+        return max(self.step[-1] if self.step else 0, self.eval_step[-1] if self.eval_step else 0)
 
     def add_eval(self, step: int, metrics: dict, plotted: list[str]) -> None:
         self.eval_step.append(step)
@@ -131,6 +153,7 @@ def make_plot(title: str) -> pg.PlotWidget:
     item.setClipToView(True)
     item.setDownsampling(auto=True, mode="peak")
     item.setMenuEnabled(False)
+    item.hideButtons()  # the page sets the x-range itself (TrainPage._fit_x): no "auto-range" button
     p.setFrameShape(QFrame.Shape.NoFrame)
     return p
 
@@ -158,6 +181,8 @@ class TrainPage(QWidget):
         self._shown_run = ""
         self._total_steps = 0
         self._last_step = 0
+        self._bar = (0, 0)  # the progress bar's step and steps: the first pass's, or the refit's own
+        self._refitting = False  # between the refit's start and its end (its loop's "training" phase is the refit's)
         self._outcome = ""
         self._eval_split = "validation"  # the split of the shown run's final results (test when it has one)
 
@@ -255,12 +280,33 @@ class TrainPage(QWidget):
         return w
 
     def _make_curves(self) -> None:
-        self.loss_plot.addLegend(offset=(-8, 8))
-        self.metric_plot.addLegend(offset=(-8, -8))
+        # Bottom left: a falling loss leaves it empty, and the refit's band takes the right-hand side.
+        self.loss_plot.addLegend(offset=(8, -8))
+        # Top left: scores rise from low, and the latest ones (right) must not hide behind the legend.
+        self.metric_plot.addLegend(offset=(8, 8))
         self.raw_curve = self.loss_plot.plot(name="training (per step)")
         self.ema_curve = self.loss_plot.plot(name="training (smoothed)")
         self.val_loss_curve = self.loss_plot.plot(name="validation", symbol="o", symbolSize=6)
         self.lr_curve = self.lr_plot.plot()
+        # The refit: curves of their own (named in the legend once it starts) over a labelled band.
+        self.refit_raw_curve = self.loss_plot.plot()
+        self.refit_ema_curve = self.loss_plot.plot()
+        self.refit_lr_curve = self.lr_plot.plot()
+        self.refit_bands, self.refit_labels = [], []
+        for plot in (self.loss_plot, self.metric_plot, self.lr_plot):
+            band = pg.LinearRegionItem(movable=False)
+            band.setZValue(-10)  # under the curves
+            band.setVisible(False)
+            # At the band's right-hand end, inside it once it is wide enough (left of it until then).
+            self.refit_labels.append(pg.InfLineLabel(band.lines[1], REFIT_LABEL, position=0.96,
+                                                     anchors=[(1, 0), (1, 0)]))
+            plot.addItem(band, ignoreBounds=True)
+            self.refit_bands.append(band)
+        self._follow_x = {id(p): True for p in (self.loss_plot, self.metric_plot, self.lr_plot)}
+        for plot in (self.loss_plot, self.metric_plot, self.lr_plot):
+            # A user's zoom or pan stands until the next run; until then the page sets the x-range.
+            plot.getPlotItem().getViewBox().sigRangeChangedManually.connect(
+                lambda *_, key=id(plot): self._follow_x.__setitem__(key, False))
         self._set_metric_curves(CLASSIFICATION)
 
     def _set_metric_curves(self, specs: tuple[Metric, ...]) -> None:
@@ -273,7 +319,8 @@ class TrainPage(QWidget):
         plotted = [m for m in specs if m.plot]
         self.metric_curves = {m.name: self.metric_plot.plot(name=m.title, symbol=METRIC_SYMBOLS[i % 4], symbolSize=6)
                               for i, m in enumerate(plotted)}
-        if plotted and all(m.bounded for m in plotted):
+        self._bounded = bool(plotted) and all(m.bounded for m in plotted)
+        if self._bounded:
             self.metric_plot.setYRange(0, 1, padding=0.02)
         else:
             self.metric_plot.enableAutoRange(axis="y")
@@ -299,6 +346,8 @@ class TrainPage(QWidget):
             item.setTitle(item.titleLabel.text)
             if item.legend is not None:
                 item.legend.setLabelTextColor(text)
+                for _, label in item.legend.items:
+                    label.setText(label.text)  # setLabelTextColor colours only the labels drawn after it
                 lb = QColor(base)
                 lb.setAlpha(200)
                 item.legend.setBrush(pg.mkBrush(lb))
@@ -323,6 +372,23 @@ class TrainPage(QWidget):
         for i, curve in enumerate(self.metric_curves.values()):
             colored(curve, METRIC_COLORS[i % len(METRIC_COLORS)])
         colored(self.lr_curve, "lr", symbol=False)
+        self._color_refit(QColor(SERIES_COLORS["refit"]).lighter(140) if dark else QColor(SERIES_COLORS["refit"]))
+
+    def _color_refit(self, color: QColor) -> None:
+        """The refit's curves in their own colour, over a faint band of it with a labelled edge."""
+        faint = QColor(color)
+        faint.setAlphaF(0.35)
+        self.refit_raw_curve.setPen(pg.mkPen(faint, width=1))
+        self.refit_ema_curve.setPen(pg.mkPen(color, width=1))
+        self.refit_lr_curve.setPen(pg.mkPen(color, width=1))
+        shade, edge = QColor(color), QColor(color)
+        shade.setAlphaF(0.10)
+        edge.setAlphaF(0.6)
+        for band, label in zip(self.refit_bands, self.refit_labels):
+            band.setBrush(pg.mkBrush(shade))
+            for line in band.lines:
+                line.setPen(pg.mkPen(edge, width=1))
+            label.setColor(color)
 
     def changeEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().changeEvent(event)
@@ -510,7 +576,7 @@ class TrainPage(QWidget):
     @Slot(str, str)
     def _on_failed(self, message: str, details: str) -> None:
         self._stopped("failed")
-        self.result.setText(f"<b>Failed:</b> {_escape(message)}")
+        self.result.setText(f"<b>Failed:</b> {_escape(in_app_words(message))}")
         self.show_error("Training failed", message, details)
 
     @Slot()
@@ -563,6 +629,8 @@ class TrainPage(QWidget):
         self._set_metric_curves(CLASSIFICATION)
         self._total_steps = 0
         self._last_step = 0
+        self._bar = (0, 0)
+        self._refitting = False
         self._eval_split = "validation"
         self.result.setText("")
         self.rate.setText("")
@@ -570,12 +638,10 @@ class TrainPage(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("")
+        # Empty curves would leave a plot's range where the last run had it: the next run's first
+        # points would sit in the old x-range. Back to 0..1, following the data from there.
+        self._follow_x = dict.fromkeys(self._follow_x, True)
         self._redraw()
-        for plot in (self.loss_plot, self.metric_plot, self.lr_plot):
-            # Empty curves leave a plot's range where the last run had it: the next run's first
-            # points would sit in the old x-range. Back to a neutral one, following the data.
-            plot.getPlotItem().getViewBox().setXRange(0, 1, padding=0)
-            plot.enableAutoRange(axis="x")
 
     @Slot(object)
     def _on_new_data(self, _data) -> None:
@@ -617,6 +683,10 @@ class TrainPage(QWidget):
                 self._set_metric_curves(specs_from(e.get("metrics")))
                 main = find(self.metric_specs, e.get("main_metric") or "").title
                 self._log(f"{e.get('title', e.get('task', ''))}: the best checkpoint is picked by {main}", e.get("time"))
+            elif kind == "Refitted":
+                self._refitting = False
+                message = e.get("message", "")
+                self._log(message[:1].upper() + message[1:], e.get("time"))
             elif kind == "Warning_":
                 self._log(f"⚠ {e.get('message', '')}", e.get("time"))
             elif kind == "Finished":
@@ -635,6 +705,8 @@ class TrainPage(QWidget):
         self.series = _Series()
         self._set_metric_curves(CLASSIFICATION)
         self._total_steps = self._last_step = 0
+        self._bar = (0, 0)
+        self._refitting = False
         self.progress.setRange(0, 0)
         self.progress.setFormat("")
         self.rate.setText("")
@@ -650,22 +722,27 @@ class TrainPage(QWidget):
         self._log(f"Stage {index} of {count}: {e.get('title', '')} (run folder {e.get('run_dir', '')})", e.get("time"))
 
     def _on_step(self, e: dict) -> None:
+        """A training step: the curves, and the bar of its pass. The refit (the final model trained
+        again on every row) counts its own steps and epochs; its ``step`` goes on from the first pass's."""
         step, total = int(e["step"]), int(e["total_steps"])
-        self.series.add_step(step, float(e["loss"]), float(e["learning_rate"]), total)
-        self._total_steps, self._last_step = total, step
-        if self.progress.maximum() != total:
-            self.progress.setRange(0, total)
-        self.progress.setValue(step)
-        self.progress.setFormat(f"step {step:,} of {total:,} (%p%)")
-        eta = f" · ETA {format_duration(e['eta_s'])}" if step < total else ""
+        refit = e.get("refit_step") is not None
+        here, steps = (int(e["refit_step"]), int(e["refit_steps"])) if refit else (step, total)
+        epoch = float(e["refit_epoch"] if refit else e["epoch"])
+        self.series.add_step(step, float(e["loss"]), float(e["learning_rate"]), steps, e.get("refit_step"))
+        self._total_steps, self._last_step, self._bar = total, step, (here, steps)
+        if self.progress.maximum() != steps:
+            self.progress.setRange(0, steps)
+        self.progress.setValue(here)
+        self.progress.setFormat(f"{'final model: ' if refit else ''}step {here:,} of {steps:,} (%p%)")
+        eta = f" · ETA {format_duration(e['eta_s'])}" if here < steps else ""
         gpu = ""
         if e.get("mfu") is not None:
             gpu += f" · MFU {100 * e['mfu']:.0f}%"
         if e.get("peak_memory_gib") is not None:
             gpu += f" · peak GPU memory {e['peak_memory_gib']:.1f} GiB"
-        self.rate.setText(f"epoch {e['epoch']:.2f} · {e['samples_per_second']:.1f} samples/s{gpu}{eta}")
+        self.rate.setText(f"epoch {epoch:.2f} · {e['samples_per_second']:.1f} samples/s{gpu}{eta}")
         if self.phase.text().startswith(("Starting", "Model ready", "Loading", "Tokenizing")):
-            self.phase.setText(PHASES["training"])
+            self.phase.setText(PHASES["refitting" if refit else "training"])
 
     def _on_eval(self, e: dict) -> bool:
         metrics = e.get("metrics", {})
@@ -682,11 +759,14 @@ class TrainPage(QWidget):
 
     def _on_phase(self, e: dict) -> None:
         phase, detail = e.get("phase", ""), e.get("detail", "")
-        title = PHASES.get(phase, phase.replace("_", " ").capitalize())
+        if phase in ("refitting", "evaluating", "tuning", "calibrating", "testing", "exporting"):
+            self._refitting = phase == "refitting"  # it ends with its Refitted event, or at the latest here
+        title = PHASES.get("refitting" if phase == "training" and self._refitting else phase,
+                           phase.replace("_", " ").capitalize())
         if not self.controller.is_cancelling:
             self.phase.setText(title + ("" if phase == "model_ready" else "…"))
-        if phase in ("reading", "validating", "tokenizing", "loading_model", "model_ready", "training") \
-                and not self._total_steps:
+        if phase == "refitting" or (phase in ("reading", "validating", "tokenizing", "loading_model", "model_ready",
+                                              "training") and not self._total_steps):
             self.progress.setRange(0, 0)  # busy until a Progress event or the first step brings numbers
             self.progress.setFormat("")
         if phase == "training" and not detail:
@@ -722,14 +802,45 @@ class TrainPage(QWidget):
         self._plotted_at = time.monotonic()
         s = self.series
         if steps:
-            self.raw_curve.setData(s.step, s.loss)
-            self.ema_curve.setData(s.step, s.ema)
-            self.lr_curve.setData(s.step, s.lr)
+            first, refit = s.first_pass, s.refit
+            self.raw_curve.setData(first(s.step), first(s.loss))
+            self.ema_curve.setData(first(s.step), first(s.ema))
+            self.lr_curve.setData(first(s.step), first(s.lr))
+            self.refit_raw_curve.setData(refit(s.step), refit(s.loss))
+            self.refit_ema_curve.setData(refit(s.step), refit(s.ema))
+            self.refit_lr_curve.setData(refit(s.step), refit(s.lr))
+            self._show_refit_band()
         if evals:
             self.val_loss_curve.setData(s.eval_step, s.val_loss)
             for name, curve in self.metric_curves.items():
                 curve.setData(s.eval_step, s.metrics.get(name, []))
+        self._fit_x()
         self.redraws += 1
+
+    def _show_refit_band(self) -> None:
+        """The band behind the refit's steps, and its curve named in the loss plot's legend."""
+        s, legend = self.series, self.loss_plot.getPlotItem().legend
+        shown = s.refit_at is not None
+        named = any(getattr(sample, "item", None) is self.refit_ema_curve for sample, _ in legend.items)
+        if shown and not named:
+            legend.addItem(self.refit_ema_curve, REFIT_LABEL)
+        elif named and not shown:
+            legend.removeItem(self.refit_ema_curve)
+        for band in self.refit_bands:
+            band.setVisible(shown)
+            if shown:
+                band.setRegion((s.refit_from, s.step[-1]))
+
+    def _fit_x(self) -> None:
+        """Every plot from step 0 to the last step so far, one x-axis for the three: pyqtgraph's
+        auto-range gives a single point (one evaluation) a range of its own around it, such as -3 to 7.
+        A plot the user zoomed or panned keeps the range they chose until the next run."""
+        end = max(self.series.last_step, 1)
+        for plot in (self.loss_plot, self.metric_plot, self.lr_plot):
+            if self._follow_x[id(plot)]:
+                plot.getPlotItem().getViewBox().setXRange(0, end, padding=0.02)
+        if self._bounded and self._follow_x[id(self.metric_plot)]:  # scores in [0, 1]: never an axis to 1.1
+            self.metric_plot.getPlotItem().getViewBox().setYRange(0, 1, padding=0.02)
 
     @Slot(str, float)
     def show_log_record(self, text: str, when: float) -> None:
@@ -746,7 +857,7 @@ class TrainPage(QWidget):
 
     def _log(self, text: str, when: float | None = None) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(when if when else time.time()))
-        self.log.appendPlainText(f"{stamp}  {text}")
+        self.log.appendPlainText(f"{stamp}  {in_app_words(text)}")
 
     # ---- past runs ----------------------------------------------------------------------------------
     def show_run(self, run_dir: str) -> None:
@@ -765,15 +876,15 @@ class TrainPage(QWidget):
         self.phase.setText({"finished": "Finished", "failed": "Failed", "cancelled": "Cancelled", "paused": "Paused",
                             "running": "Running (or stopped abruptly)"}.get(outcome, outcome.capitalize()))
         self.resume_button.setVisible(outcome != "finished" and resumable(run_dir))
-        if self._total_steps:
-            self.progress.setRange(0, self._total_steps)
-            self.progress.setValue(self._last_step)
+        if self._bar[1]:
+            self.progress.setRange(0, self._bar[1])
+            self.progress.setValue(self._bar[0])
         if outcome == "finished":
             split = self._eval_split
             self.result.setText(f"<b>Finished</b> run, {split}: {self._metric_text(state.get('metrics', {}), split)}")
             self.evaluate_button.setEnabled(True)
         elif outcome == "failed":
-            self.result.setText(f"<b>Failed:</b> {_escape(state.get('message', ''))}")
+            self.result.setText(f"<b>Failed:</b> {_escape(in_app_words(state.get('message', '')))}")
         else:
             self.result.setText(f"<b>{outcome.capitalize()}</b> run")
         self._outcome = outcome

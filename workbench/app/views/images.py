@@ -16,8 +16,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, QSize, Qt, Signal, Slot
-from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    Qt,
+    Signal,
+    Slot,
+)
+from PySide6.QtGui import QColor, QFontMetrics, QIcon, QImage, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -27,13 +37,16 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from ...core.tasks.table import TASKS, first_task_of, method_spec
-from ..evaluation.classification import ClassificationView, _example_caption
+from ..evaluation.classification import ClassificationView, _example_caption, _html
 from ..evaluation.predictions_model import PredictionColumns
 from ..evaluation.try_it_base import TryIt, load_pipeline
 from ..jobs import Jobs, describe
@@ -144,21 +157,95 @@ class ImageGridModel(QAbstractListModel):
         self.jobs.shutdown(timeout_ms)
 
 
-class ImageGrid(QListView):
-    """A scrolling grid of thumbnails with captions."""
+BREAKS = "_-. "  # where a file name is best broken across lines
 
-    def __init__(self, parent: QWidget | None = None, side: int = THUMB) -> None:
+
+def caption_lines(caption: str, metrics: QFontMetrics, width: int, max_lines: int) -> list[str]:
+    """``caption``'s lines as a grid cell of ``width`` pixels shows them, at most ``max_lines``: the
+    first line (a file name) wraps onto the lines the others leave free, broken after "_", "-" or
+    "." where it can be; a line that still does not fit is elided in the middle, keeping the name's
+    start and its extension."""
+    first, *rest = caption.split("\n")
+    lines = wrap_name(first, metrics, width, max(1, max_lines - len(rest)))
+    lines += [metrics.elidedText(line, Qt.TextElideMode.ElideMiddle, width) for line in rest]
+    return lines[:max_lines]
+
+
+def wrap_name(name: str, metrics: QFontMetrics, width: int, max_lines: int) -> list[str]:
+    lines: list[str] = []
+    while len(lines) < max_lines - 1 and metrics.horizontalAdvance(name) > width:
+        low, high = 1, len(name) - 1  # the longest start that fits (at least one character): a binary search,
+        while low < high:  # as the delegate asks on every repaint
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if metrics.horizontalAdvance(name[:mid]) <= width else (low, mid - 1)
+        fit = low
+        cut = max((name.rfind(c, 0, fit) + 1 for c in BREAKS), default=0)
+        cut = cut if cut > fit // 2 else fit  # a break near the start would waste the line
+        lines.append(name[:cut])
+        name = name[cut:]
+    return [*lines, metrics.elidedText(name, Qt.TextElideMode.ElideMiddle, width)]
+
+
+class ThumbnailDelegate(QStyledItemDelegate):
+    """A grid cell: the thumbnail centred in a square of the grid's icon size (portrait and
+    landscape photos alike), then its caption on up to ``lines`` lines (see :func:`caption_lines`);
+    the full name is in the tooltip."""
+
+    PAD = 4
+
+    def __init__(self, view: QListView, lines: int) -> None:
+        super().__init__(view)
+        self.view, self.lines = view, lines
+
+    def sizeHint(self, option: QStyleOptionViewItem, index) -> QSize:  # noqa: N802 - Qt API
+        return self.view.gridSize()
+
+    def caption_width(self, option: QStyleOptionViewItem) -> int:
+        return option.rect.width() - 2 * self.PAD
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text, opt.icon = "", QIcon()  # the panel alone: selection and hover
+        style = self.view.style()
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, self.view)
+        side = self.view.iconSize().width()
+        rect = option.rect
+        pix = index.data(Qt.ItemDataRole.DecorationRole)
+        if isinstance(pix, QPixmap) and not pix.isNull():
+            w, h = min(pix.width(), side), min(pix.height(), side)
+            target = QRect(rect.x() + (rect.width() - w) // 2, rect.y() + self.PAD + (side - h) // 2, w, h)
+            painter.drawPixmap(target, pix)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        colour = index.data(Qt.ItemDataRole.ForegroundRole)
+        painter.save()
+        painter.setPen(option.palette.color(QPalette.ColorRole.HighlightedText) if selected and colour is None
+                       else colour if colour is not None else option.palette.color(QPalette.ColorRole.Text))
+        painter.setFont(option.font)
+        metrics = option.fontMetrics
+        top = rect.y() + 2 * self.PAD + side
+        for i, line in enumerate(caption_lines(index.data(Qt.ItemDataRole.DisplayRole) or "", metrics,
+                                               self.caption_width(option), self.lines)):
+            painter.drawText(QRect(rect.x() + self.PAD, top + i * metrics.lineSpacing(), self.caption_width(option),
+                                   metrics.lineSpacing()), int(Qt.AlignmentFlag.AlignHCenter), line)
+        painter.restore()
+
+
+class ImageGrid(QListView):
+    """A scrolling grid of thumbnails with captions of up to ``lines`` lines."""
+
+    def __init__(self, parent: QWidget | None = None, side: int = THUMB, lines: int = 2) -> None:
         super().__init__(parent)
         self.grid_model = ImageGridModel(self, side)
         self.setModel(self.grid_model)
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setIconSize(QSize(side, side))
-        self.setGridSize(QSize(side + 24, side + 2 * self.fontMetrics().height() + 12))
+        pad = ThumbnailDelegate.PAD
+        self.setGridSize(QSize(side + 32, side + 3 * pad + lines * self.fontMetrics().lineSpacing() + 4))
+        self.setItemDelegate(ThumbnailDelegate(self, lines))
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)
         self.setUniformItemSizes(True)  # no per-item size query: large folders lay out at once
-        self.setWordWrap(True)
-        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setSelectionMode(QListView.SelectionMode.SingleSelection)
 
     def set_items(self, items: list[GridItem]) -> None:
@@ -468,6 +555,11 @@ def _try_image(state, model_dir: str, path: str) -> list[tuple[str, float]]:
     return predict_image(model_dir, path)
 
 
+def _preview(model_dir: str, path: str) -> QImage:
+    """An image of the predictions list, at the Try it box's size (a job: ``model_dir`` is not used)."""
+    return decode_preview(path, 2 * THUMB)
+
+
 def _saliency_image(model_dir: str, path: str) -> tuple[QImage, str]:
     """The image as the model saw it with its gradient saliency over it (core/analysis/explain.py), as a QImage."""
     import numpy as np
@@ -493,7 +585,8 @@ class ImageTryIt(TryIt):
         self.setAcceptDrops(True)
         self._path = ""
         self._caption = ""  # what the saliency being computed is of (an image of the predictions list)
-        self.picture = QLabel("Drop an image here")
+        self.picture = QLabel("Drop an image here, or click one in the predictions list")
+        self.picture.setWordWrap(True)
         self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.picture.setMinimumSize(THUMB, THUMB)
         self.picture.setFrameShape(QLabel.Shape.StyledPanel)
@@ -548,6 +641,21 @@ class ImageTryIt(TryIt):
         self._caption = caption
         self.explain()
 
+    def show_example(self, path: str, caption: str, scores: list[tuple[str, float]]) -> None:
+        """An image of the predictions list with the scores the run gave it (``scores``, best first);
+        Show Saliency then explains it."""
+        if not self._model_dir:
+            return
+        self._path = path
+        self.clear_result()
+        self.run_model(_preview, path, show=partial(self._show_example, caption, scores), busy="Opening the image…")
+
+    def _show_example(self, caption: str, scores: list[tuple[str, float]], image: QImage) -> None:
+        self.picture.setPixmap(QPixmap.fromImage(image))
+        self.bars.show_scores(scores)
+        self.status.setText(caption)
+        self.saliency.setEnabled(True)
+
     def _show_saliency(self, answer) -> None:
         image, label = answer
         self.picture.setPixmap(QPixmap.fromImage(image))
@@ -585,7 +693,7 @@ class CellImagesDialog(QDialog):
         self.setWindowTitle("Images")
         self.setModal(False)
         self.heading = QLabel()
-        self.grid = ImageGrid()
+        self.grid = ImageGrid(lines=3)  # the file name on up to two lines, then the prediction
         lay = QVBoxLayout(self)
         lay.addWidget(self.heading)
         lay.addWidget(self.grid, 1)
@@ -626,6 +734,8 @@ class ImageClassificationView(ClassificationView):
         super().__init__(parent, try_it if try_it is not None else ImageTryIt())
         self.cell_dialog = CellImagesDialog(self)
         self._records: list[dict] = []
+        # A click on a row (or the arrow keys) shows its image in Try it; a double-click its saliency.
+        self.predictions.selectionModel().currentRowChanged.connect(self._on_current_row)
 
     def show_run(self, run, prepared) -> None:
         columns, self._records = prepared
@@ -645,13 +755,32 @@ class ImageClassificationView(ClassificationView):
         self.cell_dialog.show()
         self.cell_dialog.raise_()
 
+    @Slot(QModelIndex, QModelIndex)
+    def _on_current_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if current.isValid():
+            self.show_row_image(current.row())
+
+    def show_row_image(self, view_row: int) -> None:
+        """The listed image at ``view_row`` in the Try it box, with the scores the run gave it."""
+        path = self._row_path(view_row)
+        if path and isinstance(self.try_it, ImageTryIt):
+            record = self.predictions_model.row_record(view_row)
+            self.try_it.show_example(path, f"{_html(Path(path).name)}<br>{_example_caption(record)}",
+                                     self.predictions_model.probabilities(view_row))
+
+    def _row_path(self, view_row: int) -> str:
+        if not 0 <= view_row < self.predictions_model.rowCount():
+            return ""
+        index = self.predictions_model.row_record(view_row)["index"]
+        if index >= len(self._records):
+            return ""
+        return self._records[index].get("path") or ""
+
     def explain_row(self, view_row: int) -> None:
         """The listed image's saliency map, in the Try it box."""
-        if not 0 <= view_row < self.predictions_model.rowCount():
-            return
-        record = self.predictions_model.row_record(view_row)
-        if record["index"] < len(self._records) and self._records[record["index"]].get("path"):
-            self.try_it.explain_example(self._records[record["index"]]["path"], _example_caption(record))
+        path = self._row_path(view_row)
+        if path:
+            self.try_it.explain_example(path, _example_caption(self.predictions_model.row_record(view_row)))
 
     def shutdown(self) -> None:
         self.cell_dialog.grid.shutdown()

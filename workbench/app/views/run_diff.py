@@ -6,22 +6,26 @@ B's answer). Regression adds a scatter of A's errors against B's. Computed on a 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
+    QDialogButtonBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QSplitter,
+    QStackedWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from ...core.errors import InputError
 from ...core.tasks.table import DEFAULT_TASK, prediction_kind
 from ..jobs import Jobs, describe
 from ..widgets.build import items_table
+from ..wording import in_app_words
 
 ALL = "All cells"
 
@@ -29,6 +33,20 @@ ALL = "All cells"
 def _kind(diff) -> str | None:
     """What the compared runs predict (classes, tags, values); runs without a recorded task were classifiers."""
     return prediction_kind(diff.task or DEFAULT_TASK)
+
+
+def _note(text: str = "") -> QLabel:
+    """A centred line in place of a table with nothing to show, saying why."""
+    label = QLabel(text)
+    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    label.setWordWrap(True)
+    label.setEnabled(False)  # the dimmed text of a placeholder
+    return label
+
+
+def _shown(value) -> str:
+    """A gold or predicted value as a cell: a multi-label run's label set joined by "|" ("-" when empty)."""
+    return ("|".join(map(str, value)) or "-") if isinstance(value, list) else str(value)
 
 
 def _num(value, fmt="{:.4f}") -> QTableWidgetItem:
@@ -43,10 +61,10 @@ class RunDiffView(QDialog):
         from pathlib import Path
 
         self.setWindowTitle(f"{Path(run_a).name} → {Path(run_b).name}")
-        self.resize(1100, 760)
+        self.resize(1100, 700)  # fits a 1280x800 screen with its panel and title bar
         self.diff = None
         self.jobs = Jobs(self)
-        self.head = QLabel("Comparing…")
+        self.head = QLabel(f"A: {Path(run_a).name}    B: {Path(run_b).name}")
         self.head.setWordWrap(True)
         self.head.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.metrics = items_table(("Metric", "A", "B", "B − A", "p-value", "test"))
@@ -60,13 +78,18 @@ class RunDiffView(QDialog):
             combo.currentIndexChanged.connect(self._fill_examples)
         self.examples = items_table(("Change", "Row", "Gold", "A said", "B said", "Text"))
         self.examples.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.no_examples = _note()  # in place of the examples when no row changed
+        self.example_stack = QStackedWidget()
+        self.example_stack.addWidget(self.examples)
+        self.example_stack.addWidget(self.no_examples)
         self.scatter = None  # regression: A's error against B's
 
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(self.metrics)
         top.addWidget(self.per_class)
         filters = QHBoxLayout()
-        filters.addWidget(QLabel("Show:"))
+        self.show_label = QLabel("Show:")
+        filters.addWidget(self.show_label)
         filters.addWidget(self.kind)
         filters.addWidget(self.cell, 1)
         filters.addWidget(self.count)
@@ -74,20 +97,37 @@ class RunDiffView(QDialog):
         bl = QVBoxLayout(bottom)
         bl.setContentsMargins(0, 0, 0, 0)
         bl.addLayout(filters)
-        bl.addWidget(self.examples, 1)
+        bl.addWidget(self.example_stack, 1)
         self.split = QSplitter(Qt.Orientation.Vertical)
         self.split.addWidget(top)
         self.split.addWidget(bottom)
         self.split.setSizes([260, 480])
+        # Until the comparison is there, or when it cannot be made, a message instead of empty tables.
+        self.message = _note("Comparing the two runs' predictions…")
+        self.body = QStackedWidget()
+        self.body.addWidget(self.message)
+        self.body.addWidget(self.split)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        self.close_button = buttons.button(QDialogButtonBox.StandardButton.Close)
+        # Escape closes wherever the focus is (a table or a filter would otherwise keep the key).
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.reject)
         lay = QVBoxLayout(self)
         lay.addWidget(self.head)
-        lay.addWidget(self.split, 1)
+        lay.addWidget(self.body, 1)
+        lay.addWidget(buttons)
         from ...core.analysis.compare import compare_runs
 
         self.jobs.submit(compare_runs, run_a, run_b, on_done=self.show_diff, on_error=self._failed)
 
     def _failed(self, error: Exception) -> None:
-        self.head.setText(f"⚠ {describe(error)}")
+        text = describe(error)
+        if isinstance(error, InputError):  # the engine's reason; the head names the runs already
+            text = error.problem[:1].upper() + error.problem[1:]
+        text = in_app_words(text)
+        self.message.setText(f"Nothing to compare. {text}{'' if text.endswith('.') else '.'}")
+        self.message.setEnabled(True)  # a reason to read, not a placeholder
+        self.body.setCurrentWidget(self.message)
 
     def show_diff(self, diff) -> None:
         self.diff = diff
@@ -96,7 +136,8 @@ class RunDiffView(QDialog):
         self.head.setText(
             f"A: {Path(diff.run_a).name}    B: {Path(diff.run_b).name}    {diff.split} split, {diff.n:,} {diff.unit} "
             f"scored by both.  B fixed {len(diff.fixed):,} and broke {len(diff.broken):,}."
-            + "".join(f"\n{n}" for n in diff.notes))
+            + "".join(f"\n{in_app_words(n)}" for n in diff.notes))
+        self.body.setCurrentWidget(self.split)
         rows = [m for m in diff.metrics if m.a is not None and m.b is not None]
         self.metrics.setRowCount(len(rows))
         for i, m in enumerate(rows):
@@ -140,9 +181,17 @@ class RunDiffView(QDialog):
 
         shown = self.shown_examples()
         self.count.setText(f"{len(shown):,} {self.diff.unit if self.diff else 'examples'}")
+        if self.diff is not None and not self.diff.changed:
+            self.no_examples.setText(f"B fixed none and broke none of the {self.diff.n:,} {self.diff.unit} of the "
+                                     f"{self.diff.split} split: where A was right B was too, and where A was wrong "
+                                     "so was B.")
+        changed = self.diff is None or bool(self.diff.changed)
+        self.example_stack.setCurrentWidget(self.examples if changed else self.no_examples)
+        for w in (self.show_label, self.kind, self.count):  # nothing to filter when no row changed
+            w.setVisible(changed)
         shown = shown[:5000]
         self.examples.setRowCount(len(shown))
-        fmt = (lambda v: f"{v:.3f}") if self.diff is not None and _kind(self.diff) == "values" else str
+        fmt = (lambda v: f"{v:.3f}") if self.diff is not None and _kind(self.diff) == "values" else _shown
         for i, e in enumerate(shown):
             change = QTableWidgetItem(e["change"])
             change.setForeground(QColor(30, 140, 60) if e["change"] == "fixed" else QColor(200, 50, 40))

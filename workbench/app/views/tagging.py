@@ -278,7 +278,7 @@ class TaggingView(RunView):
             self.per_class_box,
             section("Tag confusion", self.confusion, hint="Rows: gold tag, columns: predicted tag, per token. Click "
                                                           "a cell to list the sentences with such a token."),
-            section("Try it", self.try_it))
+            section("Try it", self.try_it), stretch=(2, 3, 2))
         self.arrange(sections, section("Sentences", self._build_sentences()))
 
     def _build_sentences(self) -> QWidget:

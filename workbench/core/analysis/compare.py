@@ -9,7 +9,11 @@ disagree about (exact binomial below 1,000 discordant pairs, chi-squared with co
 correction above) for accuracy; a paired bootstrap (the same resampled examples for both runs) for
 macro F1 and regression errors. Tagging compares whole sentences (right = every tag right) and
 lists per-entity-type F1 deltas; regression counts a prediction right within a quarter of the gold
-scores' standard deviation, and compares absolute errors row by row.
+scores' standard deviation, and compares absolute errors row by row. Multi-label runs compare label
+sets: a row is right when its whole set is (McNemar on exact-match accuracy), micro/macro F1 and
+Hamming loss get a paired bootstrap, every changed row lists the labels B gained and lost relative to
+A (and which of them are now right or wrong against the gold), and every label how many rows B
+fixed and broke.
 """
 
 from __future__ import annotations
@@ -135,21 +139,38 @@ class RunDiff:
                 continue
             p = f"{m.p_value:.4g} ({m.test})" if m.p_value is not None else ""
             lines.append(f"{m.title[:22]:<22} {m.a:9.4f} {m.b:9.4f} {m.delta:+9.4f}  {p}")
+        kind = prediction_kind(self.task)
         if self.per_class:
-            lines += ["", f"{'entity/tag' if prediction_kind(self.task) == 'tags' else 'class':<22} {'F1 A':>9} "
-                          f"{'F1 B':>9} {'B - A':>9}  support"]
+            head = {"tags": "entity/tag", "labels": "label"}.get(kind or "", "class")
+            flips = "  fixed  broke" if kind == "labels" else ""
+            lines += ["", f"{head:<22} {'F1 A':>9} {'F1 B':>9} {'B - A':>9}  support{flips}"]
             for r in self.per_class:
+                support = f"{r['support']:>7}  {r['fixed']:>5}  {r['broken']:>5}" if kind == "labels" else r["support"]
                 lines.append(f"{one_line(r['label'])[:22]:<22} {r['f1_a']:9.4f} {r['f1_b']:9.4f} {r['delta']:+9.4f}  "
-                             f"{r['support']}")
+                             f"{support}")
         lines += ["", f"B fixed {len(self.fixed):,} {self.unit} that A got wrong and broke {len(self.broken):,} that "
                       "A got right"]
-        for kind, group in (("fixed", self.fixed), ("broken", self.broken)):
-            for e in group[:examples]:
-                text = one_line(str(e.get("text", "")))
-                lines.append(f"  {kind:<6} row {e['row']:>6}  gold {one_line(str(e['gold']))[:16]:<16} "
-                             f"A {one_line(str(e['a']))[:16]:<16} B {one_line(str(e['b']))[:16]:<16} {text[:60]}")
+        for change, group in (("fixed", self.fixed), ("broken", self.broken)):
+            lines += [_example_line(change, e) for e in group[:examples]]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """A gold or predicted value on one line: a label set joined by "|" ("-" when empty)."""
+    if isinstance(value, list) and (not value or isinstance(value[0], str)):
+        return "|".join(value) or "-"
+    return str(value)
+
+
+def _example_line(change: str, e: dict[str, Any]) -> str:
+    from ..escaping import one_line
+
+    text = one_line(str(e.get("text", "")))
+    moved = "".join(f" +{x}" for x in e.get("gained", [])) + "".join(f" -{x}" for x in e.get("lost", []))
+    return (f"  {change:<6} row {e['row']:>6}  gold {one_line(_shown(e['gold']))[:16]:<16} "
+            f"A {one_line(_shown(e['a']))[:16]:<16} B {one_line(_shown(e['b']))[:16]:<16}{one_line(moved)[:30]} "
+            f"{text[:60]}")
 
 
 def _table(run: RunData) -> dict[str, list]:
@@ -195,7 +216,9 @@ def compare_runs(run_a: str | Path | RunData, run_b: str | Path | RunData, seed:
         return {int(r): i for i, r in enumerate(t["row"])}
 
     ia, ib = index(ta), index(tb)
-    same = set(ia) == set(ib) and all(ta["gold"][ia[r]] == tb["gold"][ib[r]] and
+    kind = prediction_kind(a.task or DEFAULT_TASK)
+    gold = "labels" if kind == "labels" else "gold"  # predictions.jsonl's column of the right answer
+    same = set(ia) == set(ib) and all(_same_gold(ta[gold][ia[r]], tb[gold][ib[r]], kind == "labels") and
                                       ta.get(key, [None] * len(ia))[ia[r]] == tb.get(key, [None] * len(ib))[ib[r]]
                                       for r in ia)
     if not same:
@@ -206,12 +229,20 @@ def compare_runs(run_a: str | Path | RunData, run_b: str | Path | RunData, seed:
     rows = sorted(ia)
     oa = [ia[r] for r in rows]
     ob = [ib[r] for r in rows]
-    kind = prediction_kind(a.task or DEFAULT_TASK)
+    if kind == "labels":
+        return _multilabel(a, b, ta, tb, rows, oa, ob, notes, seed)
     if kind == "values":
         return _regression(a, b, ta, tb, rows, oa, ob, notes)
     if kind == "tags":
         return _tagging(a, b, ta, tb, rows, oa, ob, notes)
     return _classification(a, b, ta, tb, rows, oa, ob, notes, seed)
+
+
+def _same_gold(x, y, as_sets: bool) -> bool:
+    """One row's gold in both runs (a label set is the same in any order; tags are not)."""
+    if as_sets and isinstance(x, list) and isinstance(y, list):
+        return sorted(map(str, x)) == sorted(map(str, y))
+    return x == y
 
 
 def _example(t: dict[str, list], tb: dict[str, list], i: int, j: int, row: int, change: str) -> dict[str, Any]:
@@ -310,3 +341,109 @@ def _regression(a, b, ta, tb, rows, oa, ob, notes, seed: int = 0) -> RunDiff:
     return RunDiff(str(a.path), str(b.path), a.task, (a.report or {}).get("split", "test"), len(rows), metrics,
                    changed, [], [], notes, errors={"a": ea.tolist(), "b": eb.tolist()})
 
+
+
+# ---- label sets (multi-label runs) ---------------------------------------------------------------
+
+
+def _multi_hot(sets: list[list[str]], ids: dict[str, int]) -> np.ndarray:
+    out = np.zeros((len(sets), len(ids)), bool)
+    for i, labels in enumerate(sets):
+        out[i, [ids[x] for x in labels or []]] = True
+    return out
+
+
+def _set_f1(weights: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(micro F1, macro F1) of each weighted resample of multi-hot rows (zero_division=0, as sklearn)."""
+    g, p = gold.astype(np.float32), pred.astype(np.float32)
+    tp, fp, fn = weights @ (g * p), weights @ ((1 - g) * p), weights @ (g * (1 - p))
+    per_label = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+    tp_all, wrong = tp.sum(1), fp.sum(1) + fn.sum(1)
+    micro = np.divide(2 * tp_all, 2 * tp_all + wrong, out=np.zeros_like(tp_all), where=(2 * tp_all + wrong) > 0)
+    return micro, per_label.mean(1)
+
+
+def _set_metrics(a: RunData, b: RunData, gold: np.ndarray, pa: np.ndarray, pb: np.ndarray,
+                 seed: int) -> list[MetricDelta]:
+    """Exact match (McNemar), micro/macro F1 and Hamming loss (paired bootstrap over rows), and the
+    run's own LRAP and loss (no test: the scores behind them are rounded in predictions.jsonl)."""
+    ca, cb = (pa == gold).all(1), (pb == gold).all(1)
+    fixed, broken = int((~ca & cb).sum()), int((ca & ~cb).sum())
+    metrics = [MetricDelta("subset_accuracy", "Exact-match accuracy", float(ca.mean()), float(cb.mean()),
+                           mcnemar(broken, fixed), "McNemar")]
+    weights = _resample_weights(len(gold), BOOTSTRAP if len(gold) <= 50_000 else 200, seed)
+    one = np.ones((1, len(gold)), np.float32)
+    (micro_a, macro_a), (micro_b, macro_b) = _set_f1(weights, gold, pa), _set_f1(weights, gold, pb)
+    (oma, oca), (omb, ocb) = _set_f1(one, gold, pa), _set_f1(one, gold, pb)
+    for name, title, sa, sb, va, vb in (("micro_f1", "Micro F1", micro_a, micro_b, oma[0], omb[0]),
+                                        ("macro_f1", "Macro F1", macro_a, macro_b, oca[0], ocb[0])):
+        p, ci = bootstrap_delta(sa, sb, float(vb - va))
+        metrics.append(MetricDelta(name, title, float(va), float(vb), p, "paired bootstrap", ci))
+    wrong_a, wrong_b = (pa != gold).sum(1).astype(np.float32), (pb != gold).sum(1).astype(np.float32)
+    scale = weights.sum(1) * max(1, gold.shape[1])
+    ha, hb = float(wrong_a.mean() / max(1, gold.shape[1])), float(wrong_b.mean() / max(1, gold.shape[1]))
+    p, ci = bootstrap_delta((weights @ wrong_a) / scale, (weights @ wrong_b) / scale, hb - ha)
+    metrics.append(MetricDelta("hamming_loss", "Hamming loss", ha, hb, p, "paired bootstrap", ci,
+                               greater_is_better=False))
+    for name, title in (("lrap", "Label-ranking average precision"), ("loss", "Test loss")):
+        metrics.append(MetricDelta(name, title, _metric(a, name), _metric(b, name), greater_is_better=name != "loss"))
+    return metrics
+
+
+def _per_label_changes(labels: list[str], gold: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> list[dict[str, Any]]:
+    """Per label: F1 in A and B, and the rows whose decision of it B fixed (now right) and broke (now wrong)."""
+    from sklearn.metrics import f1_score
+
+    out = []
+    for j, label in enumerate(labels):
+        g, x, y = gold[:, j], pa[:, j], pb[:, j]
+        f1a = float(f1_score(g, x, zero_division=0))
+        f1b = float(f1_score(g, y, zero_division=0))
+        out.append({"label": label, "f1_a": f1a, "f1_b": f1b, "delta": f1b - f1a, "support": int(g.sum()),
+                    "fixed": int(((x != g) & (y == g)).sum()), "broken": int(((x == g) & (y != g)).sum()),
+                    "gained": int((~x & y).sum()), "lost": int((x & ~y).sum())})
+    return out
+
+
+def _set_change(labels: list[str], g: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """One row's change from A's set ``x`` to B's ``y`` against the gold ``g``: the labels B gained and
+    lost, and which of those changes made the label right or wrong. ``change``: fixed/broken by the
+    whole set, else better/worse/mixed by how many labels B made right against wrong."""
+    def names(mask: np.ndarray) -> list[str]:
+        return [labels[j] for j in np.flatnonzero(mask)]
+
+    right_now, wrong_now = (x != g) & (y == g), (x == g) & (y != g)
+    a_right, b_right = bool((x == g).all()), bool((y == g).all())
+    if a_right != b_right:
+        change = "fixed" if b_right else "broken"
+    else:
+        n_right, n_wrong = int(right_now.sum()), int(wrong_now.sum())
+        change = "better" if n_right > n_wrong else ("worse" if n_wrong > n_right else "mixed")
+    return {"change": change, "gold": names(g), "a": names(x), "b": names(y), "gained": names(~x & y),
+            "lost": names(x & ~y), "right_now": names(right_now), "wrong_now": names(wrong_now)}
+
+
+def _multilabel(a, b, ta, tb, rows, oa, ob, notes, seed) -> RunDiff:
+    labels = list((a.report or {}).get("labels") or [])
+    labels += [x for x in (b.report or {}).get("labels") or [] if x not in labels]
+    ids = {n: i for i, n in enumerate(labels)}
+    for t, order in ((ta, oa), (tb, ob)):
+        for key in ("labels", "predicted"):
+            for i in order:
+                for x in t[key][i] or []:
+                    if x not in ids:
+                        ids[x] = len(ids)
+                        labels.append(x)
+    gold = _multi_hot([ta["labels"][i] for i in oa], ids)
+    pa = _multi_hot([ta["predicted"][i] for i in oa], ids)
+    pb = _multi_hot([tb["predicted"][j] for j in ob], ids)
+    metrics = _set_metrics(a, b, gold, pa, pb, seed)
+    changed = []
+    for k, (r, i) in enumerate(zip(rows, oa)):
+        if (pa[k] != pb[k]).any():
+            changed.append({"row": r, **_set_change(labels, gold[k], pa[k], pb[k]), "text": _text_of(ta, i)})
+    gained, lost = int((~pa & pb).sum()), int((pa & ~pb).sum())
+    notes.append(f"B decided {gained:,} labels A did not and dropped {lost:,} that A decided, on "
+                 f"{len(changed):,} rows; a row counts as right when its whole label set is")
+    return RunDiff(str(a.path), str(b.path), a.task, (a.report or {}).get("split", "test"), len(rows), metrics,
+                   changed, _per_label_changes(labels, gold, pa, pb), labels, notes)

@@ -7,6 +7,10 @@ sequence with every ordinary token replaced by the padding token (special tokens
 attribution is the dot product of its embedding difference with the averaged gradient. By
 completeness the attributions sum to logit(input) - logit(baseline) of the explained class, up to
 the sum's discretisation error, which ``TextAttribution.delta`` reports.
+
+A multi-label model (sigmoid outputs) is explained per label (``explain_labels``): the attributions of
+one label's logit at a time, by default of every label the model decides for the text (its score
+reaches its threshold from the export's workbench.json), or of the top label when it decides none.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class TextAttribution:
     baseline_logit: float
     delta: float  # completeness gap: sum(scores) - (logit - baseline_logit)
     special: list[bool]
+    score: float | None = None  # multi-label: the label's sigmoid score for the input
+    decided: bool | None = None  # multi-label: whether the score reaches the label's threshold
 
 
 def integrated_gradients(model, tokenizer, text: str, text_pair: str | None = None, target: int | None = None,
@@ -93,6 +99,65 @@ def explain_text(model_dir: str, text: str, text_pair: str | None = None, steps:
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     return integrated_gradients(model, tok, text, text_pair, steps=steps)
+
+
+def label_targets(logits, names: list[str], thresholds: dict[str, float] | None = None,
+                  labels: list[str] | None = None) -> list[int]:
+    """The outputs to explain for one text's multi-label ``logits``: the ``labels`` asked for (by
+    name), else each decided label (sigmoid score at or above its threshold, 0.5 without one), else
+    the top one."""
+    from ..errors import InputError
+    from ..tasks.multilabel.thresholds import DEFAULT_THRESHOLD, sigmoid
+
+    if labels:
+        unknown = [x for x in labels if x not in names]
+        if unknown:
+            raise InputError(f"unknown label {unknown[0]!r}; the model's labels are {', '.join(names)}")
+        return [names.index(x) for x in dict.fromkeys(labels)]
+    scores = sigmoid(np.asarray(logits, np.float64))
+    cut = np.array([(thresholds or {}).get(n, DEFAULT_THRESHOLD) for n in names])
+    decided = [int(j) for j in np.flatnonzero(scores >= cut)]
+    return decided or [int(np.argmax(scores))]
+
+
+def explain_labels(model, tokenizer, text: str, names: list[str], thresholds: dict[str, float] | None = None,
+                   labels: list[str] | None = None, steps: int = 48, max_length: int = 128) -> list[TextAttribution]:
+    """Integrated gradients of each chosen label's logit (``label_targets``) of a multi-label text
+    classifier, one attribution per label, with the label's score and whether it is decided."""
+    import torch
+
+    from ..tasks.multilabel.thresholds import DEFAULT_THRESHOLD, sigmoid
+
+    model.eval()
+    enc = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits[0].float().numpy()
+    out = []
+    for j in label_targets(logits, names, thresholds, labels):
+        att = integrated_gradients(model, tokenizer, text, target=j, steps=steps, max_length=max_length)
+        att.label, att.score = names[j], float(sigmoid(logits[j:j + 1])[0])
+        att.decided = att.score >= (thresholds or {}).get(names[j], DEFAULT_THRESHOLD)
+        out.append(att)
+    return out
+
+
+def explain_text_labels(model_dir: str, text: str, labels: list[str] | None = None,
+                        steps: int = 48) -> list[TextAttribution]:
+    """Load the exported multi-label text classifier in ``model_dir`` (its thresholds from workbench.json)
+    and explain ``labels`` (default: the decided ones) for ``text``."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ..export.target import MARKER
+
+    meta = json.loads((Path(model_dir) / MARKER).read_text(encoding="utf-8"))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    names = list(meta.get("labels") or [model.config.id2label[i] for i in range(model.config.num_labels)])
+    return explain_labels(model, tok, text, names, meta.get("thresholds"), labels, steps,
+                          int(meta.get("max_length") or 128))
 
 
 def image_saliency(model, pixels: np.ndarray, target: int | None = None, forward=None) -> tuple[np.ndarray, int]:

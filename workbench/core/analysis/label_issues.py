@@ -11,6 +11,12 @@ suspicious).
 
 Rows are read by the task's own ``prepare_data`` with nothing held out, so columns, labels and
 skipped rows are exactly those of a training run on the same file.
+
+Several labels per row (multi-label tasks): one logistic regression per label on the same folds gives
+each row an out-of-sample probability per label, and cleanlab's multi-label confident learning
+(``cleanlab.multilabel_classification``) flags and scores the rows whose label set disagrees. A row's
+suggestion is its most probable label set (every label at 0.5), given and suggested sets are written
+joined by the file's separator ("billing|bug").
 """
 
 from __future__ import annotations
@@ -50,6 +56,22 @@ class LabelIssue:
     flagged: bool  # cleanlab counts it among the label issues
     text: str  # the text (pairs: "first ⟶ second") or the image's path
     index: int = 0  # position in the training rows read
+    # Multi-label rows: the sets themselves (``given``/``suggested`` are them joined by the separator);
+    # ``suggested_probability`` is then the out-of-sample probability of the whole suggested set.
+    given_labels: list[str] | None = None
+    suggested_labels: list[str] | None = None
+
+    @property
+    def missing(self) -> list[str]:
+        """Labels the model suggests that the row lacks (multi-label rows; [] otherwise)."""
+        given = set(self.given_labels or [])
+        return [x for x in self.suggested_labels or [] if x not in given]
+
+    @property
+    def extra(self) -> list[str]:
+        """Labels the row has that the model does not suggest (multi-label rows; [] otherwise)."""
+        suggested = set(self.suggested_labels or [])
+        return [x for x in self.given_labels or [] if x not in suggested]
 
 
 @dataclass
@@ -61,8 +83,13 @@ class LabelIssues:
     method: str
     folds: int
     seconds: float = 0.0
-    cv_accuracy: float = 0.0  # accuracy of the out-of-sample predictions against the given labels
+    cv_accuracy: float = 0.0  # accuracy of the out-of-sample predictions against the given labels (sets: exact match)
     resolved: dict[str, Any] = field(default_factory=dict)
+    separator: str | None = None  # multi-label data: what joins a set's labels in given/suggested; None: one label
+
+    @property
+    def multilabel(self) -> bool:
+        return self.separator is not None
 
     def ranked(self, flagged_only: bool = False) -> list[LabelIssue]:
         rows = [r for r in self.rows if r.flagged or not flagged_only]
@@ -73,9 +100,12 @@ class LabelIssues:
         return sum(r.flagged for r in self.rows)
 
     def summary(self) -> dict[str, Any]:
-        return {"data": self.path, "task": self.task, "rows": len(self.rows), "flagged": self.n_flagged,
-                "method": self.method, "folds": self.folds, "cv_accuracy": round(self.cv_accuracy, 4),
-                "seconds": round(self.seconds, 2)}
+        out = {"data": self.path, "task": self.task, "rows": len(self.rows), "flagged": self.n_flagged,
+               "method": self.method, "folds": self.folds, "cv_accuracy": round(self.cv_accuracy, 4),
+               "seconds": round(self.seconds, 2)}
+        if self.multilabel:
+            out.update(labels=len(self.labels), label_separator=self.separator)
+        return out
 
 
 def out_of_sample_probabilities(features: np.ndarray, labels: np.ndarray, n_classes: int, folds: int = 5,
@@ -128,6 +158,74 @@ def rank_label_issues(labels: np.ndarray, probs: np.ndarray, method: str = "self
     return np.asarray(scores, np.float64), np.asarray(flagged, bool)
 
 
+def out_of_sample_label_probabilities(features: np.ndarray, gold: np.ndarray, folds: int = 5, seed: int = 0,
+                                      cancel: CancelToken = NEVER, progress=None) -> tuple[np.ndarray, int]:
+    """(probabilities (n, labels), folds used) of multi-hot ``gold``: each row scored, label by label, by
+    a logistic regression that did not see it. Label sets do not stratify, so the folds are random; a
+    label constant in a fold's training part (never or always present) gets that part's rate."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+    from sklearn.preprocessing import StandardScaler
+
+    gold = np.asarray(gold) > 0.5
+    n, n_labels = gold.shape
+    k = int(max(2, min(folds, n)))
+    probs = np.zeros((n, n_labels), np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence notes
+        for i, (train, held) in enumerate(KFold(n_splits=k, shuffle=True, random_state=seed).split(features)):
+            cancel.raise_if_cancelled()
+            scaler = StandardScaler().fit(features[train])
+            x_train, x_held = scaler.transform(features[train]), scaler.transform(features[held])
+            for j in range(n_labels):
+                y = gold[train, j]
+                if y.all() or not y.any():
+                    probs[held, j] = float(y.mean())
+                    continue
+                clf = LogisticRegression(max_iter=1000, C=0.5).fit(x_train, y)
+                probs[held, j] = clf.predict_proba(x_held)[:, 1]
+            if progress is not None:
+                progress(i + 1, k)
+    return probs, k
+
+
+def rank_label_set_issues(gold: np.ndarray, probs: np.ndarray, method: str = "self_confidence") -> tuple[np.ndarray, np.ndarray]:
+    """(quality scores (n,), flagged (n,) bool) of multi-hot ``gold`` against per-label probabilities, by
+    cleanlab's multi-label confident learning."""
+    from cleanlab.multilabel_classification import get_label_quality_scores
+    from cleanlab.multilabel_classification.filter import find_label_issues as cl_find
+
+    if method not in METHODS:
+        raise InputError(f"unknown ranking method {method!r}; choose {' or '.join(METHODS)}")
+    gold = np.asarray(gold) > 0.5
+    sets = [list(map(int, np.flatnonzero(row))) for row in gold]
+    probs = np.clip(np.asarray(probs, np.float64), 1e-6, 1 - 1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = get_label_quality_scores(sets, probs, method=method)
+        try:
+            flagged = cl_find(sets, probs, filter_by="prune_by_noise_rate", n_jobs=1)
+        except (ValueError, IndexError):  # e.g. a label on one row only: fall back to "another set is likelier"
+            flagged = ((probs >= 0.5) != gold).any(1)
+    return np.asarray(scores, np.float64), np.asarray(flagged, bool)
+
+
+def _label_set_rows(gold: np.ndarray, probs: np.ndarray, scores: np.ndarray, flagged: np.ndarray,
+                    numbers: np.ndarray, texts: list[str], names: list[str], separator: str) -> list[LabelIssue]:
+    """One LabelIssue per multi-label row: the given and the most probable label set, and its probability."""
+    gold = np.asarray(gold) > 0.5
+    suggested = probs >= 0.5
+    # Labels are scored independently, so the suggested set's probability is the product over labels.
+    set_probability = np.where(suggested, probs, 1 - probs).prod(1)
+    rows = []
+    for i in range(len(gold)):
+        given = [names[j] for j in np.flatnonzero(gold[i])]
+        suggests = [names[j] for j in np.flatnonzero(suggested[i])]
+        rows.append(LabelIssue(int(numbers[i]), separator.join(given), separator.join(suggests), float(scores[i]),
+                               float(set_probability[i]), bool(flagged[i]), texts[i], i, given, suggests))
+    return rows
+
+
 def _texts(task, ds) -> list[str]:
     from ..data.tabular import arrow_table
 
@@ -160,8 +258,8 @@ def find_label_issues(data: str | Path, model: str | None = None, task: str | No
     checked = check(config)
     t = checked.task
     if t.name not in SUPPORTED:
-        raise InputError(f"label issues are found for classification of texts, pairs and images; this data reads "
-                         f"as {t.name}", path=data)
+        raise InputError(f"label issues are found for classification of texts, pairs, images and label "
+                         f"sets; this data reads as {t.name}", path=data)
     quiet_libraries()
     with tempfile.TemporaryDirectory(prefix="workbench-label-issues-") as tmp:
         # Read as a training run reads it (the run's own stage), with nothing held out.
@@ -174,20 +272,46 @@ def find_label_issues(data: str | Path, model: str | None = None, task: str | No
         texts = _texts(t, train)
     resolved = prepared.data.resolved
     names = prepared.data.label_map.names if prepared.data.label_map else []
+    separator = resolved.get("label_separator") if np.ndim(labels) == 2 else None
+    # Images in class folders are numbered from 1 in scan order (the preview's numbering); text rows,
+    # and images listed in a table with their label sets, by file line.
+    numbers = lines + 1 if t.modality == "image" and separator is None else lines
+    rank = _rank_sets if separator is not None else _rank_classes
+    rows, k, cv = rank(features, labels, names, numbers, texts, folds, method, seed, callbacks, cancel, separator)
+    rows.sort(key=lambda r: r.line)
+    return LabelIssues(str(Path(data).resolve()), t.name, names, rows, method, k, time.perf_counter() - t0, cv,
+                       {k_: v for k_, v in resolved.items() if k_ != "warnings"}, separator)
+
+
+def _cross_validating(callbacks: Callbacks, folds: int):
+    """Announce the cross-validation; the fold progress callback."""
     callbacks.on_event(PhaseChanged("cross-validating", f"{folds} folds"))
+    return lambda d, n: callbacks.on_event(Progress("cross-validating", d, n))
+
+
+def _rank_classes(features, labels, names, numbers, texts, folds, method, seed, callbacks, cancel,
+                  _separator=None) -> tuple[list[LabelIssue], int, float]:
+    """(rows, folds used, out-of-sample accuracy) of one label per row."""
     probs, k = out_of_sample_probabilities(features, labels, len(names), folds, seed, cancel,
-                                           lambda d, n: callbacks.on_event(Progress("cross-validating", d, n)))
+                                           _cross_validating(callbacks, folds))
     callbacks.on_event(PhaseChanged("ranking", method))
     scores, flagged = rank_label_issues(labels, probs, method)
     suggested = probs.argmax(1)
-    # Image rows are numbered from 1 in scan order (the preview's numbering); text rows by file line.
-    numbers = lines + 1 if t.modality == "image" else lines
     rows = [LabelIssue(int(numbers[i]), names[labels[i]], names[suggested[i]], float(scores[i]),
                        float(probs[i, suggested[i]]), bool(flagged[i]), texts[i], i) for i in range(len(labels))]
-    rows.sort(key=lambda r: r.line)
-    return LabelIssues(str(Path(data).resolve()), t.name, names, rows, method, k, time.perf_counter() - t0,
-                       float((suggested == labels).mean()) if len(labels) else 0.0,
-                       {k_: v for k_, v in resolved.items() if k_ != "warnings"})
+    return rows, k, float((suggested == labels).mean()) if len(labels) else 0.0
+
+
+def _rank_sets(features, gold, names, numbers, texts, folds, method, seed, callbacks, cancel,
+               separator) -> tuple[list[LabelIssue], int, float]:
+    """(rows, folds used, out-of-sample exact-match accuracy) of label sets (multi-hot ``gold``)."""
+    probs, k = out_of_sample_label_probabilities(features, gold, folds, seed, cancel,
+                                                 _cross_validating(callbacks, folds))
+    callbacks.on_event(PhaseChanged("ranking", method))
+    scores, flagged = rank_label_set_issues(gold, probs, method)
+    rows = _label_set_rows(gold, probs, scores, flagged, numbers, texts, names, separator)
+    exact = ((probs >= 0.5) == (np.asarray(gold) > 0.5)).all(1)
+    return rows, k, float(exact.mean()) if len(exact) else 0.0
 
 
 def issues_tsv(rows: list[LabelIssue]) -> str:

@@ -3,7 +3,10 @@
 Every export folder gets ``model.onnx`` (inputs named as the task's model takes them: ``input_ids``,
 ``attention_mask`` and ``token_type_ids`` for text, ``pixel_values`` for images; output ``logits``;
 batch and sequence axes dynamic) and ``onnx_check.json``, which records how ONNX Runtime and
-PyTorch agree on the evaluation rows (top-1 agreement, largest logit difference). With
+PyTorch agree on the evaluation rows (top-1 agreement, largest logit difference). A task with
+decision thresholds (multi-label: ``Task.decision_thresholds``) gets a second output ``labels``
+(int64, 1 where sigmoid(logit) >= the label's threshold), and the check compares those decisions
+(``labels_agreement``: rows whose decided labels all agree) instead of the top class. With
 ``quantize="int8"`` it also gets ``model.int8.onnx`` (onnxruntime's dynamic quantization: int8
 weights, activations quantized on the fly) and, under ``"int8"`` in the same JSON, the task's metric
 on the whole evaluation split for fp32 and int8 ONNX, sizes on disk and latency per example; an
@@ -20,7 +23,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -38,33 +41,60 @@ QUANTIZE_CHOICES = ("int8",)
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def export_onnx(model, path: Path, example: dict[str, np.ndarray], per_token: bool = False) -> Path:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function in float64 (exp overflowing to inf gives 0, as it should)."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def decide_labels(logits: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, decided) of a multi-label model: sigmoid scores in float64, and True where a label's
+    score reaches its threshold. The one rule the Predictor, the ONNX check and the graph follow."""
+    scores = sigmoid(logits)
+    return scores, scores >= np.asarray(thresholds, np.float64)
+
+
+def export_onnx(model, path: Path, example: dict[str, np.ndarray], per_token: bool = False,
+                thresholds: Sequence[float] | np.ndarray | None = None) -> Path:
     """Write ``model`` as ONNX with the inputs of ``example`` (name -> array, in the model's keyword
-    names) and one output ``logits``. The batch axis is dynamic, and so is the sequence axis of
-    token inputs (and of the logits when ``per_token``)."""
+    names) and the output ``logits``; with ``thresholds`` (one per output), also ``labels``: int64,
+    1 where sigmoid(logit) >= the threshold. The batch axis is dynamic, and so is the sequence axis
+    of token inputs (and of the logits when ``per_token``)."""
     import torch
 
     names = list(example)
 
     class LogitsOnly(torch.nn.Module):
         # Hugging Face models return an output object and take keywords; ONNX wants tensors in order.
-        def __init__(self, inner) -> None:
+        def __init__(self, inner, cut: torch.Tensor | None) -> None:
             super().__init__()
             self.inner = inner
+            self.decides = cut is not None
+            if cut is not None:
+                self.register_buffer("cut", cut)
 
         def forward(self, *inputs):
             out = self.inner(**dict(zip(names, inputs)))
-            return out.logits if hasattr(out, "logits") else out
+            logits = out.logits if hasattr(out, "logits") else out
+            if not self.decides:
+                return logits
+            # in float64, as decide_labels: a score within fp32 rounding of its threshold is decided alike
+            return logits, (torch.sigmoid(logits.double()) >= self.cut).to(torch.int64)
 
+    cut = None if thresholds is None else torch.from_numpy(np.asarray(thresholds, np.float64).reshape(-1))
     # eval() on the wrapper too: a wrapper in training mode would trace dropout into the graph.
-    wrapped = LogitsOnly(model).eval()
+    wrapped = LogitsOnly(model, cut).eval()
+    outputs = ["logits"] if cut is None else ["logits", "labels"]
     axes = {n: ({0: "batch", 1: "sequence"} if n in _TEXT_INPUTS else {0: "batch"}) for n in names}
     axes["logits"] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
+    if cut is not None:
+        axes["labels"] = dict(axes["logits"])
     tensors = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in names)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer notes about Python ints in shape arithmetic
         # The TorchScript exporter: the dynamo one needs onnxscript and gains nothing here.
-        torch.onnx.export(wrapped, tensors, str(path), dynamo=False, input_names=names, output_names=["logits"],
+        torch.onnx.export(wrapped, tensors, str(path), dynamo=False, input_names=names, output_names=outputs,
                           dynamic_axes=axes, opset_version=17)
     return path
 
@@ -80,12 +110,17 @@ def open_session(path: Path, threads: int | None = None):
 
 
 def run_session(session, batch: dict[str, np.ndarray]) -> np.ndarray:
-    """Logits for one batch: only the inputs the graph takes, in the types it takes."""
+    """Logits for one batch (the output named ``logits``, whatever other outputs the graph has)."""
+    return run_outputs(session, batch, ("logits",))[0]
+
+
+def run_outputs(session, batch: dict[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+    """The named outputs for one batch: only the inputs the graph takes, in the types it takes."""
     feed = {}
     for inp in session.get_inputs():
         value = batch[inp.name]
         feed[inp.name] = value.astype(np.float32 if "float" in inp.type else np.int64, copy=False)
-    return session.run(["logits"], feed)[0]
+    return session.run(list(outputs), feed)
 
 
 def torch_logits(model, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -109,16 +144,25 @@ def compare(ours: np.ndarray, theirs: np.ndarray, mask: np.ndarray | None) -> tu
     return len(ours), int((ours.argmax(-1) == theirs.argmax(-1)).sum()), diff
 
 
-def check_onnx(path: Path, model, batches: Iterable[dict[str, np.ndarray]], classes: bool = True) -> dict[str, Any]:
-    """Run the ONNX file with ONNX Runtime and the PyTorch model on the same inputs; compare."""
+def check_onnx(path: Path, model, batches: Iterable[dict[str, np.ndarray]], classes: bool = True,
+               thresholds: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
+    """Run the ONNX file with ONNX Runtime and the PyTorch model on the same inputs; compare. With
+    ``thresholds`` the decided labels are compared (the graph's ``labels`` output against PyTorch's
+    thresholded scores), not the top class."""
     import onnxruntime as ort
 
     session = open_session(path)
     model.eval()
     rows = items = agree = 0
     max_diff = 0.0
+    decisions = _Decisions(thresholds) if thresholds is not None else None
     for batch in batches:
-        ours, theirs = torch_logits(model, batch), run_session(session, batch)
+        ours = torch_logits(model, batch)
+        if decisions is None:
+            theirs = run_session(session, batch)
+        else:
+            theirs, labels = run_outputs(session, batch, ("logits", "labels"))
+            decisions.add(ours, labels)
         n, a, d = compare(ours, theirs, batch.get("attention_mask"))
         rows += len(ours)
         items += n
@@ -127,10 +171,33 @@ def check_onnx(path: Path, model, batches: Iterable[dict[str, np.ndarray]], clas
     out: dict[str, Any] = {"rows": rows}
     if items != rows:
         out["tokens"] = items
-    out["top1_agreement"] = (agree / items if items else 1.0) if classes else None
+    out["top1_agreement"] = (agree / items if items else 1.0) if classes and decisions is None else None
+    if decisions is not None:
+        out.update(decisions.record())
     out["max_abs_diff"] = max_diff
     out["onnxruntime"] = ort.__version__
     return out
+
+
+class _Decisions:
+    """How ONNX Runtime's ``labels`` output agrees with PyTorch's logits thresholded by decide_labels."""
+
+    def __init__(self, thresholds: Sequence[float] | np.ndarray) -> None:
+        self.thresholds = np.asarray(thresholds, np.float64)
+        self.rows = self.rows_agree = self.decisions = self.decisions_agree = 0
+
+    def add(self, torch_logits: np.ndarray, onnx_labels: np.ndarray) -> None:
+        ours = decide_labels(torch_logits, self.thresholds)[1]
+        same = ours == (np.asarray(onnx_labels) == 1)
+        self.rows += len(same)
+        self.rows_agree += int(same.all(-1).sum())
+        self.decisions += same.size
+        self.decisions_agree += int(same.sum())
+
+    def record(self) -> dict[str, Any]:
+        return {"outputs": ["logits", "labels"],
+                "labels_agreement": self.rows_agree / self.rows if self.rows else 1.0,
+                "label_decisions_agreement": self.decisions_agree / self.decisions if self.decisions else 1.0}
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
@@ -188,17 +255,19 @@ def split_logits(task, split, run, batch_size: int, cancel: CancelToken = NEVER,
 
 
 def export_and_check(model, folder: Path, example: dict[str, np.ndarray], batches: Iterable[dict[str, np.ndarray]],
-                     split_name: str, *, per_token: bool, classes: bool) -> dict[str, Any]:
+                     split_name: str, *, per_token: bool, classes: bool,
+                     thresholds: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
     """Export ``model`` to ``folder``/model.onnx and compare ONNX Runtime with it on ``batches`` (in
-    this process or the child's). A model the exporter cannot trace gives ``exported: false``."""
+    this process or the child's); ``thresholds``: the decision thresholds of a multi-label model
+    (``export_onnx``). A model the exporter cannot trace gives ``exported: false``."""
     path = folder / ONNX_FILE
     try:
-        export_onnx(model, path, example, per_token=per_token)
+        export_onnx(model, path, example, per_token=per_token, thresholds=thresholds)
     except Exception as e:  # an architecture the exporter cannot trace: the model itself is still fine
         log.warning("ONNX export failed; %s was not written", ONNX_FILE, exc_info=True)
         return {"exported": False, "error": f"{type(e).__name__}: {e}"}
     return {"exported": True, "file": ONNX_FILE, "size_bytes": file_size(path), "split": split_name,
-            **check_onnx(path, model, batches, classes=classes)}
+            **check_onnx(path, model, batches, classes=classes, thresholds=thresholds)}
 
 
 def export_with_onnx(task, model, folder: Path, split, data, *, quantize: str | None = None,
@@ -210,12 +279,14 @@ def export_with_onnx(task, model, folder: Path, split, data, *, quantize: str | 
     callbacks.on_event(PhaseChanged("exporting", "ONNX"))
     with task.export_state(model):
         model.eval()
-        record = _export_in_child(task, folder, split, cancel, batch_size) if in_child_process else None
+        thresholds = task.decision_thresholds()  # the trained model's, so read inside export_state
+        record = _export_in_child(task, folder, split, cancel, batch_size, thresholds) if in_child_process else None
         if record is None:
             rows = np.arange(min(len(split), CHECK_ROWS))
             batches = (b for _, b in _eval_batches(task, split, rows, batch_size))
             record = export_and_check(model, folder, task.onnx_example(split), batches, split.name,
-                                      per_token=task.per_token_outputs, classes=task.has_classes)
+                                      per_token=task.per_token_outputs, classes=task.has_classes,
+                                      thresholds=thresholds)
     if not record["exported"]:
         for leftover in (folder / ONNX_FILE, folder / (ONNX_FILE + ".data")):
             leftover.unlink(missing_ok=True)
@@ -226,6 +297,10 @@ def export_with_onnx(task, model, folder: Path, split, data, *, quantize: str | 
     if record["rows"] and record["top1_agreement"] is not None and record["top1_agreement"] < 1.0:
         callbacks.on_event(Warning_(
             f"ONNX Runtime agrees with PyTorch on the top class of {record['top1_agreement']:.1%} of the checked "
+            f"{split.name} rows (max logit difference {record['max_abs_diff']:.2g})"))
+    if record["rows"] and record.get("labels_agreement", 1.0) < 1.0:
+        callbacks.on_event(Warning_(
+            f"ONNX Runtime decides the same labels as PyTorch on {record['labels_agreement']:.1%} of the checked "
             f"{split.name} rows (max logit difference {record['max_abs_diff']:.2g})"))
     if quantize:
         try:
@@ -250,7 +325,8 @@ in_child_process = False
 CHILD_TIMEOUT_S = 1800
 
 
-def _export_in_child(task, folder: Path, split, cancel: CancelToken, batch_size: int) -> dict | None:
+def _export_in_child(task, folder: Path, split, cancel: CancelToken, batch_size: int,
+                     thresholds: Sequence[float] | np.ndarray | None = None) -> dict | None:
     """Export and check ``folder``'s saved model in a child process (the same steps as in-process,
     on the model as written to disk). None when the child could not do it for a reason of its own
     (it did not start, crashed or was killed): the caller then exports in-process."""
@@ -266,7 +342,8 @@ def _export_in_child(task, folder: Path, split, cancel: CancelToken, batch_size:
             arrays.update({f"batch{i}/{k}": v for k, v in batch.items()})
         np.savez(tmp / "inputs.npz", **arrays)
         job = {"folder": str(folder), "task": task.name, "split": split.name, "per_token": task.per_token_outputs,
-               "classes": task.has_classes, "inputs": str(tmp / "inputs.npz"), "result": str(tmp / "result.json")}
+               "classes": task.has_classes, "inputs": str(tmp / "inputs.npz"), "result": str(tmp / "result.json"),
+               "thresholds": None if thresholds is None else [float(t) for t in np.asarray(thresholds).reshape(-1)]}
         (tmp / "job.json").write_text(json.dumps(job), encoding="utf-8")
         # The child's messages go to a file: a pipe read only at the end could fill and stall it.
         with open(tmp / "stderr.txt", "wb") as err:
@@ -307,7 +384,7 @@ def _child_main(job_path: str) -> int:
     batches = [groups[k] for k in sorted((g for g in groups if g.startswith("batch")), key=lambda g: int(g[5:]))]
     model = load_torch_model(folder, job["task"])
     record = export_and_check(model, folder, groups["example"], batches, job["split"], per_token=job["per_token"],
-                              classes=job["classes"])
+                              classes=job["classes"], thresholds=job.get("thresholds"))
     Path(job["result"]).write_text(json.dumps(record), encoding="utf-8")
     return 0
 

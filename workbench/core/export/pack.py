@@ -760,7 +760,8 @@ def _unverified(value: str, fingerprints: Any, cancel: CancelToken) -> str | Non
     return None
 
 
-def _rewrite_paths(folder: Path, target: Path, manifest: dict[str, Any], cancel: CancelToken = NEVER) -> list[str]:
+def _rewrite_paths(folder: Path, target: Path, manifest: dict[str, Any], cancel: CancelToken = NEVER,
+                   via: str = "unpack") -> list[str]:
     """Point config.json at the unpacked data (when packed); any other data path stays only when it is
     verifiably the run's own data on this machine, and is dropped otherwise (see the module docstring).
     status.json loses the packing machine's process id, so the run never looks alive here."""
@@ -805,7 +806,7 @@ def _rewrite_paths(folder: Path, target: Path, manifest: dict[str, Any], cancel:
         for k in ("pid", "pid_started"):
             status.pop(k, None)
         status["imported"] = {"pack": manifest.get("run"), "packed": manifest.get("packed"),
-                              "at": datetime.now().isoformat(timespec="seconds")}
+                              "at": datetime.now().isoformat(timespec="seconds"), "via": via}
         (folder / "status.json").write_text(json.dumps(status, indent=2, ensure_ascii=False), encoding="utf-8")
     return notes
 
@@ -830,10 +831,10 @@ def _copy_member(src: IO[bytes], dst: BinaryIO, limit: int, name: str, archive: 
 
 def unpack_run(archive: str | Path, target: str | Path | None = None, *, home: str | Path | None = None,
                max_bytes: int = MAX_BYTES, cancel: CancelToken = NEVER,
-               progress: Callable[[int, int], None] | None = None) -> UnpackResult:
+               progress: Callable[[int, int], None] | None = None, via: str = "unpack") -> UnpackResult:
     """Unpack a ``.wbrun`` into ``target`` (a new folder) or a new folder under the runs home named
     after the run. Every member is checked before the first byte is written; the folder appears only
-    once complete."""
+    once complete. ``via`` (status.json's ``imported.via``): "unpack" (the CLI) or "import" (the app)."""
     from .model import sweep_stale_temporaries
 
     path = Path(archive).expanduser()
@@ -906,7 +907,7 @@ def unpack_run(archive: str | Path, target: str | Path | None = None, *, home: s
         problem = _model_problem(tmp / MODEL_DIR, config)
         if problem:
             raise InputError(f"refused: its model folder (model/) {problem}", path=path)
-        notes = _rewrite_paths(tmp, out, manifest, cancel)
+        notes = _rewrite_paths(tmp, out, manifest, cancel, via)
         if out.exists() or out.is_symlink():  # made meanwhile: never replaced
             raise InputError("appeared while unpacking; unpacking never replaces a folder", path=out)
         os.rename(tmp, out)  # not os.replace: a folder with files in it is never replaced even in a race

@@ -8,7 +8,9 @@ reported (``on_problem``) and skipped; the job goes on.
 
 Output columns: ``line`` (or ``path`` for images), the input (``text`` and ``text_pair``, or
 ``tokens``), then ``label``, ``score`` and ``p_<label>`` per class (classification), ``score``
-(regression) or ``tags`` (tagging; tokens and tags separated by spaces).
+(regression), ``tags`` (tagging; tokens and tags separated by spaces), or ``labels`` and ``p_<label>``
+per label (multi-label: the decided labels joined by the export's ``label_separator``, an empty cell
+for none; each label's sigmoid score).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from .inputs import (
     Problem,
     count_images,
     image_files,
+    is_image_list,
+    listed_images,
     read_sentences,
     read_table_rows,
     table_layout,
@@ -62,6 +66,7 @@ class PredictSummary:
     text_column_reason: str | None = None  # trained on it, --text-column, or the only column
     encoding: str | None = None  # how a text file was decoded: utf-8, or latin-1 as train falls back
     warnings: list[str] = field(default_factory=list)  # said once each (Warning_ events): encoding, column
+    label_separator: str | None = None  # multi-label: what joins the decided labels in the ``labels`` column
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -98,6 +103,8 @@ def _columns(p: Predictor, source_kind: str) -> list[str]:
         return head + ["label", "score"] + [f"p_{name}" for name in p.labels]
     if p.kind == "values":
         return head + ["score"]
+    if p.kind == "labels":
+        return head + ["labels"] + [f"p_{name}" for name in p.labels]
     return head + ["tags"]
 
 
@@ -112,13 +119,19 @@ class _Source:
     def __init__(self, p: Predictor, source: Path, fmt: str, text_column: str | None, pair_column: str | None) -> None:
         self.position = [0]
         self.layout = None
+        self.items: Iterator[Item | Problem]
         check_data_path(source, folder_ok=p.modality == "image")  # missing, a pipe, a folder for a text model
-        if p.modality == "image":
+        self.listed = p.modality == "image" and is_image_list(source)  # a table of image paths
+        if self.listed:
+            self.kind, self.total = "images", source.stat().st_size
+            self.layout = table_layout(source, p.inputs, text_column, None)
+            self.items = listed_images(source, self.layout, self.position)
+        elif p.modality == "image":
             self.kind, self.total = "images", count_images(source)
             if not self.total:
                 raise InputError("holds no images (searched recursively; hidden folders are left out)"
                                  if source.is_dir() else "is not an image file", path=source)
-            self.items: Iterator[Item | Problem] = (_image_item(f) for f in image_files(source))
+            self.items = (_image_item(f) for f in image_files(source))
         elif p.kind == "tags":
             self.kind, self.total = "sentences", source.stat().st_size
             self.items = read_sentences(source, tagged_format(source, fmt), self.position)
@@ -128,7 +141,7 @@ class _Source:
             self.items = read_table_rows(source, self.layout, self.position)
 
     def done(self, items_done: int) -> int:
-        return items_done if self.kind == "images" else self.position[0]
+        return items_done if self.kind == "images" and not self.listed else self.position[0]
 
 
 def _image_item(path: Path) -> Item | Problem:
@@ -154,6 +167,8 @@ def predict_file(predictor: Predictor, source: str | Path, output: str | Path | 
     reader = _Source(predictor, src, fmt, text_column, pair_column)
     summary = PredictSummary(str(src), str(out), predictor.task, predictor.backend, predictor.model_file,
                              predictor.precision, predictor.precision_reason)
+    if predictor.kind == "labels":
+        summary.label_separator = predictor.label_separator
     if reader.layout is not None:
         layout = reader.layout
         summary.text_column, summary.text_pair_column = layout.text_name, layout.pair_name
@@ -247,6 +262,8 @@ def _write_chunk(p: Predictor, chunk: list[Item], writer, batch_size: int, summa
     for head, a in zip(heads, answers):
         if p.kind == "values":
             writer.writerow(head + [f"{a['score']:.6g}"])
+        elif p.kind == "labels":
+            writer.writerow(head + [p.label_separator.join(a["labels"])] + [f"{a['scores'][n]:.6f}" for n in p.labels])
         else:
             writer.writerow(head + [a["label"], f"{a['score']:.6f}"] + [f"{a['probabilities'][n]:.6f}" for n in p.labels])
     summary.rows += len(chunk)

@@ -13,6 +13,7 @@ import io
 import itertools
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -439,3 +440,31 @@ def image_files(path: Path) -> Iterator[Path]:
 
 def count_images(path: Path) -> int:
     return sum(1 for _ in image_files(path))
+
+
+def is_image_list(path: Path) -> bool:
+    """A file that is not an image, given to an image model: a table of image paths."""
+    return path.is_file() and not is_image_name(path.name)
+
+
+def listed_images(path: Path, layout: TableLayout, position: list[int]) -> Iterator[Item | Problem]:
+    """The images a table names in its path column (``layout.text``, the one the model was trained on:
+    relative paths from the table's folder, as training reads them), as Items of the file's path; a row
+    without one, or whose file is not there, is a Problem of its line."""
+    for entry in read_table_rows(path, layout, position):
+        if isinstance(entry, Problem):
+            yield entry
+            continue
+        cell = str(entry.value).strip()
+        image = Path(cell).expanduser()
+        image = image if image.is_absolute() else path.parent / image
+        try:
+            regular = bool(cell) and stat.S_ISREG(image.stat().st_mode)
+        except FileNotFoundError:
+            yield Problem(entry.where, f"names the image {cell!r}, which does not exist ({image})")
+            continue
+        except OSError as e:
+            yield Problem(entry.where, f"names the image {cell!r}, which cannot be read ({e.strerror or e})")
+            continue
+        yield Item(str(image), image) if regular else Problem(entry.where, f"names {cell!r}, which is not an image file"
+                                                                          if cell else "has no image path")

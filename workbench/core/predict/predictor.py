@@ -3,6 +3,7 @@ PyTorch, for every task. One object serves the CLI's ``predict``, the server and
 
     p = Predictor("RUN/model")                  # ONNX Runtime when the export has model.onnx
     p.predict(["a fine film", "dull"])          # [{"label": "pos", "score": .97, "probabilities": {...}}, ...]
+    # a multi-label export: [{"labels": ["billing", "bug"], "scores": {"billing": .91, "bug": .64, ...}}, ...]
 
 Inputs are prepared exactly as evaluation prepared them: the export's tokenizer truncating at the
 training max length (pairs encoded together), tagging's first-sub-word alignment with long sentences
@@ -12,6 +13,7 @@ split into windows, images resized and centre-cropped with the export's preproce
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..export.onnx_export import INT8_FILE, ONNX_FILE, open_session, run_session
+from ..export.onnx_export import INT8_FILE, ONNX_FILE, decide_labels, open_session, run_session
 from ..export.target import MARKER, missing_tokenizer
 from ..tasks.scoring import softmax
 from ..tasks.table import TASKS
@@ -27,6 +29,8 @@ from .loading import KINDS, error_line, load_torch_model
 
 BACKENDS = ("auto", "onnx", "torch")
 PRECISIONS = ("auto", "fp32", "bf16")
+LABEL_SEPARATORS = ("|", ",", ";")  # how a multi-label export's predictions join labels (its label_separator)
+DEFAULT_THRESHOLD = 0.5  # a label the export gives no threshold for
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -97,6 +101,9 @@ class Predictor:
         if not self.labels and self.kind != "values":
             raise InputError("has no label names (neither workbench.json nor config.json's id2label lists them); "
                              "export the model again", path=folder)
+        if self.kind == "labels":  # several labels per input: each decided at its own threshold
+            self.thresholds, self.label_separator, self.thresholds_fallback = _decisions(self.meta, self.labels,
+                                                                                         folder / MARKER)
         self.pairs = bool(self.inputs.get("text_pair_column"))
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -333,13 +340,24 @@ class Predictor:
 
     # ---- answers --------------------------------------------------------------------------------
     def answers(self, logits: np.ndarray) -> list[dict[str, Any]]:
-        """Per row: label, score and probabilities (classes), or score (values)."""
+        """Per row: label, score and probabilities (classes), score (values), or the decided labels (in
+        label order) and every label's sigmoid score (labels)."""
         if self.kind == "values":
             return [{"score": float(v)} for v in logits.reshape(len(logits), -1)[:, 0]]
+        if self.kind == "labels":
+            return self._label_answers(logits)
         probs = softmax(logits.astype(np.float64))
         best = probs.argmax(-1)
         return [{"label": self.labels[k], "score": float(row[k]),
                  "probabilities": {n: float(q) for n, q in zip(self.labels, row)}} for k, row in zip(best, probs)]
+
+    def _label_answers(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        if logits.ndim != 2 or logits.shape[-1] != len(self.labels):
+            raise InputError(f"is damaged: its model gives {logits.shape[-1]} scores per input but {MARKER} lists "
+                             f"{len(self.labels)} labels; export the model again", path=self.folder / MARKER)
+        scores, decided = decide_labels(logits, self.thresholds)
+        return [{"labels": [n for n, on in zip(self.labels, row_on) if on],
+                 "scores": {n: float(q) for n, q in zip(self.labels, row)}} for row, row_on in zip(scores, decided)]
 
     def predict(self, inputs: Sequence[Any], batch_size: int = 32) -> list[dict[str, Any]]:
         """Predictions for already-validated inputs: texts (or [text, second text] pairs), token lists or
@@ -358,9 +376,45 @@ class Predictor:
         return self.answers(self.text_logits(texts, pairs, batch_size))
 
     def describe(self) -> dict[str, Any]:
-        return {"task": self.task, "backend": self.backend, "model_file": self.model_file, "labels": self.labels,
-                "pairs": self.pairs, "max_length": self.max_length if self.modality == "text" else None,
-                "precision": self.precision, "precision_reason": self.precision_reason}
+        out = {"task": self.task, "backend": self.backend, "model_file": self.model_file, "labels": self.labels,
+               "pairs": self.pairs, "max_length": self.max_length if self.modality == "text" else None,
+               "precision": self.precision, "precision_reason": self.precision_reason}
+        if self.kind == "labels":
+            out.update(thresholds=dict(zip(self.labels, map(float, self.thresholds))),
+                       thresholds_fallback=self.thresholds_fallback, label_separator=self.label_separator)
+        return out
+
+
+def _decisions(meta: dict[str, Any], labels: list[str], path: Path) -> tuple[np.ndarray, str, list[str]]:
+    """A multi-label export's thresholds in label order (DEFAULT_THRESHOLD for a label it gives none),
+    the separator its predictions join labels with, and the labels it says were left at the default;
+    InputError naming ``path`` (workbench.json) when any of them is not what an export writes."""
+    again = "; export the model again"
+    given = meta.get("thresholds")
+    given = {} if given is None else given
+    if not isinstance(given, dict):
+        raise InputError(f"is damaged: its thresholds are {type(given).__name__}, not a table of label -> threshold"
+                         + again, path=path)
+    unknown = [k for k in given if k not in labels]
+    if unknown:
+        raise InputError(f"is damaged: its thresholds name labels the model does not have ({', '.join(map(repr, unknown[:5]))}"
+                         f"; its labels: {', '.join(map(repr, labels[:12]))})" + again, path=path)
+    values = []
+    for name in labels:
+        t = given.get(name, DEFAULT_THRESHOLD)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t <= 1:
+            raise InputError(f"is damaged: the threshold of label {name!r} is {t!r}, not a number from 0 to 1" + again,
+                             path=path)
+        values.append(float(t))
+    separator = meta.get("label_separator", LABEL_SEPARATORS[0])
+    if not isinstance(separator, str) or separator not in LABEL_SEPARATORS:
+        raise InputError(f"is damaged: its label_separator {separator!r} is none of "
+                         f"{' '.join(map(repr, LABEL_SEPARATORS))}" + again, path=path)
+    fallback = meta.get("thresholds_fallback") or []
+    if not isinstance(fallback, list) or any(not isinstance(n, str) or n not in labels for n in fallback):
+        raise InputError(f"is damaged: its thresholds_fallback {fallback!r} is not a list of its labels" + again,
+                         path=path)
+    return np.asarray(values, np.float64), separator, list(fallback)
 
 
 def _precision(requested: str, backend: str, meta: dict[str, Any] | None = None) -> tuple[str, str]:

@@ -77,6 +77,10 @@ class RunSummary:
     main_metric: str | None = None  # the metric the run selected its best checkpoint by
     message: str | None = None  # why it failed
     metric_specs: tuple[Metric, ...] = CLASSIFICATION  # as the run recorded them (config.json)
+    method: str | None = None  # the training method (config.json's model.method)
+    # Where the folder came from when it was not trained here: status.json's "imported" ({"pack": run
+    # name, "packed": when, "at": when unpacked, "via": "unpack" or "import"}).
+    imported: dict[str, Any] | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -138,7 +142,13 @@ def summarize(path: str | Path) -> RunSummary:
         main_metric=(config.get("train") or {}).get("metric"),
         message=(status or {}).get("message"),
         metric_specs=specs_from((config.get("resolved") or {}).get("metrics")),
+        method=(config.get("model") or {}).get("method"),
+        imported=_dict_or_none((status or {}).get("imported")),
     )
+
+
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def list_runs(home: str | Path | None = None) -> list[RunSummary]:

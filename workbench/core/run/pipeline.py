@@ -150,7 +150,24 @@ def run_training(config: RunConfig, callbacks: Callbacks | None = None, cancel: 
     except BaseException:
         rd.release_lock()
         raise
-    return _execute(config, task, rd, CallbackList(rd, callbacks), cancel, export_lock, data_paths, None)
+    cb, tracking = _with_tracking(config, rd, callbacks, None)
+    try:
+        return _execute(config, task, rd, cb, cancel, export_lock, data_paths, None)
+    finally:
+        if tracking is not None:
+            tracking.close()
+
+
+def _with_tracking(config: RunConfig, rd: RunDirectory, callbacks: Callbacks | None, resumed_at: int | None):
+    """The run's events for the run directory, the front end and (rank 0 only: the other ranks never
+    come here) the trackers of --report-to, which must never fail the run."""
+    from ..tracking.live import start_tracking
+
+    cb = CallbackList(rd, callbacks)
+    tracking = start_tracking(config, rd.path, cb, resumed_at)
+    if tracking is not None:
+        cb.callbacks.append(tracking)
+    return cb, tracking
 
 
 def resume_training(run_dir: str | Path, callbacks: Callbacks | None = None, cancel: CancelToken = NEVER) -> RunResult:
@@ -185,8 +202,13 @@ def resume_training(run_dir: str | Path, callbacks: Callbacks | None = None, can
         rd.close()
         rd.release_lock()
         raise
-    return _execute(config, task, rd, CallbackList(rd, callbacks), cancel, export_lock, data_paths, plan.checkpoint,
-                    warnings=plan.warnings)
+    cb, tracking = _with_tracking(config, rd, callbacks, plan.step)
+    try:
+        return _execute(config, task, rd, cb, cancel, export_lock, data_paths, plan.checkpoint,
+                        warnings=plan.warnings)
+    finally:
+        if tracking is not None:
+            tracking.close()
 
 
 def _tell_ranks(dist, error: BaseException | None, **start) -> None:

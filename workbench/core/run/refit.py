@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import Callbacks, Event, StepMetrics
+from ..events import Callbacks, Event, Refitted, StepMetrics
 
 # Refit by default when the rows that train (training + held-out validation) are at most this many.
 # The held-out tenth was worth 1-3 points at 3,000-4,000 rows (CoNLL-2003, SST-2), and the second
@@ -122,7 +122,8 @@ def refit_stop(plan: RefitPlan, steps_per_epoch: int) -> int:
 
 
 class AfterFirstPass(Callbacks):
-    """Numbers the second pass's steps after the first pass's, so curves and progress run on."""
+    """Numbers the second pass's steps after the first pass's, so curves run on along one x-axis,
+    and keeps its own step, length and epoch beside them, for the refit's own progress."""
 
     def __init__(self, inner: Callbacks, steps: int, epochs: float, seconds: float) -> None:
         self.inner, self.steps, self.epochs, self.seconds = inner, steps, epochs, seconds
@@ -130,13 +131,36 @@ class AfterFirstPass(Callbacks):
     def on_event(self, event: Event) -> None:
         if isinstance(event, StepMetrics):
             event = dataclasses.replace(event, step=event.step + self.steps, total_steps=event.total_steps + self.steps,
-                                        epoch=event.epoch + self.epochs, elapsed_s=event.elapsed_s + self.seconds)
+                                        epoch=event.epoch + self.epochs, elapsed_s=event.elapsed_s + self.seconds,
+                                        refit_step=event.step, refit_steps=event.total_steps, refit_epoch=event.epoch)
         self.inner.on_event(event)
 
 
-def describe(plan: RefitPlan, unit: str = "rows") -> str:
-    epochs = f"{plan.epochs:.2f}".rstrip("0").rstrip(".")
-    return (f"the final model was trained on all {plan.rows:,} {unit} ({plan.train_rows:,} training + "
-            f"{plan.validation_rows:,} held out for validation) for {epochs} epoch{'s' if epochs != '1' else ''}, "
-            f"the length the validation split chose (best at step {plan.chosen_step} of {plan.first_pass_steps})")
+def _epochs(value: float) -> str:
+    """ "1 epoch", "1.5 epochs": the passes over the data, as people write them."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{text} epoch{'' if text == '1' else 's'}"
 
+
+def _all_rows(plan: RefitPlan, unit: str) -> str:
+    return (f"all {plan.rows:,} {unit} ({plan.train_rows:,} training + {plan.validation_rows:,} held out for "
+            f"validation)")
+
+
+def describe(plan: RefitPlan, unit: str = "rows") -> str:
+    """What trained the final model, once it has (the report and the model card)."""
+    return (f"the final model was trained on {_all_rows(plan, unit)} for {_epochs(plan.epochs)}, the length the "
+            f"validation split chose (best at step {plan.chosen_step} of {plan.first_pass_steps})")
+
+
+def announce(plan: RefitPlan, unit: str = "rows") -> str:
+    """What the refit is about to do (said as it starts)."""
+    return (f"the final model trains again from the backbone on {_all_rows(plan, unit)} for "
+            f"{_epochs(plan.epochs)}, the length the validation split chose (best at step {plan.chosen_step} of "
+            f"{plan.first_pass_steps})")
+
+
+def refitted(plan: RefitPlan, steps: int, epochs: float, unit: str = "rows") -> Refitted:
+    """The event that ends the refit, with its sentence."""
+    return Refitted(plan.rows, steps, epochs, f"the final model trained on all {plan.rows:,} {unit} for "
+                                              f"{steps:,} step{'' if steps == 1 else 's'} ({_epochs(epochs)})")

@@ -63,12 +63,14 @@ from .directory import RunDirectory, read_json_or_none
 from .refit import (
     AfterFirstPass,
     RefitPlan,
+    announce,
     describe,
     held_out_validation,
     merged_rows,
     plan_refit,
     refit_config,
     refit_stop,
+    refitted,
     wants_refit,
 )
 
@@ -147,7 +149,7 @@ def check(config: RunConfig) -> Checked:
     data_paths = [p for p in (config.data.train, config.data.val, config.data.test) if p]
     for path in data_paths:
         check_data_path(Path(path), folder_ok=True)
-    task = get_task(config.task, config.data.train)
+    task = get_task(config.task, config.data.train, config.data)
     config.task = task.name
     if config.train.metric is None:
         config.train.metric = task.default_metric
@@ -462,7 +464,7 @@ def refit(prepared: Prepared, encoded: Encoded, first: Trained, rd: RunDirectory
     task, tc = prepared.task, prepared.config.train
     plan = plan_refit(first.outcome, planned_steps(len(encoded.splits["train"]), tc)[0], prepared.rows)
     val_logits = None
-    if task.calibrated:  # for the temperature: the refitted model will have seen these rows
+    if task.calibrated or task.tunes_on_validation:  # the refitted model will have seen these rows
         val_logits = first.loop.predict(encoded.splits["validation"], "calibrating", REPORT_PRECISION)[0]
     first.let_go()  # the first pass's model (and its best weights) are done with
     one = first.outcome
@@ -482,7 +484,7 @@ def _second_pass(prepared: Prepared, encoded: Encoded, plan: RefitPlan, first: T
     from ..training.loop import TrainingLoop, planned_steps
 
     task, data, tc = prepared.task, prepared.data, prepared.config.train
-    cb.on_event(PhaseChanged("refitting", describe(plan, task.row_unit)))
+    cb.on_event(PhaseChanged("refitting", announce(plan, task.row_unit)))
     # Its own cache folder: the first pass's token files stay mapped while this one is written.
     split = task.encode("train", merged_rows(data.splits), encoded.preprocessor, tc.max_length, rd.cache_dir / "refit",
                         cb, cancel)
@@ -496,12 +498,14 @@ def _second_pass(prepared: Prepared, encoded: Encoded, plan: RefitPlan, first: T
                         cancel, checkpoints=None, metrics_position=rd.metrics_position,
                         stop_at=refit_stop(plan, per_epoch), method=built.method)
     try:
-        return built.model, loop, loop.run(), built.method
+        second = loop.run()
     except Paused as e:
         last = Checkpoints(rd.checkpoints_dir).latest()
         at = Checkpoints.loop_state(last).step if last else 0
         raise Paused(at, f"paused while training on all rows (step {first.steps + e.step}); it goes on from "
                          f"the checkpoint at step {at} and trains the final model again") from None
+    cb.on_event(refitted(plan, second.steps, second.steps / max(per_epoch, 1), task.row_unit))  # said as it ends
+    return built.model, loop, second, built.method
 
 
 # ---- test and report ---------------------------------------------------------------------------
@@ -519,11 +523,25 @@ def final_test(prepared: Prepared, encoded: Encoded, trained: Trained, cb: Callb
     pipeline and ONNX Runtime run it, whatever precision trained."""
     name = prepared.data.eval_split
     split = encoded.splits[name]
+    _tune_on_validation(prepared.task, encoded, trained, cb)
     cb.on_event(PhaseChanged("testing", name))
     result, logits = trained.loop.evaluate(split, precision=REPORT_PRECISION)
     cb.on_event(EvalMetrics(trained.outcome.steps, 0.0, name, dict(result.metrics), False))
     bf16 = _bf16_check(prepared.task, trained.loop, split, logits, trained.hardware.device, cb)
     return Tested(name, result, logits, bf16)
+
+
+def _tune_on_validation(task: Task, encoded: Encoded, trained: Trained, cb: Callbacks) -> None:
+    """A task's decisions fitted on validation outputs of a model that never trained on those rows
+    (after a refit: the first pass's), before the test split is scored with them."""
+    val = encoded.splits.get("validation")
+    if not task.tunes_on_validation or val is None or not len(val):
+        return
+    logits = trained.first_pass_val_logits
+    if logits is None:
+        cb.on_event(PhaseChanged("tuning", "decisions on the validation split"))
+        logits = trained.loop.predict(val, "tuning", REPORT_PRECISION)[0]
+    task.tune_on_validation(logits, val)
 
 
 def _bf16_check(task: Task, loop: TrainingLoop, split: EncodedSplit, logits: Any, device: Any,
@@ -568,7 +586,7 @@ def report(prepared: Prepared, encoded: Encoded, trained: Trained, tested: Teste
     if trained.plan is not None:
         text += "\n" + describe(trained.plan, task.row_unit).capitalize() + "."
     calibration = _calibration(task, trained.loop, encoded.splits, tested.split, tested.logits, cb,
-                               trained.first_pass_val_logits)
+                               trained.first_pass_val_logits, data.label_map.names if data.label_map else [])
     baseline = _baseline(prepared, encoded.backbone, trained.plan, tested.split, rd, cb, cancel)
     if baseline is not None:
         from ..tasks.image.baseline import baseline_text
@@ -603,14 +621,19 @@ def _trained_on(rows: dict[str, int], plan: RefitPlan | None, unit: str) -> dict
 
 
 def _calibration(task: Task, loop: TrainingLoop, encoded: dict[str, EncodedSplit], eval_name: str, logits: Any,
-                 cb: Callbacks, first_pass_val_logits: Any = None) -> dict[str, Any] | None:
+                 cb: Callbacks, first_pass_val_logits: Any = None, names: list[str] | None = None
+                 ) -> dict[str, Any] | None:
     """ECE and reliability bins of the evaluation split, with a temperature fitted on validation.
 
     After a refit the final model has trained on the validation rows, so the temperature is fitted
-    on the first pass's predictions of them (a model that never saw them, trained the same way)."""
+    on the first pass's predictions of them (a model that never saw them, trained the same way).
+    Multi-hot labels (several per row): each label's sigmoid scores, no temperature."""
     if not task.calibrated or getattr(logits, "ndim", 0) != 2 or len(logits) == 0:
         return None
-    from ..analysis.calibration import calibration_report
+    from ..analysis.calibration import calibration_report, label_calibration
+
+    if getattr(encoded[eval_name].labels, "ndim", 1) == 2:
+        return label_calibration(logits, encoded[eval_name].labels, list(names or []))
 
     val = encoded.get("validation")
     val_logits = first_pass_val_logits
@@ -693,8 +716,8 @@ def _card_and_meta(prepared: Prepared, encoded: Encoded, trained: Trained, teste
     backbone, metrics, before, bf16 = encoded.backbone, tested.result.metrics, trained.before, tested.bf16_check
     hyper = {k: v for k, v in dataclasses.asdict(tc).items() if v is not None}
     card = task.model_card(task_title=task.title, pipeline_tag=task.pipeline_tag, backbone=backbone.name,
-                           data=data.resolved, hyper=hyper, metrics=metrics, report_table=reported.text,
-                           eval_split=tested.split)
+                           data=_card_data(data.resolved, trained.plan), hyper=hyper, metrics=metrics,
+                           report_table=reported.text, eval_split=tested.split)
     meta = {"task": task.name, "labels": data.label_map.names if data.label_map else None,
             "max_length": tc.max_length, "backbone": backbone.name, "metrics": metrics,
             "inputs": prediction_inputs(data.resolved),
@@ -703,10 +726,27 @@ def _card_and_meta(prepared: Prepared, encoded: Encoded, trained: Trained, teste
             **trained.method.summary(), **({"merge_check": merge_check} if merge_check else {}),
             "precision": {"training": hw.precision, "report": REPORT_PRECISION,
                           **({"bf16_check": bf16} if bf16 else {})}}
+    meta.update(task.export_meta())  # a task's own facts (a multi-label model's thresholds)
     if reported.calibration and reported.calibration.get("temperature"):
         # Divide the logits by it for calibrated probabilities; transformers' pipeline ignores it.
         meta["temperature"] = reported.calibration["temperature"]
     return card, meta
+
+
+def _card_data(resolved: dict[str, Any], plan: RefitPlan | None) -> dict[str, Any]:
+    """The data as the model card lists it: the rows that trained the final model. After a refit the
+    training and held-out validation rows are one source, named so; the test split stays apart."""
+    if plan is None:
+        return resolved
+    sources, rows = dict(resolved.get("sources", {})), dict(resolved.get("rows", {}))
+    both = (f"train, refit on all rows ({plan.train_rows:,} training + {plan.validation_rows:,} held out for "
+            f"validation)")
+    merged_sources = {both: sources.pop("train", "?")}
+    merged_rows = {both: f"{plan.rows:,}"}
+    for name in sources:
+        if name != "validation":
+            merged_sources[name], merged_rows[name] = sources[name], rows.get(name, "?")
+    return {**resolved, "sources": merged_sources, "rows": merged_rows}
 
 
 def _copy_to_export_dir(prepared: Prepared, rd: RunDirectory, cb: Callbacks, cancel: CancelToken,

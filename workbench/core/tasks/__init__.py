@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .table import DEFAULT_TASK, TASKS, task_spec, trainable_task_names
 
 if TYPE_CHECKING:
+    from ..config import DataConfig
     from .base import Task
 
 
@@ -31,14 +32,19 @@ def task_class(name: str) -> "type[Task]":
     return getattr(importlib.import_module(module), cls)
 
 
-def detect_task(data_path: str | Path) -> "type[Task]":
-    """The registered task whose ``sniff`` scores DATA highest (ties: registration order)."""
+def detect_task(data_path: str | Path, data: "DataConfig | None" = None) -> "type[Task]":
+    """The registered task whose ``sniff`` scores DATA highest (ties: registration order); with the
+    data settings ``data``, a task that they alone choose (``sniff_settings``) counts too."""
     path = Path(data_path)
     classes = [task_class(name) for name in task_names()[1:]]
-    return max(classes, key=lambda cls: cls.sniff(path))  # max keeps the first of equal scores
+
+    def score(cls: "type[Task]") -> float:
+        return max(cls.sniff(path), cls.sniff_settings(data) if data is not None else 0.0)
+
+    return max(classes, key=score)  # max keeps the first of equal scores
 
 
-def get_task(name: str | None, data_path: str | Path | None = None) -> "Task":
+def get_task(name: str | None, data_path: str | Path | None = None, data: "DataConfig | None" = None) -> "Task":
     if not name or name.lower() == "auto":
-        return detect_task(data_path)() if data_path else task_class(DEFAULT_TASK)()
+        return detect_task(data_path, data)() if data_path else task_class(DEFAULT_TASK)()
     return task_class(task_spec(name).name)()

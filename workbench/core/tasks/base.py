@@ -151,6 +151,10 @@ class Task(ABC):
     # Why ``--precision auto`` keeps fp32 on a CPU with bf16 units for this task (measured: bf16 no
     # faster, or less accurate); None: bf16 pays there (core/device.py choose_precision).
     cpu_bf16_not_worth: ClassVar[str | None] = None
+    # Decisions tuned on the validation split's outputs before the final test (a multi-label task's
+    # per-label thresholds): the run calls ``tune_on_validation`` with the logits of a model that did
+    # not train on those rows (after a refit, the first pass's).
+    tunes_on_validation: ClassVar[bool] = False
     # Evaluate the untrained model too, for a before/after comparison (masked-LM adaptation).
     evaluate_before_training: ClassVar[bool] = False
 
@@ -184,6 +188,12 @@ class Task(ABC):
     @classmethod
     def sniff(cls, path: Path) -> float:
         """How well DATA at ``path`` fits this task, 0 (not at all) to 1 (certainly); for --task auto."""
+        return 0.0
+
+    @classmethod
+    def sniff_settings(cls, data: DataConfig) -> float:
+        """How surely the data settings alone choose this task for --task auto (options only it reads,
+        such as multi-label's --label-columns), 0 to 1; 0: they say nothing."""
         return 0.0
 
     @classmethod
@@ -346,6 +356,20 @@ class Task(ABC):
         batch = self.make_batch(split, np.arange(min(len(split), 2)))
         batch.pop("labels", None)
         return batch
+
+    def tune_on_validation(self, logits: np.ndarray, split: EncodedSplit) -> None:
+        """Fit what ``tunes_on_validation`` promises on ``split``'s (validation) ``logits``."""
+
+    def export_meta(self) -> dict[str, Any]:
+        """Facts of the trained model that the export's ``workbench.json`` carries beyond the common ones
+        (a multi-label task's tuned thresholds), read by predict, serve and the app; none by default."""
+        return {}
+
+    def decision_thresholds(self) -> np.ndarray | None:
+        """Per-output thresholds on sigmoid scores that decide the predicted labels (multi-label), or
+        None. When given, the ONNX export adds an output ``labels`` (1 where the score reaches the
+        threshold) beside ``logits``, so ONNX Runtime alone gives the decided labels."""
+        return None
 
     def onnx_outputs_as_logits(self, outputs: np.ndarray) -> np.ndarray:
         """The exported model's outputs as ``evaluate`` takes logits (the same, unless the export

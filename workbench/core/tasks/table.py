@@ -19,7 +19,7 @@ Names others read (kept stable):
     trainable_task_names(), resolve_name(name), ALIASES
     method_help(), lr_help(), lr_text(value)   --method's and --lr's help, a rate as people write it
     DEFAULT_TASK, DEFAULT_METHOD, FROZEN_METHOD, ANALYSES (LABEL_ISSUES, CALIBRATION, EXPLANATIONS,
-    RUN_DIFF, BASELINE), REGRESSION_METRICS, TAGGING_METRICS, MASKED_LM_METRICS
+    RUN_DIFF, BASELINE), REGRESSION_METRICS, TAGGING_METRICS, MASKED_LM_METRICS, MULTILABEL_METRICS
 
 A TaskSpec's ``evaluate_view`` and ``try_it_view`` name the app's classes as "module:Class" strings,
 so the core stays free of Qt; None means the app's fallback (the plain-text report, no "Try it").
@@ -100,6 +100,17 @@ MASKED_LM_METRICS = (
     Metric("loss", "Masked-LM loss", greater_is_better=False, bounded=False, headline=True),
 )
 
+# Several labels per example, sigmoid outputs: the headline figures are at each label's threshold
+# tuned on validation (core/tasks/multilabel); the report also gives them at a global 0.5.
+MULTILABEL_METRICS = (
+    Metric("micro_f1", "Micro F1", plot=True, headline=True),
+    Metric("macro_f1", "Macro F1", plot=True, headline=True),
+    Metric("subset_accuracy", "Exact-match accuracy", headline=True),
+    Metric("hamming_loss", "Hamming loss", greater_is_better=False),
+    Metric("lrap", "Label-ranking average precision"),
+    LOSS,
+)
+
 # ---- tasks --------------------------------------------------------------------------------------
 
 
@@ -171,6 +182,23 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              readers=("workbench.core.data.images:scan_image_folders",),
              evaluate_view="workbench.app.views.images:ImageClassificationView",
              try_it_view="workbench.app.views.images:ImageTryIt"),
+    # Before text-multilabel: a table of image paths given with --label-separator or --label-columns is
+    # sure of both tasks (text-multilabel's sniff_settings), and --task auto keeps the first of a tie.
+    TaskSpec("image-multilabel", "Images, several labels each", "Multi-label image classification",
+             "workbench.core.tasks.multilabel.images:ImageMultiLabel", "image", "images", "labels",
+             "AutoModelForImageClassification", "image-classification", MULTILABEL_METRICS, "micro_f1", _IMAGE_LR,
+             frozenset({CALIBRATION, RUN_DIFF}), aliases=("multilabel-images", "multi-label-images"),
+             readers=("workbench.core.data.tabular:read_table",
+                      "workbench.core.tasks.multilabel.images:locate_images"),
+             evaluate_view="workbench.app.views.multilabel:MultiLabelView",
+             try_it_view="workbench.app.views.multilabel:MultiLabelImageTryIt"),
+    TaskSpec("text-multilabel", "Text, several labels per row", "Multi-label text classification",
+             "workbench.core.tasks.multilabel.text:TextMultiLabel", "text", "rows", "labels",
+             "AutoModelForSequenceClassification", "text-classification", MULTILABEL_METRICS, "micro_f1", _TEXT_LR,
+             _TEXT_CLASSIFIER_ANALYSES, aliases=("multilabel", "multi-label"),
+             readers=("workbench.core.data.tabular:read_table",),
+             evaluate_view="workbench.app.views.multilabel:MultiLabelView",
+             try_it_view="workbench.app.views.multilabel:MultiLabelTryIt"),
     TaskSpec("masked-lm", "Masked-LM adaptation (unlabelled text)", "Masked-language-model adaptation",
              "workbench.core.tasks.masked_lm:MaskedLanguageModeling", "text", "rows", None,
              "AutoModelForMaskedLM", "fill-mask", MASKED_LM_METRICS, "loss", _TEXT_LR,

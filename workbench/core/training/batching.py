@@ -144,7 +144,9 @@ def bucket_widths(batch: dict[str, np.ndarray], pad_id: int, max_length: int, mu
     fill = {"input_ids": pad_id, "labels": -100, "masked_positions": False}
     out = {}
     for key, value in batch.items():
-        if value.ndim == 2 and value.shape[1] == width:
+        # Float labels are per-row targets (multi-label), never per token, whatever their width.
+        per_token = not (key == "labels" and value.dtype.kind == "f")
+        if per_token and value.ndim == 2 and value.shape[1] == width:
             value = np.pad(value, ((0, 0), (0, target - width)), constant_values=fill.get(key, 0))
         out[key] = value
     return out

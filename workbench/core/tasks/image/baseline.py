@@ -80,7 +80,10 @@ def frozen_feature_baseline(task, backbone, data, train_rows, eval_name: str, ma
         "seconds": round(seconds, 2),
         **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "loss")},
     }
-    log.info("baseline: %s", out)
+    log.info("baseline: logistic regression on the %s %s features of %s training %s, %.1f s: accuracy %.3f, "
+             "macro F1 %.3f on the %s split", "frozen" if out["pretrained"] else "untrained (random)",
+             backbone.name, f"{out['train_rows']:,}", task.row_unit, seconds, out["accuracy"], out["macro_f1"],
+             eval_name)
     return out
 
 

@@ -11,7 +11,9 @@ from ...escaping import md_cell, md_code, md_fence, one_line
 
 def image_model_card(*, task_title: str, backbone: str, data: dict[str, Any], hyper: dict[str, Any],
                      metrics: dict[str, float], report_table: str, eval_split: str, preprocessing: dict[str, Any],
-                     hugging_face: bool, frozen: bool) -> str:
+                     hugging_face: bool, frozen: bool, use: str | None = None) -> str:
+    """``use``: the card's "Use" section (after its heading), in place of a classifier's (a multi-label
+    model decides its labels at thresholds, which top-1 loading and the ONNX note below do not)."""
     rows = "\n".join(f"| {md_cell(str(k))} | {md_cell(str(v))} |" for k, v in hyper.items())
     sources = "\n".join(f"- {md_cell(k)}: {md_code(str(v))} ({data.get('rows', {}).get(k, '?')} images)"
                         for k, v in data.get("sources", {}).items())
@@ -19,13 +21,13 @@ def image_model_card(*, task_title: str, backbone: str, data: dict[str, Any], hy
     size, resize = preprocessing["image_size"], preprocessing["resize_to"]
     header = "library_name: transformers\n" if hugging_face else ""
     if hugging_face:
-        use = """```python
+        load = """```python
 from transformers import pipeline
 clf = pipeline("image-classification", model="path/to/this/folder")
 clf("photo.jpg")  # [{"label": ..., "score": ...}, ...]
 ```"""
     else:
-        use = """This is not a transformers model: `config.json` names a Workbench architecture. Rebuild it with
+        load = """This is not a transformers model: `config.json` names a Workbench architecture. Rebuild it with
 Workbench's loader (weights from `model.safetensors`, labels from `config.json`):
 
 ```python
@@ -66,7 +68,12 @@ transformers `BitImageProcessor` doing exactly this. Training used random resize
 {md_fence(report_table)}
 
 ## Use
-{use}
+{use or _classifier_use(load, size)}
+"""
+
+
+def _classifier_use(load: str, size: int) -> str:
+    return f"""{load}
 
 ### ONNX
 `model.onnx` takes `pixel_values` (N, 3, {size}, {size}) float32, preprocessed as above, and returns `logits`
@@ -77,5 +84,4 @@ import numpy as np, onnxruntime as ort
 from transformers import AutoImageProcessor
 pixels = AutoImageProcessor.from_pretrained("path/to/this/folder")(images, return_tensors="np")["pixel_values"]
 logits = ort.InferenceSession("path/to/this/folder/model.onnx").run(None, {{"pixel_values": pixels.astype(np.float32)}})[0]
-```
-"""
+```"""

@@ -274,14 +274,21 @@ class ImageClassification(Task):
         return None  # images: --max-length does not apply
 
     def encode(self, name, rows, preprocessor, max_length, cache_dir, callbacks, cancel=NEVER) -> EncodedSplit:
-        index = _column(rows, "row").astype(np.int64)
-        assert self.label_map is not None, "prepare_data builds the label map"
-        labels = self.label_map.encode(_column(rows, "label"))
+        index, labels = self.cache_rows(rows), self.encoded_labels(rows)
         split = EncodedSplit(name, rows, {"index": index}, labels, np.ones(len(index), np.int64))
         self.encoded[name] = split
         self._draws[name] = np.zeros(len(index), np.int64)
         self._rng = np.random.default_rng(self.seed)  # augmentation draws repeat from run to run
         return split
+
+    def cache_rows(self, rows) -> np.ndarray:
+        """The rows' positions in the decoded-image cache (a variant that keeps file lines in "row" says where)."""
+        return _column(rows, "row").astype(np.int64)
+
+    def encoded_labels(self, rows) -> np.ndarray:
+        """The rows' training targets: class ids here (a multi-label variant: multi-hot rows)."""
+        assert self.label_map is not None, "prepare_data builds the label map"
+        return self.label_map.encode(_column(rows, "label"))
 
     def _augmented(self, split: EncodedSplit) -> bool:
         return split.name == "train" and self.policy is not None and self.policy.augment != "none"

@@ -1,0 +1,69 @@
+"""TensorBoard: RUN/tensorboard/ event files, written with torch's SummaryWriter (which needs the
+tensorboard package): scalars as they happen, then the hparams, the report's pictures and its text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import need
+from .images import report_images
+from .records import flat_params, read_json, scalars
+
+FOLDER = "tensorboard"
+
+
+class TensorBoardTracker:
+    name = "tensorboard"
+
+    def __init__(self, run_dir: Path, resumed_at: int | None = None) -> None:
+        need("tensorboard", "--report-to tensorboard")
+        self.run_dir = run_dir
+        self.purge_step = resumed_at  # a resumed run logs again from its checkpoint's step
+        self.writer: Any = None
+
+    def _writer(self):
+        if self.writer is None:  # made at the first scalar: a run refused before training leaves no folder
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / FOLDER), purge_step=self.purge_step)
+        return self.writer
+
+    def record(self, record: dict[str, Any]) -> None:
+        when = record.get("time")  # metrics.jsonl's: a run logged afterwards keeps its own times
+        for tag, step, value in scalars(record):
+            self._writer().add_scalar(tag, value, step, walltime=when if isinstance(when, (int, float)) else None)
+
+    def finish(self, record: dict[str, Any]) -> None:
+        if record.get("event") == "Finished":
+            self._summaries(record)
+        self.close()
+
+    def _summaries(self, finished: dict[str, Any]) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        writer = self._writer()
+        report = read_json(self.run_dir / "report.json")
+        split = str(report.get("split") or "test")
+        results = {f"{split}/{k}": float(v) for k, v in (finished.get("metrics") or {}).items()
+                   if isinstance(v, (int, float))}
+        throughput = finished.get("samples_per_second")
+        if isinstance(throughput, (int, float)):
+            results["train/samples_per_second_overall"] = float(throughput)
+            writer.add_scalar("train/samples_per_second_overall", float(throughput), 0)
+        # The hparams summaries go into this run's own file (SummaryWriter.add_hparams would make a sub-run).
+        for summary in hparams(flat_params(read_json(self.run_dir / "config.json")), results):
+            writer.file_writer.add_summary(summary)
+        for name, image in report_images(report).items():
+            writer.add_image(f"report/{name}", image, 0, dataformats="HWC")
+        try:
+            text = (self.run_dir / "report.txt").read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        if text:  # indented: TensorBoard renders text as Markdown, and the report is a fixed-width table
+            writer.add_text("report", "\n".join("    " + line for line in text.splitlines()), 0)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
