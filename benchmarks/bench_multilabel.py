@@ -18,6 +18,8 @@ Speed: training samples per second as each reports it, and the wall time of the 
 run is its own process; runs of one repeat share the seed.
 
     python benchmarks/bench_multilabel.py [--train-sentences 3000] [--test-sentences 1000] [--repeats 3]
+    # ablations of Workbench's settings alone (the Trainer skipped):
+    python benchmarks/bench_multilabel.py --workbench-only --set precision=fp32 group_by_length=false
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def run_workbench(job: dict) -> dict:
     from workbench.core.run.pipeline import run_training
 
     cfg = RunConfig(task="auto", data=DataConfig(train=job["train"], test=job["test"]), run_dir=job["run_dir"],
-                    train=TrainConfig(seed=job["seed"], device=job["device"]))
+                    train=TrainConfig(seed=job["seed"], device=job["device"], **job.get("settings", {})))
     t0 = time.perf_counter()
     r = run_training(cfg)
     wall = time.perf_counter() - t0
@@ -179,12 +181,27 @@ def run_child(job: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- the comparison
+def settings(pairs: list[str]) -> dict:
+    """--set KEY=VALUE pairs as TrainConfig keywords (numbers, true/false, none parsed)."""
+    out: dict = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        low = value.lower()
+        out[key] = (True if low == "true" else False if low == "false" else None if low == "none"
+                    else json.loads(value) if value.replace(".", "", 1).replace("e-", "", 1).isdigit() else value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-sentences", type=int, default=3000)
     ap.add_argument("--test-sentences", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3, help="seeds 42, 43, ... (default 3)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="Workbench settings other than the defaults (TrainConfig fields), e.g. precision=fp32 "
+                         "group_by_length=false; the Trainer gets the hyper-parameters Workbench resolved")
+    ap.add_argument("--workbench-only", action="store_true", help="skip the Trainer (ablations of Workbench's settings)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -208,21 +225,32 @@ def main() -> None:
         for i in range(args.repeats):
             seed = 42 + i
             base = {"train": str(train), "test": str(test), "device": args.device}
-            wb = run_child({**base, "system": "workbench", "seed": seed, "run_dir": str(tmp_path / f"wb-{i}")})
+            wb = run_child({**base, "system": "workbench", "seed": seed, "run_dir": str(tmp_path / f"wb-{i}"),
+                            "settings": settings(args.set)})
             hp = {k: wb["train"][k] for k in ("epochs", "lr", "batch_size", "max_length", "warmup_ratio",
                                               "weight_decay", "max_grad_norm", "seed")}
-            tr = run_child({**base, "system": "trainer", "hyper": hp, "labels": wb["labels"],
-                            "run_dir": str(tmp_path / f"tr-{i}")})
             results["workbench"].append(wb)
-            results["trainer"].append(tr)
             print(f"[seed {seed}] task {wb['task']}, {hp}", flush=True)
             print(f"  workbench  micro-F1 {wb['tuned']['micro_f1']:.4f} (0.5: {wb['at_0.5']['micro_f1']:.4f})  "
                   f"macro-F1 {wb['tuned']['macro_f1']:.4f} (0.5: {wb['at_0.5']['macro_f1']:.4f})  "
                   f"{wb['samples_per_second']:6.1f} samples/s  wall {wb['wall_seconds']:.0f}s  thresholds "
                   f"{dict(zip(wb['labels'], (round(t, 3) for t in wb['thresholds'])))}", flush=True)
+            if args.workbench_only:
+                continue
+            tr = run_child({**base, "system": "trainer", "hyper": hp, "labels": wb["labels"],
+                            "run_dir": str(tmp_path / f"tr-{i}")})
+            results["trainer"].append(tr)
             print(f"  trainer    micro-F1 {tr['at_0.5']['micro_f1']:.4f}                  "
                   f"macro-F1 {tr['at_0.5']['macro_f1']:.4f}                  "
                   f"{tr['samples_per_second']:6.1f} samples/s  wall {tr['wall_seconds']:.0f}s", flush=True)
+
+    if args.workbench_only:
+        print(f"\nworkbench ({' '.join(args.set) or 'defaults'}), medians of {args.repeats} seeds: micro-F1 "
+              f"{statistics.median(r['tuned']['micro_f1'] for r in results['workbench']):.4f}, macro-F1 "
+              f"{statistics.median(r['tuned']['macro_f1'] for r in results['workbench']):.4f}, "
+              f"{statistics.median(r['samples_per_second'] for r in results['workbench']):.1f} samples/s")
+        print(json.dumps(results))
+        return
 
     def med(system: str, key: str, sub: str | None = None) -> float:
         return statistics.median(r[key][sub] if sub else r[key] for r in results[system])
