@@ -81,6 +81,10 @@ def test_the_train_page_starts_afresh_when_new_data_is_loaded(qtbot, window, sen
     assert page.progress.value() <= 0 and page.rate.text() == ""
     assert page.start_button.isEnabled(), page.reason.text()
     assert "other.tsv" in page.summary.text()
+    for plot in (page.loss_plot, page.lr_plot):  # empty plots keep no y-range of the old run's values
+        view = plot.getPlotItem().getViewBox()
+        view.prepareForPaint()
+        assert view.viewRange()[1] == [0, 1], (plot.getPlotItem().titleLabel.text, view.viewRange()[1])
     # The next run's curves set the x-range afresh. A single validation point (one epoch) has no width
     # of its own: pyqtgraph keeps the width shown before, which was the old run's 400 steps.
     page.on_events([{"event": "StepMetrics", "step": s, "total_steps": 20, "loss": 1.0, "learning_rate": 1e-3,

@@ -641,6 +641,9 @@ class TrainPage(QWidget):
         # Empty curves would leave a plot's range where the last run had it: the next run's first
         # points would sit in the old x-range. Back to 0..1, following the data from there.
         self._follow_x = dict.fromkeys(self._follow_x, True)
+        for plot in (self.loss_plot, self.lr_plot):  # nor the last run's losses and rates on the y-axis
+            plot.getPlotItem().getViewBox().setYRange(0, 1, padding=0)
+            plot.enableAutoRange(axis="y")
         self._redraw()
 
     @Slot(object)

@@ -60,6 +60,9 @@ class MlflowTracker:
         self.model_uri: str | None = None
         self.began: int | None = None  # the run's first and latest event (ms): a run logged afterwards keeps them
         self.ended: int | None = None
+        # The store and the experiment now, before training: a fresh SQLite store creates its tables
+        # (seconds), which inside the first logged step would show as slower training.
+        self.experiment_id = self._experiment()
 
     def _start(self) -> str:
         """The MLflow run: this run's earlier one (a resumed run), or a new one."""
@@ -70,7 +73,7 @@ class MlflowTracker:
             self.run_id = str(known["run_id"])
             self.client.update_run(self.run_id, status="RUNNING")
             return self.run_id
-        run = self.client.create_run(self._experiment(), run_name=self.run_dir.name, start_time=self.began,
+        run = self.client.create_run(self.experiment_id, run_name=self.run_dir.name, start_time=self.began,
                                      tags={"workbench.run_dir": str(self.run_dir)})
         self.run_id = run.info.run_id
         write_json_atomic(self.run_dir / TRACKING_FILE, {"mlflow": {"uri": self.uri, "run_id": self.run_id}})

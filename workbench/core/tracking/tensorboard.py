@@ -21,12 +21,15 @@ class TensorBoardTracker:
         self.run_dir = run_dir
         self.purge_step = resumed_at  # a resumed run logs again from its checkpoint's step
         self.writer: Any = None
+        # Imported now, before training (tensorboard and protobuf take a second or more to import),
+        # not at the first logged step, where it would count as training time.
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.summary_writer = SummaryWriter
 
     def _writer(self):
         if self.writer is None:  # made at the first scalar: a run refused before training leaves no folder
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / FOLDER), purge_step=self.purge_step)
+            self.writer = self.summary_writer(str(self.run_dir / FOLDER), purge_step=self.purge_step)
         return self.writer
 
     def record(self, record: dict[str, Any]) -> None:
