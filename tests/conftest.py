@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["WORKBENCH_ONNX_CHILD"] = "0"
 
 # Tiny trained exports of every task, shared by the ONNX, predict, serve and app tests (one training each).
-pytest_plugins = ["export_samples"]
+pytest_plugins = ["export_samples", "generation_samples"]
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

@@ -15,7 +15,7 @@ from ..core.cancel import NEVER, CancelToken
 from ..core.errors import InputError
 from ..core.tasks.table import DEFAULT_TASK, TASKS
 
-DATA_SUFFIXES = (".tsv", ".csv", ".tab", ".txt")
+DATA_SUFFIXES = (".tsv", ".csv", ".tab", ".txt", ".jsonl", ".json")  # JSON: text generation's conversations
 _ROLE_PATTERNS = {
     "train": re.compile(r"^(train|training)([._-]|$)", re.I),
     "val": re.compile(r"^(dev|val|valid|validation)([._-]|$)", re.I),

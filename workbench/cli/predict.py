@@ -6,7 +6,10 @@
 ``predict`` streams INPUT (a TSV/CSV file, a CoNLL or plain-text file for tagging, a folder of images)
 into a TSV (for a multi-label model: a ``labels`` column, the decided labels joined by the export's
 separator, and the ``p_<label>`` scores); bad rows are reported on stderr by line or path and skipped;
-the last stdout line is a JSON summary. Exit status as for ``train``: 0 done (even with skipped rows),
+the last stdout line is a JSON summary. With a text-generation export INPUT holds prompts (JSON Lines or a
+JSON list of records in a training format's user side: ``messages``, ``conversations``, ``prompt``,
+``instruction``/``input``; or a text file, one prompt a line), answered into JSON Lines: each record with
+the model's ``output``. Exit status as for ``train``: 0 done (even with skipped rows),
 2 bad input, 3 the output could not be written, 130 interrupted (nothing is left behind).
 """
 
@@ -24,10 +27,14 @@ def add_commands(sub) -> None:
     p = sub.add_parser("predict", help="label a file or a folder of images with an exported model",
                        description="Predict every row of INPUT (a .tsv/.csv file; a CoNLL or plain-text file, one "
                                    "sentence a line, for tagging; a folder of images, searched recursively) with "
-                                   "the model in EXPORT_DIR, into a TSV.")
+                                   "the model in EXPORT_DIR, into a TSV. A text-generation model answers prompts "
+                                   "instead: JSON Lines records with 'messages', 'prompt' or 'instruction' (and "
+                                   "'input'), or a text file with one prompt a line, into JSON Lines (each record "
+                                   "with its 'output').")
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="RUN/model, or a folder written by --export or the Export page")
     p.add_argument("input", metavar="INPUT", help="the file or folder to predict")
-    p.add_argument("-o", "--output", help="the TSV to write (default: INPUT's name + .predictions.tsv, beside it)")
+    p.add_argument("-o", "--output", help="the TSV to write (default: INPUT's name + .predictions.tsv, beside it; "
+                   ".predictions.jsonl for text generation)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
                    help="ONNX Runtime (model.onnx) or PyTorch; default auto: ONNX when the export has it")
@@ -35,11 +42,15 @@ def add_commands(sub) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="--backend torch: bf16 autocast where the CPU has bf16 units (AMX, AVX512-BF16) with auto, "
                         "or forced; ONNX Runtime runs fp32")
-    p.add_argument("--batch-size", type=int, default=32, help="rows per model call (default 32)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="rows per model call (default 32; 8 prompts for a text-generation model)")
     p.add_argument("--text-column", help="the text column (default: the one the model was trained on, or the only one)")
     p.add_argument("--text-pair-column", help="sentence pairs: the second text column (default: as in training)")
     p.add_argument("--format", choices=("auto", "conll", "conllu", "text"), default="auto",
                    help="tagging: how INPUT holds its sentences (default: detected; text = one sentence a line)")
+    from .chat import add_generation_flags
+
+    add_generation_flags(p)
     add_quiet_flag(p)
 
     s = sub.add_parser("serve", help="answer prediction requests over HTTP on this machine",
@@ -68,8 +79,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .interrupt import cancelled_by_ctrl_c
     from .progress import TerminalProgress
 
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UsageError("workbench predict: --batch-size must be at least 1")
+    from ..core.predict.generation import is_generation_export
+
+    if is_generation_export(args.export_dir):
+        return cmd_predict_generation(args)
+    if args.batch_size is None:
+        args.batch_size = 32
     # Before the model is loaded: a folder that is no export, a missing input or a refused output is
     # said at once (Predictor and predict_file check them again, for the app).
     from pathlib import Path
@@ -100,6 +117,54 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pair = f", second text from {summary.text_pair_column!r}" if summary.text_pair_column else ""
         print(f"text read from column {summary.text_column!r} ({summary.text_column_reason}){pair}"
               + (f"; file read as {summary.encoding}" if summary.encoding != "utf-8" else ""), file=sys.stderr)
+    print(f"predictions: {summary.output}", file=sys.stderr)
+    print(json.dumps(summary.to_dict()))
+    return EXIT_OK
+
+
+def cmd_predict_generation(args: argparse.Namespace) -> int:
+    """`workbench predict` with a text-generation export: prompts (JSON Lines records or text lines) answered
+    into JSON Lines."""
+    from pathlib import Path
+
+    from ..core.paths import check_data_path
+    from ..core.predict.batch import check_output
+    from ..core.predict.generation import (
+        GenerationPredictor,
+        default_generation_output,
+        predict_generation_file,
+        read_generation_meta,
+    )
+    from .chat import settings_from_args
+    from .exits import EXIT_OK, UsageError
+    from .interrupt import cancelled_by_ctrl_c
+    from .progress import TerminalProgress
+
+    unused = [flag for flag, given in (("--backend onnx", args.backend == "onnx"), ("--int8", args.int8),
+                                       ("--precision", args.precision != "auto"), ("--text-column", args.text_column),
+                                       ("--text-pair-column", args.text_pair_column), ("--format", args.format != "auto"))
+              if given]
+    if unused:
+        raise UsageError(f"workbench predict: {', '.join(unused)} do(es) not apply to a text-generation model (it runs "
+                         "in PyTorch, fp32 on the CPU and bf16 on a GPU, and reads records by their keys)")
+    folder = Path(args.export_dir).expanduser().resolve()
+    settings = settings_from_args(read_generation_meta(folder), folder, args)
+    source = Path(args.input).expanduser()
+    check_data_path(source)
+    check_output(args.output or default_generation_output(source), source, args.overwrite, folder)
+    progress = TerminalProgress(enabled=not args.quiet)
+
+    def report(problem) -> None:
+        progress.write(f"skipped: {args.input}, line {problem.where}: {problem.message}")
+
+    with cancelled_by_ctrl_c(progress, "workbench: cancelled; no output was written.") as cancel:
+        predictor = GenerationPredictor(folder)
+        summary = predict_generation_file(predictor, source, args.output, overwrite=args.overwrite,
+                                          batch_size=args.batch_size or 8, settings=settings, callbacks=progress,
+                                          cancel=cancel, on_problem=report)
+    if summary.skipped:
+        print(f"workbench: {summary.skipped:,} bad record(s) skipped (listed above); {summary.rows:,} answered",
+              file=sys.stderr)
     print(f"predictions: {summary.output}", file=sys.stderr)
     print(json.dumps(summary.to_dict()))
     return EXIT_OK

@@ -8,6 +8,9 @@ model.onnx); requests are read and answered on a worker thread so a long batch d
     GET  /health                      ->  {"status": "ok", "task": ..., "backend": ..., "labels": [...]}
                                           (multi-label: also "thresholds", "thresholds_fallback", "label_separator")
 
+A text-generation export is served with OpenAI-compatible routes instead (POST /v1/chat/completions,
+/v1/completions, with streaming; GET /v1/models): see serve_openai.py.
+
 Inputs by task: texts (classification, regression), ``[text, second text]`` pairs or
 ``{"text": ..., "text_pair": ...}`` (sentence pairs), texts or lists of tokens (tagging), base64-encoded
 image files (images; line breaks and a ``data:image/...;base64,`` prefix are allowed). Predictions:
@@ -29,9 +32,7 @@ import asyncio
 import base64
 import binascii
 import errno
-import hmac
 import ipaddress
-import json
 import os
 import re
 import signal
@@ -42,6 +43,16 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
+from .requests import (
+    RequestError,
+    authorization,
+    bug_message,
+    check_text,
+    key_problem,
+    parse_json,
+    read_body,
+    report_bug,
+)
 
 # Per text to tag, in characters (a text or its tokens together): the tagger labels every word, so a
 # longer text is refused (413) rather than cut, which would silently drop the end of its answer.
@@ -52,10 +63,8 @@ API_KEY_ENV = "WORKBENCH_API_KEY"
 FAULT_DELAY_ENV = "WORKBENCH_FAULT_SERVE_DELAY"  # test hook, see _fault_delay
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class BadRequest(RequestError):
+    """A /predict request answered with ``{"error": message}`` and its status."""
 
 
 class Terminated(BaseException):
@@ -69,15 +78,8 @@ def on_sigterm(signum, frame) -> None:
 
 
 def _text(s: str, where: str) -> str:
-    """``s``, or BadRequest if it holds a lone surrogate (JSON's "\\ud800" escapes decode to one; no
-    tokenizer can read it and no answer could be written back)."""
-    if not s.isascii():
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise BadRequest(422, f"{where}: not valid Unicode text: a lone surrogate (\\u{ord(s[e.start]):04x}) at "
-                                  f"character {e.start}; send real characters (UTF-8)") from None
-    return s
+    """``s``, or BadRequest (422) if it holds a lone surrogate."""
+    return check_text(s, where, 422, BadRequest)
 
 
 def _image(x: Any, where: str) -> bytes:
@@ -136,16 +138,7 @@ def _validate(predictor, inputs: Any, max_inputs: int) -> list[Any]:
 
 def _parse(body: bytes) -> Any:
     """The JSON body, or BadRequest saying why it cannot be read."""
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise BadRequest(400, "the body is nested too deeply (arrays or objects within each other) to be read as "
-                              "JSON; inputs need two levels at most") from None
-    except UnicodeDecodeError as e:
-        raise BadRequest(400, f"the body is not UTF-8 text ({e})") from None
-    except ValueError as e:  # JSONDecodeError, or an integer of over 4,300 digits
-        what = "holds a number of too many digits" if "digits" in str(e) else f"is not valid JSON ({e})"
-        raise BadRequest(400, f"the body {what}") from None
+    return parse_json(body, BadRequest, "; inputs need two levels at most")
 
 
 def _fault_delay() -> None:
@@ -192,22 +185,6 @@ def check_api_key(key: str) -> str | None:
     return None
 
 
-def _key_problem(header: bytes | None, key: bytes) -> str | None:
-    """Why a request's Authorization header does not give ``key``, or None."""
-    if not header:
-        return 'this server needs an API key: send the header "Authorization: Bearer KEY"'
-    scheme, _, token = header.strip().partition(b" ")
-    if scheme.lower() != b"bearer":
-        return 'the Authorization header must be "Bearer KEY"'
-    if not hmac.compare_digest(token.strip(), key):
-        return "wrong API key"
-    return None
-
-
-def _header(scope, name: bytes) -> bytes | None:
-    return next((v for k, v in scope.get("headers") or () if k == name), None)
-
-
 class _KeyCheck:
     """ASGI middleware: every request but GET /health needs ``Authorization: Bearer KEY`` (401 without;
     checked before the body is read). /health answers without it, with no details of the model."""
@@ -217,7 +194,7 @@ class _KeyCheck:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and not (scope["path"] == "/health" and scope["method"] in ("GET", "HEAD")):
-            problem = _key_problem(_header(scope, b"authorization"), self.key)
+            problem = key_problem(authorization(scope), self.key)
             if problem:
                 response = _error(401, problem)
                 response.headers["WWW-Authenticate"] = 'Bearer realm="workbench"'
@@ -234,19 +211,24 @@ def create_app(export_dir: str | Path, *, backend: str = "auto", int8: bool = Fa
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.requests import ClientDisconnect, Request
+    from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     from ..core.predict.predictor import Predictor
+    from .serve_openai import create_generation_app, is_generation_export, is_generation_predictor
 
     if api_key is not None and check_api_key(api_key):
         raise InputError(f"--api-key: {check_api_key(api_key)}")
+    if is_generation_predictor(predictor) or (predictor is None and is_generation_export(export_dir)):
+        # A text-generation export: OpenAI-compatible routes (/v1/chat/completions, ...), see serve_openai.
+        return create_generation_app(export_dir, predictor=predictor, api_key=api_key, max_inputs=max_inputs,
+                                     max_bytes=max_bytes, backend=backend, int8=int8)
     key = api_key.encode("ascii") if api_key is not None else None
     predictor = predictor or Predictor(export_dir, backend=backend, int8=int8, precision=precision)
 
     async def health(request: Request) -> JSONResponse:
-        if key is not None and _key_problem(_header(request.scope, b"authorization"), key):
+        if key is not None and key_problem(authorization(request.scope), key):
             return JSONResponse({"status": "ok"})  # up, and nothing about the model without the key
         return JSONResponse({"status": "ok", **predictor.describe()})
 
@@ -258,28 +240,14 @@ def create_app(export_dir: str | Path, *, backend: str = "auto", int8: bool = Fa
 
     async def answer(request: Request) -> JSONResponse:
         try:
-            declared = int(request.headers.get("content-length") or 0)
-        except ValueError:
-            declared = 0
-        if declared > max_bytes:
-            return _error(413, f"the request body is {declared:,} bytes; at most {max_bytes:,}")
-        body = bytearray()
-        try:
-            async for chunk in request.stream():  # counted as it arrives: a missing or false length cannot get past
-                body += chunk
-                if len(body) > max_bytes:
-                    return _error(413, f"the request body is larger than {max_bytes:,} bytes")
-        except ClientDisconnect:
-            return _error(400, "the client went away before sending the whole body")
-        try:
-            predictions = await run_in_threadpool(_answer, predictor, bytes(body), max_inputs)
+            body = await read_body(request, max_bytes, BadRequest)
+            predictions = await run_in_threadpool(_answer, predictor, body, max_inputs)
             return JSONResponse({"predictions": predictions})
         except BadRequest as e:
             return _error(e.status, str(e))
         except Exception as e:  # a bug: answer it (as JSON) and go on serving
-            _report_bug(e)
-            return _error(500, f"internal error (a bug in Workbench, reported on the server's stderr): "
-                               f"{type(e).__name__}: {e}")
+            report_bug(e)
+            return _error(500, bug_message(e))
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, exc.detail or "error")
@@ -293,15 +261,6 @@ def _error(status: int, message: str):
     from starlette.responses import JSONResponse
 
     return JSONResponse({"error": message}, status_code=status)
-
-
-def _report_bug(e: BaseException) -> None:
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f" ({Path(tb.tb_frame.f_code.co_filename).name}, line {tb.tb_lineno})" if tb is not None else ""
-    print(f"workbench: error: a request failed on an internal error (a bug; it was answered 500 and the server "
-          f"goes on): {type(e).__name__}: {e}{where}", file=sys.stderr, flush=True)
 
 
 def check_port(port: int) -> None:
@@ -389,7 +348,9 @@ def make_server(export_dir: str | Path, *, host: str = "127.0.0.1", port: int = 
     import uvicorn
 
     check_port(port)
-    if options.get("predictor") is None:  # a folder that is no export is said before the port
+    from .serve_openai import is_generation_export
+
+    if options.get("predictor") is None and not is_generation_export(export_dir):  # no export: said before the port
         from ..core.predict.predictor import read_meta
 
         read_meta(Path(export_dir).expanduser().resolve())
@@ -407,8 +368,12 @@ def serve(export_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, 
     server, sock = make_server(export_dir, host=host, port=port, **options)
     address, bound = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"workbench: serving {Path(export_dir).resolve()} on http://{shown}:{bound} (POST /predict, GET /health); "
-          "Ctrl+C stops", flush=True)
+    from .serve_openai import is_generation_export
+
+    routes = ("POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health"
+              if is_generation_export(export_dir) else "POST /predict, GET /health")
+    print(f"workbench: serving {Path(export_dir).resolve()} on http://{shown}:{bound} ({routes}); Ctrl+C stops",
+          flush=True)
     warning = exposure_warning(address, bound, options.get("api_key") is not None)
     if warning:
         print(warning, file=sys.stderr, flush=True)

@@ -70,6 +70,20 @@ TRAIN_FLAGS = {
                         "time (default 1)"),
     "--save-minutes": ("train", "save_minutes", float, "write a checkpoint (for --resume) every M minutes of training, besides one at each evaluation; 0: only at evaluations (default 10)"),
     "--save-steps": ("train", "save_steps", int, "also write a checkpoint every N optimizer steps"),
+    "--train-on": ("generation", "train_on", str, "text generation: which tokens carry loss: assistant (the answers "
+                   "and their end-of-turn, default) or all"),
+    "--max-new-tokens": ("generation", "max_new_tokens", int, "text generation: most tokens an answer may have when "
+                         "the run generates the test answers and live samples, and the export's default (default 128)"),
+    "--temperature": ("generation", "temperature", float, "text generation: sampling temperature; 0 is greedy "
+                      "(default 0)"),
+    "--top-p": ("generation", "top_p", float, "text generation: nucleus sampling share with --temperature above 0 "
+                "(default 1.0)"),
+    "--live-samples": ("generation", "live_samples", int, "text generation: validation prompts answered at each "
+                       "evaluation, to watch the answers change (default 3; 0: none)"),
+    "--eval-limit": ("generation", "eval_limit", int, "text generation: test examples answered and scored for the "
+                     "report (default 300; the loss covers all)"),
+    "--gguf": ("generation", "gguf", comma_list, "text generation: also write GGUF files for llama.cpp, Ollama and LM "
+               "Studio: f16 and/or q8_0, comma-separated (each read back and checked)"),
     "--num-processes": ("train", "num_processes", int, "train on N processes (one per GPU, or CPU processes with "
                         "--device cpu) through torch.distributed.run; each takes --batch-size rows of every step, so "
                         "the effective batch is batch-size x N x grad-accum (default 1)"),
@@ -102,6 +116,8 @@ def command_line(config: RunConfig, program: str = "workbench") -> str:
         (t.refit is True, "--refit"), (t.refit is False, "--no-refit"),
         (t.keep_checkpoints, "--keep-checkpoints"), (t.compile, "--compile"),
         (m.export_adapter, "--export-adapter"),
+        (not config.generation.base_eval, "--no-base-eval"),
+        (config.generation.gradient_checkpointing, "--gradient-checkpointing"),
     ]
     args += [flag for on, flag in switches if on]
     if m.lora_targets:
@@ -122,6 +138,8 @@ def _stated_lr(config: RunConfig) -> float | None:
     task = config.task if config.task and config.task != "auto" else None
     if task is None and Path(config.data.train or "").is_dir():  # --task auto on a folder: images
         return None
+    if task is None and Path(config.data.train or "").suffix.lower() in (".jsonl", ".json"):
+        task = "text-generation"  # --task auto on JSON conversations (the only task that reads JSON)
     spec = spec_or_none(task or DEFAULT_TASK)
     return default_lr(spec.name, config.model.method) if spec and spec.modality == "text" else None
 

@@ -169,11 +169,49 @@ class TrainConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """Text generation (--task text-generation): what carries loss, how answers are decoded when the
+    run scores the test split and shows live samples, and which GGUF files the export adds."""
+
+    train_on: str = "assistant"  # assistant: loss on the answers (and their end-of-turn) only; all: every token
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    live_samples: int = 3  # fixed validation prompts answered at each evaluation (0: none)
+    base_eval: bool = True  # score the base model on the test split first, the same way
+    eval_limit: int | None = 300  # test examples generated for the report (None: all)
+    gguf: list[str] = field(default_factory=list)  # "f16", "q8_0": GGUF files written beside the export
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.train_on not in ("assistant", "all"):
+            out.append(f"--train-on must be assistant or all, got {self.train_on!r}")
+        if not 1 <= self.max_new_tokens <= 8192:
+            out.append(f"--max-new-tokens must be between 1 and 8192, got {self.max_new_tokens}")
+        if not (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5):
+            out.append(f"--temperature must be between 0 and 5, got {self.temperature}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            out.append(f"--top-p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.live_samples <= 20:
+            out.append(f"--live-samples must be between 0 and 20, got {self.live_samples}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            out.append(f"--eval-limit must be at least 1, got {self.eval_limit}")
+        if unknown := [k for k in self.gguf if k not in GGUF_KINDS]:
+            out.append(f"--gguf takes {' and/or '.join(GGUF_KINDS)} (comma-separated), got {', '.join(map(str, unknown))}")
+        return out
+
+
+GGUF_KINDS = ("f16", "q8_0")
+
+
+@dataclass
 class RunConfig:
     task: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     run_dir: str | None = None  # None: a new folder under the runs home
     export_dir: str | None = None
     overwrite_export: bool = False  # replace an earlier Workbench export in export_dir (never other files)
@@ -247,7 +285,7 @@ class RunConfig:
             problems.append(f"--sample must be at least 10 rows, got {self.data.sample}")
         if not 0 < t.mlm_probability < 1:
             problems.append(f"mlm_probability must be between 0 and 1, got {t.mlm_probability}")
-        problems += self.data.problems() + self.model.problems()
+        problems += self.data.problems() + self.model.problems() + self.generation.problems()
         trackers = self.report_to if isinstance(self.report_to, list) else [self.report_to]
         if unknown := [t for t in trackers if t not in TRACKERS]:
             problems.append(f"--report-to takes {' and/or '.join(TRACKERS)} (comma-separated), got "
@@ -272,6 +310,7 @@ class RunConfig:
             data=build(DataConfig, d.pop("data", {})),
             model=build(ModelConfig, ModelConfig.upgrade(d.pop("model", {}))),
             train=build(TrainConfig, d.pop("train", {})),
+            generation=build(GenerationConfig, d.pop("generation", {})),
             **{k: v for k, v in d.items() if k in {"task", "run_dir", "export_dir", "overwrite_export", "name",
                                                   "quantize", "report_to", "mlflow_uri"}},
         )

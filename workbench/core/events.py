@@ -122,6 +122,17 @@ class EvalMetrics(Event):
 
 
 @dataclass(frozen=True)
+class GenerationSamples(Event):
+    """Text generation: a few fixed validation prompts answered by the model as it is at ``step`` (step 0:
+    the base model before training), so a front end shows the answers change while it trains. Each
+    sample: {"prompt": last user turn, "reference": the data's answer, "output": the model's}."""
+
+    step: int
+    epoch: float
+    samples: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Warning_(Event):
     message: str
 

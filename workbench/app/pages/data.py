@@ -44,6 +44,7 @@ from ...core.run.refit import decide_refit
 from .. import aio, warmup
 from ..dataset import LoadedData, load_data, with_columns
 from ..state import AppState
+from ..views.conversations import ConversationsView
 from ..views.images import DataPageImages, ImageFolderData
 from ..views.multilabel_data import LabelSourceBox, LabelSpread, is_multilabel, readable_preview
 from ..widgets.bar_chart import ClassBarChart
@@ -53,7 +54,9 @@ from ..widgets.fit_list import FitList
 from ..widgets.spinboxes import float_spin, int_spin
 from ..wording import in_app_words
 
-FILE_FILTER = "Data files (*.tsv *.csv *.tab *.txt);;All files (*)"
+# JSON Lines and JSON: conversations for text generation (the task is detected from the content).
+FILE_FILTER = "Data files (*.tsv *.csv *.tab *.txt *.jsonl *.json);;All files (*)"
+GENERATION = "text-generation"
 SEVERITY_ICON = {
     "error": QStyle.StandardPixmap.SP_MessageBoxCritical,
     "warning": QStyle.StandardPixmap.SP_MessageBoxWarning,
@@ -268,6 +271,10 @@ class DataPage(QWidget):
         self.label_issues.jump_to_line.connect(self._show_line)
         self.label_issues.corrected.connect(self._train_on_copy)
         self.tabs.addTab(self.label_issues, "Suspicious labels")
+        # Text generation: each example's turns (the Rows tab has its last prompt and answer only).
+        self.conversations = ConversationsView()
+        self.tabs.addTab(self.conversations, "Conversations")
+        self.tabs.setTabVisible(self.tabs.indexOf(self.conversations), False)
         return self.tabs
 
     def _build_columns_box(self) -> QGroupBox:
@@ -537,7 +544,34 @@ class DataPage(QWidget):
         self._show_columns(loaded)
         self._set_split_widgets()
         self._splits_edited()
+        self._show_conversations(loaded)
         self.stack.setCurrentIndex(2)
+
+    def _show_conversations(self, loaded: LoadedData) -> None:
+        """Generation data: the Conversations tab (filled from a second read on the worker thread: the
+        preview holds each example's last turns only), no Suspicious labels (there are no labels)."""
+        generation = loaded.task == GENERATION
+        tabs = self.tabs
+        tabs.setTabVisible(tabs.indexOf(self.conversations), generation)
+        tabs.setTabVisible(tabs.indexOf(self.label_issues), not generation)
+        self.conversations.clear()
+        if not generation:
+            if tabs.currentWidget() is self.conversations:
+                tabs.setCurrentWidget(self.preview)
+            return
+        tabs.setCurrentWidget(self.conversations)
+        self.conversations.count.setText("Reading the conversations…")
+        aio.spawn(self._read_conversations(loaded))
+
+    async def _read_conversations(self, loaded: LoadedData) -> None:
+        try:
+            read = await aio.in_thread(self._executor, warmup.serialized(_conversations_of), loaded)
+        except InputError as e:  # the file changed since it was checked
+            if self.state.data is loaded:
+                self.conversations.count.setText(f"⚠ {_sentence(in_app_words(e.problem))}")
+            return
+        if self.state.data is loaded:  # not replaced by a newer file meanwhile
+            self.conversations.set_examples(read.examples, read.format_title)
 
     def _show_delimiter(self, fmt) -> None:
         """The Delimiter control shows the choice the file was read with; Auto names what it found."""
@@ -657,6 +691,8 @@ class DataPage(QWidget):
         more = f" and {f.count - len(f.lines):,} more" if f.count > len(f.lines) else ""
         self.finding_lines.setText(f"Lines {links}{more}")
         self.finding_lines.show()
+        if self.tabs.currentWidget() is self.conversations:  # the Rows tab shows the line the finding names
+            self.tabs.setCurrentWidget(self.preview)
         self.jump_to_line(f.lines[0])
 
     def jump_to_line(self, line: int) -> int:
@@ -798,6 +834,16 @@ class DataPage(QWidget):
         if self._token is not None:
             self._token.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _conversations_of(loaded: LoadedData):
+    """The training file's conversations as the engine reads them (ReadResult), bad records skipped:
+    the checks list them."""
+    from ...core.tasks.generation.conversations import read_conversations
+
+    options = loaded.data_options or {}
+    return read_conversations(loaded.path, input_column=options.get("text_column"),
+                              target_column=options.get("label_column"), delimiter=loaded.delimiter, skip_bad=True)
 
 
 def _named(message: str, path: Path) -> str:

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import DEFAULT_MODEL, ModelConfig, TrainConfig
+from ...core.config import DEFAULT_MODEL, GGUF_KINDS, GenerationConfig, ModelConfig, TrainConfig
 from ...core.errors import InputError
 from ...core.metrics import CLASSIFICATION
 from ...core.tasks.table import (
@@ -54,6 +54,7 @@ METHOD_CHOICES = tuple((m.menu_title, m.name) for m in METHODS.values())  # (pic
 SOURCE_TITLES = {"package": "installed package", "local": "local folder", "adapted": "adapted here",
                  "hub-cache": "Hugging Face cache",
                  "hub": "Hugging Face Hub", "builtin": "built in"}
+GENERATION = "text-generation"  # its backbones are causal language models, listed apart ("generation")
 
 
 def format_params(n: int | None) -> str:
@@ -136,6 +137,7 @@ class ModelPage(QWidget):
         grid.addWidget(self._build_task(), 0, 0)
         grid.addWidget(self._build_backbones(), 1, 0)
         grid.addWidget(self._build_adaptation(), 2, 0)
+        grid.addWidget(self._build_generation(), 2, 0)  # in adaptation's place: one of the two is shown
         grid.addWidget(self._build_training(), 0, 1, 4, 1)
         grid.addWidget(self._build_hardware(), 3, 0)  # after _build_training, which makes its fields
         grid.setColumnStretch(0, 3)
@@ -221,6 +223,103 @@ class ModelPage(QWidget):
         self.adapt_epochs.valueChanged.connect(self._adapt_edited)
         self._adapt_box = box
         return box
+
+    def _build_generation(self) -> QGroupBox:
+        """Text generation's settings (RunConfig.generation): what carries loss, how answers are decoded
+        for the live samples and the test report, and the GGUF files the export adds."""
+        box = QGroupBox("Generation")
+        form = QFormLayout(box)
+        self.train_on = choices((("The answers only", "assistant"), ("Every token", "all")),
+                                "Which tokens carry loss: the assistant's answers (and their end of turn), as "
+                                "supervised fine-tuning usually does, or every token, prompts included")
+        self.max_new_tokens = int_spin(1, 8192, "Most tokens an answer may have, for the live samples, the test "
+                                                "report and the export's default", 16, suffix=" tokens")
+        self.temperature = float_spin(0, 5, 0.1, 2, "Sampling temperature of the generated answers; 0 is greedy "
+                                                    "(the same answer every time)")
+        self.temperature.setSpecialValueText("0 (greedy)")
+        self.top_p = float_spin(0.01, 1, 0.05, 2, "Nucleus sampling: draw from the most likely tokens that make up "
+                                                  "this share of the probability (with a temperature above 0)")
+        self.live_samples = int_spin(0, 20, "Validation prompts answered at each evaluation and shown on the Train "
+                                            "page, to watch the answers change while it trains", special="off",
+                                     suffix=" prompts")
+        self.eval_limit = int_spin(1, 1_000_000, "Test examples answered and scored for the report (the loss and "
+                                                 "perplexity cover all of them)", 50, suffix=" examples")
+        self.eval_limit.setGroupSeparatorShown(True)
+        self.base_eval = QCheckBox("Score the base model too")
+        self.base_eval.setToolTip("Answer the test prompts with the model before fine-tuning first, scored the same "
+                                  "way, so the report shows what fine-tuning changed")
+        self.checkpointing = QCheckBox("Gradient checkpointing")
+        self.checkpointing.setToolTip("Recompute activations in the backward pass: much less memory for long texts, "
+                                      "about 30% slower")
+        self.gguf = {kind: QCheckBox(kind.upper()) for kind in GGUF_KINDS}
+        for kind, box_ in self.gguf.items():
+            box_.setToolTip(f"Also write a {kind.upper()} GGUF file beside the export, for llama.cpp, Ollama and LM "
+                            "Studio (read back and checked against the model)")
+        self.generation_note = text_label(selectable=False, dimmed=True)  # the memory estimate
+        self.generation_note.setToolTip("From the model's shape and these settings; Estimate Time on the Train page "
+                                        "measures the real peak")
+        gguf_row = row(*self.gguf.values())
+        gguf_row.addStretch(1)
+        # Two or three fields a row: the page keeps fitting a 1280x800 screen.
+        decoding = row((self.max_new_tokens, 1), QLabel("Temperature:"), (self.temperature, 1), QLabel("Top-p:"),
+                       (self.top_p, 1))
+        evaluation = row((self.live_samples, 1), QLabel("Answers scored:"), (self.eval_limit, 1))
+        options = row(self.base_eval, self.checkpointing)
+        options.addStretch(1)
+        add_rows(form, ("Loss on:", self.train_on), ("Max new tokens:", decoding), ("Live samples:", evaluation),
+                 ("Options:", options), ("GGUF export:", gguf_row), self.generation_note)
+        for w in (self.max_new_tokens, self.temperature, self.top_p, self.live_samples, self.eval_limit):
+            w.valueChanged.connect(self._generation_edited)
+        self.train_on.currentIndexChanged.connect(self._generation_edited)
+        for c in (self.base_eval, self.checkpointing, *self.gguf.values()):
+            c.toggled.connect(self._generation_edited)
+        self.state.config_changed.connect(self._show_generation_memory)
+        self._generation_box = box
+        box.setVisible(False)
+        return box
+
+    def _generation_edited(self, *_args) -> None:
+        if self._setting:
+            return
+        g = self.state.config.generation
+        g.train_on = self.train_on.currentData()
+        g.max_new_tokens = self.max_new_tokens.value()
+        g.temperature = round(self.temperature.value(), 4)
+        g.top_p = round(self.top_p.value(), 4)
+        g.live_samples = self.live_samples.value()
+        g.eval_limit = self.eval_limit.value()
+        g.base_eval = self.base_eval.isChecked()
+        g.gradient_checkpointing = self.checkpointing.isChecked()
+        g.gguf = [kind for kind, box in self.gguf.items() if box.isChecked()]
+        self.top_p.setEnabled(g.temperature > 0)  # greedy decoding draws nothing
+        self.state.touch_config()
+
+    def _sync_generation(self) -> None:
+        """The generation widgets from the config (called inside sync_from_config's _setting)."""
+        g = self.state.config.generation
+        _select_data(self.train_on, g.train_on)
+        self.max_new_tokens.setValue(g.max_new_tokens)
+        self.temperature.setValue(g.temperature)
+        self.top_p.setValue(g.top_p)
+        self.top_p.setEnabled(g.temperature > 0)
+        self.live_samples.setValue(g.live_samples)
+        self.eval_limit.setValue(g.eval_limit or self.eval_limit.maximum())
+        self.base_eval.setChecked(g.base_eval)
+        self.checkpointing.setChecked(g.gradient_checkpointing)
+        for kind, box in self.gguf.items():
+            box.setChecked(kind in g.gguf)
+
+    def _show_generation(self, generation: bool) -> None:
+        """Text generation shows its own settings where domain adaptation (masked-LM, for encoders) was."""
+        self._generation_box.setVisible(generation)
+        self._adapt_box.setVisible(not generation)
+        if generation:
+            self._show_generation_memory()
+
+    def _show_generation_memory(self) -> None:
+        if self._generation_box.isVisible() and self.selected_backbone is not None:
+            self.generation_note.setText(generation_memory_note(self.selected_backbone, self.state.config,
+                                                                catalog=False))
 
     def browse_adapt_texts(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose unlabelled texts", "",
@@ -414,6 +513,7 @@ class ModelPage(QWidget):
             _select_data(self.refit, t.refit)
             _select_data(self.augment, t.augment)
             _select_data(self.task_combo, self.state.config.task)
+            self._sync_generation()
         finally:
             self._setting = False
         self._update_precision()
@@ -470,6 +570,7 @@ class ModelPage(QWidget):
         t = self.state.config.train
         self.state.config.train = TrainConfig(device=t.device, num_processes=t.num_processes)
         self.state.config.model = ModelConfig(name=self.state.config.model.name)
+        self.state.config.generation = GenerationConfig()
         self.sync_from_config()
         self._train_edited()
         self.state.forget_changes()  # the defaults are the app's choice: a new dataset re-derives them all
@@ -572,8 +673,9 @@ class ModelPage(QWidget):
         self.effective_modality = modality
         self._show_rows_for(modality)
         self._show_image_defaults()
+        self._show_generation(name == GENERATION)
         if self.catalog_loaded or self._catalog_task is not None:
-            await self._show_catalog(modality)
+            await self._show_catalog(self._listing())
         self._offer_methods()
         await self._refresh_suggestions()
         self.refresh_trainable()
@@ -651,7 +753,7 @@ class ModelPage(QWidget):
         def count():
             from ...core.training.methods import estimate_method
 
-            return estimate_method(task, info, cfg, labels)
+            return _generation_method(info, cfg) if task == GENERATION else estimate_method(task, info, cfg, labels)
 
         self.trainable.setText("Counting the parameters this method trains…")
         try:
@@ -684,25 +786,34 @@ class ModelPage(QWidget):
         self.load_catalog()
 
     async def _load_catalog(self) -> None:
-        await self._show_catalog(self.effective_modality)
+        await self._show_catalog(self._listing())
         self.catalog_loaded = True
 
+    def _listing(self) -> str:
+        """Which backbones the list shows: "image", "text", or "generation" (causal language models)."""
+        return "generation" if self.effective_task == GENERATION else self.effective_modality
+
     async def _show_catalog(self, modality: str) -> None:
-        """List the backbones usable offline for ``modality`` and select the configured one (else
-        the first: the default for that modality)."""
+        """List the backbones usable offline for ``modality`` (a ``_listing``) and select the configured
+        one (else the first: the default for that modality). Generation lists the catalog's larger
+        models after those on this computer, for users with the Hub."""
         if modality == self.modality:
             return
         from ...core.backbones import image_backbones, offline_backbones
 
-        found = await self._in_thread(warmup.serialized(
-            image_backbones if modality == "image" else lambda: offline_backbones("text")))
+        listing = {"image": image_backbones, "generation": _generation_backbones}.get(
+            modality, lambda: offline_backbones("text"))
+        found = await self._in_thread(warmup.serialized(listing))
         if modality == self.modality:
             return
         self.modality = modality
         self.backbones.clear()
         for info in found:
-            self._add_backbone(info)
-        if not self._select_backbone(self.state.config.model.name):
+            item = self._add_backbone(info)
+            if modality == "generation":
+                item.setToolTip(3, generation_memory_note(info, self.state.config))
+        if not self._select_backbone(self.state.config.model.name) and not (
+                modality == "generation" and self._select_backbone(_default_generation_backbone())):
             if found:
                 self.backbones.setCurrentItem(self.backbones.topLevelItem(0))
             elif modality == "text":
@@ -781,8 +892,8 @@ class ModelPage(QWidget):
     def _offer_methods(self) -> None:
         """Offer only the methods the selected backbone can train with; a chosen one that does not
         apply becomes full fine-tuning, and the page says why (Start never fails on it)."""
-        info = self.selected_backbone if self.modality == self.effective_modality else None
-        offered = methods_for(info, self.effective_modality)
+        info = self.selected_backbone if self.modality == self._listing() else None
+        offered = methods_for(info, self.effective_modality, generative=self.effective_task == GENERATION)
         shown = [self.method.itemData(i) for i in range(self.method.count())]
         method = self.state.config.model.method
         self._setting = True
@@ -799,7 +910,7 @@ class ModelPage(QWidget):
             return
         self.state.choose("model.method", DEFAULT_METHOD)
         self._show_kept()
-        self._show_method_note(method_switch_note(method, info))
+        self._show_method_note(method_switch_note(method, info, generative=self.effective_task == GENERATION))
         self._show_rows_for(self.effective_modality)
         self._show_image_defaults()
         self.state.touch_config()
@@ -825,6 +936,8 @@ class ModelPage(QWidget):
 
         self.backbone_note.setText(f"Checking {name}…")
         resolve = resolve_image_backbone if self.modality == "image" else resolve_backbone
+        if self.modality == "generation":  # a causal LM, else refused with what is wrong
+            from ...core.tasks.generation.backbones import resolve_generation_backbone as resolve
         try:
             info = await self._in_thread(warmup.serialized(resolve), name)
         except InputError as e:
@@ -854,10 +967,13 @@ class ModelPage(QWidget):
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def methods_for(info, modality: str) -> tuple[str, ...]:
+def methods_for(info, modality: str, generative: bool = False) -> tuple[str, ...]:
     """The methods that apply to backbone ``info`` (None: the modality's default backbone). Text
     backbones are Hugging Face transformers; Workbench's own image models (packaged, built in, or a
-    Workbench image export) are not, and small-cnn has no pretrained weights to freeze."""
+    Workbench image export) are not, and small-cnn has no pretrained weights to freeze. A language
+    model (``generative``) has no new head to train alone: no frozen backbone."""
+    if generative:
+        return tuple(m for m in applicable_methods(hf_backbone=True) if not METHODS[m].frozen_backbone)
     if modality != "image":
         return applicable_methods(hf_backbone=True)
     if info is None:  # the default image backbone, EfficientNet-Lite0: Workbench's own
@@ -866,15 +982,86 @@ def methods_for(info, modality: str) -> tuple[str, ...]:
     return applicable_methods(hf_backbone=not own, pretrained=info.model_type != "small-cnn")
 
 
-def method_switch_note(method: str, info) -> str:
+def method_switch_note(method: str, info, generative: bool = False) -> str:
     """Why the page switched ``method`` to full fine-tuning for backbone ``info``."""
     name = info.name if info is not None else "the default image backbone"
     title = METHODS[method].menu_title if method in METHODS else method
-    if method in METHODS and METHODS[method].frozen_backbone:
+    if generative:
+        why = "does not apply to text generation: a language model has no new head to train alone"
+    elif method in METHODS and METHODS[method].frozen_backbone:
         why = f"needs pretrained weights to freeze; {name} is trained from scratch"
     else:
         why = f"applies to Hugging Face transformer backbones; {name} is not one"
     return f"{title} {why}, so the method is now full fine-tuning (every weight trains)."
+
+
+def _generation_backbones() -> list:
+    """The causal LMs usable offline, then the catalog's others (on the Hub: a download when chosen)."""
+    from ...core.backbones import BackboneInfo
+    from ...core.tasks.generation.backbones import GENERATION_CATALOG, catalog_entry, offline_generation_backbones
+
+    found = offline_generation_backbones()
+    offline = {entry.name for info in found if (entry := catalog_entry(info.name)) is not None}
+    hub = [BackboneInfo(name=m.hub_id, source="hub", path=m.hub_id, architecture=None, model_type=None,
+                        num_parameters=m.parameters, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                        summary=f"{m.note()}; downloaded on first use")
+           for m in GENERATION_CATALOG if m.name not in offline]
+    return found + hub
+
+
+def _default_generation_backbone() -> str:
+    from ...core.tasks.generation.backbones import DEFAULT_GENERATION_BACKBONE
+
+    return DEFAULT_GENERATION_BACKBONE
+
+
+def generation_memory_note(info, config, catalog: bool = True) -> str:
+    """Training memory of causal LM ``info`` under ``config``'s method, batch and max length, estimated
+    from its shape (core/tasks/generation/backbones.py ``estimate_memory``); with ``catalog``, for full
+    fine-tuning and LoRA both (a backbone list's tooltip)."""
+    from ...core.tasks.generation.backbones import catalog_entry, estimate_memory
+
+    if not info.num_parameters:
+        return ""
+    entry = catalog_entry(info.name)
+    t = config.train
+    precision = t.precision if t.precision in ("bf16", "fp16") else "fp32"
+    checkpointing = config.generation.gradient_checkpointing
+
+    def gib(method: str) -> str:
+        if entry is not None:
+            n = entry.memory(method, precision, t.batch_size, t.max_length, gradient_checkpointing=checkpointing)
+        else:
+            n = estimate_memory(info.num_parameters, method, precision, t.batch_size, t.max_length,
+                                hidden_size=info.hidden_size, num_layers=info.num_layers,
+                                gradient_checkpointing=checkpointing)
+        return f"{n / 2**30:,.1f} GB"
+
+    shape = f"batch {t.batch_size} \u00d7 {t.max_length} tokens, {precision}"
+    method = config.model.method if config.model.method in ("full", "lora", "adalora") else "full"
+    if catalog:
+        return f"Training memory, estimated ({shape}): full fine-tuning {gib('full')}, LoRA {gib('lora')}."
+    return f"Training memory, estimated: about {gib(method)} ({METHODS[method].menu_title}, {shape})."
+
+
+def _generation_method(info, cfg: ModelConfig):
+    """What ``cfg.method`` trains of causal LM ``info``, as a generation run applies it (LoRA on every
+    projection, no new head), counted on a model built on the meta device. A packaged GGUF file not yet
+    converted is read for its config alone."""
+    import torch
+    import transformers
+
+    from ...core.tasks.generation.backbones import lora_target_modules
+    from ...core.training.methods import apply_method
+
+    path = Path(info.path)
+    if path.suffix.lower() == ".gguf":
+        config = transformers.AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    else:
+        config = transformers.AutoConfig.from_pretrained(info.path)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    return apply_method(model, cfg, total_steps=100, targets=lora_target_modules(model) or None, new_head=False)[1]
 
 
 def _is_workbench_export(folder: str) -> bool:

@@ -1,9 +1,11 @@
-"""The Export page's "Predict" section: label a whole file or folder of images with the run's model.
+"""The Export page's "Predict" section: label a whole file or folder of images with the run's model,
+or, for a text-generation model, answer a file of prompts (JSON Lines, JSON or one prompt a line).
 
 A file or folder is dropped on the section (or chosen with its buttons); the prediction runs in the
 background (``Jobs``, the same ``predict_file`` as `workbench predict`) with progress and Cancel, and
 writes a TSV beside the input, never over an existing file unless the user confirms. The first rows
-of the result are shown in a table; skipped rows are listed by line or path.
+of the result are shown in a table; skipped rows are listed by line or path. A generation model's
+answers go to JSON Lines (``predict_generation_file``, as `workbench predict` writes them).
 """
 
 from __future__ import annotations
@@ -36,20 +38,53 @@ from ..wording import in_app_words
 
 PREVIEW_ROWS = 200
 FREE_NAME_TRIES = 100
+PROMPT_FILES = "Prompts (*.jsonl *.json *.txt);;All files (*)"
+DATA_FILES = "Data (*.tsv *.csv *.txt *.conll *.conllu *.iob *.tab);;All files (*)"
 
 
-def free_output(source: Path) -> Path:
-    """The default output beside ``source``, or the first ``NAME-2``, ``NAME-3``... that does not exist."""
-    from ...core.predict.batch import default_output  # lazily: it imports the data readers (datasets, ~1.4 s)
+def free_output(source: Path, generation: bool = False) -> Path:
+    """The default output beside ``source`` (a generation model's: JSON Lines), or the first ``NAME-2``,
+    ``NAME-3``... that does not exist."""
+    if generation:
+        from ...core.predict.generation import default_generation_output
 
-    first = default_output(source)
+        first, suffix = default_generation_output(source), ".jsonl"
+    else:
+        from ...core.predict.batch import default_output  # lazily: it imports the data readers (datasets, ~1.4 s)
+
+        first, suffix = default_output(source), ".tsv"
     if not first.exists():
         return first
     for k in range(2, FREE_NAME_TRIES):
-        candidate = first.with_name(first.name.replace(".predictions.tsv", f".predictions-{k}.tsv"))
+        candidate = first.with_name(first.name.replace(f".predictions{suffix}", f".predictions-{k}{suffix}"))
         if not candidate.exists():
             return candidate
     return first
+
+
+def _is_generation(model_dir: Path | None) -> bool:
+    from ...core.predict.generation import is_generation_export
+
+    return model_dir is not None and is_generation_export(model_dir)
+
+
+def _generation_job(state, model_dir: str, source: str, output: str, overwrite: bool):
+    """On a worker thread: a generation model answers the prompts of ``source`` (GenerationSummary)."""
+    from ...core.errors import InputError
+    from ...core.predict.generation import PHASE, GenerationPredictor, predict_generation_file
+
+    if Path(source).is_dir():
+        raise InputError("is a folder; a text-generation model answers a file of prompts: JSON Lines (.jsonl) with "
+                         "'messages', 'prompt' or 'instruction', or a text file with one prompt a line", path=source)
+
+    class Relay(Callbacks):
+        def on_event(self, event) -> None:
+            if isinstance(event, Progress) and event.phase == PHASE and event.total:
+                state.progress((event.done, event.total, "prompts"))
+
+    state.progress((0, 0, "prompts"))
+    predictor = GenerationPredictor(model_dir)
+    return predict_generation_file(predictor, source, output, overwrite=overwrite, callbacks=Relay(), cancel=state.token)
 
 
 def _predict_job(state, model_dir: str, source: str, output: str, overwrite: bool):
@@ -57,6 +92,8 @@ def _predict_job(state, model_dir: str, source: str, output: str, overwrite: boo
     from ...core.predict.batch import PHASE, predict_file
     from ...core.predict.predictor import Predictor
 
+    if _is_generation(Path(model_dir)):
+        return _generation_job(state, model_dir, source, output, overwrite)
     images = Path(source).is_dir()
 
     class Relay(Callbacks):
@@ -72,9 +109,11 @@ def _predict_job(state, model_dir: str, source: str, output: str, overwrite: boo
 
 class DropZone(QLabel):
     dropped = Signal(str)
+    TEXT = "Drop a file (TSV, CSV, CoNLL, text) or a folder of images here"
+    PROMPTS = "Drop a file of prompts here: JSON Lines (messages, prompt or instruction), or text with one prompt a line"
 
     def __init__(self) -> None:
-        super().__init__("Drop a file (TSV, CSV, CoNLL, text) or a folder of images here")
+        super().__init__(self.TEXT)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setMinimumHeight(48)
@@ -103,6 +142,7 @@ class PredictPanel(QGroupBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Predict a file or a folder with this model", parent)
         self.model_dir: Path | None = None
+        self.generation = False  # the model answers prompts (a text-generation export)
         self.source: Path | None = None
         self.summary = None
         self.jobs = Jobs(self)
@@ -157,16 +197,27 @@ class PredictPanel(QGroupBox):
     def set_model(self, model_dir: str | Path | None) -> None:
         self.jobs.cancel()
         self.model_dir = Path(model_dir) if model_dir else None
+        generation = _is_generation(self.model_dir)
+        if generation != self.generation:  # another kind of input: the one chosen for the last model goes
+            self.generation = generation
+            self.source = None
+            self.output.clear()
+            self.drop_zone.setText(DropZone.PROMPTS if generation else DropZone.TEXT)
+            self.setTitle("Answer a file of prompts with this model" if generation
+                          else "Predict a file or a folder with this model")
+            self.output.setPlaceholderText("where the answers are written (a .jsonl file)" if generation
+                                           else "where the predictions are written (a .tsv file)")
         self._busy(False)
         for w in (self.drop_zone, self.choose_file, self.choose_folder):
             w.setEnabled(self.model_dir is not None)
+        self.choose_folder.setVisible(not generation)
         self.run_button.setEnabled(self.model_dir is not None and self.source is not None)
 
     def set_source(self, path: str | Path) -> None:
         self.source = Path(path)
         self.drop_zone.setText(f"<b>{_html(self.source.name)}</b>{'/' if self.source.is_dir() else ''}<br>"
                                f"<small>{_html(str(self.source.parent))}</small>")
-        self.output.setText(str(free_output(self.source)))
+        self.output.setText(str(free_output(self.source, self.generation)))
         self.run_button.setEnabled(self.model_dir is not None)
         self._set_status("")
 
@@ -212,7 +263,7 @@ class PredictPanel(QGroupBox):
     @Slot()
     def _choose_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Predict a file", str(self._start_dir()),
-                                              "Data (*.tsv *.csv *.txt *.conll *.conllu *.iob *.tab);;All files (*)")
+                                              PROMPT_FILES if self.generation else DATA_FILES)
         if path:
             self.set_source(path)
 
@@ -225,13 +276,15 @@ class PredictPanel(QGroupBox):
     def _start_dir(self) -> Path:
         return self.source.parent if self.source is not None else Path.home()
 
-    def _on_progress(self, value: tuple[int, int, bool]) -> None:
-        """Images: "12 of 40 images"; a file: the share read so far (its bytes are no count of rows)."""
+    def _on_progress(self, value: tuple[int, int, bool | str]) -> None:
+        """Images: "12 of 40 images", prompts: "12 of 40 prompts answered"; a file: the share read so far
+        (its bytes are no count of rows)."""
         done, total, images = value
         if images and total:
             self.progress.setRange(0, total)
             self.progress.setValue(done)
-            self.progress.setFormat(f"{done:,} of {total:,} images")
+            self.progress.setFormat(f"{done:,} of {total:,} prompts answered" if images == "prompts"
+                                    else f"{done:,} of {total:,} images")
         else:
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(1000 * done / total) if total else 0)
@@ -245,9 +298,13 @@ class PredictPanel(QGroupBox):
             listed = "; ".join(f"{_where(p['where'])}: {p['problem']}" for p in summary.problems[:5])
             more = f" and {summary.skipped - 5} more" if summary.skipped > 5 else ""
             skipped = f"<br><span style='color:#b9770e'>{summary.skipped:,} skipped: {_html(listed)}{more}</span>"
-        self._set_status(f"{summary.rows:,} predictions saved to <b>{_html(summary.output)}</b> "
-                         f"({summary.rows / max(summary.seconds, 1e-9):,.0f}/s, {summary.backend} "
-                         f"{summary.precision}){skipped}")
+        rate = summary.rows / max(summary.seconds, 1e-9)
+        if self.generation:
+            self._set_status(f"{summary.rows:,} answers saved to <b>{_html(summary.output)}</b> ({rate:,.1f} prompts/s "
+                             f"on {_html(summary.device)}){skipped}")
+        else:
+            self._set_status(f"{summary.rows:,} predictions saved to <b>{_html(summary.output)}</b> "
+                             f"({rate:,.0f}/s, {summary.backend} {summary.precision}){skipped}")
         self.open_button.setVisible(True)
         self._show_preview(Path(summary.output))
         self.finished.emit(summary)
@@ -263,10 +320,13 @@ class PredictPanel(QGroupBox):
 
     # ---- helpers --------------------------------------------------------------------------------
     def _show_preview(self, path: Path) -> None:
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.reader(f, delimiter="\t")
-            header = next(reader, [])
-            rows = [r for _, r in zip(range(PREVIEW_ROWS), reader)]
+        if self.generation:
+            header, rows = _answers_preview(path)
+        else:
+            with open(path, encoding="utf-8", newline="") as f:
+                reader = csv.reader(f, delimiter="\t")
+                header = next(reader, [])
+                rows = [r for _, r in zip(range(PREVIEW_ROWS), reader)]
         self.table.clear()
         self.table.setColumnCount(len(header))
         self.table.setHorizontalHeaderLabels(header)
@@ -293,6 +353,32 @@ class PredictPanel(QGroupBox):
     def _fail(self, message: str) -> None:
         self._set_status(f"<span style='color:#d64541'>{_html(message)}</span>")
         self.failed.emit(message)
+
+
+def _answers_preview(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The first answers of a generation output (JSON Lines): each prompt (its last user turn), the
+    answer, and the reference where the input held one."""
+    import json
+
+    from ...core.predict.generation import record_messages
+
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for _, line in zip(range(PREVIEW_ROWS), f):
+            records.append(json.loads(line))
+    rows = []
+    for record in records:
+        try:
+            _, messages, _ = record_messages({k: v for k, v in record.items() if k not in ("output", "reference")})
+            prompt = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        except ValueError:
+            prompt = ""
+        rows.append([" ".join(prompt.split()), " ".join(str(record.get("output", "")).split()),
+                     " ".join(str(record.get("reference") or "").split())])
+    header = ["prompt", "output", "reference"]
+    if not any(r[2] for r in rows):
+        header, rows = header[:2], [r[:2] for r in rows]
+    return header, rows
 
 
 def _where(where) -> str:

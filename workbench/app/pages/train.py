@@ -35,6 +35,7 @@ from ...core.run.history import resumable
 from ..controller import TrainingController
 from ..preflight import PreflightRunner
 from ..state import AppState
+from ..views.generation_samples import LiveSamplesPanel
 from ..widgets.build import button, fill, row, text_label
 from ..widgets.spinboxes import format_lr
 from ..wording import in_app_words
@@ -273,11 +274,24 @@ class TrainPage(QWidget):
         grid.addWidget(self.loss_plot, 0, 0, 2, 1)
         grid.addWidget(self.metric_plot, 0, 1)
         grid.addWidget(self.lr_plot, 1, 1)
+        # Text generation: a few validation prompts' answers, beside the curves; shown from a run's first
+        # GenerationSamples event (the base model's, before training), hidden for other tasks.
+        self.samples = LiveSamplesPanel()
+        self.samples.setMinimumWidth(240)
+        grid.addWidget(self.samples, 0, 2, 2, 1)
         grid.setColumnStretch(0, 3)
         grid.setColumnStretch(1, 2)
+        self._plot_grid = grid
+        self._show_samples(False)
         self._make_curves()
         self._apply_palette()
         return w
+
+    def _show_samples(self, shown: bool) -> None:
+        """The live samples' column: two sevenths of the width for a generation run, none otherwise (an
+        empty column with a stretch would still take its share)."""
+        self.samples.setVisible(shown)
+        self._plot_grid.setColumnStretch(2, 2 if shown else 0)
 
     def _make_curves(self) -> None:
         # Bottom left: a falling loss leaves it empty, and the refit's band takes the right-hand side.
@@ -324,7 +338,9 @@ class TrainPage(QWidget):
             self.metric_plot.setYRange(0, 1, padding=0.02)
         else:
             self.metric_plot.enableAutoRange(axis="y")
-        self.metric_plot.getPlotItem().setTitle("Validation: " + ", ".join(m.title for m in plotted))
+        names = ", ".join(m.title for m in plotted)
+        # A long title would widen the plot past its column (text generation's three); the legend names them.
+        self.metric_plot.getPlotItem().setTitle(f"Validation: {names}" if len(names) <= 40 else "Validation")
         self._apply_palette()
 
     def _apply_palette(self) -> None:
@@ -627,6 +643,8 @@ class TrainPage(QWidget):
         self.stage.setVisible(False)
         self.series = _Series()
         self._set_metric_curves(CLASSIFICATION)
+        self.samples.clear()  # a new run's (or data's) samples start afresh; its first samples show the panel
+        self._show_samples(False)
         self._total_steps = 0
         self._last_step = 0
         self._bar = (0, 0)
@@ -686,6 +704,9 @@ class TrainPage(QWidget):
                 self._set_metric_curves(specs_from(e.get("metrics")))
                 main = find(self.metric_specs, e.get("main_metric") or "").title
                 self._log(f"{e.get('title', e.get('task', ''))}: the best checkpoint is picked by {main}", e.get("time"))
+            elif kind == "GenerationSamples":
+                self.samples.add(e)
+                self._show_samples(True)
             elif kind == "Refitted":
                 self._refitting = False
                 message = e.get("message", "")
@@ -707,6 +728,7 @@ class TrainPage(QWidget):
         index, count = int(e.get("index", 1)), int(e.get("count", 1))
         self.series = _Series()
         self._set_metric_curves(CLASSIFICATION)
+        self.samples.clear()
         self._total_steps = self._last_step = 0
         self._bar = (0, 0)
         self._refitting = False

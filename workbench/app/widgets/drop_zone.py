@@ -36,8 +36,9 @@ class DropZone(QFrame):
         title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         lay.addWidget(title)
         hint = QLabel(
-            "A TSV or CSV file with a column of texts and a column of labels, or a folder holding "
-            "train / dev / test files. Nothing leaves this computer."
+            "A TSV or CSV file with a column of texts and a column of labels, a CoNLL file, a folder of "
+            "images, or JSON Lines conversations to teach a language model to answer. Nothing leaves this "
+            "computer."
         )
         hint.setWordWrap(True)
         hint.setAlignment(Qt.AlignmentFlag.AlignCenter)

@@ -384,7 +384,9 @@ def build(prepared: Prepared, backbone: BackboneInfo, hardware: Hardware, train_
     architecture = type(model).__name__
     if cb is not None:  # sdpa: fused attention kernels
         log.info("attention: %s", getattr(getattr(model, "config", None), "_attn_implementation", "n/a"))
-    model, method = apply_method(model, prepared.config.model, planned_steps(train_rows, tc)[1])
+    task = prepared.task
+    model, method = apply_method(model, prepared.config.model, planned_steps(train_rows, tc)[1],
+                                 targets=task.lora_targets(model), new_head=task.head_is_new)
     if cb is not None:
         log.info("training method: %s", method.describe())
         cb.on_event(PhaseChanged("model_ready", f"{backbone.name}: {architecture}, {method.describe()}, on "
@@ -435,6 +437,8 @@ def fit(prepared: Prepared, encoded: Encoded, built: Built, rd: RunDirectory, cb
         metrics_position=rd.metrics_position, method=built.method,
     )
     before = _evaluate_before(task, loop, encoded.splits[data.eval_split], rd, cb, resume)
+    if loop.is_main:
+        task.before_training(built.model, encoded.splits, rd.path, resume is not None)
     rd.training_started = True
     outcome = loop.run(resume)
     return Trained(built.model, built.method, loop, outcome, outcome, built.parameters, hw, before)
@@ -526,6 +530,7 @@ def final_test(prepared: Prepared, encoded: Encoded, trained: Trained, cb: Callb
     _tune_on_validation(prepared.task, encoded, trained, cb)
     cb.on_event(PhaseChanged("testing", name))
     result, logits = trained.loop.evaluate(split, precision=REPORT_PRECISION)
+    result = prepared.task.score_with_model(trained.model, split, result)
     cb.on_event(EvalMetrics(trained.outcome.steps, 0.0, name, dict(result.metrics), False))
     bf16 = _bf16_check(prepared.task, trained.loop, split, logits, trained.hardware.device, cb)
     return Tested(name, result, logits, bf16)
@@ -682,9 +687,11 @@ def export(prepared: Prepared, encoded: Encoded, trained: Trained, tested: Teste
     cb.on_event(PhaseChanged("exporting", str(rd.model_dir)))
     model, extra, merge_check = _plain_model(prepared, encoded, trained, tested.split, rd, cb)
     card, meta = _card_and_meta(prepared, encoded, trained, tested, reported, merge_check)
-    onnx = partial(export_with_onnx, task, model, split=encoded.splits[tested.split], data=prepared.data,
-                   quantize=prepared.config.quantize, callbacks=cb, cancel=cancel,
-                   batch_size=tc.eval_batch_size or 2 * tc.batch_size)
+    onnx: Callable[[Path], Any] = partial(
+        export_with_onnx, task, model, split=encoded.splits[tested.split], data=prepared.data,
+        quantize=prepared.config.quantize, callbacks=cb, cancel=cancel, batch_size=tc.eval_batch_size or 2 * tc.batch_size)
+    if not task.onnx_export:  # the task's own extra files (GGUF) in place of ONNX, recorded in workbench.json
+        onnx = partial(task.write_extra_exports, meta=meta, callbacks=cb, cancel=cancel)
     export_model(task, model, encoded.preprocessor, rd.model_dir, card, meta, tc.max_length, cancel, onnx=onnx,
                  extra=extra)
     if not prepared.config.export_dir:

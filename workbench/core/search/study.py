@@ -95,7 +95,7 @@ def plan_search(config: RunConfig, trials: int, name: str | None = None, storage
     maximize = find(task.metrics, metric).greater_is_better
     method = METHODS[config.model.method].name
     base_lr = config.train.lr or task.default_lr(config)
-    space = [r for r in search_space(method, task.modality, base_lr) if r.name not in fixed]
+    space = [r for r in search_space(method, task.modality, base_lr, task.name) if r.name not in fixed]
     name = _slug(name or f"{Path(config.data.train).stem}-{task.name}-{method}")
     folder = runs_home() / "searches" / name
     return Search(config, trials, name, folder, storage or f"sqlite:///{folder / 'study.db'}", metric, maximize,
@@ -187,6 +187,9 @@ def trial_config(search: Search, values: dict[str, Any], run_dir: Path) -> RunCo
     config.train.refit = False
     config.train.save_minutes = 0.0  # checkpoints at evaluations only; a trial is not resumed
     config.run_dir, config.export_dir, config.quantize = str(run_dir), None, None
+    # Text generation: the base model's answers are for the test report, which a trial never makes
+    # (they would cost every trial minutes of generation on the test split).
+    config.generation.base_eval = False
     return config
 
 

@@ -157,6 +157,11 @@ class Task(ABC):
     tunes_on_validation: ClassVar[bool] = False
     # Evaluate the untrained model too, for a before/after comparison (masked-LM adaptation).
     evaluate_before_training: ClassVar[bool] = False
+    # The model gets a new head (a classifier) that trains beside LoRA adapters; False for a task that
+    # keeps the backbone's own output layer (text generation's language-model head).
+    head_is_new: ClassVar[bool] = True
+    # Whether the export adds model.onnx (checked against PyTorch); text generation writes GGUF instead.
+    onnx_export: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -356,6 +361,29 @@ class Task(ABC):
         batch = self.make_batch(split, np.arange(min(len(split), 2)))
         batch.pop("labels", None)
         return batch
+
+    def lora_targets(self, model) -> list[str] | None:
+        """The modules LoRA adapts when --lora-targets is not given; None: peft's default for the model
+        type (attention projections)."""
+        return None
+
+    def before_training(self, model, splits: dict[str, EncodedSplit], folder: Path, resumed: bool) -> None:
+        """Work on the untrained model before its first step, by the process that writes the run (text
+        generation: the base model's answers on the test split, kept in ``folder`` for a resumed run)."""
+
+    def after_validation(self, step: int, epoch: float) -> None:
+        """Called after each validation pass, with the model ``use_model`` named (text generation: the
+        live samples)."""
+
+    def score_with_model(self, model, split: EncodedSplit, result: EvalResult) -> EvalResult:
+        """The final report's ``result`` on ``split``, completed with what needs the model itself rather
+        than its logits (text generation: answers generated and scored); ``result`` by default."""
+        return result
+
+    def write_extra_exports(self, folder: Path, meta: dict[str, Any], callbacks: Callbacks,
+                            cancel: CancelToken = NEVER) -> None:
+        """Files a task adds to its export folder (being written) instead of ONNX (text generation: GGUF),
+        with what it records of them in ``meta`` (workbench.json)."""
 
     def tune_on_validation(self, logits: np.ndarray, split: EncodedSplit) -> None:
         """Fit what ``tunes_on_validation`` promises on ``split``'s (validation) ``logits``."""

@@ -252,19 +252,7 @@ class MaskedLanguageModeling(Task):
         return None  # evaluation keeps per-text losses, not classes
 
     def kept_outputs(self, logits, labels):
-        """Per text: the summed loss of its masked tokens, how many there were, how many were right."""
-        import torch
-        import torch.nn.functional as F
-
-        mask = labels != IGNORE
-        row_of = mask.nonzero()[:, 0]
-        target = labels[mask]
-        nll = F.cross_entropy(logits.float(), target, reduction="none")
-        out = torch.zeros(labels.shape[0], 3, device=logits.device)
-        out[:, 0].index_add_(0, row_of, nll)
-        out[:, 1].index_add_(0, row_of, torch.ones_like(nll))
-        out[:, 2].index_add_(0, row_of, (logits.argmax(-1) == target).float())
-        return out
+        return token_losses_per_row(logits, labels)
 
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, logits, split, loss, data) -> EvalResult:
@@ -321,6 +309,23 @@ Held-out texts after adaptation:
 ## Use
 Fine-tune it like any backbone: `workbench train DATA --model path/to/this/folder`.
 """
+
+
+def token_losses_per_row(logits, labels):
+    """Per row: the summed loss of its scored tokens (``logits`` one row per label that is not IGNORE,
+    in row-major order), how many there were, how many the model got right."""
+    import torch
+    import torch.nn.functional as F
+
+    mask = labels != IGNORE
+    row_of = mask.nonzero()[:, 0]
+    target = labels[mask]
+    nll = F.cross_entropy(logits.float(), target, reduction="none")
+    out = torch.zeros(labels.shape[0], 3, device=logits.device)
+    out[:, 0].index_add_(0, row_of, nll)
+    out[:, 1].index_add_(0, row_of, torch.ones_like(nll))
+    out[:, 2].index_add_(0, row_of, (logits.argmax(-1) == target).float())
+    return out
 
 
 def _masking_text(data: dict[str, Any]) -> str:

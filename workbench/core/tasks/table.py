@@ -65,6 +65,9 @@ _TEXT_LR = {"full": 5e-5, "frozen": 1e-3, "lora": 5e-4, "adalora": 5e-4}
 # EfficientNet-Lite0 (the default image backbone): convolutions and batch norm take a larger step
 # than a transformer. Image tasks refine this by backbone (ImageClassification.default_lr).
 _IMAGE_LR = {**_TEXT_LR, "full": 5e-4}
+# Supervised fine-tuning of a causal LM: TRL and LLaMA-Factory default to 2e-5 (full) and 2e-4
+# (LoRA); a small model (SmolLM2-135M) takes a little more. "frozen" has no head to train: refused.
+_GENERATION_LR = {"full": 5e-5, "frozen": 1e-3, "lora": 2e-4, "adalora": 2e-4}
 
 # ---- analyses -----------------------------------------------------------------------------------
 
@@ -109,6 +112,16 @@ MULTILABEL_METRICS = (
     Metric("hamming_loss", "Hamming loss", greater_is_better=False),
     Metric("lrap", "Label-ranking average precision"),
     LOSS,
+)
+
+# Text generation: the validation loss and perplexity of the answer tokens live; the scores of the
+# generated answers (core/tasks/generation/scoring.py) come with the final test, beside the base model's.
+GENERATION_METRICS = (
+    Metric("loss", "Validation loss (answer tokens)", greater_is_better=False, bounded=False, plot=True,
+           headline=True),
+    # Perplexity runs to the hundreds where loss and accuracy stay near 0..4: off the shared live plot.
+    Metric("perplexity", "Perplexity", greater_is_better=False, bounded=False, headline=True),
+    Metric("accuracy", "Answer-token accuracy", plot=True),
 )
 
 # ---- tasks --------------------------------------------------------------------------------------
@@ -199,6 +212,13 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              readers=("workbench.core.data.tabular:read_table",),
              evaluate_view="workbench.app.views.multilabel:MultiLabelView",
              try_it_view="workbench.app.views.multilabel:MultiLabelTryIt"),
+    TaskSpec("text-generation", "Text generation (answers, chat)", "Text generation",
+             "workbench.core.tasks.generation.task:TextGeneration", "text", "examples", "text",
+             "AutoModelForCausalLM", "text-generation", GENERATION_METRICS, "loss", _GENERATION_LR,
+             frozenset({RUN_DIFF}), aliases=("generation", "sft", "chat"),
+             readers=("workbench.core.tasks.generation.conversations:read_conversations",),
+             evaluate_view="workbench.app.views.generation:GenerationView",
+             try_it_view="workbench.app.views.generation:ChatTryIt"),
     TaskSpec("masked-lm", "Masked-LM adaptation (unlabelled text)", "Masked-language-model adaptation",
              "workbench.core.tasks.masked_lm:MaskedLanguageModeling", "text", "rows", None,
              "AutoModelForMaskedLM", "fill-mask", MASKED_LM_METRICS, "loss", _TEXT_LR,

@@ -1,8 +1,9 @@
 """MLflow: one MLflow run per Workbench run, with MlflowClient (no global active run, so two runs of
 the app may log at once): params and tags once the run has resolved its settings, metrics by step
-(batched), the report, the confusion matrix and config.json as artifacts, and the export as a logged
-pyfunc model with its signature. The MLflow run id is kept in RUN/tracking.json: a resumed run goes
-on logging into it, and `workbench track` does not log a run twice."""
+(batched), the report, the confusion matrix and config.json as artifacts (a text-generation run's live
+samples too, as samples/step-N.md), and the export as a logged pyfunc model with its signature. The
+MLflow run id is kept in RUN/tracking.json: a resumed run goes on logging into it, and `workbench
+track` does not log a run twice."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ..atomic import write_json_atomic
 from ..home import runs_home
 from . import need
 from .images import report_images
-from .records import flat_params, read_json, run_tags, scalars
+from .records import flat_params, read_json, run_tags, samples_text, scalars
 
 TRACKING_FILE = "tracking.json"
 EXPERIMENT = "workbench"  # $MLFLOW_EXPERIMENT_NAME overrides it
@@ -100,6 +101,9 @@ class MlflowTracker:
         self.began = self.began or stamp
         self.ended = stamp
         self.pending += [Metric(tag, value, stamp, step) for tag, step, value in scalars(record)]
+        samples = samples_text(record)
+        if samples is not None:  # text generation's live samples: one Markdown file per evaluation
+            self.client.log_text(self._start(), samples[1], f"samples/step-{samples[0]:06d}.md")
         if self.pending and (kind == "EvalMetrics" or time.monotonic() - self.sent > _FLUSH_SECONDS):
             self.flush()
 

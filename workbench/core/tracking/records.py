@@ -32,6 +32,24 @@ def scalars(record: dict[str, Any]) -> list[tuple[str, int, float]]:
     return [(tag, step, v) for tag, v in values if v is not None]
 
 
+def samples_text(record: dict[str, Any]) -> tuple[int, str] | None:
+    """(step, Markdown table) of a text-generation run's live samples (a GenerationSamples event: step 0
+    is the base model), or None for any other event."""
+    samples = record.get("samples")
+    if record.get("event") != "GenerationSamples" or not isinstance(samples, (list, tuple)) or not samples:
+        return None
+    step = record.get("step")
+
+    def cell(value: Any) -> str:  # one table cell: no line breaks, no column separators
+        return " ".join(str(value or "").split()).replace("|", "\\|")[:500] or " "
+
+    lines = ["| prompt | reference | answer |", "| --- | --- | --- |"]
+    lines += [f"| {cell(s.get('prompt'))} | {cell(s.get('reference'))} | {cell(s.get('output'))} |"
+              for s in samples if isinstance(s, dict)]
+    what = "the base model, before training" if step == 0 else f"step {step}"
+    return (step if isinstance(step, int) else 0), f"Live samples, {what}:\n\n" + "\n".join(lines)
+
+
 def flat_params(config: dict[str, Any]) -> dict[str, str | float | int | bool]:
     """config.json as flat ``section.name`` parameters (None and lists as text), without what the
     run resolved (``resolved``: columns, device...) beyond the backbone's name."""

@@ -1,5 +1,6 @@
 """TensorBoard: RUN/tensorboard/ event files, written with torch's SummaryWriter (which needs the
-tensorboard package): scalars as they happen, then the hparams, the report's pictures and its text."""
+tensorboard package): scalars (and a text-generation run's live samples) as they happen, then the
+hparams, the report's pictures and its text."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from . import need
 from .images import report_images
-from .records import flat_params, read_json, scalars
+from .records import flat_params, read_json, samples_text, scalars
 
 FOLDER = "tensorboard"
 
@@ -34,8 +35,12 @@ class TensorBoardTracker:
 
     def record(self, record: dict[str, Any]) -> None:
         when = record.get("time")  # metrics.jsonl's: a run logged afterwards keeps its own times
+        walltime = when if isinstance(when, (int, float)) else None
         for tag, step, value in scalars(record):
-            self._writer().add_scalar(tag, value, step, walltime=when if isinstance(when, (int, float)) else None)
+            self._writer().add_scalar(tag, value, step, walltime=walltime)
+        samples = samples_text(record)
+        if samples is not None:  # text generation's live samples, in the Text tab by step
+            self._writer().add_text("samples", samples[1], samples[0], walltime=walltime)
 
     def finish(self, record: dict[str, Any]) -> None:
         if record.get("event") == "Finished":

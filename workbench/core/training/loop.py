@@ -678,6 +678,8 @@ class TrainingLoop:
         self.callbacks.on_event(
             EvalMetrics(s.step, s.step / self.steps_per_epoch, "validation", dict(result.metrics), control.is_best)
         )
+        if self.is_main:
+            self.task.after_validation(s.step, s.step / self.steps_per_epoch)
         self.callbacks.on_event(PhaseChanged("training"))
 
     def _finish(self) -> TrainOutcome:

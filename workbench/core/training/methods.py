@@ -144,11 +144,14 @@ class TrainingMethod:
         return model.merge_and_unload()
 
 
-def apply_method(model, cfg: ModelConfig, total_steps: int | None = None) -> tuple[Any, TrainingMethod]:
-    """The model to train under ``cfg.method`` (wrapped by peft for lora/adalora) and its method."""
+def apply_method(model, cfg: ModelConfig, total_steps: int | None = None, *, targets: list[str] | None = None,
+                 new_head: bool = True) -> tuple[Any, TrainingMethod]:
+    """The model to train under ``cfg.method`` (wrapped by peft for lora/adalora) and its method.
+    ``targets``: the task's default LoRA targets (None: peft's for the model type); ``new_head``: whether
+    the model's head is new and trains beside the adapters (not a language model's own head)."""
     spec = method_spec(cfg.method)
     if spec.uses_adapters:
-        return _with_adapters(model, cfg, total_steps)
+        return _with_adapters(model, cfg, total_steps, targets, new_head)
     head = freeze_backbone(model) if spec.frozen_backbone else []
     trainable, total = count_parameters(model)
     return model, TrainingMethod(spec.name, trainable, total, head=head)
@@ -172,14 +175,16 @@ def freeze_backbone(model) -> list[str]:
     return head
 
 
-def _with_adapters(model, cfg: ModelConfig, total_steps: int | None):
+def _with_adapters(model, cfg: ModelConfig, total_steps: int | None, task_targets: list[str] | None = None,
+                   new_head: bool = True):
     from peft import AdaLoraConfig, LoraConfig, get_peft_model
 
     if not hasattr(model, "base_model_prefix"):
         raise InputError(f"--method {cfg.method} applies to Hugging Face transformer backbones; "
                          f"{type(model).__name__} is not one: use --method full or frozen")
-    head = head_module_names(model)
-    targets = [t.strip() for t in cfg.lora_targets] if cfg.lora_targets else default_targets(model)
+    head = head_module_names(model) if new_head else []
+    targets = ([t.strip() for t in cfg.lora_targets] if cfg.lora_targets
+               else list(task_targets) if task_targets else default_targets(model))
     leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in leaves]
     if missing:
