@@ -1,4 +1,4 @@
-"""Text generation through the rest of the engine: the preflight estimate, two processes (rank 0 alone
+"""Text generation through the rest of the engine: the preflight estimate, two processes (every rank
 generates), the out-of-memory back-off (the loss's units are tokens), a search, the trackers (live
 samples, the report, the logged model answering prompts) and `workbench models`."""
 
@@ -196,7 +196,7 @@ def _train_cli(args: list[str], log: Path, hook: Path) -> subprocess.CompletedPr
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_and_rank_zero_alone_generates(chat, tiny_llama_dir, tmp_path):
+def test_two_processes_train_like_one_and_generate_together(chat, tiny_llama_dir, tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(textwrap.dedent(RECORD_GENERATION), encoding="utf-8")
@@ -219,11 +219,13 @@ def test_two_processes_train_like_one_and_rank_zero_alone_generates(chat, tiny_l
     report = {d: json.loads((d / "report.json").read_text()) for d in (one, two)}
     assert report[two]["metrics"]["loss"] == pytest.approx(report[one]["metrics"]["loss"], abs=1e-4)
     assert report[two]["generation"]["examples"] == 4 and report[two]["generation"]["base_metrics"] is not None
-    # Rank 0 alone generated: the base answers, the live samples at each evaluation, the final answers,
-    # as often as the run on one process did.
+    # Rank 0 generated what the run on one process did: the base answers, the live samples at each
+    # evaluation, the final answers. Rank 1 generated the base answers and live samples too (to reach the
+    # next collective with rank 0 rather than time out waiting for it), never the final answers.
     ranks = [line.split("\t") for line in (tmp_path / "two.log").read_text().splitlines()]
     alone = [line.split("\t")[1] for line in (tmp_path / "one.log").read_text().splitlines()]
-    assert {rank for rank, _ in ranks} == {"0"} and [what for _, what in ranks] == alone
+    assert [what for rank, what in ranks if rank == "0"] == alone
+    assert [what for rank, what in ranks if rank == "1"] == [w for w in alone if "test split" not in w]
     assert any("base model" in w for w in alone) and any("test split" in w for w in alone)
     assert sum("live samples" in w for w in alone) == 3  # step 0 and each of the 2 evaluations
     samples = [e for e in read_metrics(two) if e["event"] == "GenerationSamples"]

@@ -1,6 +1,6 @@
 """`workbench label-issues`, `workbench compare` and `workbench explain`: what is wrong with the data,
-what changed between two runs, which tokens made a text model decide. Each prints a readable table and
-ends stdout with one JSON line."""
+what changed between two runs, which tokens (or pixels) made a model decide. Each prints a readable
+table and ends stdout with one JSON line."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def add_parsers(sub) -> None:
                     "frozen features and ranking with cleanlab (confident learning). Prints the most suspicious rows; "
                     "writes a TSV (line, given, suggested, score, ...) most suspicious first with -o; the last stdout "
                     "line is a JSON summary.")
-    li.add_argument("data", help="a classification .tsv/.csv file (texts or pairs) or a folder of images in class folders")
+    li.add_argument("data", help="a classification .tsv/.csv file (texts, pairs or label sets), a folder of images in "
+                                 "class folders, or a table of image paths and their label sets")
     li.add_argument("--model", default=None, help="backbone whose frozen features are used (default: the task's default)")
     li.add_argument("--task", default=None, help=_label_issue_tasks())
     li.add_argument("-o", "--output", help="write the ranked rows to this TSV file")
@@ -67,16 +68,23 @@ def add_parsers(sub) -> None:
     c.add_argument("--overwrite", action="store_true", help="let -o replace an existing file")
 
     e = sub.add_parser(
-        "explain", help="which tokens of a text pushed a text model towards its answer",
+        "explain", help="which tokens of a text (or pixels of an image) pushed a model towards its answer",
         description="Integrated gradients of an exported text model (RUN/model or an --export folder): each token's "
-                    "share of the explained logit, strongest first. A classifier explains its predicted class; a "
-                    "multi-label model each label it decides at its thresholds (the top label when it decides none), "
-                    "or the labels named by --label. The last stdout line is JSON with every token's attribution.")
+                    "share of the explained logit, strongest first; for an image model (Workbench's own "
+                    "architectures), a gradient saliency map of the image, saved as a heat map over it with -o. A "
+                    "classifier explains its predicted class; a multi-label model each label it decides at its "
+                    "thresholds (the top label when it decides none), or the labels named by --label. The last stdout "
+                    "line is JSON with every token's attribution (images: each label's score, threshold, where the "
+                    "saliency peaks and the file saved).")
     e.add_argument("model", metavar="EXPORT_DIR")
-    e.add_argument("text", metavar="TEXT")
+    e.add_argument("text", metavar="TEXT_OR_IMAGE", help="the text to explain, or an image file for an image model")
     e.add_argument("--text-pair", default=None, help="the second text, for a sentence-pair model")
     e.add_argument("--label", action="append", default=None,
-                   help="a multi-label model's label to explain (repeat for several; default: the decided ones)")
+                   help="a multi-label model's label to explain (repeat for several; default: the decided ones); an "
+                        "image classifier's class (default: the predicted one)")
+    e.add_argument("-o", "--output", metavar="FOLDER", default=None,
+                   help="image models: save each explained label's heat map as FOLDER/IMAGE.LABEL.png")
+    e.add_argument("--overwrite", action="store_true", help="let -o replace heat maps saved before")
     e.add_argument("--steps", type=int, default=48, help="integration steps (default 48)")
     e.add_argument("--top", type=int, default=10, help="tokens to print per label (default 10)")
 
@@ -129,7 +137,7 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
           f"({result.folds}-fold out-of-sample accuracy {result.cv_accuracy:.3f}; {result.seconds:.1f} s)")
     shown = (flagged or ranked)[: max(0, args.top)]
     if shown:
-        where = "image" if modality_of(result.task) == "image" else "line"
+        where = "image" if modality_of(result.task) == "image" and not result.multilabel else "line"
         print(f"{where:>6}  {'given':<14} {'suggested':<14} {'score':>7}  text")
         for r in shown:
             text = one_line(r.text)
@@ -164,29 +172,109 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explanations(args: argparse.Namespace) -> list:
-    """The attributions `workbench explain` prints, after checking that the export can be explained."""
-    from ..core.analysis.explain import explain_text, explain_text_labels
+def _explained_task(args: argparse.Namespace) -> str:
+    """The export's task (InputError for a folder that is not an export, or a task with no explanations)."""
     from ..core.errors import InputError
     from ..core.predict.predictor import read_meta
 
+    task = read_meta(Path(args.model).expanduser())["task"]
+    spec = spec_or_none(task)
+    if spec is None or not spec.supports(EXPLANATIONS):
+        raise InputError(f"explanations are for text and image classifiers; this model is {task}", path=args.model)
+    if args.output and spec.modality != "image":
+        raise InputError("-o saves image models' heat maps; a text model's attributions are in the JSON line")
+    return task
+
+
+def _explanations(args: argparse.Namespace, task: str) -> list:
+    """The attributions `workbench explain` prints for a text export of ``task``."""
+    from ..core.analysis.explain import explain_text, explain_text_labels
+    from ..core.errors import InputError
+
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
-    meta = read_meta(Path(args.model).expanduser())
-    spec = spec_or_none(meta["task"])
-    if spec is None or not spec.supports(EXPLANATIONS) or spec.modality != "text":
-        raise InputError(f"explanations are for text classifiers; this model is {meta['task']} (images: the app's "
-                         "Evaluate page shows saliency)", path=args.model)
-    if prediction_kind(spec.name) == "labels":
+    if prediction_kind(task) == "labels":
         return explain_text_labels(str(Path(args.model).expanduser()), args.text, args.label, args.steps)
     if args.label:
         raise InputError("--label is for multi-label models; a classifier explains its predicted class")
     return [explain_text(str(Path(args.model).expanduser()), args.text, args.text_pair, args.steps)]
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def _image_saliencies(args: argparse.Namespace) -> list:
+    """The saliency maps `workbench explain` prints for an image export, after checking the image."""
+    from ..core.analysis.explain import image_saliencies
+    from ..core.data.images import ImageProblem
+    from ..core.errors import InputError
+    from ..core.paths import check_data_path
+    from ..core.tasks.image.models import read_image_config
+
+    model = Path(args.model).expanduser()
+    if read_image_config(model) is None:
+        raise InputError("saliency maps are for Workbench's own image models (small-cnn, efficientnet-lite0); this "
+                         "export is a Hugging Face image model", path=model)
+    image = check_data_path(Path(args.text).expanduser())
+    if args.text_pair is not None:
+        raise InputError("--text-pair is for sentence-pair text models; this is an image model")
+    try:
+        return image_saliencies(str(model), str(image), args.label)
+    except ImageProblem as e:
+        raise InputError(f"is not an image the model can read ({e})", path=image) from None
+
+
+def _heat_map_files(args: argparse.Namespace, image: Path, labels: list[str]) -> list[Path]:
+    """Where -o saves each label's heat map: FOLDER/IMAGE.LABEL.png, each checked before any is written."""
+    import re
+
+    from ..core.errors import InputError
+    from ..core.paths import check_output_path
+
+    folder = Path(args.output).expanduser()
+    if not folder.is_dir():
+        raise InputError("is not a folder; -o names the folder the heat maps are saved in (create it first)",
+                         path=folder)
+    names = [f"{image.stem}.{re.sub(r'[^A-Za-z0-9_.-]+', '_', label) or 'label'}.png" for label in labels]
+    return [check_output_path(folder / n, [("the image", image), ("the model folder", Path(args.model).expanduser())],
+                              what="the heat map", overwrite=args.overwrite) for n in names]
+
+
+def cmd_explain_image(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from ..core.analysis.explain import overlay
+    from ..core.atomic import replacing
+
+    explained = _image_saliencies(args)
+    image = Path(args.text).expanduser()
+    files = _heat_map_files(args, image, [x.label for x in explained]) if args.output else []
     out = []
-    for att in _explanations(args):
+    for i, x in enumerate(explained):
+        h, w = x.saliency.shape
+        row, col = x.peak
+        if x.threshold is not None:
+            head = (f"{one_line(x.label)}: score {x.score:.3f} {'≥' if x.decided else '<'} threshold "
+                    f"{x.threshold:.3f} ({'decided' if x.decided else 'not decided'})")
+        else:
+            head = f"{one_line(x.label)}: probability {x.score:.3f}"
+        print(f"{head}; saliency peaks at row {row}, column {col} of the {w}x{h} image the model saw")
+        record = {"label": x.label, "score": round(x.score, 6), "peak": [row, col], "size": [w, h]}
+        if x.threshold is not None:
+            record.update(threshold=x.threshold, decided=x.decided)
+        if files:
+            with replacing(files[i]) as tmp:
+                Image.fromarray(overlay(x.image, x.saliency)).save(tmp, format="PNG")
+            record["saved"] = str(files[i])
+            print(f"  saved {files[i]}", file=sys.stderr)
+        out.append(record)
+    print(json.dumps({"model": args.model, "image": args.text, "explained": out}, ensure_ascii=False))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    task = _explained_task(args)
+    if modality_of(task) == "image":
+        return cmd_explain_image(args)
+    out = []
+    for att in _explanations(args, task):
         tokens = [(t, s) for t, s, sp in zip(att.tokens, att.scores, att.special) if not sp]
         head = f"{one_line(att.label)}: logit {att.logit:+.3f} (baseline {att.baseline_logit:+.3f})"
         if att.score is not None:

@@ -10,7 +10,9 @@ the last stdout line is a JSON summary. With a text-generation export INPUT hold
 JSON list of records in a training format's user side: ``messages``, ``conversations``, ``prompt``,
 ``instruction``/``input``; or a text file, one prompt a line), answered into JSON Lines: each record with
 the model's ``output``. Exit status as for ``train``: 0 done (even with skipped rows),
-2 bad input, 3 the output could not be written, 130 interrupted (nothing is left behind).
+2 bad input, 3 the output could not be written, 130 interrupted (nothing is left behind). ``serve``
+answers POST /predict, or for a text-generation export the OpenAI-compatible /v1/chat/completions and
+/v1/completions (streamed on request; serve_openai.py).
 """
 
 from __future__ import annotations
@@ -55,8 +57,13 @@ def add_commands(sub) -> None:
 
     s = sub.add_parser("serve", help="answer prediction requests over HTTP on this machine",
                        description="Serve the model in EXPORT_DIR: POST /predict with {\"inputs\": [...]} answers "
-                                   "{\"predictions\": [...]}; GET /health says it is up. SIGTERM or Ctrl+C stops it "
-                                   "after answering the requests in flight.")
+                                   "{\"predictions\": [...]}; GET /health says it is up. A text-generation model is "
+                                   "served OpenAI-compatible instead (point an OpenAI client's base_url at "
+                                   "http://HOST:PORT/v1): POST /v1/chat/completions with {\"messages\": [...]} and "
+                                   "POST /v1/completions with {\"prompt\": \"...\"}, each streamed as server-sent "
+                                   "events with \"stream\": true; GET /v1/models and GET /health; --max-inputs "
+                                   "then counts messages. SIGTERM or Ctrl+C stops it after answering the requests in "
+                                   "flight.")
     s.add_argument("export_dir", metavar="EXPORT_DIR")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
                    "any other address, e.g. 0.0.0.0, lets other machines in, with a warning)")
@@ -64,11 +71,14 @@ def add_commands(sub) -> None:
     s.add_argument("--api-key", metavar="KEY", help="require \"Authorization: Bearer KEY\" on every request but GET "
                    "/health (which then answers without details); default: the WORKBENCH_API_KEY environment "
                    "variable, which keeps the key off the command line")
-    s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="ONNX Runtime (model.onnx) or PyTorch; default auto: ONNX when the export has it (a "
+                        "text-generation model always runs in PyTorch)")
     s.add_argument("--int8", action="store_true", help="serve model.int8.onnx")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="--backend torch: bf16 autocast where the CPU has bf16 units (auto), or forced")
-    s.add_argument("--max-inputs", type=int, default=256, help="most inputs in one request (default 256)")
+    s.add_argument("--max-inputs", type=int, default=256, help="most inputs in one request, or messages in one "
+                   "chat for a text-generation model (default 256)")
     s.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024, help="largest request body (default 10 MiB)")
 
 

@@ -25,7 +25,8 @@ from .track import add_tracking_flags
 # What config_from_args reads that a search does not offer: left at train's defaults.
 _TRAIN_ONLY = dict(config=None, header=False, no_header=False, skip_bad_rows=False, group_by_length=False,
                    no_group_by_length=False, freeze_backbone=False, lora_targets=None, export_adapter=False,
-                   keep_checkpoints=False, compile=False, refit=None, run_dir=None, quantize=None, overwrite=False)
+                   keep_checkpoints=False, compile=False, refit=None, run_dir=None, quantize=None, overwrite=False,
+                   no_base_eval=False, gradient_checkpointing=False)
 
 
 def add_parsers(sub) -> None:

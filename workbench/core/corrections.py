@@ -5,6 +5,9 @@ their physical lines) and the relabelled ones (re-written with the file's own de
 ending, only the label cell changed). Image folders: the copy is a folder that mirrors the original
 with symbolic links (copies where links cannot be made), an excluded image left out and a
 relabelled one linked under its new class folder; the images themselves are never copied or moved.
+A table of image paths and label sets (image-multilabel) is a delimited file like any other; its
+relative paths are read from the table's folder, so a copy written in another folder has them
+re-written to point at the same images from there (beside the original, they stay as they are).
 
 Beside the copy, ``<copy>.corrections.json`` (inside the folder for images) records the original,
 its fingerprint and every decision; a run on the copy records that in its config.json
@@ -88,16 +91,20 @@ def write_corrected_copy(issues, decisions: dict[int, str | None], target: str |
         "task": issues.task,
     }
     try:
-        if modality_of(issues.task) == "image":
+        if modality_of(issues.task) == "image" and not separator:  # class folders; a table of sets is a file
             _image_copy(source, target, {Path(by_line[k].text): v for k, v in changes.items()}, record, overwrite)
         else:
-            _text_copy(source, target, changes, issues.resolved, record)
+            paths = issues.resolved.get("text_column") if modality_of(issues.task) == "image" else None
+            _text_copy(source, target, changes, issues.resolved, record, paths)
     except OSError as e:
         raise (write_failure(e, target, permission_too=True) or e) from e
     return target
 
 
-def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resolved: dict, record: dict) -> None:
+def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resolved: dict, record: dict,
+               path_column: str | None = None) -> None:
+    """The delimited copy; ``path_column``: the column of image paths relative to the table's folder,
+    re-written in every row when the copy goes in another folder."""
     from .data import read_table
 
     delimiter, has_header = resolved.get("delimiter"), resolved.get("has_header")
@@ -110,6 +117,10 @@ def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resol
         # One label column (a class, or a separated label set), or 0/1 columns, one per label.
         label_index = table.columns.index(str(resolved["label_column"])) if resolved.get("label_column") else -1
         one_hot = {table.columns.index(c): c for c in resolved.get("label_columns") or []}
+        path_index = table.columns.index(path_column) if path_column in table.columns else -1
+    rebase = _rebaser(source.parent, target.parent) if path_index >= 0 else None
+    if rebase is not None:  # every row's path is re-written; its label only where a decision changes it
+        changes = {**{line: _SAME for line in starts}, **changes}
     codec = "latin-1" if encoding == "latin-1" else ("utf-8" if encoding == "utf-8" else encoding)
     lines = source.read_bytes().splitlines(keepends=True)  # bytes split on \n, \r\n, \r: csv's physical lines
     # Each row spans from its start line to the line before the next row (or unparsed line) starts.
@@ -128,7 +139,11 @@ def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resol
         ending = raw[len(body):]
         bom = b"\xef\xbb\xbf" if line == 1 and body.startswith(b"\xef\xbb\xbf") else b""
         fields = next(csv.reader(io.StringIO(body[len(bom):].decode(codec), newline=""), delimiter=table.format.delimiter))
-        if one_hot:
+        if rebase is not None and path_index < len(fields):
+            fields[path_index] = rebase(fields[path_index])
+        if label is _SAME:
+            pass
+        elif one_hot:
             chosen = set(_label_set(label, str(resolved.get("label_separator") or "|")))
             for j, column in one_hot.items():
                 fields[j] = "1" if column in chosen else "0"
@@ -145,6 +160,29 @@ def _text_copy(source: Path, target: Path, changes: dict[int, str | None], resol
             elif i not in drop:
                 f.write(raw)
     write_json_atomic(sidecar_of(target), {**record, "copy": str(target)}, fsync=False)
+
+
+_SAME = "\0same"  # a row re-written for its path only: its labels as they are
+
+
+def _rebaser(old: Path, new: Path):
+    """A function mapping a path cell read from folder ``old`` to one that names the same file from
+    folder ``new``; None when the folders are the same (the cells stay as they are)."""
+    old, new = old.resolve(), new.resolve()
+    if old == new:
+        return None
+
+    def rebase(cell: str) -> str:
+        stripped = cell.strip()
+        if not stripped or Path(stripped).expanduser().is_absolute():
+            return cell
+        where = old / Path(stripped).expanduser()
+        try:
+            return Path(os.path.relpath(where, new)).as_posix()
+        except ValueError:  # another drive (Windows): no relative path leads there
+            return str(where)
+
+    return rebase
 
 
 def _label_set(label: str, separator: str) -> list[str]:

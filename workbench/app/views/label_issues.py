@@ -35,6 +35,7 @@ from ..widgets.build import items_table
 MAX_SHOWN = 2000  # rows in the table; the TSV from the CLI holds them all
 THUMBS = 300  # image rows that get a thumbnail
 KEEP, EXCLUDE = "Keep", "Exclude"
+NO_LABELS = "(no labels)"  # an empty label set (multi-label rows), in a cell
 COLUMNS = ("Line", "Text", "Given", "Suggested", "Score", "Action")
 
 
@@ -59,6 +60,12 @@ class _Forward(Callbacks):
 def _of_images(result) -> bool:
     """Whether the ranked rows are images (their text is a path; an image shows a thumbnail)."""
     return modality_of(result.task) == "image"
+
+
+def _in_folders(result) -> bool:
+    """Whether the ranked rows are images in class folders (numbered in the scan; the copy a folder of
+    links), not the rows of a table of image paths and label sets (file lines; the copy a table)."""
+    return _of_images(result) and not getattr(result, "multilabel", False)
 
 
 def _find(job, data, model, task, data_config):
@@ -202,7 +209,7 @@ class LabelIssuesView(QWidget):
         image = self.result is not None and _of_images(self.result)
         self.table.setRowCount(0)
         self.table.setRowCount(len(rows))
-        self.table.setHorizontalHeaderItem(0, QTableWidgetItem("Image" if image else "Line"))
+        self.table.setHorizontalHeaderItem(0, QTableWidgetItem("Image" if _in_folders(self.result) else "Line"))
         if image:
             self.table.verticalHeader().setDefaultSectionSize(52)
         for i, r in enumerate(rows):
@@ -215,17 +222,17 @@ class LabelIssuesView(QWidget):
                 text.setIcon(QIcon(QPixmap.fromImage(self._thumbs[r.line])))
             score = QTableWidgetItem(f"{r.score:.3g}")
             score.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            suggested = QTableWidgetItem(f"{r.suggested} ({r.suggested_probability:.0%})")
+            suggested = QTableWidgetItem(f"{r.suggested or NO_LABELS} ({r.suggested_probability:.0%})")
             if r.flagged:
                 suggested.setForeground(QColor(200, 60, 40))
-            for col, item in enumerate((line, text, QTableWidgetItem(r.given), suggested, score)):
+            for col, item in enumerate((line, text, QTableWidgetItem(r.given or NO_LABELS), suggested, score)):
                 self.table.setItem(i, col, item)
             combo = QComboBox()
             combo.addItem(KEEP, r.given)
             combo.addItem(EXCLUDE, None)
             for label in [r.suggested] + [x for x in self.result.labels if x not in (r.suggested, r.given)]:
                 if label != r.given:
-                    combo.addItem(f"Relabel → {label}", label)
+                    combo.addItem(f"Relabel → {label or NO_LABELS}", label)
             combo.currentIndexChanged.connect(self._count_decisions)
             self.table.setCellWidget(i, 5, combo)
         if image:
@@ -265,9 +272,9 @@ class LabelIssuesView(QWidget):
         if not 0 <= row < len(rows):
             return
         r = rows[row]
-        if _of_images(self.result):
+        if _in_folders(self.result):
             self.show_image.emit(r.text, r.given)
-        else:
+        else:  # a text row, or an image's row in its table of paths and label sets
             self.jump_to_line.emit(r.line)
 
     # ---- the corrected copy -------------------------------------------------------------------------
@@ -280,7 +287,7 @@ class LabelIssuesView(QWidget):
             return
         if target is None:
             suggested = str(default_copy_path(self.result.path))
-            if _of_images(self.result):
+            if _in_folders(self.result):
                 target = QFileDialog.getSaveFileName(self, "Save the corrected copy (a folder of links)", suggested)[0]
             else:
                 target = QFileDialog.getSaveFileName(self, "Save a corrected copy of the training file", suggested)[0]

@@ -2,7 +2,8 @@
 scores at the tuned thresholds beside the same at 0.5, the per-label table with each threshold and
 where it came from, each label's TP/FP/FN/TN counts (a click lists those examples), the examples
 worst first, and a box that scores every label of a typed text (or a dropped image) against its
-threshold with the export's own Predictor, so it decides exactly as predict and serve do."""
+threshold with the export's own Predictor, so it decides exactly as predict and serve do; for an
+image, the saliency map of a label picked from them (the most confident decided one first)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QSize, Qt, Signal, Slot
-from PySide6.QtGui import QColor, QPainter, QPalette, QPen
+from PySide6.QtGui import QColor, QImage, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QGridLayout,
     QHeaderView,
     QLabel,
@@ -645,18 +647,71 @@ def _try_labels_image(state, model_dir: str, path: str) -> dict[str, Any]:
     return predict_labels(model_dir, path)
 
 
+def _label_saliency(model_dir: str, path: str, label: str) -> tuple[QImage, dict[str, Any]]:
+    """The image as the model saw it with ``label``'s gradient saliency over it, at the Try it box's
+    size, and the label's score, threshold and whether it is decided (core/analysis/explain.py)."""
+    from ...core.analysis.explain import image_saliencies, overlay
+    from .thumbnails import THUMB
+
+    x = image_saliencies(model_dir, path, [label])[0]
+    shown = np.ascontiguousarray(overlay(x.image, x.saliency))
+    h, w, _ = shown.shape
+    image = QImage(shown.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()  # owns its pixels
+    side = 2 * THUMB
+    image = image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+    return image, {"label": x.label, "score": x.score, "threshold": x.threshold, "decided": x.decided}
+
+
+def saliency_choices(answer: dict[str, Any]) -> list[str]:
+    """The labels a user can ask the saliency of, in the picker's order: the decided ones, then the
+    others, each most confident first (the first is the default)."""
+    decided = set(answer.get("labels") or [])
+    scores = answer.get("scores") or {}
+    return sorted(scores, key=lambda n: (n not in decided, -float(scores[n])))
+
+
 class MultiLabelImageTryIt(ImageTryIt):
     """Drop an image (or choose one): every label's score against its threshold, and the labels
-    decided, from the export's Predictor."""
+    decided, from the export's Predictor; Show Saliency draws where the model looked for the label
+    picked beside it (Workbench image models)."""
 
     model_kind = KIND
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        self.label_bars = ThresholdBars()  # before ImageTryIt's __init__, which clears the result
+        # Before ImageTryIt's __init__, which sets no model and so clears the result.
+        self.label_bars = ThresholdBars()
+        self.saliency_label = QComboBox()
+        self.saliency_label.setToolTip("The label whose saliency Show Saliency draws (decided labels first)")
+        self._explainable = False  # a Workbench image model: its gradients can be taken
         super().__init__(parent)
-        self.saliency.hide()  # the saliency explains one class of a softmax model
+        self.input_row.insertWidget(self.input_row.indexOf(self.saliency), self.saliency_label)
+        self.saliency.setToolTip("Overlay where the pixels most change the picked label's score (gradient "
+                                 "saliency); Workbench image models")
+        self.saliency_label.activated.connect(lambda _index: self.explain())
         self.bars.hide()
         self.add_result(self.label_bars, stretch=1)
+
+    def set_model(self, model_dir: str | Path | None, why_not: str = "", **options: Any) -> None:
+        from ...core.tasks.image.models import read_image_config
+
+        self._explainable = bool(model_dir) and read_image_config(str(model_dir)) is not None
+        super().set_model(model_dir, why_not, **options)
+
+    @Slot()
+    def explain(self) -> None:
+        label = self.saliency_label.currentData()
+        if self._model_dir and self._path and label and self._explainable:
+            self.run_model(_label_saliency, self._path, label, show=self._show_saliency, button=self.saliency,
+                           busy=f"Computing where the model looks for “{label}”…")
+
+    def _show_saliency(self, answer) -> None:
+        image, x = answer
+        self.picture.setPixmap(QPixmap.fromImage(image))
+        mark = "\u2265" if x["decided"] else "<"
+        against = f" {mark} threshold {x['threshold']:.1%}" if x["threshold"] is not None else ""
+        self.status.setText(f"Where the model looked for “{html.escape(x['label'])}” (brighter = more influence): "
+                            f"score {x['score']:.1%}{against}")
+        self.saliency.setEnabled(True)
 
     def predict_file(self, path: str) -> None:
         if not self._model_dir:
@@ -667,10 +722,25 @@ class MultiLabelImageTryIt(ImageTryIt):
 
     def show_prediction(self, answer: dict[str, Any]) -> None:  # type: ignore[override]
         self.label_bars.show_answer(answer)
+        self.saliency_label.clear()
+        for name in saliency_choices(answer):
+            score = float(answer["scores"][name])
+            self.saliency_label.addItem(f"{name} ({score:.0%})", name)
+        self.saliency_label.setEnabled(self._explainable and self.saliency_label.count() > 0)
+        self.saliency.setEnabled(self._explainable and self.saliency_label.count() > 0)
+
+    def pick_saliency_label(self, label: str) -> None:
+        """Choose the label Show Saliency explains (as the picker does)."""
+        index = self.saliency_label.findData(label)
+        if index < 0:
+            raise ValueError(f"no label {label!r} in the picker")
+        self.saliency_label.setCurrentIndex(index)
 
     def clear_result(self) -> None:
         super().clear_result()
         self.label_bars.clear()
+        self.saliency_label.clear()
+        self.saliency_label.setEnabled(False)
 
 
 # ---------------------------------------------------------------------------- the view

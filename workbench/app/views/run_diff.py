@@ -1,7 +1,9 @@
 """The Runs page's diff of two runs: metric deltas with paired p-values, per-class deltas, and the
 examples the newer run fixed or broke, filterable by kind and by confusion cell (gold, A's answer,
-B's answer). Regression adds a scatter of A's errors against B's. Computed on a worker thread
-(``workbench.core.analysis.compare``), the same numbers as `workbench compare`."""
+B's answer). Regression adds a scatter of A's errors against B's. Text-generation runs list the
+examples whose score B raised or lowered, largest change first, with the prompt, the reference and
+both answers. Computed on a worker thread (``workbench.core.analysis.compare``), the same numbers as
+`workbench compare`."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from ..widgets.build import items_table
 from ..wording import in_app_words
 
 ALL = "All cells"
+EXAMPLE_HEADS = ("Change", "Row", "Gold", "A said", "B said", "Text")
+GENERATION_HEADS = ("Change", "Row", "Reference", "A said", "B said", "Prompt")
 
 
 def _kind(diff) -> str | None:
@@ -47,6 +51,15 @@ def _note(text: str = "") -> QLabel:
 def _shown(value) -> str:
     """A gold or predicted value as a cell: a multi-label run's label set joined by "|" ("-" when empty)."""
     return ("|".join(map(str, value)) or "-") if isinstance(value, list) else str(value)
+
+
+def _cell(text: str) -> QTableWidgetItem:
+    """A text cell on one line (line breaks shown as escapes), the whole text in its tooltip."""
+    from ...core.escaping import one_line
+
+    item = QTableWidgetItem(one_line(text))
+    item.setToolTip(text)
+    return item
 
 
 def _num(value, fmt="{:.4f}") -> QTableWidgetItem:
@@ -76,7 +89,7 @@ class RunDiffView(QDialog):
         self.count = QLabel()
         for combo in (self.kind, self.cell):
             combo.currentIndexChanged.connect(self._fill_examples)
-        self.examples = items_table(("Change", "Row", "Gold", "A said", "B said", "Text"))
+        self.examples = items_table(EXAMPLE_HEADS)
         self.examples.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.no_examples = _note()  # in place of the examples when no row changed
         self.example_stack = QStackedWidget()
@@ -133,10 +146,16 @@ class RunDiffView(QDialog):
         self.diff = diff
         from pathlib import Path
 
+        generation = _kind(diff) == "text"
+        moved = (f"B scored {len(diff.fixed):,} higher and {len(diff.broken):,} lower." if generation
+                 else f"B fixed {len(diff.fixed):,} and broke {len(diff.broken):,}.")
         self.head.setText(
             f"A: {Path(diff.run_a).name}    B: {Path(diff.run_b).name}    {diff.split} split, {diff.n:,} {diff.unit} "
-            f"scored by both.  B fixed {len(diff.fixed):,} and broke {len(diff.broken):,}."
-            + "".join(f"\n{in_app_words(n)}" for n in diff.notes))
+            f"scored by both.  {moved}" + "".join(f"\n{in_app_words(n)}" for n in diff.notes))
+        if generation:  # generated answers: scores moved up or down, beside the prompt and reference
+            self.examples.setHorizontalHeaderLabels(GENERATION_HEADS)
+            for i, text in enumerate(("Higher and lower", "Higher (fixed)", "Lower (broken)")):
+                self.kind.setItemText(i, text)
         self.body.setCurrentWidget(self.split)
         rows = [m for m in diff.metrics if m.a is not None and m.b is not None]
         self.metrics.setRowCount(len(rows))
@@ -177,14 +196,15 @@ class RunDiffView(QDialog):
                 and (cell is None or (e["gold"], e["a"], e["b"]) == tuple(cell))]
 
     def _fill_examples(self) -> None:
-        from ...core.escaping import one_line
-
         shown = self.shown_examples()
         self.count.setText(f"{len(shown):,} {self.diff.unit if self.diff else 'examples'}")
+        generation = self.diff is not None and _kind(self.diff) == "text"
         if self.diff is not None and not self.diff.changed:
-            self.no_examples.setText(f"B fixed none and broke none of the {self.diff.n:,} {self.diff.unit} of the "
-                                     f"{self.diff.split} split: where A was right B was too, and where A was wrong "
-                                     "so was B.")
+            self.no_examples.setText(
+                f"B scored each of the {self.diff.n:,} {self.diff.unit} of the {self.diff.split} split as A did."
+                if generation else
+                f"B fixed none and broke none of the {self.diff.n:,} {self.diff.unit} of the {self.diff.split} split: "
+                "where A was right B was too, and where A was wrong so was B.")
         changed = self.diff is None or bool(self.diff.changed)
         self.example_stack.setCurrentWidget(self.examples if changed else self.no_examples)
         for w in (self.show_label, self.kind, self.count):  # nothing to filter when no row changed
@@ -193,12 +213,12 @@ class RunDiffView(QDialog):
         self.examples.setRowCount(len(shown))
         fmt = (lambda v: f"{v:.3f}") if self.diff is not None and _kind(self.diff) == "values" else _shown
         for i, e in enumerate(shown):
-            change = QTableWidgetItem(e["change"])
+            change = QTableWidgetItem(f"{e['change']} {e['delta']:+.2f}" if generation else e["change"])
             change.setForeground(QColor(30, 140, 60) if e["change"] == "fixed" else QColor(200, 50, 40))
-            text = QTableWidgetItem(one_line(str(e["text"])))
-            text.setToolTip(str(e["text"]))
-            for col, item in enumerate((change, _num(e["row"], "{}"), QTableWidgetItem(fmt(e["gold"])),
-                                        QTableWidgetItem(fmt(e["a"])), QTableWidgetItem(fmt(e["b"])), text)):
+            if generation:
+                change.setToolTip(f"score {e['score_a']:.4f} in A, {e['score_b']:.4f} in B")
+            cells = [_cell(fmt(e[key])) for key in ("gold", "a", "b")] + [_cell(str(e["text"]))]
+            for col, item in enumerate([change, _num(e["row"], "{}")] + cells):
                 self.examples.setItem(i, col, item)
 
     def _add_scatter(self, errors) -> None:

@@ -13,7 +13,10 @@ scores' standard deviation, and compares absolute errors row by row. Multi-label
 sets: a row is right when its whole set is (McNemar on exact-match accuracy), micro/macro F1 and
 Hamming loss get a paired bootstrap, every changed row lists the labels B gained and lost relative to
 A (and which of them are now right or wrong against the gold), and every label how many rows B
-fixed and broke.
+fixed and broke. Text-generation runs compare their generated answers by each example's headline
+score (predictions.jsonl's ``score``): an example is right at 1.0 (McNemar), the mean score gets a
+paired bootstrap, and an example counts as fixed when B's score is higher, broken when lower (largest
+changes first), with both answers; every generation metric of the two reports gets its delta.
 """
 
 from __future__ import annotations
@@ -148,10 +151,15 @@ class RunDiff:
                 support = f"{r['support']:>7}  {r['fixed']:>5}  {r['broken']:>5}" if kind == "labels" else r["support"]
                 lines.append(f"{one_line(r['label'])[:22]:<22} {r['f1_a']:9.4f} {r['f1_b']:9.4f} {r['delta']:+9.4f}  "
                              f"{support}")
-        lines += ["", f"B fixed {len(self.fixed):,} {self.unit} that A got wrong and broke {len(self.broken):,} that "
-                      "A got right"]
+        if kind == "text":  # generated answers move by degrees: higher and lower scores, not right and wrong
+            lines += ["", f"B scored {len(self.fixed):,} {self.unit} higher than A (fixed) and {len(self.broken):,} "
+                          "lower (broken), largest changes first"]
+        else:
+            lines += ["", f"B fixed {len(self.fixed):,} {self.unit} that A got wrong and broke {len(self.broken):,} "
+                          "that A got right"]
         for change, group in (("fixed", self.fixed), ("broken", self.broken)):
-            lines += [_example_line(change, e) for e in group[:examples]]
+            lines += [_generation_line(change, e) if kind == "text" else _example_line(change, e)
+                      for e in group[:examples]]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -171,6 +179,17 @@ def _example_line(change: str, e: dict[str, Any]) -> str:
     return (f"  {change:<6} row {e['row']:>6}  gold {one_line(_shown(e['gold']))[:16]:<16} "
             f"A {one_line(_shown(e['a']))[:16]:<16} B {one_line(_shown(e['b']))[:16]:<16}{one_line(moved)[:30]} "
             f"{text[:60]}")
+
+
+def _generation_line(change: str, e: dict[str, Any]) -> str:
+    from ..escaping import one_line
+
+    def cut(value: Any, width: int) -> str:
+        text = one_line(str(value))
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    return (f"  {change:<6} row {e['row']:>6}  {e['score_a']:.2f} -> {e['score_b']:.2f}  {cut(e['prompt'], 40)!r}  "
+            f"reference {cut(e['reference'], 24)!r}  A {cut(e['a'], 24)!r}  B {cut(e['b'], 24)!r}")
 
 
 def _table(run: RunData) -> dict[str, list]:
@@ -210,13 +229,15 @@ def compare_runs(run_a: str | Path | RunData, run_b: str | Path | RunData, seed:
     if _source(a) != _source(b):
         notes.append(f"the test data came from different places ({_source(a)} and {_source(b)}) but holds the same "
                      "rows and labels")
+    kind = prediction_kind(a.task or DEFAULT_TASK)
+    if kind == "text":  # generated answers: matched by row, prompt and reference, compared by their scores
+        return _generation(a, b, ta, tb, notes, seed)
     key = "tokens" if "tokens" in ta else ("text" if "text" in ta else "path")
 
     def index(t: dict[str, list]) -> dict[int, int]:
         return {int(r): i for i, r in enumerate(t["row"])}
 
     ia, ib = index(ta), index(tb)
-    kind = prediction_kind(a.task or DEFAULT_TASK)
     gold = "labels" if kind == "labels" else "gold"  # predictions.jsonl's column of the right answer
     same = set(ia) == set(ib) and all(_same_gold(ta[gold][ia[r]], tb[gold][ib[r]], kind == "labels") and
                                       ta.get(key, [None] * len(ia))[ia[r]] == tb.get(key, [None] * len(ib))[ib[r]]
@@ -285,8 +306,13 @@ def _classification(a, b, ta, tb, rows, oa, ob, notes, seed) -> RunDiff:
 
 
 def _per_class(a: RunData, b: RunData) -> list[dict[str, Any]]:
-    pa = {r["label"]: r for r in (a.report or {}).get("per_class") or []}
-    pb = {r["label"]: r for r in (b.report or {}).get("per_class") or []}
+    return _per_class_rows((a.report or {}).get("per_class") or [], (b.report or {}).get("per_class") or [])
+
+
+def _per_class_rows(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each class's F1 in A and B (the classes of A, then those only B has), from two reports' per_class."""
+    pa = {r["label"]: r for r in rows_a}
+    pb = {r["label"]: r for r in rows_b}
     out = []
     for label in list(pa) + [x for x in pb if x not in pa]:
         ra, rb = pa.get(label, {}), pb.get(label, {})
@@ -447,3 +473,143 @@ def _multilabel(a, b, ta, tb, rows, oa, ob, notes, seed) -> RunDiff:
                  f"{len(changed):,} rows; a row counts as right when its whole label set is")
     return RunDiff(str(a.path), str(b.path), a.task, (a.report or {}).get("split", "test"), len(rows), metrics,
                    changed, _per_label_changes(labels, gold, pa, pb), labels, notes)
+
+
+# ---- generated answers (text-generation runs) ------------------------------------------------------
+
+GENERATION_TITLES = {"exact_match": "Exact match", "token_f1": "Token F1", "chrf": "chrF", "bleu": "BLEU",
+                     "rouge_l": "ROUGE-L", "entity_f1": "Entity F1"}
+MEAN_METRICS = frozenset({"exact_match", "token_f1", "rouge_l"})  # the corpus value is the examples' mean
+RIGHT = 1.0 - 1e-9  # an example's score at (or a rounding error below) 1.0 is right
+MOVED = 1e-9  # smaller differences between two scores are rounding, not a change
+
+
+def _generation_index(run: RunData, t: dict[str, list]) -> dict[int, int]:
+    """row -> line index of a generation run's scored examples; InputError for a file without them."""
+    path = run.predictions_path
+    missing = [c for c in ("row", "prompt", "reference", "output", "score") if c not in t]
+    if missing:
+        raise InputError(f"has no {', '.join(missing)} column(s): not the predictions of a text-generation run "
+                         "that finished its test evaluation", path=path)
+    out = {}
+    for i, (row, output, score) in enumerate(zip(t["row"], t["output"], t["score"])):
+        if output is None or not isinstance(score, (int, float)):
+            raise InputError("an example without a generated answer or its score (the run did not finish scoring "
+                             "its test answers)", path=path, line=i + 1)
+        out[int(row)] = i
+    return out
+
+
+def _generation_pairs(a: RunData, b: RunData, ta: dict[str, list], tb: dict[str, list],
+                      notes: list[str]) -> tuple[list[int], list[int], list[int], bool]:
+    """(rows, A's line indices, B's, whether both scored exactly these rows): the examples both runs
+    scored, each with the same prompt and reference in both; InputError when that is none of them."""
+    ia, ib = _generation_index(a, ta), _generation_index(b, tb)
+    shared = sorted(set(ia) & set(ib))
+    differ = next((r for r in shared if (ta["prompt"][ia[r]], ta["reference"][ia[r]])
+                   != (tb["prompt"][ib[r]], tb["reference"][ib[r]])), None)
+    if not shared or differ is not None:
+        from ..escaping import one_line
+
+        why = "no row in common" if differ is None else (
+            f"row {differ} asks {one_line(ta['prompt'][ia[differ]])[:60]!r} for {one_line(ta['reference'][ia[differ]])[:40]!r} "
+            f"in A but {one_line(tb['prompt'][ib[differ]])[:60]!r} for {one_line(tb['reference'][ib[differ]])[:40]!r} "
+            "in B")
+        raise InputError(f"the runs were not scored on the same test data ({len(ia):,} examples from {_source(a)}, "
+                         f"{len(ib):,} from {_source(b)}: {why}); give both runs the same data and --test file to "
+                         "compare them", path=b.path)
+    same_rows = set(ia) == set(ib)
+    if not same_rows:  # e.g. a different --eval-limit: the examples both answered still compare pair by pair
+        notes.append(f"A answered {len(ia):,} test examples and B {len(ib):,}: compared on the {len(shared):,} both "
+                     "answered, their scores computed again on those")
+    return shared, [ia[r] for r in shared], [ib[r] for r in shared], same_rows
+
+
+def _generation_scores(a: RunData, b: RunData, ta: dict[str, list], tb: dict[str, list], oa: list[int],
+                       ob: list[int], same_rows: bool
+                       ) -> tuple[str, dict[str, float], dict[str, float], np.ndarray, np.ndarray]:
+    """(headline metric, A's and B's corpus metrics, A's and B's per-example headline scores): the runs'
+    own when both scored the same examples by the same headline, else scored again on the shared ones."""
+    ga, gb = ((r.report or {}).get("generation") or {} for r in (a, b))
+    if same_rows and ga.get("headline") and ga.get("headline") == gb.get("headline") \
+            and isinstance(ga.get("metrics"), dict) and isinstance(gb.get("metrics"), dict):
+        sa = np.array([float(ta["score"][i]) for i in oa])
+        sb = np.array([float(tb["score"][j]) for j in ob])
+        return str(ga["headline"]), ga["metrics"], gb["metrics"], sa, sb
+    from ..tasks.generation.scoring import score_generations
+
+    references = [str(ta["reference"][i]) for i in oa]
+    prompts = [str(ta["prompt"][i]) for i in oa]
+    xa = score_generations([str(ta["output"][i]) for i in oa], references, prompts=prompts)
+    xb = score_generations([str(tb["output"][j]) for j in ob], references, prompts=prompts)
+    return (xa.headline, xa.metrics, xb.metrics, np.array(xa.example_score, np.float64),
+            np.array([row[xa.headline] for row in xb.per_example], np.float64))
+
+
+def _generation_metrics(a: RunData, b: RunData, headline: str, ma: dict[str, float], mb: dict[str, float],
+                        sa: np.ndarray, sb: np.ndarray, seed: int) -> list[MetricDelta]:
+    """The share of examples right (headline score 1; McNemar), every generation metric with the
+    headline's mean tested by a paired bootstrap, then the run's own metrics (loss, perplexity)."""
+    title = GENERATION_TITLES.get(headline, headline)
+    ra, rb = sa >= RIGHT, sb >= RIGHT
+    p_right = mcnemar(int((ra & ~rb).sum()), int((~ra & rb).sum()))
+    weights = _resample_weights(len(sa), BOOTSTRAP if len(sa) <= 50_000 else 200, seed)
+    total = weights.sum(1)
+    p_mean, ci = bootstrap_delta((weights @ sa) / total, (weights @ sb) / total, float(sb.mean() - sa.mean()))
+    metrics = []
+    if headline != "exact_match":  # exact match's own row is this share
+        metrics.append(MetricDelta("right", f"Right ({title} = 1)", float(ra.mean()), float(rb.mean()), p_right, "McNemar"))
+    names = [headline] + [n for n in list(ma) + [x for x in mb if x not in ma] if n != headline]
+    for name in names:
+        va, vb = ma.get(name), mb.get(name)
+        m = MetricDelta(name, GENERATION_TITLES.get(name, name), float(va) if isinstance(va, (int, float)) else None,
+                        float(vb) if isinstance(vb, (int, float)) else None)
+        if name == headline == "exact_match":
+            m.p_value, m.test = p_right, "McNemar"
+        elif name == headline and name in MEAN_METRICS:
+            m.p_value, m.test, m.interval = p_mean, "paired bootstrap", ci
+        metrics.append(m)
+    if headline not in MEAN_METRICS:  # a corpus metric (chrF, BLEU, micro entity F1): test the examples' mean
+        metrics.insert(len(metrics) - len(names) + 1, MetricDelta(
+            "example_score", f"Mean example {title}", float(sa.mean()), float(sb.mean()), p_mean, "paired bootstrap",
+            ci))
+    for spec in a.metric_specs:
+        if spec.name not in names:
+            metrics.append(MetricDelta(spec.name, spec.title, _metric(a, spec.name), _metric(b, spec.name),
+                                       greater_is_better=spec.greater_is_better))
+    return metrics
+
+
+def _generation_change(ta: dict[str, list], tb: dict[str, list], i: int, j: int, row: int, x: float,
+                       y: float) -> dict[str, Any]:
+    """One example whose score moved: fixed when B's is higher. ``gold``, ``a``, ``b`` and ``text`` are the
+    shape every diff's examples share (the reference, the two answers, the prompt)."""
+    line = ta.get("line")
+    return {"row": row, "line": int(line[i]) if line and line[i] is not None else None,
+            "change": "fixed" if y > x else "broken", "delta": y - x, "score_a": x, "score_b": y,
+            "prompt": ta["prompt"][i], "reference": ta["reference"][i], "gold": ta["reference"][i],
+            "a": ta["output"][i], "b": tb["output"][j], "text": ta["prompt"][i]}
+
+
+def _generation(a, b, ta, tb, notes, seed) -> RunDiff:
+    rows, oa, ob, same_rows = _generation_pairs(a, b, ta, tb, notes)
+    settings_a, settings_b = (((r.report or {}).get("generation") or {}).get("settings") or {} for r in (a, b))
+    differ = [k for k in settings_a if k in settings_b and settings_a[k] != settings_b[k]]
+    if differ:
+        notes.append("the runs generated with different settings: " + ", ".join(
+            f"{k} {settings_a[k]} in A, {settings_b[k]} in B" for k in differ))
+    headline, ma, mb, sa, sb = _generation_scores(a, b, ta, tb, oa, ob, same_rows)
+    metrics = _generation_metrics(a, b, headline, ma, mb, sa, sb, seed)
+    changed = [_generation_change(ta, tb, i, j, r, float(x), float(y))
+               for r, i, j, x, y in zip(rows, oa, ob, sa, sb) if abs(y - x) > MOVED]
+    changed.sort(key=lambda e: (-abs(e["delta"]), e["row"]))  # the largest changes first
+    ra, rb = sa >= RIGHT, sb >= RIGHT
+    title = GENERATION_TITLES.get(headline, headline)
+    notes.append(f"an example's score is its {title} (1 = right); B made {int((~ra & rb).sum()):,} examples right "
+                 f"that A did not and {int((ra & ~rb).sum()):,} wrong that A had right")
+    per_class: list[dict[str, Any]] = []
+    ca, cb = (((r.report or {}).get("generation") or {}).get("classes") for r in (a, b))
+    if same_rows and isinstance(ca, dict) and isinstance(cb, dict):  # the answers are a few class names
+        per_class = _per_class_rows(ca.get("per_class") or [], cb.get("per_class") or [])
+    return RunDiff(str(a.path), str(b.path), a.task, (a.report or {}).get("split", "test"), len(rows), metrics,
+                   changed, per_class, [], notes)

@@ -11,11 +11,15 @@ the sum's discretisation error, which ``TextAttribution.delta`` reports.
 A multi-label model (sigmoid outputs) is explained per label (``explain_labels``): the attributions of
 one label's logit at a time, by default of every label the model decides for the text (its score
 reaches its threshold from the export's workbench.json), or of the top label when it decides none.
+Images likewise (``image_saliencies``): a saliency map of each decided label's logit, or of the
+labels asked for, each with its score and threshold; a single-label image model's of its predicted
+class (or the classes asked for).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -179,18 +183,99 @@ def image_saliency(model, pixels: np.ndarray, target: int | None = None, forward
     return sal.detach().numpy(), target
 
 
-def explain_image(model_dir: str, path: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """(the image as the model saw it, uint8 (H, W, 3); saliency (H, W); label) for an image file and
-    a Workbench image export."""
-    from ..tasks.image.models import load_image_classifier, preprocess_images
+@dataclass
+class ImageSaliency:
+    """Where an image model looked for one label (or class) of one image."""
+
+    image: np.ndarray  # the image as the model saw it (resized, centre-cropped), uint8 (H, W, 3)
+    saliency: np.ndarray  # (H, W) in 0..1: |d logit / d pixel| of the label, blurred a little
+    label: str
+    target: int  # the label's output
+    score: float  # the label's sigmoid score (multi-label) or the class's softmax probability
+    threshold: float | None = None  # multi-label: the label's threshold from workbench.json
+    decided: bool | None = None  # multi-label: whether the score reaches the threshold
+
+    @property
+    def peak(self) -> tuple[int, int]:
+        """(row, column) of the saliency's maximum, in the model's view of the image."""
+        row, col = np.unravel_index(int(np.argmax(self.saliency)), self.saliency.shape)
+        return int(row), int(col)
+
+
+def _image_export(model_dir: str) -> tuple[Any, dict[str, Any], list[str], dict[str, float] | None]:
+    """A Workbench image export's model, config, label names and (multi-label) thresholds."""
+    import json
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..export.target import MARKER
+    from ..tasks.image.models import load_image_classifier
+    from ..tasks.table import prediction_kind
 
     model, config = load_image_classifier(model_dir)
+    names = [str(config["id2label"][str(i)]) for i in range(int(config["num_labels"]))]
+    meta_file = Path(model_dir) / MARKER
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot be read ({e}); export the model again", path=meta_file) from None
+    if not isinstance(meta, dict) or prediction_kind(meta.get("task")) != "labels":
+        return model, config, names, None
+    given = meta.get("thresholds") or {}
+    bad = [k for k, v in given.items() if k not in names or isinstance(v, bool) or not isinstance(v, (int, float))
+           or not 0 <= v <= 1] if isinstance(given, dict) else ["thresholds"]
+    if bad:
+        raise InputError(f"is damaged: its threshold for {bad[0]!r} is not a number from 0 to 1 of one of its labels; "
+                         "export the model again", path=meta_file)
+    return model, config, names, {k: float(v) for k, v in given.items()}
+
+
+def image_saliencies(model_dir: str, path: str, labels: list[str] | None = None) -> list[ImageSaliency]:
+    """The saliency of each explained label of a Workbench image export for one image file: the
+    ``labels`` named, else (multi-label) every decided label, most confident first, or the top label
+    when none is decided, else (one class per image) the predicted class."""
+    import torch
+
+    from ..errors import InputError
+    from ..tasks.image.models import preprocess_images
+    from ..tasks.multilabel.thresholds import DEFAULT_THRESHOLD, sigmoid
+
+    model, config, names, thresholds = _image_export(model_dir)
     pre = config["preprocessing"]
     pixels = preprocess_images([path], pre)
-    sal, target = image_saliency(model, pixels)
+    with torch.no_grad():
+        logits = model(torch.as_tensor(pixels)).float().numpy()[0]
+    if thresholds is not None:
+        scores = sigmoid(logits)
+        targets = label_targets(logits, names, thresholds, labels)
+        if not labels:
+            targets.sort(key=lambda j: -scores[j])
+    else:
+        scores = np.exp(logits - logits.max())
+        scores /= scores.sum()
+        unknown = [x for x in labels or [] if x not in names]
+        if unknown:
+            raise InputError(f"unknown label {unknown[0]!r}; the model's labels are {', '.join(names)}")
+        targets = [names.index(x) for x in dict.fromkeys(labels)] if labels else [int(np.argmax(logits))]
     mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
     seen = np.clip((pixels[0].transpose(1, 2, 0) * std + mean) * 255, 0, 255).astype(np.uint8)
-    return seen, sal, str(config["id2label"].get(str(target), target))
+    out = []
+    for j in targets:
+        sal, _ = image_saliency(model, pixels, j)
+        item = ImageSaliency(seen, sal, names[j], j, float(scores[j]))
+        if thresholds is not None:
+            item.threshold = thresholds.get(names[j], DEFAULT_THRESHOLD)
+            item.decided = item.score >= item.threshold
+        out.append(item)
+    return out
+
+
+def explain_image(model_dir: str, path: str, label: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(the image as the model saw it, uint8 (H, W, 3); saliency (H, W); label) for an image file and
+    a Workbench image export: of ``label``, else of the predicted class (multi-label: the most
+    confident decided label; ``image_saliencies`` gives every decided one with scores and thresholds)."""
+    first = image_saliencies(model_dir, path, [label] if label else None)[0]
+    return first.image, first.saliency, first.label
 
 
 def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.55) -> np.ndarray:

@@ -12,8 +12,8 @@ suspicious).
 Rows are read by the task's own ``prepare_data`` with nothing held out, so columns, labels and
 skipped rows are exactly those of a training run on the same file.
 
-Several labels per row (multi-label tasks): one logistic regression per label on the same folds gives
-each row an out-of-sample probability per label, and cleanlab's multi-label confident learning
+Several labels per row (multi-label tasks: texts, or a table of image paths and their label sets): one
+logistic regression per label on the same folds gives each row an out-of-sample probability per label, and cleanlab's multi-label confident learning
 (``cleanlab.multilabel_classification``) flags and scores the rows whose label set disagrees. A row's
 suggestion is its most probable label set (every label at 0.5), given and suggested sets are written
 joined by the file's separator ("billing|bug").
@@ -48,13 +48,13 @@ TSV_COLUMNS = ("line", "given", "suggested", "score", "suggested_probability", "
 
 @dataclass
 class LabelIssue:
-    line: int  # the row's line in DATA (text files); the image's number in the scan (image folders)
+    line: int  # the row's line in DATA (text files, tables of image paths); the image's number in the scan (image folders)
     given: str
     suggested: str  # the most probable class out of sample
     score: float  # label quality, 0..1: lower = more likely wrong
     suggested_probability: float
     flagged: bool  # cleanlab counts it among the label issues
-    text: str  # the text (pairs: "first ⟶ second") or the image's path
+    text: str  # the text (pairs: "first ⟶ second") or the image's (absolute) path
     index: int = 0  # position in the training rows read
     # Multi-label rows: the sets themselves (``given``/``suggested`` are them joined by the separator);
     # ``suggested_probability`` is then the out-of-sample probability of the whole suggested set.
@@ -265,8 +265,14 @@ def find_label_issues(data: str | Path, model: str | None = None, task: str | No
         # Read as a training run reads it (the run's own stage), with nothing held out.
         prepared = prepare(checked, Path(tmp), callbacks, cancel)
         backbone = find_backbone(prepared, callbacks)
-        features, labels = embed_split(t, backbone.path, prepared.data, "train", max_length, Path(tmp), callbacks,
-                                       cancel)
+        import torch
+
+        # A backbone without pretrained weights (the small CNN) starts from random ones: seeded, the
+        # same file ranks the same every time, and the caller's random state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            features, labels = embed_split(t, backbone.path, prepared.data, "train", max_length, Path(tmp), callbacks,
+                                           cancel)
         train = prepared.data.splits["train"]
         lines = arrow_table(train, ["row"]).column("row").to_numpy()
         texts = _texts(t, train)

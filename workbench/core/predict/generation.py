@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterator
@@ -77,6 +78,21 @@ def read_generation_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" progress bars off while a model loads: `predict -q`, `chat` and
+    `serve` keep stderr for their own messages (and the app has no terminal for them)."""
+    from transformers.utils import logging
+
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:  # whoever turned them off for good (the app, a run) keeps them off
+            logging.enable_progress_bar()
+
+
 def _device_and_dtype(requested: str):
     """CUDA in bf16 where the GPU has it (fp32 otherwise); anything else fp32, as the report measured."""
     import torch
@@ -108,7 +124,8 @@ class GenerationPredictor:
             raise InputError(f"its tokenizer cannot be loaded ({error_line(e)}); export the model again",
                              path=folder) from None
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
+            with quiet_loading():
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
         except (MemoryError, ImportError):
             raise
         except Exception as e:  # a damaged model.safetensors or config.json, missing weights

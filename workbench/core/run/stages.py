@@ -437,8 +437,9 @@ def fit(prepared: Prepared, encoded: Encoded, built: Built, rd: RunDirectory, cb
         metrics_position=rd.metrics_position, method=built.method,
     )
     before = _evaluate_before(task, loop, encoded.splits[data.eval_split], rd, cb, resume)
-    if loop.is_main:
-        task.before_training(built.model, encoded.splits, rd.path, resume is not None)
+    # Every rank does it (only rank 0 writes): the others would otherwise wait for it at their first
+    # collective and time out while it generates.
+    task.before_training(built.model, encoded.splits, rd.path, resume is not None, main=loop.is_main)
     rd.training_started = True
     outcome = loop.run(resume)
     return Trained(built.model, built.method, loop, outcome, outcome, built.parameters, hw, before)

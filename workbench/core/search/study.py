@@ -19,6 +19,7 @@ events, stopped with the trial's cancel token). The study counts the trials of e
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import time
@@ -32,7 +33,7 @@ from ..cancel import NEVER, CancelToken
 from ..command import command_line
 from ..config import RunConfig
 from ..errors import Cancelled, InputError
-from ..events import Callbacks, EvalMetrics, Event, PhaseChanged
+from ..events import CallbackList, Callbacks, EvalMetrics, Event, PhaseChanged
 from ..home import runs_home
 from ..metrics import find
 from ..processes import run_owner
@@ -193,6 +194,24 @@ def trial_config(search: Search, values: dict[str, Any], run_dir: Path) -> RunCo
     return config
 
 
+class _KillAtFirstStep(Callbacks):
+    """Test hook (WORKBENCH_FAULT_KILL_TRIAL=N): the search's process dies with SIGKILL at trial N's first
+    training step, as a machine that loses power would leave it (the trial RUNNING in the study)."""
+
+    def on_event(self, event) -> None:
+        if type(event).__name__ == "StepMetrics":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _with_fault(events: Callbacks, number: int) -> Callbacks:
+    kill = os.environ.get("WORKBENCH_FAULT_KILL_TRIAL", "")
+    if kill.strip().isdigit() and int(kill) == number:
+        return CallbackList(events, _KillAtFirstStep())
+    return events
+
+
 def _trial(search: Search, trial, callbacks: Callbacks | None, cancel: CancelToken) -> float:
     """One trial: its run, stopped at the test split (or pruned); its best validation score."""
     import optuna
@@ -206,7 +225,7 @@ def _trial(search: Search, trial, callbacks: Callbacks | None, cancel: CancelTok
     events = TrialEvents(trial, search.metric, search.maximize, token, callbacks)
     began = time.monotonic()
     try:
-        run_training(trial_config(search, values, run_dir), events, token)
+        run_training(trial_config(search, values, run_dir), _with_fault(events, trial.number), token)
     except Cancelled:
         if not (events.pruned or events.done) or cancel.cancelled:
             raise

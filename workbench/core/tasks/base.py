@@ -367,9 +367,11 @@ class Task(ABC):
         type (attention projections)."""
         return None
 
-    def before_training(self, model, splits: dict[str, EncodedSplit], folder: Path, resumed: bool) -> None:
-        """Work on the untrained model before its first step, by the process that writes the run (text
-        generation: the base model's answers on the test split, kept in ``folder`` for a resumed run)."""
+    def before_training(self, model, splits: dict[str, EncodedSplit], folder: Path, resumed: bool,
+                        main: bool = True) -> None:
+        """Work on the untrained model before its first step, on every rank of a run (``main``: the one
+        that writes the run; text generation: the base model's answers on the test split, kept in
+        ``folder`` for a resumed run)."""
 
     def after_validation(self, step: int, epoch: float) -> None:
         """Called after each validation pass, with the model ``use_model`` named (text generation: the

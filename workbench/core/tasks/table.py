@@ -200,7 +200,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("image-multilabel", "Images, several labels each", "Multi-label image classification",
              "workbench.core.tasks.multilabel.images:ImageMultiLabel", "image", "images", "labels",
              "AutoModelForImageClassification", "image-classification", MULTILABEL_METRICS, "micro_f1", _IMAGE_LR,
-             frozenset({CALIBRATION, RUN_DIFF}), aliases=("multilabel-images", "multi-label-images"),
+             _TEXT_CLASSIFIER_ANALYSES, aliases=("multilabel-images", "multi-label-images"),
              readers=("workbench.core.data.tabular:read_table",
                       "workbench.core.tasks.multilabel.images:locate_images"),
              evaluate_view="workbench.app.views.multilabel:MultiLabelView",

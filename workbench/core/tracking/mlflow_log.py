@@ -22,7 +22,10 @@ from .records import flat_params, read_json, run_tags, samples_text, scalars
 
 TRACKING_FILE = "tracking.json"
 EXPERIMENT = "workbench"  # $MLFLOW_EXPERIMENT_NAME overrides it
-_FLUSH_SECONDS = 5.0  # metrics are sent in batches: per step would slow a fast run (and a remote server)
+# Metrics are sent in batches: at each evaluation (the training clock is stopped then) and, in a long
+# stretch without one, every minute; per step, or every few seconds, a store's writes inside training
+# cost a fast run on 2 cores several percent of its speed (benchmarks/bench_tracking.py).
+_FLUSH_SECONDS = 60.0
 _FLUENT = threading.Lock()  # mlflow.pyfunc.log_model uses MLflow's global tracking URI and active run
 STATUS = {"Finished": "FINISHED", "Failed": "FAILED", "Cancelled": "KILLED", "Paused": "KILLED"}
 
@@ -57,6 +60,7 @@ class MlflowTracker:
         self.run_id: str | None = None
         self.task = ""
         self.pending: list[Any] = []
+        self.logged_settings = False
         self.sent = time.monotonic()
         self.model_uri: str | None = None
         self.began: int | None = None  # the run's first and latest event (ms): a run logged afterwards keeps them
@@ -95,8 +99,11 @@ class MlflowTracker:
         kind = record.get("event")
         if kind == "TaskReady":
             self.task = str(record.get("task") or "")
-        elif kind == "PhaseChanged" and record.get("phase") == "training":
-            self._settings()  # config.json holds every resolved setting by now
+        elif kind == "PhaseChanged" and record.get("phase") in ("model_ready", "training") and not self.logged_settings:
+            # The model is built and config.json holds every resolved setting: the MLflow run and its
+            # params are made now, before the training clock starts (the store's first writes take a while).
+            self._settings()
+            self.logged_settings = True
         stamp = int(float(record.get("time") or time.time()) * 1000)
         self.began = self.began or stamp
         self.ended = stamp

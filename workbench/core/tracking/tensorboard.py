@@ -34,6 +34,8 @@ class TensorBoardTracker:
         return self.writer
 
     def record(self, record: dict[str, Any]) -> None:
+        if record.get("event") == "PhaseChanged" and record.get("phase") == "model_ready":
+            self._writer()  # its file and thread now, not at the first training step
         when = record.get("time")  # metrics.jsonl's: a run logged afterwards keeps its own times
         walltime = when if isinstance(when, (int, float)) else None
         for tag, step, value in scalars(record):

@@ -678,8 +678,9 @@ class TrainingLoop:
         self.callbacks.on_event(
             EvalMetrics(s.step, s.step / self.steps_per_epoch, "validation", dict(result.metrics), control.is_best)
         )
-        if self.is_main:
-            self.task.after_validation(s.step, s.step / self.steps_per_epoch)
+        # Every rank (its events go nowhere but on rank 0): a rank left waiting at the next collective
+        # while rank 0 generates alone would time out.
+        self.task.after_validation(s.step, s.step / self.steps_per_epoch)
         self.callbacks.on_event(PhaseChanged("training"))
 
     def _finish(self) -> TrainOutcome:

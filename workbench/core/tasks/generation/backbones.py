@@ -150,19 +150,25 @@ def train_flops_per_token(params: int, method: str = "full") -> int:
 _DECODERS_NAMED = "a decoder such as SmolLM2, Qwen2.5, Llama"
 
 
+_ENCODERS = frozenset({"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "mpnet",
+                       "xlm-roberta", "camembert", "modernbert"})
+
+
 def is_causal_lm_config(cfg: dict) -> bool:
     """Whether a config.json describes a model that generates text left to right. An architecture
     the causal-LM auto class knows decides; a bare base model (``LlamaModel``) counts when its model
     type is a decoder-only family (not one that also has masked-LM or encoder-decoder models, as BERT
     or BART do: BERT's type is listed for causal LM, but a ``BertModel`` is an encoder)."""
+    if cfg.get("is_encoder_decoder") or cfg.get("model_type") in _ENCODERS:
+        return False
+    if any(str(a).endswith("ForCausalLM") for a in cfg.get("architectures") or []):
+        return True  # both decided without importing transformers' model registry (seconds)
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
         MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
     )
 
-    if cfg.get("is_encoder_decoder"):
-        return False
     causal = {v for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() if isinstance(v, str)}
     archs = cfg.get("architectures") or []
     if any(a in causal for a in archs):

@@ -100,9 +100,10 @@ class GenerationSession:
             return generate_texts(model, self.tokenizer, prompts, settings, batch_size=8, cancel=self.cancel,
                                   progress=progress)
 
-    def base_answers(self, model, folder: Path, resumed: bool) -> None:
+    def base_answers(self, model, folder: Path, resumed: bool, write: bool = True) -> None:
         """The base model's answers to the evaluation prompts (kept in ``folder`` for a resumed run) and
-        the live samples at step 0."""
+        the live samples at step 0. ``write``: False on the ranks of a run other than 0, which generate
+        the same (to reach the first collective together) and write nothing."""
         path = folder / BASE_FILE
         if self.config is not None and not self.config.base_eval:
             self.base_outputs = None
@@ -110,8 +111,9 @@ class GenerationSession:
             self.base_outputs = json.loads(path.read_text(encoding="utf-8")).get("outputs")
         else:
             self.base_outputs = self._generate(model, self.eval_messages, "the base model's answers")
-            write_text_atomic(path, json.dumps({"split": self.eval_name, "outputs": self.base_outputs},
-                                               ensure_ascii=False))
+            if write:
+                write_text_atomic(path, json.dumps({"split": self.eval_name, "outputs": self.base_outputs},
+                                                   ensure_ascii=False))
         if not resumed:
             samples = self._live_with(model)
             if samples:

@@ -217,10 +217,10 @@ class TextGeneration(Task):
                    "accuracy": correct / count if count else float("nan")}
         return EvalResult(metrics, {"examples": int(len(split)), "answer_tokens": int(count)})
 
-    def before_training(self, model, splits, folder: Path, resumed: bool) -> None:
+    def before_training(self, model, splits, folder: Path, resumed: bool, main: bool = True) -> None:
         self.session.configure(self.settings, self.seed, self.callbacks, self.cancel)
         self.session.choose(splits)
-        self.session.base_answers(model, folder, resumed)
+        self.session.base_answers(model, folder, resumed, write=main)
 
     def after_validation(self, step: int, epoch: float) -> None:
         samples = self.session.live_samples()
