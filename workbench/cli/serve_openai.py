@@ -35,6 +35,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, cast
 
 from ..core.errors import InputError
 from ..core.predict.generation import is_generation_export as is_generation_export  # serve.py's hook
+from ..core.tasks.table import TEXT_GENERATION
 from .requests import (
     RequestError,
     authorization,
@@ -46,7 +47,7 @@ from .requests import (
     report_bug,
 )
 
-TASK = "text-generation"
+TASK = TEXT_GENERATION
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOPS = 4  # as OpenAI: at most 4 stop strings
 MAX_PROMPT_CHARS = 1_000_000  # a completion's prompt; the model's context refuses far less, once tokenized

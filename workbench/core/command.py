@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from .config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
-from .tasks.table import DEFAULT_TASK, default_lr, lr_help, method_help, spec_or_none
+from .tasks.table import DEFAULT_TASK, TEXT_GENERATION, default_lr, lr_help, method_help, spec_or_none
 
 
 def comma_list(value: str) -> list[str]:
@@ -139,7 +139,7 @@ def _stated_lr(config: RunConfig) -> float | None:
     if task is None and Path(config.data.train or "").is_dir():  # --task auto on a folder: images
         return None
     if task is None and Path(config.data.train or "").suffix.lower() in (".jsonl", ".json"):
-        task = "text-generation"  # --task auto on JSON conversations (the only task that reads JSON)
+        task = TEXT_GENERATION  # --task auto on JSON conversations (the only task that reads JSON)
     spec = spec_or_none(task or DEFAULT_TASK)
     return default_lr(spec.name, config.model.method) if spec and spec.modality == "text" else None
 

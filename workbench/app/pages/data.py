@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 from ...core.cancel import CancelToken
 from ...core.errors import Cancelled, InputError
 from ...core.run.refit import decide_refit
+from ...core.tasks.table import TEXT_GENERATION
 from .. import aio, warmup
 from ..dataset import LoadedData, load_data, with_columns
 from ..state import AppState
@@ -56,7 +57,7 @@ from ..wording import in_app_words
 
 # JSON Lines and JSON: conversations for text generation (the task is detected from the content).
 FILE_FILTER = "Data files (*.tsv *.csv *.tab *.txt *.jsonl *.json);;All files (*)"
-GENERATION = "text-generation"
+GENERATION = TEXT_GENERATION
 SEVERITY_ICON = {
     "error": QStyle.StandardPixmap.SP_MessageBoxCritical,
     "warning": QStyle.StandardPixmap.SP_MessageBoxWarning,

@@ -39,6 +39,7 @@ from ...core.tasks.table import (
     DEFAULT_METHOD,
     DEFAULT_TASK,
     METHODS,
+    TEXT_GENERATION,
     applicable_methods,
     default_lr,
     method_spec,
@@ -54,7 +55,7 @@ METHOD_CHOICES = tuple((m.menu_title, m.name) for m in METHODS.values())  # (pic
 SOURCE_TITLES = {"package": "installed package", "local": "local folder", "adapted": "adapted here",
                  "hub-cache": "Hugging Face cache",
                  "hub": "Hugging Face Hub", "builtin": "built in"}
-GENERATION = "text-generation"  # its backbones are causal language models, listed apart ("generation")
+GENERATION = TEXT_GENERATION  # its backbones are causal language models, listed apart ("generation")
 
 
 def format_params(n: int | None) -> str:
@@ -1038,9 +1039,12 @@ def generation_memory_note(info, config, catalog: bool = True) -> str:
         return f"{n / 2**30:,.1f} GB"
 
     shape = f"batch {t.batch_size} \u00d7 {t.max_length} tokens, {precision}"
-    method = config.model.method if config.model.method in ("full", "lora", "adalora") else "full"
+    spec = METHODS.get(config.model.method)
+    method = spec.name if spec is not None and not spec.frozen_backbone else DEFAULT_METHOD
     if catalog:
-        return f"Training memory, estimated ({shape}): full fine-tuning {gib('full')}, LoRA {gib('lora')}."
+        lora = next(m.name for m in METHODS.values() if m.uses_adapters and not m.adaptive_rank)
+        return (f"Training memory, estimated ({shape}): {METHODS[DEFAULT_METHOD].title} {gib(DEFAULT_METHOD)}, "
+                f"{METHODS[lora].title} {gib(lora)}.")
     return f"Training memory, estimated: about {gib(method)} ({METHODS[method].menu_title}, {shape})."
 
 

@@ -38,6 +38,7 @@ from ...core.predict.generation import GenerationPredictor
 from ...core.run.history import RunData
 from ...core.tasks.generation.generate import GenerationSettings
 from ...core.tasks.generation.scoring import OTHER
+from ...core.tasks.table import TEXT_GENERATION
 from ..evaluation.confusion import ConfusionView
 from ..evaluation.predictions_model import ERROR_COLOUR, _wrap
 from ..evaluation.report_table import PerClassTable
@@ -416,7 +417,7 @@ class BaseModelPredictor(GenerationPredictor):
         from ...core.tasks.generation.template import ensure_chat_template
 
         self.folder = Path(folder).expanduser().resolve()
-        self.meta, self.task, self.settings = {}, "text-generation", GenerationSettings()
+        self.meta, self.task, self.settings = {}, TEXT_GENERATION, GenerationSettings()
         self.device, self.dtype = _device_and_dtype(device)
         self._lock = threading.Lock()
         try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import InputError
-from ..tasks.table import METHODS
+from ..tasks.table import METHODS, TEXT_GENERATION
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class TaskRanges:
 # unsettles full fine-tuning of a pretrained LM (so 5x up, 10x down: 5e-6..2.5e-4 full,
 # 2e-5..1e-3 LoRA, the range LoRA recipes use), and LoRA on every projection wants a larger rank.
 TASK_RANGES = {
-    "text-generation": TaskRanges(lr_span=(10.0, 5.0), epochs=(1, 4), batches=(4, 8, 16), warmup=(0.0, 0.1),
+    TEXT_GENERATION: TaskRanges(lr_span=(10.0, 5.0), epochs=(1, 4), batches=(4, 8, 16), warmup=(0.0, 0.1),
                                   weight_decay=(0.0, 0.1), lora_ranks=(8, 16, 32, 64), lora_alphas=(16, 32, 64, 128)),
 }
 

@@ -157,6 +157,7 @@ class TaskSpec:
         return analysis in self.analyses
 
 
+TEXT_GENERATION = "text-generation"  # the one task whose data is conversations (JSON): front ends branch on it
 _CLASSES_VIEW = "workbench.app.evaluation.classification:ClassificationView"
 _TEXT_TRY_IT = "workbench.app.evaluation.try_it:TryItBox"
 _TEXT_CLASSIFIER_ANALYSES = frozenset({LABEL_ISSUES, CALIBRATION, EXPLANATIONS, RUN_DIFF})
@@ -212,7 +213,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              readers=("workbench.core.data.tabular:read_table",),
              evaluate_view="workbench.app.views.multilabel:MultiLabelView",
              try_it_view="workbench.app.views.multilabel:MultiLabelTryIt"),
-    TaskSpec("text-generation", "Text generation (answers, chat)", "Text generation",
+    TaskSpec(TEXT_GENERATION, "Text generation (answers, chat)", "Text generation",
              "workbench.core.tasks.generation.task:TextGeneration", "text", "examples", "text",
              "AutoModelForCausalLM", "text-generation", GENERATION_METRICS, "loss", _GENERATION_LR,
              frozenset({RUN_DIFF}), aliases=("generation", "sft", "chat"),
