@@ -11,6 +11,7 @@ answers to the same prompts, generated before training.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -28,6 +29,8 @@ from .session import GenerationSession
 from .splits import conversation_splits
 
 IGNORE = -100
+# (module, distribution) of the generation extra (pyproject's [generation]): scores and GGUF files.
+_NEEDS = (("sacrebleu", "sacrebleu"), ("rouge_score", "rouge-score"), ("gguf", "gguf"))
 
 
 class TextGeneration(Task):
@@ -49,6 +52,10 @@ class TextGeneration(Task):
     def configure(self, config) -> None:
         from ...config import GenerationConfig
 
+        missing = [dist for module, dist in _NEEDS if importlib.util.find_spec(module) is None]
+        if missing:  # said before anything runs, not when the test answers are scored after training
+            raise InputError(f"text generation needs the {', '.join(missing)} package(s), which are not installed: "
+                             "pip install 'workbench[generation]' (or pip install " + " ".join(missing) + ")")
         if config.model.method == "frozen":
             raise InputError("text generation has no new head to train on a frozen backbone; use --method full, "
                              "lora or adalora")
