@@ -45,6 +45,9 @@ class LinearTask:
     def use_model(self, model, device) -> None:
         pass
 
+    def after_validation(self, step: int, epoch: float) -> None:
+        pass  # the loop's hook after each validation pass (text generation's live samples): nothing here
+
     def groups_by_length(self, method: str) -> bool:
         return False
 
