@@ -1,11 +1,12 @@
 """Generative fine-tuning: Workbench (`--task text-generation`) against TRL's `SFTTrainer`, side by side on the
 same machine, data, backbone and hyper-parameters, completion-only loss in both.
 
-The task: CoNLL-2003 sentences -> the JSON list of the entities they name (``["EU", "German", "British"]``;
+The task (--dataset conll2003, the default): CoNLL-2003 sentences -> the JSON list of the entities they name (``["EU", "German", "British"]``;
 ``[]`` for none). N seeded random sentences of ``train.txt`` train, V of ``dev.txt`` validate (the eval loss),
 M of ``test.txt`` test: each system's fine-tuned model answers the test prompts greedily (the same decoding
 code for both: workbench/core/tasks/generation/generate.py) and entity F1 is parsed from the answers
-(scoring.py ``json_list_f1``). Eval loss: each system's trained model in fp32 on the validation set, by one
+(scoring.py ``json_list_f1``). --dataset sst2: SST-2 movie-review phrases -> "positive" or "negative"
+(generative classification), scored by the share of answers whose first word is the label. Eval loss: each system's trained model in fp32 on the validation set, by one
 function (``answer_losses``), under both systems' definitions of the answer tokens (each system's own
 figure, Workbench's at its training precision, is kept as ``own_eval_loss``). The base model's zero-shot score comes from Workbench's report (it answers the
 same prompts before training).
@@ -16,7 +17,8 @@ clipping, max length and seed; LoRA: the same rank, alpha, dropout and target mo
 projection). Trained tokens per second: non-padding tokens of the training examples times epochs, over each
 system's own training time. Peak memory: the child process's peak resident set (CPU) or CUDA's peak.
 
-    python benchmarks/bench_generation.py [--train 2000 --val 200 --test 300] [--method lora|full] [--repeats 3]
+    python benchmarks/bench_generation.py [--dataset conll2003|sst2] [--train 2000 --val 200 --test 300]
+        [--method lora|full] [--repeats 3]
         [--epochs 1 --batch-size 8 --lr ... --max-length 256] [--workbench-only]
 """
 
@@ -40,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "datasets"
 INSTRUCTION = "List the named entities (people, places, organisations, other names) in the sentence as a JSON list of strings."
+SENTIMENT = "Is the sentiment of this movie review positive or negative? Answer with one word: positive or negative."
 
 
 # ---------------------------------------------------------------------------- the data
@@ -76,14 +79,39 @@ def _spans(words: list[str], tags: list[str]) -> list[str]:
     return spans
 
 
-def write_set(rows: list[tuple[str, list[str]]], n: int, seed: int, path: Path) -> Path:
+def sst2_sentiments(path: Path) -> list[tuple[str, str]]:
+    """(sentence, "positive" or "negative") for each row of an SST-2 TSV (sentence, label 0/1)."""
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+    return [(s.strip(), "positive" if label.strip() == "1" else "negative") for s, label in rows]
+
+
+# name -> (instruction, builder of (input, answer) pairs from a split's file, the metric's name, files)
+DATASETS = {
+    "conll2003": (INSTRUCTION, lambda p: [(s, json.dumps(e, ensure_ascii=False)) for s, e in conll_entities(p)],
+                  "entity_f1", ("train.txt", "dev.txt", "test.txt")),
+    "sst2": (SENTIMENT, sst2_sentiments, "accuracy", ("train.tsv", "dev.tsv", "test.tsv")),
+}
+
+
+def task_score(dataset: str, outputs: list[str], references: list[str]) -> float:
+    """The task's metric on generated answers: entity F1 of the parsed JSON lists (CoNLL), or the share
+    of answers whose first word is the reference label (SST-2; "Positive." counts)."""
+    if dataset == "conll2003":
+        from workbench.core.tasks.generation.scoring import json_list_f1
+
+        return json_list_f1(outputs, references)["f1"]
+    first = [(o.strip().split() or [""])[0].strip(".,!:;\"'").lower() for o in outputs]
+    return sum(f == r for f, r in zip(first, references)) / max(len(references), 1)
+
+
+def write_set(rows: list[tuple[str, str]], n: int, seed: int, path: Path, instruction: str) -> Path:
     chosen = random.Random(seed).sample(rows, min(n, len(rows)))
     with open(path, "w", encoding="utf-8") as f:
-        for sentence, entities in chosen:
+        for text, answer in chosen:
             f.write(json.dumps({"messages": [
-                {"role": "system", "content": INSTRUCTION},
-                {"role": "user", "content": sentence},
-                {"role": "assistant", "content": json.dumps(entities, ensure_ascii=False)}]}, ensure_ascii=False) + "\n")
+                {"role": "system", "content": instruction},
+                {"role": "user", "content": text},
+                {"role": "assistant", "content": answer}]}, ensure_ascii=False) + "\n")
     return path
 
 
@@ -105,16 +133,15 @@ def trained_tokens(tokenizer, conversations: list[list[dict]], max_length: int) 
     return sum(min(len(tokenizer(t, add_special_tokens=False)["input_ids"]), max_length) for t in texts)
 
 
-def test_score(model, tokenizer, path: Path, max_new_tokens: int) -> dict:
+def test_score(model, tokenizer, path: Path, max_new_tokens: int, dataset: str) -> float:
     from workbench.core.tasks.generation.generate import GenerationSettings, generate_texts
-    from workbench.core.tasks.generation.scoring import json_list_f1
     from workbench.core.tasks.generation.template import prompt_ids
 
     conversations = read_set(path)
     model.eval()
     outputs = generate_texts(model, tokenizer, [prompt_ids(tokenizer, c) for c in conversations],
                              GenerationSettings(max_new_tokens=max_new_tokens), batch_size=16)
-    return json_list_f1(outputs, [c[-1]["content"] for c in conversations])["f1"]
+    return task_score(dataset, outputs, [c[-1]["content"] for c in conversations])
 
 
 def answer_losses(model, tokenizer, path: Path, max_length: int) -> dict:
@@ -165,13 +192,18 @@ def run_workbench(job: dict) -> dict:
     tokens = trained_tokens(tok, read_set(Path(job["train"])), hp["max_length"]) * hp["epochs"]
     val_loss = [e for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                 if e["event"] == "EvalMetrics" and e["split"] == "validation"][-1]["metrics"]["loss"]
-    gen = report["generation"]  # its test answers: generate_texts, greedy, as test_score does for TRL
+    # its test answers (and the base model's, before training): generate_texts, greedy, as test_score does for TRL
+    answers = [json.loads(x) for x in (run / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    refs = [a["reference"] for a in answers]
+    base = (task_score(job["dataset"], [a["base_output"] for a in answers], refs)
+            if answers and answers[0].get("base_output") is not None else None)
     from transformers import AutoModelForCausalLM
 
     losses = answer_losses(AutoModelForCausalLM.from_pretrained(run / "model"), tok, Path(job["val"]), hp["max_length"])
     return {"tokens_per_second": tokens / r.train_seconds, "train_seconds": r.train_seconds, "wall_seconds": wall,
-            "eval_loss": losses["workbench"], "eval_loss_trl_definition": losses["trl"], "own_eval_loss": val_loss, "test_entity_f1": gen["metrics"].get("entity_f1"),
-            "base_entity_f1": (gen.get("base_metrics") or {}).get("entity_f1"), "peak_mb": peak_memory_mb()}
+            "eval_loss": losses["workbench"], "eval_loss_trl_definition": losses["trl"], "own_eval_loss": val_loss,
+            "test_score": task_score(job["dataset"], [a["output"] for a in answers], refs), "base_score": base,
+            "report_metrics": report["generation"]["metrics"], "peak_mb": peak_memory_mb()}
 
 
 def run_trl(job: dict) -> dict:
@@ -213,7 +245,8 @@ def run_trl(job: dict) -> dict:
     trained = trainer.model.merge_and_unload() if peft is not None else trainer.model
     losses = answer_losses(trained, tok, Path(job["val"]), hp["max_length"])
     return {"tokens_per_second": tokens / res.metrics["train_runtime"], "train_seconds": res.metrics["train_runtime"],
-            "eval_loss": losses["workbench"], "eval_loss_trl_definition": losses["trl"], "own_eval_loss": eval_loss, "test_entity_f1": test_score(trained, tok, Path(job["test"]), hp["max_new_tokens"]),
+            "eval_loss": losses["workbench"], "eval_loss_trl_definition": losses["trl"], "own_eval_loss": eval_loss,
+            "test_score": test_score(trained, tok, Path(job["test"]), hp["max_new_tokens"], job["dataset"]),
             "wall_seconds": time.perf_counter() - t0, "peak_mb": peak_memory_mb()}
 
 
@@ -233,6 +266,7 @@ def run_child(job: dict) -> dict:
 # ---------------------------------------------------------------------------- the comparison
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="conll2003", choices=sorted(DATASETS))
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--val", type=int, default=200)
     ap.add_argument("--test", type=int, default=300)
@@ -253,16 +287,16 @@ def main() -> None:
     from workbench.core.tasks.generation.backbones import DEFAULT_GENERATION_BACKBONE, resolve_generation_backbone
     from workbench.core.tasks.table import default_lr
 
-    conll = SHARED / "conll2003"
-    if not conll.exists():
-        raise SystemExit(f"{conll} is missing (the shared datasets)")
+    folder = SHARED / a.dataset
+    if not folder.exists():
+        raise SystemExit(f"{folder} is missing (the shared datasets)")
+    instruction, build, metric, files = DATASETS[a.dataset]
     backbone = resolve_generation_backbone(DEFAULT_GENERATION_BACKBONE).path
     lr = a.lr or default_lr("text-generation", a.method)
     work = Path(tempfile.mkdtemp(prefix="bench-gen-"))
-    train = write_set(conll_entities(conll / "train.txt"), a.train, 0, work / "train.jsonl")
-    val = write_set(conll_entities(conll / "dev.txt"), a.val, 1, work / "val.jsonl")
-    test = write_set(conll_entities(conll / "test.txt"), a.test, 2, work / "test.jsonl")
-    print(f"data: {a.train} train / {a.val} val / {a.test} test CoNLL-2003 sentences -> JSON entity lists; "
+    train, val, test = (write_set(build(folder / name), n, i, work / f"{split}.jsonl", instruction)
+                        for i, (name, n, split) in enumerate(zip(files, (a.train, a.val, a.test), ("train", "val", "test"))))
+    print(f"data: {a.train} train / {a.val} val / {a.test} test {a.dataset} examples ({metric}); "
           f"{a.method}, {a.epochs:g} epoch(s), batch {a.batch_size}, lr {lr:g}, max length {a.max_length}", flush=True)
     results: dict[str, list[dict]] = {"workbench": [], "trl": []}
     for i in range(a.repeats):
@@ -273,7 +307,8 @@ def main() -> None:
             if system == "trl" and a.workbench_only:
                 continue
             job = {"system": system, "train": str(train), "val": str(val), "test": str(test), "backbone": backbone,
-                   "hyper": hyper, "device": a.device, "run_dir": str(work / f"{system}-{seed}"), "no_base": i > 0}
+                   "hyper": hyper, "device": a.device, "run_dir": str(work / f"{system}-{seed}"), "no_base": i > 0,
+                   "dataset": a.dataset}
             r = run_child(job)
             results[system].append(r)
             print(f"seed {seed} {system}: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
@@ -283,12 +318,12 @@ def main() -> None:
         if not rs:
             continue
         med = {k: statistics.median(r[k] for r in rs if isinstance(r.get(k), (int, float)))
-               for k in ("tokens_per_second", "train_seconds", "eval_loss", "eval_loss_trl_definition", "test_entity_f1",
-                         "peak_mb")}
+               for k in ("tokens_per_second", "train_seconds", "eval_loss", "eval_loss_trl_definition", "own_eval_loss",
+                         "test_score", "peak_mb")}
         print(f"  {system:10} " + "  ".join(f"{k} {v:.4g}" for k, v in med.items()))
-    base = [r["base_entity_f1"] for r in results["workbench"] if r.get("base_entity_f1") is not None]
+    base = [r["base_score"] for r in results["workbench"] if r.get("base_score") is not None]
     if base:
-        print(f"  base model zero-shot entity F1: {base[0]:.4f}")
+        print(f"  base model zero-shot {metric}: {base[0]:.4f}")
     if results["trl"]:
         ratio = (statistics.median(r["tokens_per_second"] for r in results["workbench"])
                  / statistics.median(r["tokens_per_second"] for r in results["trl"]))

@@ -11,6 +11,7 @@ import asyncio
 import faulthandler
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -110,3 +111,26 @@ def use_tiny_model(qtbot, window, model_dir, **train) -> None:
         setattr(t, k, v)
     window.model_page.sync_from_config()
     window.state.touch_config()
+
+
+def shoot(window, name: str) -> None:
+    """Screenshots of the window in both schemes when WORKBENCH_SHOTS names a folder."""
+    folder = os.environ.get("WORKBENCH_SHOTS")
+    if not folder:
+        return
+    from PySide6.QtWidgets import QApplication
+
+    from workbench.app.look import apply_appearance
+
+    app = QApplication.instance()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    window.resize(1280, 800)  # the smallest screen the app is laid out for
+    try:
+        for scheme in ("light", "dark"):
+            apply_appearance(app, scheme)
+            for _ in range(5):
+                QApplication.processEvents()
+            assert window.grab().save(str(Path(folder) / f"{name}-{scheme}.png"))
+    finally:
+        apply_appearance(app, "system")
+        QApplication.processEvents()

@@ -20,6 +20,7 @@ import pytest  # noqa: E402
 pytest.importorskip("pytestqt")
 
 from app_support import APP_MARKS, aloop, load, wait_task, window  # noqa: E402,F401 - fixtures
+from app_support import shoot as _shoot  # noqa: E402
 
 pytestmark = [*APP_MARKS, pytest.mark.timeout(300)]
 
@@ -37,29 +38,6 @@ def write_chat(path: Path, n: int = 40) -> Path:
                         {"role": "assistant", "content": f"{capital}."}]
             f.write(json.dumps({"messages": messages}) + "\n")
     return path
-
-
-def _shoot(window, name: str) -> None:
-    """Screenshots of the window in both schemes when WORKBENCH_SHOTS names a folder."""
-    folder = os.environ.get("WORKBENCH_SHOTS")
-    if not folder:
-        return
-    from PySide6.QtWidgets import QApplication
-
-    from workbench.app.look import apply_appearance
-
-    app = QApplication.instance()
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    window.resize(1280, 800)  # the smallest screen the app is laid out for
-    try:
-        for scheme in ("light", "dark"):
-            apply_appearance(app, scheme)
-            for _ in range(5):
-                QApplication.processEvents()
-            assert window.grab().save(str(Path(folder) / f"{name}-{scheme}.png"))
-    finally:
-        apply_appearance(app, "system")
-        QApplication.processEvents()
 
 
 def _model_page_for_generation(qtbot, window):
@@ -95,7 +73,7 @@ def test_generation_in_the_app_end_to_end(qtbot, window, tiny_llama_dir, tmp_pat
     page = _model_page_for_generation(qtbot, window)
     assert page._generation_box.isVisible() and not page._adapt_box.isVisible()
     methods = [page.method.itemData(i) for i in range(page.method.count())]
-    assert methods == ["full", "lora", "adalora"]
+    assert methods == ["full", "lora", "adalora", "qlora"]
     listed = [page.backbones.topLevelItem(i).data(0, INFO_ROLE) for i in range(page.backbones.topLevelItemCount())]
     names = [b.name for b in listed]
     assert any("Qwen2.5-0.5B-Instruct" in n for n in names)  # the catalog, for users with the Hub

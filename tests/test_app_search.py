@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from app_support import APP_MARKS, aloop, load, use_tiny_model, window  # noqa: F401 - fixtures
+from app_support import APP_MARKS, aloop, load, shoot, use_tiny_model, window  # noqa: F401 - fixtures
 
 pytest.importorskip("optuna")
 
@@ -54,6 +54,7 @@ def test_find_best_settings_fills_the_table_and_plots(qtbot, window, sentiment_t
     assert best["value"] == max(t["value"] for t in complete)
     best_json = json.loads(Path(dialog.search.folder, "best.json").read_text())
     assert best_json["trial"] == best["number"]
+    shoot(dialog, "search-results")  # WORKBENCH_SHOTS=folder keeps it, in both schemes
     # Train with these settings: the Model page takes them and the final run starts.
     with qtbot.waitSignal(window.controller.finished, timeout=120000):
         dialog.train_button.click()

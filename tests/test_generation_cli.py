@@ -60,3 +60,23 @@ def test_the_offline_default_backbone_fine_tunes_with_lora_and_exports_gguf(tmp_
     assert report["generation"]["base_metrics"] is not None
     answers = [json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()]
     assert 1 <= len(answers) <= 3 and all(a["base_output"] for a in answers)  # 10% of 24 held out for test
+
+
+def test_eval_limit_all_answers_every_test_example_and_repeats_as_written():
+    from workbench.cli.main import build_parser, config_from_args
+    from workbench.core.command import command_line
+
+    def parsed(*flags):
+        return config_from_args(build_parser().parse_args(["train", "chat.jsonl", "--task", "text-generation", *flags]))
+
+    assert parsed().generation.eval_limit == 300  # the default
+    assert parsed("--eval-limit", "12").generation.eval_limit == 12
+    every = parsed("--eval-limit", "all")
+    assert every.generation.eval_limit is None  # None: all of them
+    line = command_line(every)
+    assert "--eval-limit all" in line  # a repeat keeps "all", not the default of 300
+    assert parsed(*line.split()[line.split().index("--eval-limit"):][:2]).generation.eval_limit is None
+    from workbench.cli.exits import UsageError
+
+    with pytest.raises(UsageError, match="--eval-limit: expected a whole number or 'all', got 'most'"):
+        parsed("--eval-limit", "most")

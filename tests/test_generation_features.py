@@ -41,7 +41,44 @@ def test_preflight_estimates_a_generation_run(chat, tiny_llama_dir, runs_home, c
     assert p["steps_per_epoch"] == math.ceil(p["rows"]["train"] / 8) and p["epochs"] == 2
     assert p["seconds_per_epoch"] > 0 and p["total_seconds"] > 0 and p["peak_memory_bytes"] > 0
     assert p["trainable_parameters"] == p["parameters"] > 0
+    # the answers it generates (base, fine-tuned, live samples) are timed and counted in the total
+    assert p["generating_seconds"] > 0 and "generating answers" in lines[0]
+    assert p["total_seconds"] > p["generating_seconds"] + p["setup_seconds"]
     assert not runs_home.exists()  # an estimate makes no run
+
+
+def test_preflight_counts_every_answer_a_run_generates(monkeypatch):
+    import time
+
+    from workbench.core.config import GenerationConfig
+    from workbench.core.tasks.generation.session import GenerationSession
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    class OneSecondAnswers(GenerationSession):
+        def _generate(self, model, turns, what, max_new_tokens=None):
+            clock[0] += len(turns)
+            return ["x"] * len(turns)
+
+    class Split:
+        rows = {"messages": ['[{"role": "user", "content": "hi"}]'] * 3}
+
+        def __len__(self):
+            return 3
+
+    def seconds(max_new_tokens=64, **settings):
+        session = OneSecondAnswers()
+        session.tokenizer = object()
+        session.configure(GenerationConfig(max_new_tokens=max_new_tokens, **settings), 0, None, None)
+        return session.seconds_to_answer(None, Split(), {"test": 10, "validation": 5}, "test", 3)
+
+    # 10 test prompts twice (the base model's answers, the fine-tuned model's) + 2 live samples at 4
+    # points (step 0 and 3 evaluations)
+    assert seconds(live_samples=2) == pytest.approx(20 + 8)
+    assert seconds(live_samples=2, base_eval=False) == pytest.approx(10 + 8)
+    assert seconds(live_samples=0, eval_limit=4) == pytest.approx(8)
+    assert seconds(max_new_tokens=256, live_samples=2) == pytest.approx(20 + 8 * 64 / 256)  # live ones stop at 64
 
 
 # ---- out-of-memory back-off -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from workbench.cli.main import main  # noqa: E402
 from workbench.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from workbench.core.errors import InputError  # noqa: E402
 from workbench.core.search.space import search_space  # noqa: E402
-from workbench.core.search.study import plan_search, run_search, train_best  # noqa: E402
+from workbench.core.search.study import default_trial, plan_search, run_search, train_best  # noqa: E402
 
 SETTINGS = dict(epochs=2, batch_size=16, max_length=32, seed=1)
 
@@ -118,3 +118,18 @@ def test_a_killed_search_goes_on_with_its_finished_trials(sentiment_tsv, tiny_mo
     assert len([s for s in states if s in ("COMPLETE", "PRUNED")]) == 3 and len(states) == 3 + len(cut)
     summary = json.loads(again.stdout.strip().splitlines()[-1])["search"]
     assert summary["trials"] == 3 and summary["failed"] == len(cut)
+
+
+def test_the_first_trial_tries_the_defaults(sentiment_tsv, tiny_model_dir, runs_home):
+    # A few sampled trials can all land below the defaults; trial 0 is the defaults, so the best
+    # on validation never is.
+    search = plan_search(base_config(sentiment_tsv, tiny_model_dir), 1, fixed=["train.batch_size"])
+    search.config.train.epochs = None  # the text default (3) is what a plain run takes
+    defaults = default_trial(search)
+    assert defaults == {"lr": 5e-5, "epochs": 3, "warmup_ratio": 0.06, "weight_decay": 0.01}
+    search.config.train.epochs = 1  # keep the trial short: the user's setting, within the range, is the default
+    ended = []
+    run_search(search, on_trial=lambda t, study: ended.append((t, study.trials[t["number"]].user_attrs)))
+    (trial, attrs), = ended
+    assert trial["params"] == {**defaults, "epochs": 1} and attrs["defaults"] is True and trial["defaults"]
+    assert json.loads(Path(trial["run_dir"], "trial.json").read_text())["defaults"] is True

@@ -22,6 +22,7 @@ from workbench.core.tasks.table import (
     FROZEN_METHOD,
     METHODS,
     TASKS,
+    applicable_methods,
     default_lr,
     first_task_of,
     method_spec,
@@ -57,7 +58,9 @@ def test_every_task_class_agrees_with_its_spec(name):
     assert spec.default_metric in spec.metric_names
     assert cls.calibrated == spec.supports(CALIBRATION) and cls.frozen_baseline == spec.supports(BASELINE)
     assert set(spec.analyses) <= set(ANALYSES)
-    assert set(spec.lr) == set(METHODS)
+    # every task takes the general methods; QLoRA (a 4-bit base) is generation's alone
+    general = {m.name for m in METHODS.values() if not m.quantized_base}
+    assert set(spec.lr) == general | ({"qlora"} if spec.name == "text-generation" else set())
     assert spec.modality in ("text", "image")
     import transformers
 
@@ -110,7 +113,12 @@ def test_default_learning_rate_per_task_and_method():
     assert default_lr("ner", "full") == 5e-5  # aliases resolve
     assert default_lr("image-classification", "full") == 5e-4  # EfficientNet-Lite0, the default image backbone
     assert default_lr("image-classification", "frozen") == 1e-3
-    with pytest.raises(InputError, match="unknown --method 'qlora'; choose one of: full, frozen, lora, adalora"):
+    with pytest.raises(InputError, match="unknown --method 'dora'; choose one of: full, frozen, lora, adalora, qlora"):
+        default_lr("text-classification", "dora")
+    # QLoRA is generation's alone: its table names it, the others refuse it by name
+    assert default_lr("text-generation", "qlora") == default_lr("text-generation", "lora") == 2e-4
+    with pytest.raises(InputError, match=r"--method qlora \(QLoRA\) applies to text generation, not to text "
+                                         r"classification; choose one of full, frozen, lora, adalora$"):
         default_lr("text-classification", "qlora")
 
 
@@ -127,15 +135,19 @@ def test_image_learning_rate_follows_the_backbone():
 
 
 def test_methods_come_from_the_table():
-    assert CONFIG_METHODS == tuple(METHODS) == ("full", "frozen", "lora", "adalora")
+    assert CONFIG_METHODS == tuple(METHODS) == ("full", "frozen", "lora", "adalora", "qlora")
     assert DEFAULT_METHOD == ModelConfig().method and METHODS[FROZEN_METHOD].frozen_backbone
-    assert [m for m in METHODS.values() if m.uses_adapters] == [METHODS["lora"], METHODS["adalora"]]
+    assert [m for m in METHODS.values() if m.uses_adapters] == [METHODS["lora"], METHODS["adalora"], METHODS["qlora"]]
+    assert [m.name for m in METHODS.values() if m.quantized_base] == ["qlora"]
+    assert applicable_methods(hf_backbone=True) == ("full", "frozen", "lora", "adalora")
+    assert applicable_methods(hf_backbone=True, task="text-generation")[-1] == "qlora"
+    assert applicable_methods(hf_backbone=False, task="image-classification") == ("full", "frozen")
     assert all(m.hf_only == m.uses_adapters for m in METHODS.values())
     assert ModelConfig(method="adalora").uses_adapters and not ModelConfig(method="frozen").uses_adapters
     assert not ModelConfig(method="unknown").uses_adapters
     assert method_spec("adalora").adaptive_rank and not method_spec("lora").adaptive_rank
     with pytest.raises(InputError, match="unknown --method"):
-        method_spec("qlora")
+        method_spec("dora")
     from workbench.core.training.methods import TrainingMethod
 
     assert method_spec("frozen").title == "frozen backbone (head only)"

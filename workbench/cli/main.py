@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from ..core.cancel import CancelToken
-from ..core.command import TRAIN_FLAGS
+from ..core.command import ALL, TRAIN_FLAGS
 from ..core.config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
 from ..core.distributed import RankStopped
 from ..core.errors import Cancelled, InputError, Paused, WorkbenchError, WriteFailed
@@ -257,6 +257,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if value is not None:
             if field == "delimiter" and value.lower() in ("tab", "\\t"):
                 value = "\t"
+            if field == "eval_limit" and value == ALL:
+                value = None
             setattr(getattr(cfg, section), field, value)
     if args.header and args.no_header:
         raise UsageError("workbench train: --header and --no-header contradict each other")

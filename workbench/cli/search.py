@@ -128,7 +128,8 @@ def _search(search, args, argv, progress, cancel) -> int:
     def on_trial(t: dict, study) -> None:
         value = f"{search.metric} {t['value']:.4f}" if isinstance(t["value"], float) else ""
         if not args.quiet:
-            _say(f"trial {t['number']}: {t['state']} {value} {json.dumps(t['params'])}")
+            _say(f"trial {t['number']}{' (the defaults)' if t.get('defaults') else ''}: {t['state']} {value} "
+                 f"{json.dumps(t['params'])}")
 
     try:
         result = run_search(search, progress, cancel, on_trial=on_trial)

@@ -12,6 +12,20 @@ from pathlib import Path
 from .config import DEFAULT_MODEL, DataConfig, ModelConfig, RunConfig, TrainConfig
 from .tasks.table import DEFAULT_TASK, TEXT_GENERATION, default_lr, lr_help, method_help, spec_or_none
 
+ALL = "all"
+
+
+def count_or_all(value: str) -> int | str:
+    """A count, or ``ALL`` (--eval-limit all; the config holds None for it)."""
+    import argparse
+
+    if value.strip().lower() == ALL:
+        return ALL
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {value!r}") from None
+
 
 def comma_list(value: str) -> list[str]:
     """A comma-separated option (--label-columns a,b,c) as its parts."""
@@ -80,8 +94,8 @@ TRAIN_FLAGS = {
                 "(default 1.0)"),
     "--live-samples": ("generation", "live_samples", int, "text generation: validation prompts answered at each "
                        "evaluation, to watch the answers change (default 3; 0: none)"),
-    "--eval-limit": ("generation", "eval_limit", int, "text generation: test examples answered and scored for the "
-                     "report (default 300; the loss covers all)"),
+    "--eval-limit": ("generation", "eval_limit", count_or_all, "text generation: test examples answered and scored "
+                     "for the report, or all (default 300; the loss covers all)"),
     "--gguf": ("generation", "gguf", comma_list, "text generation: also write GGUF files for llama.cpp, Ollama and LM "
                "Studio: f16 and/or q8_0, comma-separated (each read back and checked)"),
     "--num-processes": ("train", "num_processes", int, "train on N processes (one per GPU, or CPU processes with "
@@ -103,6 +117,8 @@ def command_line(config: RunConfig, program: str = "workbench") -> str:
         args += ["--task", config.task]
     for flag, (section, field, _, _) in TRAIN_FLAGS.items():
         value = getattr(getattr(config, section), field) if flag != "--lr" else _stated_lr(config)
+        if value is None and field == "eval_limit":
+            value = ALL  # None here is a choice, not "unset": the default is 300
         if value is None or (flag not in ALWAYS and value == getattr(getattr(defaults, section), field)):
             continue
         if field == "delimiter" and value == "\t":

@@ -974,7 +974,8 @@ def methods_for(info, modality: str, generative: bool = False) -> tuple[str, ...
     Workbench image export) are not, and small-cnn has no pretrained weights to freeze. A language
     model (``generative``) has no new head to train alone: no frozen backbone."""
     if generative:
-        return tuple(m for m in applicable_methods(hf_backbone=True) if not METHODS[m].frozen_backbone)
+        return tuple(m for m in applicable_methods(hf_backbone=True, task=TEXT_GENERATION)
+                     if not METHODS[m].frozen_backbone)
     if modality != "image":
         return applicable_methods(hf_backbone=True)
     if info is None:  # the default image backbone, EfficientNet-Lite0: Workbench's own

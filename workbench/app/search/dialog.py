@@ -224,7 +224,8 @@ class SearchDialog(QDialog):
         for i, t in enumerate(rows):
             value = "" if t["value"] is None else f"{t['value']:.4f}"
             settings = ", ".join(f"{_PARAM_TITLES.get(k, k)} {_fmt(v)}" for k, v in t["params"].items())
-            for j, text in enumerate((str(t["number"]), t["state"], value, settings)):
+            state = t["state"] + (" (defaults)" if t.get("defaults") else "")
+            for j, text in enumerate((str(t["number"]), state, value, settings)):
                 item = QTableWidgetItem(text)
                 if t["number"] == results["best"]:
                     font = item.font()

@@ -68,6 +68,8 @@ class Preflight:
     # alone in ``cached_epoch_seconds`` each; None without a cache.
     backbone_epochs: int | None = None
     cached_epoch_seconds: float | None = None
+    # Text generation: the base model's and the fine-tuned model's answers, the live samples (in the total)
+    generating_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,6 +90,9 @@ class Preflight:
                          "features")
         if self.refit:
             parts.append(f"then up to {duration(self.refit_seconds)} training again on all rows (refit)")
+        if self.generating_seconds:
+            parts.append(f"up to {duration(self.generating_seconds)} generating answers (the base model's, the "
+                         "fine-tuned model's and the live samples)")
         parts.append(f"{duration(self.setup_seconds)} to read the data and load the model")
         text = ", ".join(parts) + "."
         if self.peak_memory_bytes:
@@ -280,7 +285,9 @@ def _scaled(prepared: Prepared, built: Built, sample: _Sample, timing: _Timing, 
     # trace and its check).
     final = timing.eval_per_row * (rows.get(prepared.data.eval_split, 0) + (rows.get("validation", 0) if refit else 0)
                                    + 3 * sample.eval_rows)
-    total = setup + training + evaluating + refit_seconds + final
+    generating = prepared.task.generating_seconds(built.model, sample.evaluation, rows, prepared.data.eval_split,
+                                                  evaluations)
+    total = setup + training + evaluating + refit_seconds + final + generating
     if per_batch == 0:
         cb.on_event(Warning_("no batch could be timed"))
     model = built.model
@@ -295,5 +302,5 @@ def _scaled(prepared: Prepared, built: Built, sample: _Sample, timing: _Timing, 
         peak_memory_bytes=peak, memory_kind=kind, parameters=sum(p.numel() for p in model.parameters()),
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         measured_batches=timing.measured, sample_rows=sample.train_rows, backbone_epochs=backbone_epochs,
-        cached_epoch_seconds=cached_epoch,
+        cached_epoch_seconds=cached_epoch, generating_seconds=generating,
     )

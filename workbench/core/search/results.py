@@ -28,9 +28,12 @@ def importance(study) -> dict[str, float]:
 
 
 def study_results(search: Search, study) -> dict[str, Any]:
-    trials = study.get_trials(deepcopy=False)
+    # A trial enqueued but not started (the defaults, when the caller's own settings filled the trials)
+    # is not one of the search's yet.
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
     rows = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": dict(t.params),
-             "seconds": t.user_attrs.get("seconds"), "run_dir": t.user_attrs.get("run_dir")} for t in trials]
+             "seconds": t.user_attrs.get("seconds"), "run_dir": t.user_attrs.get("run_dir"),
+             "defaults": bool(t.user_attrs.get("defaults"))} for t in trials]
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
     history: list[tuple[int, float, float]] = []
     best: float | None = None

@@ -57,6 +57,7 @@ class Search:
     space: list[Range]
     timeout_s: float | None = None
     fixed: list[str] = field(default_factory=list)  # settings the user gave, not searched
+    defaults_first: bool = True  # the first trial tries the defaults (default_trial)
 
     @property
     def direction(self) -> str:
@@ -101,6 +102,29 @@ def plan_search(config: RunConfig, trials: int, name: str | None = None, storage
     folder = runs_home() / "searches" / name
     return Search(config, trials, name, folder, storage or f"sqlite:///{folder / 'study.db'}", metric, maximize,
                   space, timeout_min * 60 if timeout_min else None, list(fixed))
+
+
+def default_trial(search: Search) -> dict[str, Any]:
+    """The value a plain run of the user's settings takes for each searched setting, where it lies in
+    the range: the first trial tries them, so the search's best is never below the defaults on
+    validation (a search of a few trials may otherwise sample only worse ones). Image runs choose
+    their epochs by the data's size: left to the sampler."""
+    from ..config import DEFAULT_EPOCHS
+    from ..tasks import get_task
+
+    config = search.config
+    task = get_task(config.task, config.data.train, config.data)
+    t, m = config.train, config.model
+    values = {"lr": t.lr or task.default_lr(config), "batch_size": t.batch_size, "warmup_ratio": t.warmup_ratio,
+              "weight_decay": t.weight_decay, "lora_rank": m.lora_rank, "lora_alpha": m.lora_alpha,
+              "epochs": t.epochs or (DEFAULT_EPOCHS if task.modality == "text" else None)}
+    out: dict[str, Any] = {}
+    for r in search.space:
+        key = r.name.split(".", 1)[1]
+        value = values.get(key)
+        if value is not None and (value in r.choices if r.choices else r.low <= value <= r.high):
+            out[key] = int(value) if r.integer else value
+    return out
 
 
 def open_study(search: Search, pruner: Any = None):
@@ -234,7 +258,8 @@ def _trial(search: Search, trial, callbacks: Callbacks | None, cancel: CancelTok
     state = "pruned" if events.pruned else "complete"
     trial.set_user_attr("seconds", round(time.monotonic() - began, 1))
     write_json_atomic(run_dir / "trial.json", {"search": search.name, "number": trial.number, "state": state,
-                                               "params": values, "metric": search.metric, "value": events.best})
+                                               "params": values, "metric": search.metric, "value": events.best,
+                                               "defaults": bool(trial.user_attrs.get("defaults"))})
     if events.pruned:
         raise optuna.TrialPruned(f"{search.metric} {events.best} below the median at its step")
     if events.best is None:
@@ -267,14 +292,18 @@ def run_search(search: Search, callbacks: Callbacks | None = None, cancel: Cance
     from optuna.trial import TrialState
 
     study = open_study(search, pruner)
+    fresh = not study.get_trials(deepcopy=False)
     for params in enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
+    if fresh and search.defaults_first:  # after the caller's: a known good setting goes first
+        study.enqueue_trial(default_trial(search), user_attrs={"defaults": True}, skip_if_exists=True)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
 
     def stop_when_cancelled(study, trial) -> None:
         if on_trial is not None:
             on_trial({"number": trial.number, "state": trial.state.name.lower(), "value": trial.value,
-                      "params": trial.params, "run_dir": trial.user_attrs.get("run_dir")}, study)
+                      "params": trial.params, "run_dir": trial.user_attrs.get("run_dir"),
+                      "defaults": bool(trial.user_attrs.get("defaults"))}, study)
         if cancel.cancelled:
             study.stop()
 

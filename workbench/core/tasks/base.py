@@ -305,6 +305,13 @@ class Task(ABC):
         before training or evaluating): a task may compute inputs with it (a frozen backbone's cached
         features)."""
 
+    def generating_seconds(self, model, split: EncodedSplit, rows: dict[str, int], eval_split: str,
+                           evaluations: int) -> float:
+        """Preflight: the seconds a run of ``rows`` (split -> rows of the whole set) spends generating
+        text beside training and its scoring passes, timed on ``split``'s sampled rows (a generation
+        task's answers); 0 for the others."""
+        return 0.0
+
     def backbone_epochs(self) -> int | None:
         """With inputs cached from the model (``loop_batch``): how many epochs still compute them;
         later ones are cheap. None when nothing is cached (the preflight estimate)."""

@@ -7,11 +7,13 @@ task or a method up here (or asks the Task object) instead of comparing names.
 
 Names others read (kept stable):
 
-    METHODS: dict[str, MethodSpec]      full, frozen, lora, adalora (in picker order)
+    METHODS: dict[str, MethodSpec]      full, frozen, lora, adalora, qlora (in picker order; a task
+                                        takes the methods its TaskSpec.lr names: qlora is generation's)
     TASKS: dict[str, TaskSpec]          registration order (it breaks --task auto's ties)
     task_spec(name) -> TaskSpec         aliases resolved; InputError naming the choices
     method_spec(name) -> MethodSpec     InputError naming the choices
-    applicable_methods(hf_backbone, pretrained) -> names of the methods that apply to a backbone
+    applicable_methods(hf_backbone, pretrained, task) -> names of the methods that apply to a backbone
+    check_method(task, method)          InputError where a task does not take a method
     default_lr(task, method) -> float   the learning rate when --lr is not given (the run asks
                                         ``Task.default_lr(config)``, which an image task refines by backbone)
     spec_or_none(task) -> TaskSpec | None   for names read from files (an export, an old run)
@@ -45,6 +47,7 @@ class MethodSpec:
     hf_only: bool  # applies only to Hugging Face transformer backbones (not Workbench's own image models)
     frozen_backbone: bool = False  # only the new head trains
     adaptive_rank: bool = False  # adapter ranks re-allocated by importance during training (AdaLoRA)
+    quantized_base: bool = False  # the frozen base loads in 4 bits (bitsandbytes NF4): QLoRA
 
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
@@ -55,6 +58,10 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("adalora", "AdaLoRA", "AdaLoRA adapters",
                "low-rank adapters whose ranks are re-allocated by importance during training, and the head",
                uses_adapters=True, hf_only=True, adaptive_rank=True),
+    MethodSpec("qlora", "QLoRA", "QLoRA adapters (4-bit base)",
+               "low-rank adapters on the base model loaded in 4 bits (NF4, bitsandbytes): about a quarter of "
+               "LoRA's weight memory; text generation only",
+               uses_adapters=True, hf_only=True, quantized_base=True),
 )}
 DEFAULT_METHOD = "full"
 FROZEN_METHOD = "frozen"  # what the old --freeze-backbone flag (and config key) means
@@ -67,7 +74,8 @@ _TEXT_LR = {"full": 5e-5, "frozen": 1e-3, "lora": 5e-4, "adalora": 5e-4}
 _IMAGE_LR = {**_TEXT_LR, "full": 5e-4}
 # Supervised fine-tuning of a causal LM: TRL and LLaMA-Factory default to 2e-5 (full) and 2e-4
 # (LoRA); a small model (SmolLM2-135M) takes a little more. "frozen" has no head to train: refused.
-_GENERATION_LR = {"full": 5e-5, "frozen": 1e-3, "lora": 2e-4, "adalora": 2e-4}
+# QLoRA takes LoRA's rate (the QLoRA paper's 2e-4 for small models).
+_GENERATION_LR = {"full": 5e-5, "frozen": 1e-3, "lora": 2e-4, "adalora": 2e-4, "qlora": 2e-4}
 
 # ---- analyses -----------------------------------------------------------------------------------
 
@@ -283,16 +291,28 @@ def method_spec(name: str) -> MethodSpec:
     return spec
 
 
-def applicable_methods(hf_backbone: bool, pretrained: bool = True) -> tuple[str, ...]:
+def applicable_methods(hf_backbone: bool, pretrained: bool = True, task: str | None = None) -> tuple[str, ...]:
     """The methods a backbone can train with: adapters need a Hugging Face transformer, a frozen
-    backbone needs pretrained weights (the image task refuses the rest when a run starts)."""
+    backbone needs pretrained weights (the image task refuses the rest when a run starts), and a task
+    takes the methods its learning-rate table names (None: the methods every task takes)."""
+    takes = task_spec(task).lr if task else _TEXT_LR
     return tuple(m.name for m in METHODS.values()
-                 if (hf_backbone or not m.hf_only) and (pretrained or not m.frozen_backbone))
+                 if m.name in takes and (hf_backbone or not m.hf_only) and (pretrained or not m.frozen_backbone))
+
+
+def check_method(task: str, method: str) -> None:
+    """InputError where ``task`` does not take ``method`` (QLoRA outside text generation)."""
+    spec, mspec = task_spec(task), method_spec(method)
+    if mspec.name not in spec.lr:
+        takers = [t.heading.lower() for t in TASKS.values() if mspec.name in t.lr]
+        raise InputError(f"--method {mspec.name} ({mspec.title}) applies to {', '.join(takers) or 'no task'}, "
+                         f"not to {spec.heading.lower()}; choose one of {', '.join(m for m in METHODS if m in spec.lr)}")
 
 
 def default_lr(task: str, method: str) -> float:
     """The peak learning rate of a ``task`` run under ``method`` when --lr is not given (an image task
     may refine it by backbone: Task.default_lr)."""
+    check_method(task, method)
     return task_spec(task).lr[method_spec(method).name]
 
 
@@ -304,7 +324,7 @@ def lr_text(value: float) -> str:
 def method_help() -> str:
     """--method's help: each method and what it trains."""
     parts = [f"{m.name} ({m.help}{', default' if m.name == DEFAULT_METHOD else ''})" for m in METHODS.values()]
-    larger = [m.name for m in METHODS.values() if _TEXT_LR[m.name] > _TEXT_LR[DEFAULT_METHOD]]
+    larger = [m.name for m in METHODS.values() if _TEXT_LR.get(m.name, 0.0) > _TEXT_LR[DEFAULT_METHOD]]
     return f"what trains: {', '.join(parts)}; {', '.join(larger)} take a larger default --lr"
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import OutOfMemory
 from ..events import CheckpointSaved, Warning_
-from .checkpoints import LoopState
+from .checkpoints import LoopState, load_weights, model_weights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -343,14 +343,14 @@ class BestWeights(LoopCallback):
         if not loop.is_main:
             self.weights = None
             return
-        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in loop.model.state_dict().items()}
+        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model_weights(loop.model).items()}
         if loop.checkpoints is not None:
             loop.checkpoints.save_best(loop.sync_state(), self.weights)
 
     def on_train_end(self, loop: TrainingLoop) -> None:
         state = loop.sync_state()
         if self.weights is not None and state.best_step != state.step:
-            loop.model.load_state_dict(self.weights)
+            load_weights(loop.model, self.weights)
         # The copy goes now, not with the loop: the report and the export come after training, and
         # a second copy of the weights would raise their peak memory by the model's size.
         self.weights = None

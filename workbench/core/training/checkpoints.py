@@ -104,6 +104,33 @@ def _restore_torch_rng(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def quantized_base(model) -> bool:
+    """Whether ``model``'s frozen base is quantized to 4 bits (QLoRA; a peft wrapper answers for it)."""
+    return bool(getattr(model, "is_loaded_in_4bit", False))
+
+
+def model_weights(model) -> dict:
+    """What a checkpoint (and the best weights) keep of ``model``: its whole state, or, over a 4-bit base
+    (QLoRA), only the parameters that train: the frozen base loads again, quantized the same way, from
+    the backbone, and bitsandbytes' packed weights do not round-trip through ``load_state_dict``."""
+    if quantized_base(model):
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+    return model.state_dict()
+
+
+def load_weights(model, weights: dict) -> None:
+    """Put ``model_weights``' result back (strict: every kept tensor has its parameter)."""
+    if not quantized_base(model):
+        model.load_state_dict(weights)
+        return
+    result = model.load_state_dict(weights, strict=False)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    lacking = sorted(trained - set(weights))
+    if result.unexpected_keys or lacking:
+        raise ValueError(f"the saved weights do not fit the model: unexpected {result.unexpected_keys[:5]}, "
+                         f"missing {lacking[:5]}")
+
+
 def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -305,7 +332,11 @@ class Checkpoints:
         from safetensors.torch import save_file, save_model
 
         def write(folder: Path) -> None:
-            save_model(model, str(folder / "model.safetensors"))
+            if quantized_base(model):
+                save_file({k: v.detach().contiguous() for k, v in model_weights(model).items()},
+                          str(folder / "model.safetensors"))
+            else:
+                save_model(model, str(folder / "model.safetensors"))
             torch.save(optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(scheduler.state_dict(), folder / "scheduler.pt")
             if scaler is not None:
@@ -348,7 +379,11 @@ class Checkpoints:
             except Exception as e:  # noqa: BLE001 - each library has its own error for a bad file
                 raise DamagedCheckpoint(f"{path / name} cannot be read ({type(e).__name__}: {e})") from e
 
-        read("model.safetensors", lambda p: load_model(model, str(p), device=str(next(model.parameters()).device)))
+        device = str(next(model.parameters()).device)
+        if quantized_base(model):
+            read("model.safetensors", lambda p: load_weights(model, load_file(str(p), device=device)))
+        else:
+            read("model.safetensors", lambda p: load_model(model, str(p), device=device))
         read("optimizer.pt", lambda p: optimizer.load_state_dict(torch.load(p, weights_only=True)))
         read("scheduler.pt", lambda p: scheduler.load_state_dict(torch.load(p, weights_only=True)))
         if scaler is not None and (path / "scaler.pt").is_file():

@@ -141,6 +141,8 @@ class TrainingMethod:
         for full and frozen): what `transformers.pipeline` loads."""
         if not self.uses_adapters:
             return model
+        if method_spec(self.name).quantized_base:
+            return _merged_into_full_precision(model)
         return model.merge_and_unload()
 
 
@@ -190,12 +192,20 @@ def _with_adapters(model, cfg: ModelConfig, total_steps: int | None, task_target
     if missing:
         raise InputError(f"--lora-targets: {type(model).__name__} has no module named {', '.join(missing)}; "
                          f"its linear layers are named {', '.join(sorted(_linear_names(model))[:20])}")
-    settings = {"r": cfg.lora_rank, "alpha": float(cfg.lora_alpha), "dropout": float(cfg.lora_dropout)}
+    settings: dict[str, Any] = {"r": cfg.lora_rank, "alpha": float(cfg.lora_alpha), "dropout": float(cfg.lora_dropout)}
     common: dict[str, Any] = dict(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                   target_modules=targets, modules_to_save=head)
     adalora = None
     peft_cfg: LoraConfig  # an AdaLoraConfig is one
     adaptive = method_spec(cfg.method).adaptive_rank
+    if method_spec(cfg.method).quantized_base:
+        from peft import prepare_model_for_kbit_training
+
+        # fp32 norms and embeddings, inputs that carry gradients; gradient checkpointing as the task set it
+        checkpointing = (model.is_activation_checkpointing if hasattr(type(model), "is_activation_checkpointing")
+                         else getattr(model, "is_gradient_checkpointing", False))  # transformers 5 renamed it
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(checkpointing))
+        settings["quantization"] = "nf4"
     if adaptive:
         total = max(int(total_steps or 0), 10)
         # Ranks start at 1.5x the target and are pruned between the first 10% and the last 20% of the
@@ -216,6 +226,25 @@ def _with_adapters(model, cfg: ModelConfig, total_steps: int | None, task_target
     method = TrainingMethod(cfg.method, trainable, total, targets=targets, head=head, settings=settings,
                             _adalora=adalora, _orth_weight=getattr(peft_cfg, "orth_reg_weight", 0.0))
     return wrapped, method
+
+
+def _merged_into_full_precision(model):
+    """QLoRA's export: the adapters trained on the 4-bit base, folded into the base model loaded again
+    at full precision (as the QLoRA paper's and peft's recipes do), so the export needs no bitsandbytes
+    and loses no precision to a second quantization."""
+    import copy
+
+    import torch
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    base = model.get_base_model()
+    full = type(base).from_pretrained(base.config._name_or_path, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        wrapped = get_peft_model(full, copy.deepcopy(model.peft_config[model.active_adapter]))
+    set_peft_model_state_dict(wrapped, {k: v.detach().to("cpu", torch.float32)
+                                        for k, v in get_peft_model_state_dict(model).items()})
+    return wrapped.merge_and_unload()
 
 
 def _linear_names(model) -> set[str]:

@@ -101,7 +101,7 @@ def catalog_entry(name: str) -> GenerationModel | None:
 _WEIGHT_BYTES = {"fp32": 4.0, "bf16": 4.0, "fp16": 4.0, "4bit": 0.5625}
 _CAST_COPY = {"fp32": 0.0, "bf16": 2.0, "fp16": 2.0, "4bit": 0.0}
 _ACTIVATION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "4bit": 2}
-_METHODS = ("full", "lora", "adalora")
+_METHODS = ("full", "lora", "adalora", "qlora")
 
 
 def estimate_memory(params: int, method: str = "lora", precision: str = "fp32", batch: int = 8, seq_len: int = 512,
@@ -117,6 +117,8 @@ def estimate_memory(params: int, method: str = "lora", precision: str = "fp32", 
     when not given, is guessed from ``params``."""
     if method not in _METHODS:
         raise InputError(f"unknown training method {method!r}; choose one of {', '.join(_METHODS)}")
+    if method == "qlora":  # LoRA over 4-bit weights
+        method, precision = "lora", "4bit"
     if precision not in _WEIGHT_BYTES:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(_WEIGHT_BYTES)}")
     if precision == "4bit" and method == "full":

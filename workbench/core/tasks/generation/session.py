@@ -129,6 +129,27 @@ class GenerationSession:
         return [{"prompt": _last_user(t), "reference": ref, "output": out}
                 for (t, ref), out in zip(self.live, outputs)]
 
+    def seconds_to_answer(self, model, split: EncodedSplit, rows: dict[str, int], eval_split: str,
+                          evaluations: int) -> float:
+        """Preflight: every answer a run generates (the base model's and the fine-tuned one's on the
+        evaluation prompts, the live samples at each evaluation), costed by timing answers to two of
+        ``split``'s prompts at the run's settings. An upper bound: a run answers 8 prompts a batch."""
+        import time
+
+        n = min(2, len(split))
+        if not n or self.tokenizer is None:
+            return 0.0
+        turns = [_prompt_turns(json.loads(m)) for m in split.rows["messages"][:n]]
+        began = time.perf_counter()
+        self._generate(model, turns, "timing answers")
+        per_answer = (time.perf_counter() - began) / n
+        c = self.config
+        prompts = rows.get(eval_split, 0) if c is None or c.eval_limit is None else min(c.eval_limit, rows.get(eval_split, 0))
+        answers = prompts * (2 if c is None or c.base_eval else 1)
+        live = (c.live_samples if c is not None else 3) * (evaluations + 1)
+        short = min(1.0, LIVE_MAX_NEW_TOKENS / max(self.settings().max_new_tokens, 1))  # live answers stop sooner
+        return per_answer * (answers + live * short)
+
     # ---- the report ---------------------------------------------------------------------------------
     def score(self, model, split: EncodedSplit, result: EvalResult) -> EvalResult:
         """``result`` with the generated answers' scores (and the base model's) on ``split``."""

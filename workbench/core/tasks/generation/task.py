@@ -24,7 +24,7 @@ from ...config import DEFAULT_MODEL, DataConfig
 from ...errors import InputError
 from ...events import Callbacks, GenerationSamples, PhaseChanged, Progress, Warning_
 from ..base import EncodedSplit, EvalResult, PreparedData, Task
-from ..table import TASKS
+from ..table import TASKS, method_spec
 from .session import GenerationSession
 from .splits import conversation_splits
 
@@ -48,6 +48,7 @@ class TextGeneration(Task):
         self.session = GenerationSession()
         self.pad_id = 0
         self.sources: dict[str, str] = {}
+        self.quantize_on: str | None = None  # QLoRA: the device the 4-bit base loads onto
 
     def configure(self, config) -> None:
         from ...config import GenerationConfig
@@ -65,6 +66,7 @@ class TextGeneration(Task):
             config.model.name = DEFAULT_GENERATION_BACKBONE
         self.settings = config.generation if isinstance(config.generation, GenerationConfig) else GenerationConfig()
         self.seed = config.train.seed
+        self.quantize_on = _qlora_device(config) if method_spec(config.model.method).quantized_base else None
 
     def resolve_backbone(self, name: str | None):
         from .backbones import DEFAULT_GENERATION_BACKBONE, progress_events, resolve_generation_backbone
@@ -180,7 +182,12 @@ class TextGeneration(Task):
             raise InputError(f"{backbone_path} is not a causal language model (its architecture is "
                              f"{', '.join(getattr(config, 'architectures', None) or ['?'])}); text generation needs a "
                              "decoder such as SmolLM2, Qwen2.5 or Llama")
-        model = AutoModelForCausalLM.from_pretrained(backbone_path, dtype="float32")
+        if self.quantize_on is not None:
+            from .quantized import load_4bit
+
+            model = load_4bit(backbone_path, self.quantize_on)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(backbone_path, dtype="float32")
         if getattr(self.settings, "gradient_checkpointing", False):
             model.gradient_checkpointing_enable()
         return model
@@ -233,6 +240,10 @@ class TextGeneration(Task):
         samples = self.session.live_samples()
         if samples:
             self.callbacks.on_event(GenerationSamples(step, epoch, tuple(samples)))
+
+    def generating_seconds(self, model, split, rows, eval_split, evaluations) -> float:
+        self.session.configure(self.settings, self.seed, self.callbacks, self.cancel)
+        return self.session.seconds_to_answer(model, split, rows, eval_split, evaluations)
 
     def score_with_model(self, model, split, result) -> EvalResult:
         return self.session.score(model, split, result)
@@ -304,3 +315,20 @@ def _decoder_and_head(model):
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
         return None
     return decoder, head
+
+
+def _qlora_device(config) -> str:
+    """Where QLoRA's 4-bit base loads: bitsandbytes quantizes on CUDA (fast) and on the CPU (its
+    PyTorch kernels: it runs, slower than LoRA); not on Apple's MPS, and one process only."""
+    from ...device import resolve_device
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise InputError("--method qlora needs the bitsandbytes package, which is not installed: "
+                         "pip install 'workbench[qlora]' (or pip install bitsandbytes)")
+    if config.train.num_processes > 1:
+        raise InputError("--method qlora trains in one process; drop --num-processes, or use --method lora")
+    device = resolve_device(config.train.device)
+    if device.type not in ("cuda", "cpu"):
+        raise InputError(f"--method qlora needs a CUDA GPU or the CPU (bitsandbytes has no {device.type} kernels); "
+                         "use --device cpu or --method lora")
+    return str(device)
