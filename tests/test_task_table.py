@@ -176,6 +176,9 @@ def test_learning_rate_left_out_is_the_tasks_default():
     cfg.train.lr = 5e-4
     assert "--lr 0.0005" in command_line(cfg)
     assert "lora" in TRAIN_FLAGS["--method"][3] and "5e-5" in TRAIN_FLAGS["--lr"][3]
+    cfg.train.lr, cfg.model.method = None, "qlora"  # a method the task does not take: no rate (the run refuses it)
+    assert "--method qlora" in command_line(cfg) and "--lr" not in command_line(cfg)
+    cfg.model.method = "full"
     cfg.train.lr = 2.0
     with pytest.raises(InputError, match="--lr must be between 0 and 1"):
         cfg.validate()

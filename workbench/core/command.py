@@ -157,7 +157,9 @@ def _stated_lr(config: RunConfig) -> float | None:
     if task is None and Path(config.data.train or "").suffix.lower() in (".jsonl", ".json"):
         task = TEXT_GENERATION  # --task auto on JSON conversations (the only task that reads JSON)
     spec = spec_or_none(task or DEFAULT_TASK)
-    return default_lr(spec.name, config.model.method) if spec and spec.modality == "text" else None
+    if not spec or spec.modality != "text" or config.model.method not in spec.lr:  # qlora outside generation:
+        return None  # the run refuses it with a message; the line does not guess a rate
+    return default_lr(spec.name, config.model.method)
 
 
 def _text(value) -> str:

@@ -713,7 +713,10 @@ class ModelPage(QWidget):
         def task_default():
             from ...core.tasks import get_task
 
-            return get_task(config.task).default_lr(config)
+            task = get_task(config.task)
+            if config.model.method not in task.spec.lr:  # a method the new task does not take (QLoRA), until the
+                config.model.method = DEFAULT_METHOD     # method picker resets it to the default
+            return task.default_lr(config)
 
         lr = await self._in_thread(warmup.serialized(task_default))
         if lr != self.state.default_lr:
