@@ -189,3 +189,18 @@ def test_verbose_shows_the_engine_log(sentiment_tsv, tiny_model_dir, tmp_path, m
     assert main([*args, "--verbose"]) == 0
     err = capsys.readouterr().err
     assert "precision bf16 (auto: WORKBENCH_CPU_BF16=1)" in err and "bf16 check on test" in err
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_output_quietly(tmp_path):
+    # `workbench compare A B | head`: head exits after its lines; the rest of the output has nowhere to go.
+    script = ("import importlib, sys\nm = importlib.import_module('workbench.cli.main')\n"
+              "def flood():\n    for _ in range(2000):\n        print('x' * 200)\n    return 0\n"
+              "m.cmd_models = flood\nsys.exit(m.main(['models']))\n")
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -192,6 +192,59 @@ def test_mistral_is_written_as_llama(tiny_llama_dir, tmp_path):
     assert result["max_abs_logit_diff"] < 1e-2 and result["identical"], result["examples"]
 
 
+SPM_PROMPTS = ["What is the capital of France?", "Grüße aus Köln, 東京 and ½ are bytes here",
+               "  two leading spaces\nand a newline"]
+
+
+def test_sentencepiece_llama_reads_back_with_the_same_tokens_and_output(tiny_spm_llama_dir, tmp_path):
+    # Llama 2 / TinyLlama / Mistral's tokenizer: "▁" for spaces, unknown characters as <0xNN> byte tokens.
+    import gguf
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    folder = _scaled_copy(tiny_spm_llama_dir, tmp_path / "spm", LlamaForCausalLM)
+    path = write_gguf(folder, tmp_path / "spm.gguf", kind="f16")
+    reader = gguf.GGUFReader(path)
+
+    def value(key):
+        return reader.fields[key].contents()
+
+    ref = AutoTokenizer.from_pretrained(folder)
+    tokens, types = value("tokenizer.ggml.tokens"), value("tokenizer.ggml.token_type")
+    scores = value("tokenizer.ggml.scores")
+    assert value("tokenizer.ggml.model") == "llama" and value("tokenizer.ggml.add_space_prefix") is True
+    assert value("tokenizer.ggml.add_bos_token") is True and value("tokenizer.ggml.bos_token_id") == ref.bos_token_id
+    assert types[ref.unk_token_id] == gguf.TokenType.UNKNOWN and types[ref.eos_token_id] == gguf.TokenType.CONTROL
+    assert types[tokens.index("<0x0A>")] == gguf.TokenType.BYTE and tokens.count("<0x0A>") == 1
+    merges = value("tokenizer.ggml.merges")
+    first, second = ("".join(m.split(" ")) for m in merges[:2])  # llama.cpp merges by score: in the merges' order
+    assert scores[tokens.index(first)] > scores[tokens.index(second)] > scores[tokens.index("<0x0A>")]
+
+    loaded = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for text in SPM_PROMPTS:
+        assert loaded(text)["input_ids"] == ref(text)["input_ids"], text  # BOS, the space prefix, byte fallback
+        ids = ref(text, add_special_tokens=False)["input_ids"]
+        assert loaded.decode(ids) == ref.decode(ids) == text.removeprefix(" ")  # the prefix space's removal
+    assert "<0x" in " ".join(ref.convert_ids_to_tokens(ref(SPM_PROMPTS[1])["input_ids"]))  # bytes were needed
+    result = check_gguf(path, folder, SPM_PROMPTS, max_new_tokens=8)
+    assert result["same_tokens"] == 3 and result["identical"], result["examples"]
+    assert result["max_abs_logit_diff"] < 1e-2
+
+
+def test_a_tokenizer_it_cannot_write_is_a_clear_input_error(tiny_llama_dir, tmp_path):
+    import json
+
+    folder = tmp_path / "wordpiece"
+    shutil.copytree(tiny_llama_dir, folder)
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["model"] = {"type": "WordPiece", "vocab": {}}
+    spec["pre_tokenizer"] = spec["decoder"] = None
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    with pytest.raises(InputError, match="this one is WordPiece without either") as e:
+        write_gguf(folder, tmp_path / "out" / "model.gguf")
+    assert "tokenizer.json" in str(e.value)
+    assert not (tmp_path / "out" / "model.gguf").exists()
+
+
 def test_gpt2_is_a_clear_input_error(tiny_gpt2_dir, tmp_path):
     with pytest.raises(InputError, match="GGUF export supports Llama and Qwen2 models; GPT2LMHeadModel is not"):
         write_gguf(tiny_gpt2_dir, tmp_path / "gpt2.gguf")

@@ -331,3 +331,21 @@ def test_the_bf16_check_counts_words_for_tagging_and_images(tmp_path, monkeypatc
     result = run_training(cfg)
     check = json.loads((Path(result.run_dir) / "report.json").read_text())["precision"]["bf16_check"]
     assert check["ran"] and check["items"] == 6, check
+
+
+@pytest.mark.parametrize("amx, expected", [(True, "bf16"), (False, "fp32")])
+def test_generation_keeps_fp32_under_auto_on_a_bf16_cpu_without_amx(monkeypatch, amx, expected):
+    from workbench.core.tasks.generation.task import TextGeneration
+    from workbench.core.tasks.text_classification import TextClassification
+
+    monkeypatch.delenv("WORKBENCH_CPU_BF16", raising=False)
+    monkeypatch.setattr(device_mod, "cpu_bf16_units", lambda: (True, "faked AVX512-BF16"))
+    monkeypatch.setattr(device_mod, "cpu_has_amx", lambda: amx)
+    generation = (TextGeneration.cpu_bf16_not_worth, TextGeneration.cpu_bf16_needs_amx)
+    precision, why = device_mod.choose_precision("auto", CPU, *generation)
+    assert precision == expected and ("without AMX" in why) == (not amx)
+    assert device_mod.choose_precision("auto", CPU, TextClassification.cpu_bf16_not_worth,
+                                       TextClassification.cpu_bf16_needs_amx)[0] == "bf16"
+    assert device_mod.choose_precision("bf16", CPU, *generation)[0] == "bf16"  # asked for: given
+    monkeypatch.setenv("WORKBENCH_CPU_BF16", "1")  # the override says bf16, and means it
+    assert device_mod.choose_precision("auto", CPU, *generation)[0] == "bf16"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -66,8 +67,6 @@ def cpu_bf16_units() -> tuple[bool, str]:
 
     ``WORKBENCH_CPU_BF16=1`` or ``0`` overrides the check: for tests that must run the same on every
     CPU, and for users who want fp32 (or bf16) whatever the CPU has."""
-    import os
-
     import torch
 
     forced = os.environ.get(CPU_BF16_ENV, "").strip()
@@ -91,13 +90,26 @@ def cpu_bf16_units() -> tuple[bool, str]:
     return False, f"the CPU has no bf16 units ({cap})"
 
 
-def choose_precision(requested: str, device, cpu_bf16: str | None = None) -> tuple[str, str]:
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX tiles (bf16 matrix units), beside AVX512-BF16's vector instructions."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def choose_precision(requested: str, device, cpu_bf16: str | None = None,
+                     cpu_bf16_without_amx: str | None = None) -> tuple[str, str]:
     """The precision a run uses and why: on a GPU bf16 where supported, else fp16 (with a grad
     scaler); on the CPU bf16 autocast where it has bf16 units, else fp32. Master weights, the
     optimizer and the loss stay fp32 in every case.
 
     ``cpu_bf16``: None where bf16 pays on a CPU with bf16 units, else why the task keeps fp32
-    there (``Task.cpu_bf16_not_worth``: measured no faster, or less accurate)."""
+    there (``Task.cpu_bf16_not_worth``: measured no faster, or less accurate). ``cpu_bf16_without_amx``: the
+    same where bf16 pays only with AMX's matrix units, not with AVX512-BF16 alone (``Task.cpu_bf16_needs_amx``);
+    ``WORKBENCH_CPU_BF16=1`` still means bf16."""
     import torch
 
     req = requested or "auto"
@@ -109,6 +121,8 @@ def choose_precision(requested: str, device, cpu_bf16: str | None = None) -> tup
         units, why = cpu_bf16_units()
         if units and cpu_bf16:
             return "fp32", f"auto: {why}, but {cpu_bf16}"
+        if units and cpu_bf16_without_amx and not os.environ.get(CPU_BF16_ENV, "").strip() and not cpu_has_amx():
+            return "fp32", f"auto: {why}, but {cpu_bf16_without_amx}"
         return ("bf16", f"auto: {why}") if units else ("fp32", f"auto: {why}")
     if req != "auto":
         return req, f"--precision {req}"

@@ -851,7 +851,8 @@ class ModelPage(QWidget):
         gpus = [d for d in devices if d.name != "cpu"]
         units, why = self._cpu_bf16
         cpu = (f"On the CPU, automatic precision is bf16 for text ({why}; images keep fp32, where bf16 "
-               "measured no faster); test metrics and exports are fp32 either way." if units else
+               "measured no faster, and so does text generation without AMX); test metrics and exports are fp32 "
+               "either way." if units else
                f"On the CPU, automatic precision is fp32 ({why}; bf16 would be slower there).")
         self.device_note.setText(
             ("GPU: " + ", ".join(d.description for d in gpus) if gpus

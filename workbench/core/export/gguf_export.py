@@ -1,13 +1,15 @@
 """GGUF (F16 or Q8_0) from a merged causal-LM export, and its check by reading it back.
 
-``write_gguf`` turns a saved Hugging Face folder (config.json, safetensors, a byte-level BPE tokenizer with
-its chat template) into one GGUF file that llama.cpp, Ollama and LM Studio load. It follows llama.cpp's
+``write_gguf`` turns a saved Hugging Face folder (config.json, safetensors, a BPE tokenizer with its chat
+template) into one GGUF file that llama.cpp, Ollama and LM Studio load. It follows llama.cpp's
 ``convert_hf_to_gguf.py`` for the Llama family (Llama, SmolLM/SmolLM2, Mistral-style) and Qwen2: the same
-metadata keys, tensor names, vocabulary ("gpt2" tokenizer model: tokens, token types, merges, special ids,
-add-bos, chat template), Q/K rows permuted for llama.cpp's rope layout on Llama (Qwen2 uses the NeoX layout,
-unpermuted), F32 for norms, biases and 1-D tensors, and Q8_0 for 2-D weights whose rows are a multiple of 32
-(F16 otherwise). Tensors are converted and written one at a time (the header goes first: its sizes are known
-in advance), so a 1.7B model never sits in memory twice. The file is written under a temporary name and
+metadata keys, tensor names, vocabulary ("gpt2" tokenizer model for byte-level BPE: tokens, token types,
+merges, special ids, add-bos, chat template; "llama" for SentencePiece BPE with byte fallback, as Llama 2,
+TinyLlama and Mistral have: the same plus byte tokens, scores in merge order and the space prefix), Q/K
+rows permuted for llama.cpp's rope layout on Llama (Qwen2 uses the NeoX layout, unpermuted), F32 for norms,
+biases and 1-D tensors, and Q8_0 for 2-D weights whose rows are a multiple of 32 (F16 otherwise). Tensors
+are converted and written one at a time (the header goes first: its sizes are known in advance), so a 1.7B
+model never sits in memory twice. The file is written under a temporary name and
 renamed when complete.
 
 ``check_gguf`` loads the file back with transformers' GGUF loader (fp32, de-quantised), generates greedily
@@ -21,6 +23,7 @@ import itertools
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -42,6 +45,7 @@ _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a SentencePiece byte-fallback token
 _SKIPPED = ("rotary_emb.inv_freq",)  # buffers some checkpoints carry; llama.cpp computes them
 
 
@@ -190,6 +194,21 @@ def _vocab(tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def _tokenizer_kind(spec: dict[str, Any]) -> str | None:
+    """llama.cpp's tokenizer model for this tokenizer.json: "gpt2" (byte-level BPE: GPT-2, Llama 3, Qwen2,
+    SmolLM), "llama" (SentencePiece BPE with byte fallback, as Llama 2, TinyLlama and Mistral have: "▁" for
+    a space, unknown bytes as ``<0xNN>`` tokens), or None for one it cannot write."""
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE":
+        return None
+    shape = "".join(json.dumps(spec.get(k), ensure_ascii=False) for k in ("pre_tokenizer", "decoder", "normalizer"))
+    if "ByteLevel" in shape:
+        return "gpt2"
+    if model.get("byte_fallback") and "\u2581" in shape:
+        return "llama"
+    return None
+
+
 def _load_tokenizer(model_dir: Path, config):
     from transformers import AutoTokenizer
 
@@ -198,16 +217,37 @@ def _load_tokenizer(model_dir: Path, config):
         raise InputError("GGUF export needs a fast tokenizer (tokenizer.json)", path=model_dir)
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     model = spec.get("model") or {}
-    byte_level = "ByteLevel" in json.dumps(spec.get("pre_tokenizer")) + json.dumps(spec.get("decoder"))
-    if model.get("type") != "BPE" or not byte_level:
+    kind = _tokenizer_kind(spec)
+    if kind is None:
         raise InputError("GGUF export writes byte-level BPE tokenizers (GPT-2 style, as Llama 3, Qwen2 and "
-                         f"SmolLM have); this one is {model.get('type')} without byte-level", path=spec_path)
+                         "SmolLM have) and SentencePiece BPE ones with byte fallback (as Llama 2 and Mistral "
+                         f"have); this one is {model.get('type')} without either", path=spec_path)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if len(tokenizer) > int(config.vocab_size):
         raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the model only "
                          f"{config.vocab_size} embeddings", path=spec_path)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-    return tokenizer, merges, _pre_tokenizer(spec.get("pre_tokenizer"))
+    pre = _pre_tokenizer(spec.get("pre_tokenizer")) if kind == "gpt2" else "default"
+    return tokenizer, merges, pre, kind
+
+
+def _merge_scores(tokens: list[str], merges: list[str]) -> list[float]:
+    """SentencePiece-style scores for llama.cpp's "llama" tokenizer, which merges the adjacent pair whose
+    joined token scores highest: a merged token scores minus the rank of the first merge that makes it, so
+    llama.cpp merges in the order the BPE merges list (the order transformers applies). Tokens no merge
+    makes (characters, bytes, specials) come after, by id."""
+    rank: dict[str, int] = {}
+    for r, merge in enumerate(merges):
+        left, _, right = merge.partition(" ")
+        rank.setdefault(left + right, r)
+    return [float(-rank[t]) if t in rank else float(-(len(merges) + i)) for i, t in enumerate(tokens)]
+
+
+def _adds_space_prefix(tokenizer) -> bool:
+    """Whether the tokenizer reads "a" as "▁a" (SentencePiece's dummy prefix), as llama.cpp's
+    ``add_space_prefix`` says."""
+    ids = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return bool(ids) and str(tokenizer.convert_ids_to_tokens(ids[0])).startswith("\u2581")
 
 
 def _adds(tokenizer) -> tuple[bool, bool]:
@@ -221,11 +261,19 @@ def _adds(tokenizer) -> tuple[bool, bool]:
 
 
 def _write_tokenizer(writer, model_dir: Path, config) -> None:
-    tokenizer, merges, pre = _load_tokenizer(model_dir, config)
+    import gguf
+
+    tokenizer, merges, pre, kind = _load_tokenizer(model_dir, config)
     tokens, types = _vocab(tokenizer, int(config.vocab_size))
-    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_model(kind)
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
+    if kind == "llama":  # SentencePiece: byte tokens typed as bytes, scores that order the merges
+        unk = tokenizer.unk_token_id
+        types = [gguf.TokenType.BYTE if ty == gguf.TokenType.NORMAL and _BYTE_TOKEN.fullmatch(t)
+                 else gguf.TokenType.UNKNOWN if i == unk else ty for i, (t, ty) in enumerate(zip(tokens, types))]
+        writer.add_token_scores(_merge_scores(tokens, merges))
+        writer.add_add_space_prefix(_adds_space_prefix(tokenizer))
     writer.add_token_types(types)
     writer.add_token_merges(merges)
     ids = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "unk": tokenizer.unk_token_id,

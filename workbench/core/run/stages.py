@@ -174,7 +174,8 @@ class Hardware:
 def choose_hardware(config: RunConfig, task: Task, dist: Dist | None = None) -> Hardware:
     """The device this process trains on (a distributed rank's own GPU) and the precision."""
     device = distributed.device_for_rank(resolve_device(config.train.device), dist)
-    precision, reason = choose_precision(config.train.precision, device, task.cpu_bf16_not_worth)
+    precision, reason = choose_precision(config.train.precision, device, task.cpu_bf16_not_worth,
+                                         task.cpu_bf16_needs_amx)
     return Hardware(device, precision, reason)
 
 

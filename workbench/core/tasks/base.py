@@ -151,6 +151,8 @@ class Task(ABC):
     # Why ``--precision auto`` keeps fp32 on a CPU with bf16 units for this task (measured: bf16 no
     # faster, or less accurate); None: bf16 pays there (core/device.py choose_precision).
     cpu_bf16_not_worth: ClassVar[str | None] = None
+    # The same where bf16 pays only on a CPU with AMX matrix units, not with AVX512-BF16 alone.
+    cpu_bf16_needs_amx: ClassVar[str | None] = None
     # Decisions tuned on the validation split's outputs before the final test (a multi-label task's
     # per-label thresholds): the run calls ``tune_on_validation`` with the logits of a model that did
     # not train on those rows (after a refit, the first pass's).

@@ -39,6 +39,9 @@ class TextGeneration(Task):
     has_classes = False
     head_is_new = False
     onnx_export = False
+    # Measured on an AVX512-BF16 CPU without AMX (SmolLM2-135M, LoRA, docs/BENCHMARKS.md): fp32 trained 5% faster,
+    # peaked 1.1 GB lower (autocast keeps bf16 copies of the weights) and reached a lower eval loss.
+    cpu_bf16_needs_amx = "bf16 trains a language model no faster than fp32 without AMX (measured), so fp32"
 
     def __init__(self) -> None:
         self.callbacks: Callbacks = Callbacks()
